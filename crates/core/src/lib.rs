@@ -1,0 +1,21 @@
+//! The small core of etcd-dr: types every other crate shares and nothing of ours depends on.
+//!
+//! - [`SnapshotId`]: the sortable name of one snapshot (UTC time + etcd revision).
+//! - [`SnapshotManifest`]: the JSON commit record written beside each snapshot.
+//! - [`ConfigProblem`]: one bad configuration field, so start-up can report all of them at once.
+
+mod config_problem;
+mod manifest;
+mod snapshot_id;
+
+pub use config_problem::{ConfigProblem, ConfigProblems};
+pub use manifest::{
+    Compression, EtcdClusterInfo, EtcdMember, MemberStatus, ObjectDigest, Producer,
+    SnapshotManifest, StoredObject, MANIFEST_FORMAT_VERSION,
+};
+pub use snapshot_id::{SnapshotId, SnapshotIdError};
+
+/// Formats an etcd 64-bit id (cluster or member) the way etcdctl prints it: lower-case hex.
+pub fn etcd_id_hex(id: u64) -> String {
+    format!("{id:x}")
+}

@@ -1,0 +1,57 @@
+//! `etcd-dr snapshot`: one snapshot now.
+
+use etcd_dr_transport::ShipProgress;
+
+use super::{human_bytes, shutdown_token, snapshot_context};
+use crate::settings::Settings;
+use crate::snapshot_job::SnapshotOutcome;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Free text stored in the manifest (e.g. "before upgrade to 1.31").
+    #[arg(long)]
+    label: Option<String>,
+    /// Print the manifest as JSON instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
+    let context = snapshot_context(settings)?;
+    let cancel = shutdown_token();
+    let progress = ShipProgress::default();
+    let outcome = context
+        .take_snapshot(args.label, false, &progress, &cancel)
+        .await?;
+    let SnapshotOutcome::Taken(manifest) = outcome else {
+        anyhow::bail!("no snapshot was taken");
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&manifest)?);
+        return Ok(());
+    }
+    let seconds = manifest.duration_seconds.max(f64::EPSILON);
+    println!("snapshot {}", manifest.id);
+    println!("  revision    {}", manifest.etcd.revision);
+    println!(
+        "  etcd        {} (cluster {}, from {})",
+        manifest.etcd.version, manifest.etcd.cluster_id, manifest.etcd.source_endpoint
+    );
+    println!(
+        "  raw         {} ({} bytes)",
+        human_bytes(manifest.raw.size),
+        manifest.raw.size
+    );
+    println!(
+        "  stored      {} ({} bytes, ratio {:.2})",
+        human_bytes(manifest.stored.size),
+        manifest.stored.size,
+        manifest.raw.size as f64 / manifest.stored.size.max(1) as f64
+    );
+    println!("  duration    {seconds:.2}s");
+    println!(
+        "  throughput  {}/s",
+        human_bytes((manifest.raw.size as f64 / seconds) as u64)
+    );
+    Ok(())
+}

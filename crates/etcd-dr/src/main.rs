@@ -1,0 +1,105 @@
+//! `etcd-dr`: keeps a Kubernetes control plane recoverable in a second region.
+
+mod cmd;
+mod settings;
+mod snapshot_job;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::settings::{default_config_path, LogFormat, Settings};
+
+#[derive(Parser)]
+#[command(
+    name = "etcd-dr",
+    version,
+    about = "Streams etcd snapshots to object storage and restores them in another region."
+)]
+struct Cli {
+    /// Configuration file (TOML); `ETCD_DR_…` variables override it.
+    #[arg(long, short, global = true, env = "ETCD_DR_CONFIG", default_value_os_t = default_config_path())]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Take one snapshot now and print what was stored.
+    Snapshot(cmd::snapshot::Args),
+    /// List the stored snapshots, oldest first.
+    List(cmd::list::Args),
+    /// Stream a snapshot back and check every checksum.
+    Verify(cmd::verify::Args),
+    /// Download a snapshot as a plain, verified `.db` file for `etcdutl snapshot restore`.
+    Fetch(cmd::fetch::Args),
+    /// Apply the retention policy now (or show what it would delete).
+    Prune(cmd::prune::Args),
+    /// Run the daemon: snapshots on the schedule until SIGTERM or SIGINT.
+    Run(cmd::run::Args),
+    /// Check the configuration and print it resolved.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(&cli.config) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("etcd-dr: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&settings);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("etcd-dr: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Snapshot(args) => cmd::snapshot::run(&settings, args).await,
+            Command::List(args) => cmd::list::run(&settings, args).await,
+            Command::Verify(args) => cmd::verify::run(&settings, args).await,
+            Command::Fetch(args) => cmd::fetch::run(&settings, args).await,
+            Command::Prune(args) => cmd::prune::run(&settings, args).await,
+            Command::Run(args) => cmd::run::run(&settings, args).await,
+            Command::CheckConfig => {
+                println!(
+                    "configuration OK: cluster {}, store {}",
+                    settings.cluster,
+                    settings.store.describe()
+                );
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("etcd-dr: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(settings: &Settings) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match settings.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}

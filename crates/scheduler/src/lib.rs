@@ -1,0 +1,17 @@
+//! Where snapshots come from and when they are taken.
+//!
+//! - [`EtcdSource`]: surveys the configured endpoints (mTLS), picks the member to stream from
+//!   (the leader, else the healthy member with the highest raft index) and opens the snapshot
+//!   stream, failing over to the next endpoint when one is down.
+//! - [`Schedule`]: interval or cron, with jitter; [`run_schedule`] drives a job on it, one at a
+//!   time, until cancelled.
+
+mod error;
+mod etcd_config;
+mod schedule;
+mod source;
+
+pub use error::SourceError;
+pub use etcd_config::EtcdConfig;
+pub use schedule::{run_schedule, Schedule, ScheduleConfig};
+pub use source::{ClusterSurvey, EndpointReport, EndpointStatus, EtcdSource, SnapshotChunks};

@@ -1,0 +1,104 @@
+use etcd_dr_core::SnapshotId;
+
+/// What went wrong moving a snapshot in or out of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// A store operation failed (network, permissions, 5xx after retries…).
+    #[error("store operation `{operation}` on `{key}` failed: {source}")]
+    Store {
+        /// What was attempted (`put`, `get`, `list`, `delete`, `multipart`).
+        operation: &'static str,
+        /// The object key or prefix.
+        key: String,
+        /// The store's error.
+        #[source]
+        source: object_store::Error,
+    },
+    /// The snapshot source (etcd stream) failed while its bytes were being uploaded.
+    #[error("snapshot source failed after {bytes_read} bytes: {source}")]
+    Source {
+        /// Raw bytes received before the failure.
+        bytes_read: u64,
+        /// The source's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The stream etcd sent does not end with a SHA-256 of its content.
+    #[error("etcd snapshot stream failed its integrity check: {detail}")]
+    EtcdHashMismatch {
+        /// What did not match.
+        detail: String,
+    },
+    /// A stored snapshot does not match its manifest.
+    #[error("snapshot {id} is corrupt: {detail}")]
+    Corrupt {
+        /// The snapshot.
+        id: SnapshotId,
+        /// What did not match.
+        detail: String,
+    },
+    /// No snapshot with that id has a manifest.
+    #[error("snapshot {id} not found (no manifest at `{key}`); run `etcd-dr list` to see what is stored")]
+    SnapshotNotFound {
+        /// The snapshot asked for.
+        id: SnapshotId,
+        /// Where its manifest would be.
+        key: String,
+    },
+    /// The store holds no complete snapshot at all.
+    #[error("no complete snapshot is stored under `{prefix}`")]
+    NoSnapshots {
+        /// The prefix that was listed.
+        prefix: String,
+    },
+    /// A manifest could not be parsed or is of a newer format.
+    #[error("manifest `{key}` is unreadable: {detail}")]
+    BadManifest {
+        /// The manifest key.
+        key: String,
+        /// Why.
+        detail: String,
+    },
+    /// A snapshot with this id already has a manifest; nothing was replaced.
+    #[error("snapshot {id} already exists at `{key}`; nothing was replaced")]
+    AlreadyExists {
+        /// The snapshot.
+        id: SnapshotId,
+        /// The existing manifest key.
+        key: String,
+    },
+    /// The store configuration cannot be turned into a client.
+    #[error("store configuration: {0}")]
+    Config(String),
+    /// Reading or writing a local file failed.
+    #[error("{action} `{path}`: {source}")]
+    LocalIo {
+        /// What was attempted.
+        action: &'static str,
+        /// The local path.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Compression, decompression or the pipeline's worker thread failed.
+    #[error("{0}")]
+    Pipeline(String),
+    /// The operation was cancelled (shutdown); any partial upload was aborted.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl TransportError {
+    pub(crate) fn store(
+        operation: &'static str,
+        key: impl ToString,
+        source: object_store::Error,
+    ) -> Self {
+        Self::Store {
+            operation,
+            key: key.to_string(),
+            source,
+        }
+    }
+}

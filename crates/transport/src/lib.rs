@@ -1,0 +1,27 @@
+//! Moving snapshots in and out of object storage.
+//!
+//! Everything here takes an `Arc<dyn ObjectStore>` and a [`SnapshotLayout`] (the prefix); there is
+//! no storage trait of our own. Data flows as streams through bounded channels:
+//! raw etcd chunks → SHA-256 → zstd → multipart upload on the way in, and the reverse on the way
+//! out. The manifest is written last with a create-only put: it is the commit point.
+
+mod catalog;
+mod digest;
+mod error;
+mod layout;
+mod read;
+mod retention;
+mod store_config;
+mod upload;
+
+pub use catalog::{
+    commit_manifest, list_snapshots, read_manifest, resolve_snapshot, Catalog, IncompleteSnapshot,
+    SnapshotSelector, UnreadableManifest,
+};
+pub use digest::EtcdStreamDigest;
+pub use error::TransportError;
+pub use layout::{SnapshotLayout, DATA_OBJECT_NAME, MANIFEST_OBJECT_NAME};
+pub use read::{read_snapshot, VerifiedSnapshot};
+pub use retention::{apply_retention, plan_retention, RetentionConfig, RetentionPlan};
+pub use store_config::{oci_s3_endpoint, StoreConfig, StoreKind};
+pub use upload::{upload_snapshot_data, ShipProgress, UploadOptions, UploadedData};
