@@ -16,7 +16,10 @@ fn the_demo_script_takes_lists_and_verifies_a_snapshot() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("== etcd-dr list") && stdout.contains("demo"), "{stdout}");
+    assert!(
+        stdout.contains("== etcd-dr list") && stdout.contains("demo"),
+        "{stdout}"
+    );
     assert!(stdout.contains("OK:"), "{stdout}");
     let manifests: Vec<_> = std::fs::read_dir(demo.path().join("store/demo/snapshots"))
         .unwrap()
