@@ -2,10 +2,12 @@
 //!
 //! - [`SnapshotId`]: the sortable name of one snapshot (UTC time + etcd revision).
 //! - [`SnapshotManifest`]: the JSON commit record written beside each snapshot.
+//! - [`PromotionMarker`]: the fence a promotion writes into the store.
 //! - [`ConfigProblem`]: one bad configuration field, so start-up can report all of them at once.
 
 mod config_problem;
 mod manifest;
+mod promotion;
 mod snapshot_id;
 
 pub use config_problem::{ConfigProblem, ConfigProblems};
@@ -13,6 +15,7 @@ pub use manifest::{
     Compression, EtcdClusterInfo, EtcdMember, MemberStatus, ObjectDigest, Producer,
     SnapshotManifest, StoredObject, MANIFEST_FORMAT_VERSION,
 };
+pub use promotion::{PromotionMarker, PromotionMode, SwitchoverRequest, SWITCHOVER_LABEL};
 pub use snapshot_id::{SnapshotId, SnapshotIdError};
 
 /// Formats an etcd 64-bit id (cluster or member) the way etcdctl prints it: lower-case hex.

@@ -67,6 +67,14 @@ pub enum TransportError {
         /// The existing manifest key.
         key: String,
     },
+    /// A promotion marker already fences this cluster's prefix; nothing was replaced.
+    #[error("promotion {promotion_id} already fenced this cluster (marker `{key}`)")]
+    Fenced {
+        /// The marker key.
+        key: String,
+        /// The promotion that wrote it.
+        promotion_id: String,
+    },
     /// The store configuration cannot be turned into a client.
     #[error("store configuration: {0}")]
     Config(String),

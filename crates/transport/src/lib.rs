@@ -9,6 +9,7 @@ mod catalog;
 mod digest;
 mod error;
 mod layout;
+mod promotion;
 mod read;
 mod retention;
 mod store_config;
@@ -21,6 +22,10 @@ pub use catalog::{
 pub use digest::EtcdStreamDigest;
 pub use error::TransportError;
 pub use layout::{SnapshotLayout, DATA_OBJECT_NAME, MANIFEST_OBJECT_NAME};
+pub use promotion::{
+    promotion_marker_path, read_promotion_marker, read_switchover_request, switchover_request_path,
+    write_promotion_marker, write_switchover_request, PROMOTION_MARKER_NAME, SWITCHOVER_REQUEST_NAME,
+};
 pub use read::{read_snapshot, VerifiedSnapshot};
 pub use retention::{apply_retention, plan_retention, RetentionConfig, RetentionPlan};
 pub use store_config::{oci_s3_endpoint, StoreConfig, StoreKind};

@@ -1,0 +1,98 @@
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::SnapshotId;
+
+/// Why a promotion happens: the primary is lost, or a planned move without data loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromotionMode {
+    /// The primary is lost: restore the newest good snapshot.
+    Failover,
+    /// Planned: the primary takes a final snapshot and stops shipping; exactly that one is
+    /// restored.
+    Switchover,
+}
+
+impl PromotionMode {
+    /// `failover` or `switchover`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Failover => "failover",
+            Self::Switchover => "switchover",
+        }
+    }
+}
+
+/// The fence: written into the store (create-only) when a promotion starts. Two promotions
+/// cannot both write it, and a primary that sees it stops shipping into that prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromotionMarker {
+    /// The promotion's id.
+    pub promotion_id: String,
+    /// Failover or switchover.
+    pub mode: PromotionMode,
+    /// The snapshot being restored.
+    pub snapshot: SnapshotId,
+    /// Who asked: `user@host` of the etcd-dr that promotes.
+    pub requested_by: String,
+    /// When the marker was written.
+    pub fenced_at: DateTime<Utc>,
+    /// The promotion this one replaced (`force`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
+}
+
+/// A planned switchover's request to the primary, written into the store by the secondary:
+/// take a final snapshot labelled [`SWITCHOVER_LABEL`], then stop shipping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchoverRequest {
+    /// The promotion that asks.
+    pub promotion_id: String,
+    /// Who asked.
+    pub requested_by: String,
+    /// When it asked.
+    pub requested_at: DateTime<Utc>,
+    /// Set by the primary once its final snapshot is committed: that snapshot's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_snapshot: Option<SnapshotId>,
+    /// Set by the primary when it could not take the final snapshot: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The label of a switchover's final snapshot.
+pub const SWITCHOVER_LABEL: &str = "switchover";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn marker_round_trips() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 25, 3, 0, 0).unwrap();
+        let marker = PromotionMarker {
+            promotion_id: "p-20261125T030000Z-1a2b".into(),
+            mode: PromotionMode::Failover,
+            snapshot: SnapshotId::new(at, 42),
+            requested_by: "ops@bastion-eu".into(),
+            fenced_at: at,
+            replaces: None,
+        };
+        let json = serde_json::to_string(&marker).unwrap();
+        assert!(json.contains("\"mode\":\"failover\""));
+        assert!(!json.contains("replaces"));
+        assert_eq!(serde_json::from_str::<PromotionMarker>(&json).unwrap(), marker);
+    }
+
+    #[test]
+    fn switchover_request_reads_without_answer() {
+        let json = r#"{"promotion_id":"p1","requested_by":"ops@b","requested_at":"2026-11-25T03:00:00Z"}"#;
+        let request: SwitchoverRequest = serde_json::from_str(json).unwrap();
+        assert_eq!(request.final_snapshot, None);
+        assert_eq!(request.error, None);
+    }
+}
