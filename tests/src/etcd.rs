@@ -45,6 +45,8 @@ pub struct EtcdOptions {
     pub version: EtcdVersion,
     /// `--quota-backend-bytes`, when the default (2 GiB) is not right.
     pub quota_bytes: Option<u64>,
+    /// Member names (kubeadm: host names); `m1`, `m2`… when empty.
+    pub member_names: Vec<String>,
 }
 
 impl Default for EtcdOptions {
@@ -54,6 +56,7 @@ impl Default for EtcdOptions {
             tls: false,
             version: EtcdVersion::V3_5,
             quota_bytes: None,
+            member_names: Vec::new(),
         }
     }
 }
@@ -97,7 +100,11 @@ impl EtcdCluster {
             .then(|| TlsFiles::generate(&dir.path().join("pki"), &[]));
         let members = (1..=options.members)
             .map(|i| {
-                let name = format!("m{i}");
+                let name = options
+                    .member_names
+                    .get(i - 1)
+                    .cloned()
+                    .unwrap_or_else(|| format!("m{i}"));
                 EtcdMemberProcess {
                     data_dir: dir.path().join(format!("{name}.etcd")),
                     log: dir.path().join(format!("{name}.log")),

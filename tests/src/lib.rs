@@ -9,6 +9,7 @@ pub mod certs;
 pub mod etcd;
 pub mod etcd_dr;
 pub mod fill;
+pub mod kubelet;
 pub mod net;
 pub mod s3;
 pub mod tools;

@@ -85,12 +85,16 @@ mod tests {
         let json = serde_json::to_string(&marker).unwrap();
         assert!(json.contains("\"mode\":\"failover\""));
         assert!(!json.contains("replaces"));
-        assert_eq!(serde_json::from_str::<PromotionMarker>(&json).unwrap(), marker);
+        assert_eq!(
+            serde_json::from_str::<PromotionMarker>(&json).unwrap(),
+            marker
+        );
     }
 
     #[test]
     fn switchover_request_reads_without_answer() {
-        let json = r#"{"promotion_id":"p1","requested_by":"ops@b","requested_at":"2026-11-25T03:00:00Z"}"#;
+        let json =
+            r#"{"promotion_id":"p1","requested_by":"ops@b","requested_at":"2026-11-25T03:00:00Z"}"#;
         let request: SwitchoverRequest = serde_json::from_str(json).unwrap();
         assert_eq!(request.final_snapshot, None);
         assert_eq!(request.error, None);

@@ -24,7 +24,8 @@ pub use error::TransportError;
 pub use layout::{SnapshotLayout, DATA_OBJECT_NAME, MANIFEST_OBJECT_NAME};
 pub use promotion::{
     promotion_marker_path, read_promotion_marker, read_switchover_request, switchover_request_path,
-    write_promotion_marker, write_switchover_request, PROMOTION_MARKER_NAME, SWITCHOVER_REQUEST_NAME,
+    write_promotion_marker, write_switchover_request, PROMOTION_MARKER_NAME,
+    SWITCHOVER_REQUEST_NAME,
 };
 pub use read::{read_snapshot, VerifiedSnapshot};
 pub use retention::{apply_retention, plan_retention, RetentionConfig, RetentionPlan};

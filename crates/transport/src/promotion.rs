@@ -169,7 +169,10 @@ mod tests {
         write_promotion_marker(&store, &layout, &marker("p3"), true)
             .await
             .unwrap();
-        let read = read_promotion_marker(&store, &layout).await.unwrap().unwrap();
+        let read = read_promotion_marker(&store, &layout)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(read.promotion_id, "p3");
     }
 
@@ -190,10 +193,17 @@ mod tests {
             final_snapshot: None,
             error: None,
         };
-        write_switchover_request(&store, &layout, &request).await.unwrap();
+        write_switchover_request(&store, &layout, &request)
+            .await
+            .unwrap();
         request.final_snapshot = Some(SnapshotId::new(Utc::now(), 9));
-        write_switchover_request(&store, &layout, &request).await.unwrap();
-        let read = read_switchover_request(&store, &layout).await.unwrap().unwrap();
+        write_switchover_request(&store, &layout, &request)
+            .await
+            .unwrap();
+        let read = read_switchover_request(&store, &layout)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(read, request);
     }
 }
