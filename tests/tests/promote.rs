@@ -268,7 +268,7 @@ fn local_in_place_restore_serves_the_primary_with_a_bumped_revision() {
         restored == primary_keys,
         "restored keys differ from the primary's"
     );
-    assert_eq!(member_names(&node.endpoints()), [host.clone()]);
+    assert_eq!(member_names(&node.endpoints()), vec![host.clone()]);
     let revision = member_revision(&node.client_url);
     assert!(
         revision > secondary_revision + 999_000_000 && revision > primary_revision + 999_000_000,
