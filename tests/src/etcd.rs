@@ -260,7 +260,13 @@ impl EtcdCluster {
                     .map(|i| self.member_status(*i).ok())
                     .collect();
                 let all_up = statuses.iter().all(Option::is_some);
-                let leader_known = statuses.iter().flatten().all(|(_, leader)| *leader != 0);
+                // Every running member follows a leader that is itself running (not a stale
+                // one that was just killed).
+                let running_ids: Vec<u64> = statuses.iter().flatten().map(|(id, _)| *id).collect();
+                let leader_known = statuses
+                    .iter()
+                    .flatten()
+                    .all(|(_, leader)| running_ids.contains(leader));
                 (all_up && leader_known).then_some(())
             },
         );

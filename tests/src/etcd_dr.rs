@@ -137,19 +137,27 @@ impl EtcdDr {
         String::from_utf8_lossy(&output.stderr).into_owned()
     }
 
-    /// Starts it in the background, stdout and stderr to files in the scratch directory.
+    /// Starts it in the background: stderr (the log) to `<log_name>`, stdout to
+    /// `<log_name>.stdout`, both in the scratch directory.
     pub fn spawn(&self, args: &[&str], log_name: &str) -> Child {
         let log = std::fs::File::create(self.dir().join(log_name)).expect("log file");
+        let stdout = std::fs::File::create(self.dir().join(format!("{log_name}.stdout")))
+            .expect("stdout file");
         self.command(args)
-            .stdout(log.try_clone().expect("log clone"))
+            .stdout(stdout)
             .stderr(log)
             .spawn()
             .expect("spawn etcd-dr")
     }
 
-    /// A log file written by [`Self::spawn`].
+    /// The log (stderr) of a process started by [`Self::spawn`].
     pub fn log(&self, log_name: &str) -> String {
         std::fs::read_to_string(self.dir().join(log_name)).unwrap_or_default()
+    }
+
+    /// The stdout of a process started by [`Self::spawn`].
+    pub fn stdout(&self, log_name: &str) -> String {
+        std::fs::read_to_string(self.dir().join(format!("{log_name}.stdout"))).unwrap_or_default()
     }
 
     /// `etcd-dr list --json`, parsed.

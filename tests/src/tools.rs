@@ -65,9 +65,9 @@ pub fn tools() -> &'static Tools {
     })
 }
 
-/// The `etcd-dr` binary of this build (`target/<profile>/etcd-dr`), or `$ETCD_DR_BIN`.
+/// The `etcd-dr` binary of this build (`target/<profile>/etcd-dr`), or `$TESTGROUND_ETCD_DR_BIN`.
 pub fn etcd_dr_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("ETCD_DR_BIN") {
+    if let Some(path) = std::env::var_os("TESTGROUND_ETCD_DR_BIN") {
         return PathBuf::from(path);
     }
     // Test executables live in target/<profile>/deps/.

@@ -156,6 +156,7 @@ impl Settings {
             .add_source(config::File::from(path.to_path_buf()).format(config::FileFormat::Toml))
             .add_source(
                 config::Environment::with_prefix("ETCD_DR")
+                    .source(Some(config_environment()))
                     .prefix_separator("_")
                     .separator("__")
                     .try_parsing(true)
@@ -198,6 +199,14 @@ impl Settings {
         self.upload.validate(&mut problems);
         problems.into_result()
     }
+}
+
+/// The `ETCD_DR_…` variables that override config keys: all but `ETCD_DR_CONFIG`, which names
+/// the file itself.
+fn config_environment() -> std::collections::HashMap<String, String> {
+    std::env::vars()
+        .filter(|(name, _)| name.starts_with("ETCD_DR_") && name != "ETCD_DR_CONFIG")
+        .collect()
 }
 
 /// The default config path of a system install.
