@@ -10,6 +10,7 @@ pub mod etcd;
 pub mod etcd_dr;
 pub mod fill;
 pub mod net;
+pub mod nodes;
 pub mod s3;
 pub mod tools;
 
