@@ -11,6 +11,7 @@ pub mod etcd_dr;
 pub mod fill;
 pub mod kubelet;
 pub mod net;
+pub mod nodes;
 pub mod s3;
 pub mod tools;
 

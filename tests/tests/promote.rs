@@ -2,8 +2,10 @@
 //! plane whose etcd is run by a kubelet stand-in from a kubeadm-shaped static pod manifest, and
 //! the promotion restoring the primary's snapshot onto it.
 //!
-//! Here: the local executor (an in-place restore on this machine, one node named after this
-//! host).
+//! Two grounds: the local executor (an in-place restore on this machine, one node named after
+//! this host), and three namespace nodes cp1..cp3 with their own sshd, `/etc/kubernetes` and
+//! `/var/lib/etcd`, reached over ssh, whose files also provide the snapshot's (encrypted) node
+//! bundles with the primary's service-account keys.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,16 +16,17 @@ use etcd_dr_e2e::kubelet::{
     answers, dump_member, etcd_pod_manifest, kill_pidfile, member_names, member_revision, put_keys,
     write_standin, EtcdPodSpec,
 };
+use etcd_dr_e2e::nodes::{ControlPlaneNodes, KubeadmFiles};
 use etcd_dr_e2e::{
     free_port, wait_for, EtcdCluster, EtcdDr, EtcdOptions, EtcdVersion, FillSpec, StoreTarget,
 };
-use etcd_dr_nodes::{LocalExecutor, Node, NodeRole};
+use etcd_dr_nodes::{LocalExecutor, Node, NodeRole, SshExecutor};
 use etcd_dr_restore::{
     PromoteConfig, Promoter, PromotionRecord, PromotionRequest, PromotionState, PromotionTracker,
     ServiceAccountKeys, StepName, StepState,
 };
 use etcd_dr_scheduler::EtcdConfig;
-use etcd_dr_transport::{read_promotion_marker, SnapshotLayout};
+use etcd_dr_transport::{generate_identity, read_promotion_marker, Identities, SnapshotLayout};
 use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
@@ -447,4 +450,334 @@ fn a_dry_run_plans_and_changes_nothing() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(entries, ["member"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Three namespace nodes over ssh.
+
+/// The secondary control plane on three namespace nodes: each node's etcd (3 members, plain
+/// HTTP on the node's own loopback address) run by the kubelet stand-in from its own
+/// `/etc/kubernetes/manifests/etcd.yaml`.
+struct SshSecondary {
+    ground: ControlPlaneNodes,
+    standin: PathBuf,
+    client_urls: Vec<String>,
+    files: KubeadmFiles,
+}
+
+const STANDIN_STATE: &str = "/etc/kubernetes/standin";
+const ETCD_MANIFEST: &str = "/etc/kubernetes/manifests/etcd.yaml";
+
+impl SshSecondary {
+    /// Starts the nodes with kubeadm-shaped files (these play the primary's nodes for the
+    /// bundles); call [`Self::become_secondary`] once the snapshot is taken.
+    fn start() -> Self {
+        let ground = ControlPlaneNodes::start(3);
+        let files = ground.populate_kubeadm();
+        let standin = write_standin(ground.dir());
+        Self {
+            ground,
+            standin,
+            client_urls: Vec::new(),
+            files,
+        }
+    }
+
+    /// Gives every node the secondary's own service-account keys and etcd (its own peer URLs,
+    /// same member names), starts them and waits until the cluster serves.
+    fn become_secondary(&mut self) {
+        let peers: Vec<(String, String, String)> = self
+            .ground
+            .nodes()
+            .iter()
+            .map(|n| {
+                (
+                    n.name.clone(),
+                    format!("http://{}:{}", n.address, free_port()),
+                    format!("http://{}:{}", n.address, free_port()),
+                )
+            })
+            .collect();
+        let initial_cluster = peers
+            .iter()
+            .map(|(name, _, peer)| format!("{name}={peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        for (index, (name, client, peer)) in peers.iter().enumerate() {
+            let node = self.ground.node(index);
+            std::fs::write(
+                node.host_path(ETCD_MANIFEST),
+                etcd_pod_manifest(&EtcdPodSpec {
+                    name,
+                    data_dir: "/var/lib/etcd",
+                    client_url: client,
+                    peer_url: peer,
+                    initial_cluster: &initial_cluster,
+                    token: "secondary",
+                }),
+            )
+            .unwrap();
+            std::fs::write(
+                node.host_path("/etc/kubernetes/pki/sa.key"),
+                format!("secondary sa.key of {name}"),
+            )
+            .unwrap();
+            std::fs::write(
+                node.host_path("/etc/kubernetes/pki/sa.pub"),
+                format!("secondary sa.pub of {name}"),
+            )
+            .unwrap();
+        }
+        self.client_urls = peers.into_iter().map(|(_, client, _)| client).collect();
+        for index in 0..3 {
+            let out = self
+                .ground
+                .ssh(index, &self.kubelet_argv("start").join(" "));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.wait_serving();
+    }
+
+    fn kubelet_argv(&self, action: &str) -> Vec<String> {
+        vec![
+            "sh".into(),
+            self.standin.display().to_string(),
+            action.into(),
+            ETCD_MANIFEST.into(),
+            STANDIN_STATE.into(),
+            EtcdVersion::V3_5.bin("etcd").display().to_string(),
+        ]
+    }
+
+    fn wait_serving(&self) {
+        for url in &self.client_urls {
+            wait_for("a secondary member", Duration::from_secs(30), || {
+                answers(url).then_some(())
+            });
+        }
+        wait_for("the secondary's leader", Duration::from_secs(30), || {
+            (member_names(&self.client_urls).len() == 3).then_some(())
+        });
+    }
+
+    fn config(&self, work: &Path) -> PromoteConfig {
+        let mut config = PromoteConfig::new(EtcdConfig::plain(self.client_urls.clone()));
+        config.stop_control_plane = vec![self.kubelet_argv("stop")];
+        config.start_control_plane = vec![self.kubelet_argv("start")];
+        config.etcd_stopped_check = self.kubelet_argv("stopped");
+        config.stop_timeout = Duration::from_secs(20);
+        config.health_timeout = Duration::from_secs(40);
+        config.work_dir = work.to_path_buf();
+        config
+    }
+
+    fn nodes(&self) -> Vec<Node> {
+        (0..3)
+            .map(|index| {
+                let executor = SshExecutor {
+                    ssh_config: Some(self.ground.ssh_config().to_path_buf()),
+                    connect_timeout: Duration::from_secs(5),
+                    ..SshExecutor::new(self.ground.node(index).name.clone())
+                };
+                Node::new(NodeRole::ControlPlane, Arc::new(executor))
+            })
+            .collect()
+    }
+
+    fn promote(&self, config: PromoteConfig, store_dir: &Path, identity: &Path) -> PromotionRecord {
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(store_dir).unwrap());
+        let layout = SnapshotLayout::new("", "prod").unwrap();
+        let mut promoter = Promoter::new(config, store, layout, self.nodes(), vec![]).unwrap();
+        promoter.identities = Identities::load(identity).unwrap();
+        let tracker = PromotionTracker::new(PromotionRecord::new(
+            etcd_dr_restore::new_promotion_id(chrono_now()),
+            PromotionRequest::default(),
+            "test@here".into(),
+        ));
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(promoter.run(&tracker, &CancellationToken::new()));
+        tracker.snapshot()
+    }
+}
+
+impl Drop for SshSecondary {
+    fn drop(&mut self) {
+        for node in self.ground.nodes() {
+            kill_pidfile(&node.host_path(&format!("{STANDIN_STATE}/etcd.pid")));
+        }
+    }
+}
+
+/// A three-member primary named cp1..cp3, filled, snapshotted with encrypted node bundles taken
+/// from the ground's nodes.
+fn primary_with_bundles(secondary: &SshSecondary) -> (Primary, PathBuf) {
+    let etcd = EtcdCluster::start(EtcdOptions {
+        members: 3,
+        member_names: vec!["cp1".into(), "cp2".into(), "cp3".into()],
+        ..EtcdOptions::default()
+    });
+    etcd.fill(FillSpec::objects(200));
+    let store = tempfile::tempdir().unwrap();
+    let (identity, recipient) = generate_identity();
+    let identity_file = store.path().join("identity.txt");
+    std::fs::write(&identity_file, identity).unwrap();
+    let dr = EtcdDr::with_sections(
+        "prod",
+        &etcd.config_section(&etcd.endpoints()),
+        &StoreTarget::Local(&store.path().join("bucket")),
+        &format!(
+            "{}\n[encryption]\nrecipients = [\"{recipient}\"]\n",
+            secondary.ground.config_section()
+        ),
+    );
+    dr.run_ok(&["snapshot"]);
+    let manifest = &dr.list_json()[0];
+    assert_eq!(manifest["nodes"].as_array().unwrap().len(), 3, "{manifest}");
+    (Primary { etcd, store, dr }, identity_file)
+}
+
+#[test]
+fn promote_over_ssh_restores_the_primary_on_three_nodes() {
+    let mut secondary = SshSecondary::start();
+    let (primary, identity) = primary_with_bundles(&secondary);
+    let primary_keys = primary.etcd.dump();
+    let primary_revision = primary.etcd.revision();
+    secondary.become_secondary();
+    let secondary_revision = put_keys(&secondary.client_urls, "/secondary-only", 400);
+    assert!(secondary_revision > primary_revision);
+
+    let config = secondary.config(&primary.store.path().join("work"));
+    let record = secondary.promote(config, &primary.store.path().join("bucket"), &identity);
+    assert_eq!(
+        record.state,
+        PromotionState::Succeeded,
+        "{}",
+        dump_json(&record)
+    );
+    let restore = record.step(StepName::Restore);
+    assert_eq!(restore.nodes.len(), 3);
+    assert!(restore
+        .nodes
+        .iter()
+        .all(|n| n.progress.state == StepState::Done));
+
+    // The restored cluster: the secondary's peer URLs, the primary's member names and keys.
+    let plan = record.plan.as_ref().unwrap();
+    for (index, node) in plan.nodes.iter().enumerate() {
+        assert_eq!(node.member_name, format!("cp{}", index + 1));
+        assert!(
+            node.peer_urls[0].starts_with(&format!("http://127.0.0.1{}:", index + 1)),
+            "{:?}",
+            node.peer_urls
+        );
+    }
+    assert_eq!(member_names(&secondary.client_urls), ["cp1", "cp2", "cp3"]);
+    for url in &secondary.client_urls {
+        let restored = dump_member(url);
+        assert_eq!(restored.len(), primary_keys.len(), "{url}");
+        assert!(
+            restored == primary_keys,
+            "{url} serves other data than the primary's"
+        );
+        let revision = member_revision(url);
+        assert!(
+            revision > secondary_revision + 999_000_000,
+            "{url}: revision {revision}"
+        );
+    }
+    for (index, node) in secondary.ground.nodes().iter().enumerate() {
+        // The primary's service-account keys, from the encrypted bundle; the node's own kept.
+        assert_eq!(
+            std::fs::read_to_string(node.host_path("/etc/kubernetes/pki/sa.key")).unwrap(),
+            secondary.files.sa_key
+        );
+        let work = format!("/var/lib/etcd/etcd-dr-{}", record.id);
+        assert_eq!(
+            std::fs::read_to_string(node.host_path(&format!("{work}/kubernetes/pki/sa.key")))
+                .unwrap(),
+            format!("secondary sa.key of cp{}", index + 1)
+        );
+        assert!(node
+            .host_path(&format!("{work}/old/member/snap/db"))
+            .is_file());
+    }
+}
+
+#[test]
+fn a_restore_failing_on_one_node_rolls_every_node_back() {
+    let mut secondary = SshSecondary::start();
+    let (primary, identity) = primary_with_bundles(&secondary);
+    secondary.become_secondary();
+    put_keys(&secondary.client_urls, "/secondary-only", 30);
+    let before = dump_member(&secondary.client_urls[0]);
+    let before_revision = member_revision(&secondary.client_urls[0]);
+
+    // etcdutl fails on cp2 only (the preflight still sees a good tool everywhere).
+    let wrapper = secondary.ground.dir().join("etcdutl-fails-on-cp2");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ \"$(hostname)\" = cp2 ] && [ \"$1 $2\" = \"snapshot restore\" ] && [ \"$3\" != --help ]; then echo 'simulated: cp2 disk full' >&2; exit 3; fi\nexec {} \"$@\"\n",
+            EtcdVersion::V3_5.bin("etcdutl").display()
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .args(["+x", wrapper.to_str().unwrap()])
+        .status()
+        .unwrap();
+    let mut config = secondary.config(&primary.store.path().join("work"));
+    config.etcdutl = wrapper.display().to_string();
+
+    let record = secondary.promote(config, &primary.store.path().join("bucket"), &identity);
+    assert_eq!(
+        record.state,
+        PromotionState::RolledBack,
+        "{}",
+        dump_json(&record)
+    );
+    let error = record.error.as_deref().unwrap();
+    assert!(
+        error.contains("cp2") && error.contains("simulated: cp2 disk full"),
+        "{error}"
+    );
+    let rollback = record.step(StepName::Rollback);
+    assert_eq!(
+        rollback.progress.state,
+        StepState::Done,
+        "{}",
+        dump_json(&record)
+    );
+    assert_eq!(rollback.nodes.len(), 3);
+    assert!(
+        record
+            .step(StepName::Restore)
+            .nodes
+            .iter()
+            .all(|n| n.progress.state == StepState::RolledBack),
+        "{}",
+        dump_json(&record)
+    );
+
+    // Every member serves the secondary's own data again, at its old revision, with its keys.
+    secondary.wait_serving();
+    assert_eq!(member_names(&secondary.client_urls), ["cp1", "cp2", "cp3"]);
+    for url in &secondary.client_urls {
+        wait_for("the old data", Duration::from_secs(20), || {
+            (dump_member(url) == before).then_some(())
+        });
+        assert_eq!(member_revision(url), before_revision, "{url}");
+    }
+    for (index, node) in secondary.ground.nodes().iter().enumerate() {
+        assert_eq!(
+            std::fs::read_to_string(node.host_path("/etc/kubernetes/pki/sa.key")).unwrap(),
+            format!("secondary sa.key of cp{}", index + 1)
+        );
+    }
 }

@@ -39,12 +39,29 @@ enum Command {
     Prune(cmd::prune::Args),
     /// Run the daemon: snapshots on the schedule until SIGTERM or SIGINT.
     Run(cmd::run::Args),
+    /// The cluster's nodes: `etcd-dr nodes check` reaches every one.
+    Nodes(cmd::nodes::Args),
+    /// Create an age identity file for the secondary and print its public key (needs no
+    /// configuration).
+    Keygen(cmd::keygen::Args),
     /// Check the configuration and print it resolved.
     CheckConfig,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = match cli.command {
+        Command::Keygen(args) => {
+            return match cmd::keygen::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("etcd-dr: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        command => command,
+    };
     let settings = match Settings::load(&cli.config) {
         Ok(settings) => settings,
         Err(error) => {
@@ -64,13 +81,15 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Snapshot(args) => cmd::snapshot::run(&settings, args).await,
             Command::List(args) => cmd::list::run(&settings, args).await,
             Command::Verify(args) => cmd::verify::run(&settings, args).await,
             Command::Fetch(args) => cmd::fetch::run(&settings, args).await,
             Command::Prune(args) => cmd::prune::run(&settings, args).await,
             Command::Run(args) => cmd::run::run(&settings, args).await,
+            Command::Nodes(args) => cmd::nodes::run(&settings, args).await,
+            Command::Keygen(_) => Ok(()),
             Command::CheckConfig => {
                 println!(
                     "configuration OK: cluster {}, store {}",

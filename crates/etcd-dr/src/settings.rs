@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use etcd_dr_core::ConfigProblems;
+use etcd_dr_nodes::{BundleConfig, NodesConfig};
 use etcd_dr_scheduler::{EtcdConfig, ScheduleConfig};
-use etcd_dr_transport::{RetentionConfig, StoreConfig, UploadOptions};
+use etcd_dr_transport::{EncryptionConfig, RetentionConfig, StoreConfig, UploadOptions};
 use serde::Deserialize;
 
 /// The whole configuration of one etcd-dr instance.
@@ -30,6 +31,15 @@ pub struct Settings {
     /// Logging.
     #[serde(default)]
     pub log: LogSettings,
+    /// The cluster's nodes and how to reach them.
+    #[serde(default)]
+    pub nodes: NodesConfig,
+    /// Which files of each control-plane node travel with every snapshot.
+    #[serde(default)]
+    pub bundle: BundleConfig,
+    /// Client-side encryption (age).
+    #[serde(default)]
+    pub encryption: EncryptionConfig,
 }
 
 /// `[upload]`: compression level and multipart tuning.
@@ -79,6 +89,8 @@ impl UploadSettings {
             zstd_workers: self.zstd_workers,
             part_size: self.part_size_mib * 1024 * 1024,
             max_concurrent_parts: self.concurrent_parts,
+            // Set from `[encryption]` where snapshots are shipped.
+            encrypt_to: None,
         }
     }
 
@@ -141,6 +153,20 @@ pub enum LogFormat {
 }
 
 impl Settings {
+    /// Whether node bundles are taken with every snapshot.
+    pub fn bundles_enabled(&self) -> bool {
+        self.bundle.is_enabled(self.nodes.has_control_plane())
+    }
+
+    /// Problems that only matter where snapshots are shipped from (the primary): with
+    /// encryption required, recipients must be configured.
+    pub fn validate_for_shipping(&self) -> Result<(), ConfigProblems> {
+        let mut problems = ConfigProblems::default();
+        self.encryption
+            .validate_for_shipping("encryption", self.bundles_enabled(), &mut problems);
+        problems.into_result()
+    }
+
     /// Loads `path` and the `ETCD_DR_…` environment (`ETCD_DR_STORE__BUCKET=x` sets
     /// `store.bucket`), then validates everything, reporting every bad field at once.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
@@ -197,6 +223,15 @@ impl Settings {
         self.schedule.validate("schedule", &mut problems);
         self.retention.validate("retention", &mut problems);
         self.upload.validate(&mut problems);
+        self.nodes.validate("nodes", &mut problems);
+        self.bundle.validate("bundle", &mut problems);
+        self.encryption.validate("encryption", &mut problems);
+        if self.bundle.enabled == Some(true) && !self.nodes.has_control_plane() {
+            problems.push(
+                "bundle.enabled",
+                "bundles need control-plane nodes: set nodes.control_plane or nodes.discover_control_plane = true",
+            );
+        }
         problems.into_result()
     }
 }

@@ -162,7 +162,8 @@ exec "$tar_program" -C / -cf - --numeric-owner -- "$@""#;
 pub struct TarSummary {
     /// Entries (files, directories, links).
     pub entries: u64,
-    /// Paths (inside the tar) of the service-account signing keys `sa.key` and `sa.pub`.
+    /// Paths (inside the tar) of the service-account signing keys `sa.key` and `sa.pub`,
+    /// sorted.
     pub service_account_keys: Vec<String>,
     /// True when the end-of-archive marker was seen.
     pub complete: bool,
@@ -272,8 +273,9 @@ impl TarScanner {
         };
     }
 
-    /// What was seen.
-    pub fn finish(self) -> TarSummary {
+    /// What was seen (key paths sorted).
+    pub fn finish(mut self) -> TarSummary {
+        self.summary.service_account_keys.sort();
         self.summary
     }
 }

@@ -7,6 +7,7 @@
 //! bump ([`bump_revision`]) and the restore command ([`PromotionPlan::restore_argv`]) — are
 //! separate from the parts that run commands on nodes.
 
+mod bundle_keys;
 mod config;
 mod error;
 mod etcd_pod;
@@ -19,6 +20,7 @@ mod record;
 mod switchover;
 mod verify;
 
+pub use bundle_keys::service_account_keys_from_bundles;
 pub use config::{AfterConfig, KubernetesConfig, PodSelector, PromoteConfig};
 pub use error::PromoteError;
 pub use etcd_pod::{parse_etcd_pod, EtcdPod};

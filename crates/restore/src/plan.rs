@@ -473,6 +473,7 @@ mod tests {
                 size: 100,
                 sha256: "22".repeat(32),
                 compression: Compression::Zstd { level: 3 },
+                encryption: None,
             },
             created_at: at,
             completed_at: at,
@@ -481,6 +482,7 @@ mod tests {
                 tool: "etcd-dr".into(),
                 host: "bastion".into(),
             },
+            nodes: Vec::new(),
         }
     }
 

@@ -9,7 +9,7 @@ use etcd_dr_core::{PromotionMarker, PromotionMode, SnapshotManifest};
 use etcd_dr_nodes::Node;
 use etcd_dr_scheduler::EtcdSource;
 use etcd_dr_transport::{
-    read_promotion_marker, resolve_snapshot, write_promotion_marker, SnapshotLayout,
+    read_promotion_marker, resolve_snapshot, write_promotion_marker, Identities, SnapshotLayout,
     SnapshotSelector,
 };
 use futures::future::join_all;
@@ -17,6 +17,7 @@ use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::bundle_keys::service_account_keys_from_bundles;
 use crate::health::wait_healthy;
 use crate::kube::KubeClient;
 use crate::node_ops::{gather_facts, restore_node, rollback_node, ServiceAccountKeys};
@@ -36,8 +37,10 @@ pub struct Promoter {
     kube: Option<KubeClient>,
     /// The secondary's pre-staged snapshots (`<id>.db`), used when one matches.
     pub prestage_dir: Option<PathBuf>,
-    /// The service-account keys to install, when they do not come from the snapshot's bundle.
+    /// The service-account keys to install instead of those in the snapshot's node bundles.
     pub service_account_keys: Option<ServiceAccountKeys>,
+    /// The age identities that decrypt the snapshot and its bundles.
+    pub identities: Identities,
 }
 
 impl Promoter {
@@ -65,6 +68,7 @@ impl Promoter {
             kube,
             prestage_dir: None,
             service_account_keys: None,
+            identities: Identities::none(),
         })
     }
 
@@ -257,6 +261,7 @@ impl Promoter {
             &self.store,
             &self.layout,
             &manifest,
+            &self.identities,
             self.prestage_dir.as_deref(),
             &self.config.work_dir,
             cancel,
@@ -281,8 +286,8 @@ impl Promoter {
         );
 
         // Preflight.
-        let plan = match self.preflight(&id, &manifest, tracker, cancel).await {
-            Ok(plan) => plan,
+        let (plan, keys) = match self.preflight(&id, &manifest, tracker, cancel).await {
+            Ok(found) => found,
             Err(error) => return fail(StepName::Preflight, error),
         };
         tracker.update(|r| {
@@ -295,7 +300,10 @@ impl Promoter {
         }
 
         // Restore, on every node at once.
-        if let Err(error) = self.restore(&plan, &local, tracker, cancel).await {
+        if let Err(error) = self
+            .restore(&plan, &local, keys.as_ref(), tracker, cancel)
+            .await
+        {
             return self
                 .roll_back(StepName::Restore, error, &plan, tracker)
                 .await;
@@ -356,7 +364,7 @@ impl Promoter {
         manifest: &SnapshotManifest,
         tracker: &PromotionTracker,
         cancel: &CancellationToken,
-    ) -> Result<PromotionPlan, PromoteError> {
+    ) -> Result<(PromotionPlan, Option<ServiceAccountKeys>), PromoteError> {
         let step = StepName::Preflight;
         tracker.start(step, None);
         let names: Vec<&str> = self.control_plane.iter().map(Node::name).collect();
@@ -395,9 +403,31 @@ impl Promoter {
         let (facts, secondary_revision) = tokio::join!(facts, revision);
         let mut extra_problems = Vec::new();
         let mut extra_warnings = Vec::new();
-        if self.service_account_keys.is_none() {
+        let keys = match &self.service_account_keys {
+            Some(keys) => Some(keys.clone()),
+            None => match service_account_keys_from_bundles(
+                &self.store,
+                &self.layout,
+                manifest,
+                &self.identities,
+                cancel,
+            )
+            .await
+            {
+                Ok(Some((node, keys))) => {
+                    tracing::info!(node = %node, "service-account keys taken from the node bundle");
+                    Some(keys)
+                }
+                Ok(None) => None,
+                Err(error) => {
+                    extra_problems.push(format!("service-account keys: {error}"));
+                    None
+                }
+            },
+        };
+        if keys.is_none() && extra_problems.is_empty() {
             let text = format!(
-                "snapshot {} carries no service-account keys: ServiceAccount tokens of the primary would be rejected",
+                "snapshot {} carries no service-account keys (no node bundle with sa.key and sa.pub): ServiceAccount tokens of the primary would be rejected",
                 manifest.id
             );
             if self.config.require_service_account_keys {
@@ -435,13 +465,14 @@ impl Promoter {
                     .unwrap_or_else(|| "none".into())
             ),
         );
-        Ok(plan)
+        Ok((plan, keys))
     }
 
     async fn restore(
         &self,
         plan: &PromotionPlan,
         local: &LocalSnapshot,
+        keys: Option<&ServiceAccountKeys>,
         tracker: &PromotionTracker,
         cancel: &CancellationToken,
     ) -> Result<(), PromoteError> {
@@ -470,7 +501,7 @@ impl Promoter {
                     &self.config,
                     &local.path,
                     local.size,
-                    self.service_account_keys.as_ref(),
+                    keys,
                     tracker,
                     &abort,
                 )

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use etcd_dr_core::SnapshotManifest;
-use etcd_dr_transport::{read_snapshot, SnapshotLayout};
+use etcd_dr_transport::{read_snapshot, Identities, SnapshotLayout};
 use object_store::ObjectStore;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -66,6 +66,7 @@ pub async fn local_snapshot(
     store: &Arc<dyn ObjectStore>,
     layout: &SnapshotLayout,
     manifest: &SnapshotManifest,
+    identities: &Identities,
     prestage_dir: Option<&Path>,
     work_dir: &Path,
     cancel: &CancellationToken,
@@ -99,6 +100,7 @@ pub async fn local_snapshot(
         store,
         layout,
         manifest,
+        identities,
         std::io::BufWriter::new(file),
         cancel,
     )
