@@ -1,8 +1,10 @@
 //! The configuration file, composed of each crate's section, plus `ETCD_DR_…` overrides.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
+use etcd_dr_control::{HttpConfig, Role, TOKEN_ENV};
 use etcd_dr_core::ConfigProblems;
 use etcd_dr_scheduler::{EtcdConfig, ScheduleConfig};
 use etcd_dr_transport::{RetentionConfig, StoreConfig, UploadOptions};
@@ -12,10 +14,14 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// `primary` (takes snapshots) or `secondary` (watches the store from the other region).
+    #[serde(default)]
+    pub role: Role,
     /// Name of the Kubernetes cluster; the folder of its snapshots in the store.
     pub cluster: String,
-    /// How to reach etcd.
-    pub etcd: EtcdConfig,
+    /// How to reach etcd; required for the primary role.
+    #[serde(default)]
+    pub etcd: Option<EtcdConfig>,
     /// Where snapshots go.
     pub store: StoreConfig,
     /// When the daemon takes snapshots.
@@ -30,6 +36,87 @@ pub struct Settings {
     /// Logging.
     #[serde(default)]
     pub log: LogSettings,
+    /// The HTTP API: listen address, token, readiness.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// The secondary role's polling, verification and pre-staging.
+    #[serde(default)]
+    pub secondary: Option<SecondarySettings>,
+}
+
+/// `[secondary]`: how the secondary watches the store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecondarySettings {
+    /// How often the store is listed for new snapshots.
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// The primary's snapshot interval; alerts fire when the lag exceeds twice this.
+    #[serde(default = "default_expected_interval", with = "humantime_serde")]
+    pub expected_interval: Duration,
+    /// Stream each new snapshot back and check every checksum (on by default). Off, the lag is
+    /// measured from manifests alone.
+    #[serde(default = "default_true")]
+    pub verify: bool,
+    /// Keep the newest verified snapshot decompressed here (`<id>.db`) so a promote does not
+    /// wait for a download. Needs room for two snapshots while a newer one replaces the older.
+    #[serde(default)]
+    pub prestage_dir: Option<PathBuf>,
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_expected_interval() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for SecondarySettings {
+    fn default() -> Self {
+        Self {
+            poll_interval: default_poll_interval(),
+            expected_interval: default_expected_interval(),
+            verify: true,
+            prestage_dir: None,
+        }
+    }
+}
+
+impl SecondarySettings {
+    fn validate(&self, field: &str, problems: &mut ConfigProblems) {
+        if self.poll_interval < Duration::from_millis(100) {
+            problems.push(
+                format!("{field}.poll_interval"),
+                "must be at least 100ms, e.g. \"30s\"",
+            );
+        }
+        if self.expected_interval < Duration::from_secs(1) {
+            problems.push(
+                format!("{field}.expected_interval"),
+                "must be at least 1s: the primary's schedule.interval, e.g. \"15m\"",
+            );
+        }
+        if let Some(dir) = &self.prestage_dir {
+            if !dir.is_absolute() {
+                problems.push(
+                    format!("{field}.prestage_dir"),
+                    format!(
+                        "`{}` must be an absolute path, e.g. /var/lib/etcd-dr/prestage",
+                        dir.display()
+                    ),
+                );
+            }
+            if !self.verify {
+                problems.push(
+                    format!("{field}.prestage_dir"),
+                    format!("pre-staging streams and checks every snapshot: set {field}.verify = true or remove {field}.prestage_dir"),
+                );
+            }
+        }
+    }
 }
 
 /// `[upload]`: compression level and multipart tuning.
@@ -144,6 +231,13 @@ impl Settings {
     /// Loads `path` and the `ETCD_DR_…` environment (`ETCD_DR_STORE__BUCKET=x` sets
     /// `store.bucket`), then validates everything, reporting every bad field at once.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
+        Self::load_with_overrides(path, &[])
+    }
+
+    /// [`Settings::load`], then `overrides` (`("etcd.ca_file", "/tmp/ca.crt")`) on top of file
+    /// and environment: for tests that load the example configs on a machine without their
+    /// files.
+    pub fn load_with_overrides(path: &Path, overrides: &[(&str, &str)]) -> anyhow::Result<Self> {
         if !path.is_file() {
             bail!(
                 "config file `{}` does not exist or is not a file; pass --config with the path of a TOML file (see config/primary.toml)",
@@ -152,7 +246,7 @@ impl Settings {
         }
         std::fs::File::open(path)
             .with_context(|| format!("config file `{}` is not readable", path.display()))?;
-        let loaded = config::Config::builder()
+        let mut builder = config::Config::builder()
             .add_source(config::File::from(path.to_path_buf()).format(config::FileFormat::Toml))
             .add_source(
                 config::Environment::with_prefix("ETCD_DR")
@@ -160,8 +254,15 @@ impl Settings {
                     .separator("__")
                     .try_parsing(true)
                     .list_separator(",")
-                    .with_list_parse_key("etcd.endpoints"),
-            )
+                    .with_list_parse_key("etcd.endpoints")
+                    .source(Some(override_variables())),
+            );
+        for (key, value) in overrides {
+            builder = builder
+                .set_override(*key, *value)
+                .with_context(|| format!("override of `{key}`"))?;
+        }
+        let loaded = builder
             .build()
             .with_context(|| format!("config file `{}`", path.display()))?;
         let settings: Settings = loaded.try_deserialize().with_context(|| {
@@ -191,13 +292,54 @@ impl Settings {
                 "must be a name of letters, digits, `-`, `_` or `.` (it names the folder in the store), e.g. \"prod-eu\"",
             );
         }
-        self.etcd.validate("etcd", &mut problems);
+        match (&self.etcd, self.role) {
+            (Some(etcd), _) => etcd.validate("etcd", &mut problems),
+            (None, Role::Primary) => problems.push(
+                "etcd",
+                "required for role = \"primary\": add an [etcd] section with endpoints (and ca_file, cert_file, key_file for TLS)",
+            ),
+            (None, Role::Secondary) => {}
+        }
+        match (&self.secondary, self.role) {
+            (Some(secondary), Role::Secondary) => secondary.validate("secondary", &mut problems),
+            (Some(_), Role::Primary) => problems.push(
+                "secondary",
+                "only for role = \"secondary\": remove the [secondary] section or set role = \"secondary\"",
+            ),
+            (None, _) => {}
+        }
+        self.http.validate("http", &mut problems);
         self.store.validate("store", &mut problems);
         self.schedule.validate("schedule", &mut problems);
         self.retention.validate("retention", &mut problems);
         self.upload.validate(&mut problems);
         problems.into_result()
     }
+}
+
+impl Settings {
+    /// The etcd section, which validation guarantees for the primary role.
+    pub fn etcd(&self) -> anyhow::Result<&EtcdConfig> {
+        self.etcd.as_ref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "etcd: this needs an [etcd] section (role {} has none)",
+                self.role.as_str()
+            )
+        })
+    }
+
+    /// The secondary section, defaults when absent.
+    pub fn secondary(&self) -> SecondarySettings {
+        self.secondary.clone().unwrap_or_default()
+    }
+}
+
+/// `ETCD_DR_…` variables that override settings: all but those read elsewhere (the config
+/// path, the API token), which are no setting and must not trip `deny_unknown_fields`.
+fn override_variables() -> config::Map<String, String> {
+    std::env::vars()
+        .filter(|(name, _)| name != "ETCD_DR_CONFIG" && name != TOKEN_ENV)
+        .collect()
 }
 
 /// The default config path of a system install.
@@ -267,5 +409,61 @@ zstd_level = 40
         );
         let text = problems.to_string();
         assert!(text.starts_with("4 configuration problem(s):"), "{text}");
+    }
+
+    #[test]
+    fn a_secondary_needs_no_etcd_section_but_a_primary_does() {
+        let secondary = r#"
+role = "secondary"
+cluster = "prod"
+[store]
+type = "local"
+path = "/tmp/etcd-dr-test"
+[secondary]
+poll_interval = "10s"
+prestage_dir = "/var/lib/etcd-dr/prestage"
+"#;
+        let settings = parse(secondary).unwrap();
+        settings.validate().unwrap();
+        assert_eq!(settings.role, Role::Secondary);
+        assert_eq!(settings.secondary().poll_interval, Duration::from_secs(10));
+        assert!(settings.etcd().is_err());
+
+        let primary = secondary.replace("role = \"secondary\"", "role = \"primary\"");
+        let problems = parse(&primary).unwrap().validate().unwrap_err();
+        let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["etcd", "secondary"]);
+    }
+
+    #[test]
+    fn secondary_and_http_fields_are_validated_by_name() {
+        let text = r#"
+role = "secondary"
+cluster = "prod"
+[store]
+type = "local"
+path = "/tmp/etcd-dr-test"
+[http]
+token_file = "token"
+[secondary]
+poll_interval = "0s"
+verify = false
+prestage_dir = "prestage"
+"#;
+        let problems = parse(text).unwrap().validate().unwrap_err();
+        let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "secondary.poll_interval",
+                "secondary.prestage_dir",
+                "secondary.prestage_dir",
+                "http.token_file"
+            ]
+        );
+        let error = parse(&format!("{MINIMAL}\n[http]\nlisten_on = \"x\"\n")).unwrap_err();
+        assert!(error.contains("listen_on"), "{error}");
+        let error = parse(&format!("role = \"tertiary\"\n{MINIMAL}")).unwrap_err();
+        assert!(error.contains("tertiary"), "{error}");
     }
 }

@@ -32,7 +32,7 @@ pub fn snapshot_context(settings: &Settings) -> anyhow::Result<SnapshotContext> 
     let (store, layout) = open_store(settings)?;
     Ok(SnapshotContext {
         cluster: settings.cluster.clone(),
-        source: EtcdSource::new(settings.etcd.clone())?,
+        source: EtcdSource::new(settings.etcd()?.clone())?,
         store,
         layout,
         upload: settings.upload.options(),
