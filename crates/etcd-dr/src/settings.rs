@@ -466,4 +466,96 @@ prestage_dir = "prestage"
         let error = parse(&format!("role = \"tertiary\"\n{MINIMAL}")).unwrap_err();
         assert!(error.contains("tertiary"), "{error}");
     }
+
+    fn example(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../config")
+            .join(name)
+    }
+
+    #[test]
+    fn the_example_configs_load_through_the_real_loader() {
+        // The examples name files of a real bastion; stand-ins prove everything else is valid.
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, "stand-in").unwrap();
+            path.display().to_string()
+        };
+        let (ca, cert, key, credentials) = (
+            file("ca.crt"),
+            file("client.crt"),
+            file("client.key"),
+            file("aws-credentials"),
+        );
+        let primary = Settings::load_with_overrides(
+            &example("primary.toml"),
+            &[
+                ("etcd.ca_file", &ca),
+                ("etcd.cert_file", &cert),
+                ("etcd.key_file", &key),
+                ("store.credentials_file", &credentials),
+            ],
+        )
+        .unwrap();
+        assert_eq!(primary.role, Role::Primary);
+        assert_eq!(primary.etcd().unwrap().endpoints.len(), 3);
+        assert_eq!(primary.schedule.interval, Some(Duration::from_secs(900)));
+        assert!(primary.http.listen.ip().is_loopback());
+
+        let secondary = Settings::load_with_overrides(
+            &example("secondary.toml"),
+            &[("store.credentials_file", &credentials)],
+        )
+        .unwrap();
+        assert_eq!(secondary.role, Role::Secondary);
+        assert!(secondary.etcd.is_none());
+        assert_eq!(
+            secondary.secondary().expected_interval,
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            secondary.secondary().prestage_dir,
+            Some(PathBuf::from("/var/lib/etcd-dr/prestage"))
+        );
+        assert_eq!(secondary.cluster, primary.cluster);
+        assert_eq!(secondary.store.bucket, primary.store.bucket);
+        assert_eq!(secondary.store.prefix, primary.store.prefix);
+
+        // As shipped, only the files missing on this machine are reported, each by name.
+        let error = format!(
+            "{:#}",
+            Settings::load(&example("primary.toml")).unwrap_err()
+        );
+        for field in [
+            "etcd.ca_file",
+            "etcd.cert_file",
+            "etcd.key_file",
+            "store.credentials_file",
+        ] {
+            assert!(error.contains(field), "{field} not in {error}");
+        }
+        assert!(error.contains("4 configuration problem(s)"), "{error}");
+    }
+
+    #[test]
+    fn every_key_of_the_example_configs_is_commented() {
+        for name in ["primary.toml", "secondary.toml"] {
+            let text = std::fs::read_to_string(example(name)).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            for (index, line) in lines.iter().enumerate() {
+                let is_key = line.contains(" = ") && !line.starts_with('#');
+                if !is_key {
+                    continue;
+                }
+                let previous = lines[..index].last().copied().unwrap_or("");
+                let previous_is_key = previous.contains(" = ") && !previous.starts_with('#');
+                assert!(
+                    previous.starts_with('#') || previous_is_key,
+                    "{name}:{}: `{line}` has no comment above it",
+                    index + 1
+                );
+            }
+        }
+    }
 }
