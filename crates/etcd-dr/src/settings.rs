@@ -250,12 +250,12 @@ impl Settings {
             .add_source(config::File::from(path.to_path_buf()).format(config::FileFormat::Toml))
             .add_source(
                 config::Environment::with_prefix("ETCD_DR")
+                    .source(Some(config_environment()))
                     .prefix_separator("_")
                     .separator("__")
                     .try_parsing(true)
                     .list_separator(",")
-                    .with_list_parse_key("etcd.endpoints")
-                    .source(Some(override_variables())),
+                    .with_list_parse_key("etcd.endpoints"),
             );
         for (key, value) in overrides {
             builder = builder
@@ -334,11 +334,13 @@ impl Settings {
     }
 }
 
-/// `ETCD_DR_…` variables that override settings: all but those read elsewhere (the config
-/// path, the API token), which are no setting and must not trip `deny_unknown_fields`.
-fn override_variables() -> config::Map<String, String> {
+/// The `ETCD_DR_…` variables that override config keys: all but `ETCD_DR_CONFIG`, which names
+/// the file itself, and `ETCD_DR_API_TOKEN`, the API token (no setting either).
+fn config_environment() -> std::collections::HashMap<String, String> {
     std::env::vars()
-        .filter(|(name, _)| name != "ETCD_DR_CONFIG" && name != TOKEN_ENV)
+        .filter(|(name, _)| {
+            name.starts_with("ETCD_DR_") && name != "ETCD_DR_CONFIG" && name != TOKEN_ENV
+        })
         .collect()
 }
 
