@@ -677,3 +677,47 @@ fn systemd_hears_ready_watchdog_pings_and_stopping() {
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", dr.log("daemon.log"));
 }
+
+#[test]
+fn start_up_problems_stop_the_daemon_naming_the_field() {
+    let store = tempfile::tempdir().unwrap();
+    let config = |listen: &str, token_file: &str| {
+        format!(
+            "role = \"secondary\"\ncluster = \"prod\"\n[store]\ntype = \"local\"\npath = \"{}\"\n[http]\nlisten = \"{listen}\"\ntoken_file = \"{token_file}\"\n",
+            store.path().display()
+        )
+    };
+    // The token file is read at start-up, not by check-config (the examples name files of a
+    // real bastion).
+    let missing = EtcdDr::new(&config("127.0.0.1:0", "/nonexistent/api-token"));
+    missing.run_ok(&["check-config"]);
+    let error = missing.run_err(&["run"]);
+    assert!(error.contains("http.token_file"), "{error}");
+    assert!(error.contains("/nonexistent/api-token"), "{error}");
+
+    let short = EtcdDr::new("");
+    let token = short.dir().join("api-token");
+    std::fs::write(&token, "short\n").unwrap();
+    std::fs::write(
+        short.config_path(),
+        config("127.0.0.1:0", &token.display().to_string()),
+    )
+    .unwrap();
+    let error = short.run_err(&["run"]);
+    assert!(error.contains("shorter than 16"), "{error}");
+
+    // The address is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = EtcdDr::new("");
+    let token = write_token(&busy);
+    std::fs::write(
+        busy.config_path(),
+        config(
+            &taken.local_addr().unwrap().to_string(),
+            &token.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let error = busy.run_err(&["run"]);
+    assert!(error.contains("http.listen"), "{error}");
+}

@@ -252,9 +252,11 @@ async fn snapshots_are_listed_newest_first_and_fetched_by_id() {
     let (status, body) = get(&api, "/v1/snapshots/20261125T120100Z-r1").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_error(&body, "not_found");
-    let (status, body) = get(&api, "/v1/snapshots/..%2Fetc").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_error(&body, "bad_snapshot_id");
+    for bad in ["/v1/snapshots/..%2Fetc", "/v1/snapshots/%FF"] {
+        let (status, body) = get(&api, bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_error(&body, "bad_snapshot_id");
+    }
 }
 
 #[tokio::test]

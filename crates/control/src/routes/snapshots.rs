@@ -1,6 +1,7 @@
 //! `GET /v1/snapshots`, `GET /v1/snapshots/{id}`, `POST /v1/snapshots`.
 
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -36,8 +37,10 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<SnapshotList>, A
 /// `GET /v1/snapshots/{id}`: one manifest.
 pub async fn get(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<SnapshotManifest>, ApiError> {
+    let Path(id) =
+        id.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_snapshot_id", e.body_text()))?;
     let id: SnapshotId = id.parse().map_err(|e: etcd_dr_core::SnapshotIdError| {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_snapshot_id", e.to_string())
     })?;
@@ -49,9 +52,10 @@ pub async fn get(
 pub async fn trigger(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     ApiToken::check(state.token.as_ref(), &headers)?;
+    let body = body.map_err(|e| ApiError::new(e.status(), "bad_request_body", e.body_text()))?;
     let request: SnapshotRequest = if body.iter().all(u8::is_ascii_whitespace) {
         SnapshotRequest::default()
     } else {

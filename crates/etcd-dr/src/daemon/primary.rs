@@ -165,3 +165,26 @@ async fn prune(state: &DaemonState) -> anyhow::Result<()> {
     state.metrics.set_snapshots_stored(stored);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etcd_dr_scheduler::ScheduleConfig;
+
+    #[test]
+    fn the_expected_interval_follows_the_schedule() {
+        assert_eq!(
+            expected_interval(&Schedule::every(Duration::from_secs(900))),
+            Duration::from_secs(900)
+        );
+        let cron = ScheduleConfig {
+            interval: None,
+            cron: Some("*/5 * * * *".into()),
+            ..ScheduleConfig::default()
+        };
+        assert_eq!(
+            expected_interval(&cron.schedule().unwrap()),
+            Duration::from_secs(300)
+        );
+    }
+}
