@@ -645,6 +645,7 @@ fn systemd_hears_ready_watchdog_pings_and_stopping() {
         String::from_utf8_lossy(&buffer[..n]).into_owned()
     };
     let first = receive();
+    // READY is the first thing systemd hears: the watchdog starts after it.
     assert!(first.lines().any(|l| l == "READY=1"), "{first}");
     assert!(
         first.contains("STATUS=secondary of cluster prod"),

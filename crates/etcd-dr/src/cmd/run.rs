@@ -77,9 +77,6 @@ pub async fn run(settings: &Settings, _args: Args) -> anyhow::Result<()> {
         let state = state.clone();
         tokio::spawn(async move { store_check::run(&state).await })
     };
-    if let Some(period) = systemd::watchdog_interval() {
-        tokio::spawn(systemd::run_watchdog(period, cancel.clone()));
-    }
     tracing::info!(
         role = settings.role.as_str(),
         cluster = %settings.cluster,
@@ -96,7 +93,9 @@ pub async fn run(settings: &Settings, _args: Args) -> anyhow::Result<()> {
         settings.role.as_str(),
         settings.cluster
     ));
-
+    if let Some(period) = systemd::watchdog_interval() {
+        tokio::spawn(systemd::run_watchdog(period, cancel.clone()));
+    }
     let role_loop = async {
         match &schedule {
             Some(schedule) => primary::run(&state, schedule).await,
@@ -105,13 +104,22 @@ pub async fn run(settings: &Settings, _args: Args) -> anyhow::Result<()> {
         // A snapshot started through the API may still be aborting its upload.
         let _ = state.snapshot_lock.lock().await;
     };
-    tokio::select! {
-        _ = role_loop => {}
-        _ = async { cancel.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
-            tracing::warn!("the running snapshot did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
-        }
-    }
+    tokio::pin!(role_loop);
+    let finished = tokio::select! {
+        _ = &mut role_loop => true,
+        _ = cancel.cancelled() => false,
+    };
+    // systemd hears STOPPING at once, while an upload in flight is still being aborted.
     systemd::stopping();
+    if !finished
+        && tokio::time::timeout(SHUTDOWN_GRACE, role_loop)
+            .await
+            .is_err()
+    {
+        tracing::warn!(
+            "the running snapshot did not stop within {SHUTDOWN_GRACE:?}; exiting anyway"
+        );
+    }
     cancel.cancel();
     let _ = checker.await;
     match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
