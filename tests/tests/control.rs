@@ -722,3 +722,72 @@ fn start_up_problems_stop_the_daemon_naming_the_field() {
     let error = busy.run_err(&["run"]);
     assert!(error.contains("http.listen"), "{error}");
 }
+
+#[test]
+fn a_restarted_secondary_reuses_its_staged_copy_only_if_it_still_matches() {
+    use std::os::unix::fs::MetadataExt;
+
+    let etcd = EtcdCluster::start(EtcdOptions::default());
+    etcd.fill(FillSpec::objects(100));
+    let store = tempfile::tempdir().unwrap();
+    let cli = EtcdDr::with_sections(
+        "prod",
+        &etcd.config_section(&etcd.endpoints()),
+        &StoreTarget::Local(store.path()),
+        "",
+    );
+    let id = cli.snapshot_json(&[])["id"].as_str().unwrap().to_string();
+
+    let api = Api::on_free_port();
+    let dr = EtcdDr::new("");
+    let token = write_token(&dr);
+    let prestage = dr.dir().join("prestage");
+    std::fs::write(
+        dr.config_path(),
+        format!(
+            "role = \"secondary\"\ncluster = \"prod\"\n[store]\ntype = \"local\"\npath = \"{}\"\n{}[secondary]\npoll_interval = \"300ms\"\nprestage_dir = \"{}\"\n",
+            store.path().display(),
+            api.section(&token, ""),
+            prestage.display()
+        ),
+    )
+    .unwrap();
+    let staged = prestage.join(format!("{id}.db"));
+    let run_until_verified = |log: &str| -> Value {
+        let child = dr.spawn(&["run"], log);
+        api.wait_ready();
+        let status = wait_for("the snapshot verified", Duration::from_secs(20), || {
+            let status = api.status();
+            (status["secondary"]["verified_count"] == 1).then_some(status)
+        });
+        stop(child, &dr, log);
+        status
+    };
+
+    let status = run_until_verified("first.log");
+    assert_eq!(status["secondary"]["prestaged"]["id"], id);
+    let inode = std::fs::metadata(&staged).unwrap().ino();
+    let mode = std::fs::metadata(&staged).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the staged copy holds every Secret");
+
+    // Restarted: the copy matches, so it is kept as it is (not written again).
+    let status = run_until_verified("second.log");
+    assert_eq!(status["secondary"]["prestaged"]["id"], id, "{status}");
+    assert!(status["last_error"].is_null(), "{status}");
+    assert_eq!(std::fs::metadata(&staged).unwrap().ino(), inode);
+
+    // Changed on disk: never used, never replaced; the store's copy is still verified.
+    let mut bytes = std::fs::read(&staged).unwrap();
+    bytes[..16].copy_from_slice(b"tampered on disk");
+    std::fs::write(&staged, &bytes).unwrap();
+    let status = run_until_verified("third.log");
+    assert!(status["secondary"]["prestaged"].is_null(), "{status}");
+    assert!(
+        status["last_error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("differs")),
+        "{status}"
+    );
+    assert_eq!(status["newest_verified"]["id"], id);
+    assert_eq!(std::fs::read(&staged).unwrap(), bytes);
+}

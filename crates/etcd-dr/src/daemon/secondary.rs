@@ -21,38 +21,21 @@ use etcd_dr_transport::{list_snapshots, read_snapshot, ShipProgress, TransportEr
 use super::DaemonState;
 use crate::settings::SecondarySettings;
 
-/// Creates the pre-staging directory (owner-only: the files hold every Secret of the cluster)
-/// and reports what an earlier run left staged.
+/// Creates the pre-staging directory (owner-only: the files hold every Secret of the cluster).
+/// A copy an earlier run staged is reported only once the first poll has checked it.
 pub fn prepare(state: &DaemonState, config: &SecondarySettings) -> anyhow::Result<()> {
-    let staged = match &config.prestage_dir {
-        Some(dir) => {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .with_context(|| {
-                    format!("secondary.prestage_dir: cannot create `{}`", dir.display())
-                })?;
-            staged_files(dir)
-                .with_context(|| {
-                    format!("secondary.prestage_dir: cannot read `{}`", dir.display())
-                })?
-                .into_iter()
-                .next_back()
-                .map(|(id, path)| PrestagedSnapshot {
-                    bytes: std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
-                    id,
-                    path: path.display().to_string(),
-                })
-        }
-        None => None,
-    };
-    state.update(|status| {
-        status.secondary = Some(SecondaryStatus {
-            prestaged: staged,
-            ..SecondaryStatus::default()
-        })
-    });
+    if let Some(dir) = &config.prestage_dir {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| {
+                format!("secondary.prestage_dir: cannot create `{}`", dir.display())
+            })?;
+        staged_files(dir)
+            .with_context(|| format!("secondary.prestage_dir: cannot read `{}`", dir.display()))?;
+    }
+    state.update(|status| status.secondary = Some(SecondaryStatus::default()));
     Ok(())
 }
 
