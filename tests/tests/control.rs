@@ -301,7 +301,7 @@ fn the_primary_api_reports_triggers_and_counts_snapshots() {
         metrics["etcd_dr_snapshot_size_bytes{kind=\"stored\"}"],
         newest["stored"]["size"].as_f64().unwrap()
     );
-    let completed: chrono_free::Seconds = newest["completed_at"].as_str().unwrap().into();
+    let completed: unix_time::Seconds = newest["completed_at"].as_str().unwrap().into();
     assert!(
         (metrics["etcd_dr_last_success_timestamp_seconds"] - completed.0).abs() < 0.01,
         "{} vs {}",
@@ -315,7 +315,7 @@ fn the_primary_api_reports_triggers_and_counts_snapshots() {
 }
 
 /// RFC 3339 timestamps to Unix seconds without a date crate in the test ground.
-mod chrono_free {
+mod unix_time {
     pub struct Seconds(pub f64);
 
     impl From<&str> for Seconds {
