@@ -9,6 +9,7 @@ pub mod certs;
 pub mod etcd;
 pub mod etcd_dr;
 pub mod fill;
+pub mod kube_recorder;
 pub mod kubelet;
 pub mod net;
 pub mod nodes;

@@ -7,18 +7,22 @@
 //! `/var/lib/etcd`, reached over ssh, whose files also provide the snapshot's (encrypted) node
 //! bundles with the primary's service-account keys.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_dr_core::PromotionMode;
+use etcd_dr_e2e::kube_recorder::KubeRecorder;
 use etcd_dr_e2e::kubelet::{
     answers, dump_member, etcd_pod_manifest, kill_pidfile, member_names, member_revision, put_keys,
     write_standin, EtcdPodSpec,
 };
 use etcd_dr_e2e::nodes::{ControlPlaneNodes, KubeadmFiles};
 use etcd_dr_e2e::{
-    free_port, wait_for, EtcdCluster, EtcdDr, EtcdOptions, EtcdVersion, FillSpec, StoreTarget,
+    free_port, http_request, terminate, wait_for, EtcdCluster, EtcdDr, EtcdOptions, EtcdVersion,
+    FillSpec, HttpResponse, StoreTarget,
 };
 use etcd_dr_nodes::{LocalExecutor, Node, NodeRole, SshExecutor};
 use etcd_dr_restore::{
@@ -119,6 +123,34 @@ impl LocalSecondary {
         wait_for("the secondary's etcd", Duration::from_secs(20), || {
             answers(&self.client_url).then_some(())
         });
+    }
+
+    /// `[nodes]` (this host, local executor) and `[promote]` sections for the binary.
+    fn sections(&self, work: &Path, extra_promote: &str) -> String {
+        let toml_argv = |action: &str| {
+            let words: Vec<String> = self
+                .kubelet_argv(action)
+                .iter()
+                .map(|w| format!("\"{w}\""))
+                .collect();
+            format!("[{}]", words.join(", "))
+        };
+        format!(
+            "[nodes]\ncontrol_plane = [\"{host}\"]\n[nodes.access]\ntype = \"local\"\n\
+             [promote]\netcd_manifest = \"{manifest}\"\nkubernetes_dir = \"{kube}\"\netcdutl = \"{etcdutl}\"\n\
+             require_service_account_keys = false\nstop_control_plane = [{stop}]\nstart_control_plane = [{start}]\n\
+             etcd_stopped_check = {stopped}\nstop_timeout = \"20s\"\nhealth_timeout = \"30s\"\nwork_dir = \"{work}\"\n\
+             {extra_promote}\n[promote.etcd]\nendpoints = [\"{client}\"]\n",
+            host = this_host(),
+            manifest = self.kube().join("manifests/etcd.yaml").display(),
+            kube = self.kube().display(),
+            etcdutl = EtcdVersion::V3_5.bin("etcdutl").display(),
+            stop = toml_argv("stop"),
+            start = toml_argv("start"),
+            stopped = toml_argv("stopped"),
+            work = work.display(),
+            client = self.client_url,
+        )
     }
 
     fn config(&self, etcdutl: &Path) -> PromoteConfig {
@@ -780,4 +812,365 @@ fn a_restore_failing_on_one_node_rolls_every_node_back() {
             format!("secondary sa.key of cp{}", index + 1)
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The binary: `POST /v1/promote` on the secondary daemon, `etcd-dr promote` on the command line,
+// fencing and switchover in the primary daemon.
+
+const TOKEN: &str = "promote-e2e-token-8d1f2a";
+
+fn http_section(addr: SocketAddr, token_file: &Path) -> String {
+    format!(
+        "[http]\nlisten = \"{addr}\"\ntoken_file = \"{}\"\nstore_check_interval = \"500ms\"\n",
+        token_file.display()
+    )
+}
+
+fn token_file(dir: &Path) -> PathBuf {
+    let path = dir.join("api-token");
+    std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+    path
+}
+
+fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> HttpResponse {
+    let authorization = format!("Bearer {TOKEN}");
+    http_request(
+        addr,
+        method,
+        path,
+        &[
+            ("Authorization", authorization.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes(),
+    )
+    .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
+    let response = http_request(addr, "GET", path, &[], b"").unwrap();
+    assert_eq!(response.status, 200, "GET {path}: {}", response.text());
+    response.json()
+}
+
+fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let text = http_request(addr, "GET", "/metrics", &[], b"")
+        .unwrap()
+        .text();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{name} "))
+                .map(|v| v.parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("{name} not exported"))
+}
+
+fn wait_api(addr: SocketAddr) {
+    wait_for("the API", Duration::from_secs(20), || {
+        http_request(addr, "GET", "/healthz", &[], b"").ok()
+    });
+}
+
+/// A primary daemon (`etcd-dr run`) on a one-member etcd named after this host, shipping into
+/// `store`, looking for fences every 200 ms.
+struct PrimaryDaemon {
+    etcd: EtcdCluster,
+    dr: EtcdDr,
+    child: Option<Child>,
+    api: SocketAddr,
+}
+
+impl PrimaryDaemon {
+    fn start(host: &str, store: &Path, interval: &str) -> Self {
+        let etcd = EtcdCluster::start(EtcdOptions {
+            member_names: vec![host.to_string()],
+            ..EtcdOptions::default()
+        });
+        etcd.fill(FillSpec::objects(100));
+        let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let scratch = tempfile::tempdir().unwrap();
+        let token = token_file(scratch.path());
+        let dr = EtcdDr::with_sections(
+            "prod",
+            &etcd.config_section(&etcd.endpoints()),
+            &StoreTarget::Local(store),
+            &format!(
+                "[schedule]\ninterval = \"{interval}\"\n[fencing]\npoll_interval = \"200ms\"\n{}",
+                http_section(api, &token)
+            ),
+        );
+        std::mem::forget(scratch);
+        let mut child = dr.spawn(&["run"], "primary.log");
+        wait_for("the primary's API", Duration::from_secs(20), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the primary exited ({status}): {}", dr.log("primary.log"));
+            }
+            http_request(api, "GET", "/healthz", &[], b"").ok()
+        });
+        Self {
+            etcd,
+            dr,
+            child: Some(child),
+            api,
+        }
+    }
+
+    fn snapshots(&self) -> Vec<serde_json::Value> {
+        self.dr.list_json()
+    }
+}
+
+impl Drop for PrimaryDaemon {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            terminate(&child);
+            let _ = child.wait_with_output();
+        }
+    }
+}
+
+fn wait_promotion(api: SocketAddr) -> serde_json::Value {
+    wait_for("the promotion to end", Duration::from_secs(90), || {
+        let record = get_json(api, "/v1/promote");
+        (record["state"] != "running").then_some(record)
+    })
+}
+
+/// Kubernetes API steps: no kube-apiserver installs here, so they run against a small recording
+/// HTTP server that checks the exact requests.
+#[test]
+fn the_api_promotes_once_fences_the_primary_and_calls_the_kubernetes_api() {
+    let host = this_host();
+    let store = tempfile::tempdir().unwrap();
+    let primary = PrimaryDaemon::start(&host, store.path(), "10s");
+    // The first run of the schedule comes at once.
+    wait_for(
+        "the primary's first snapshot",
+        Duration::from_secs(30),
+        || (!primary.snapshots().is_empty()).then_some(()),
+    );
+    let primary_keys = primary.etcd.dump();
+
+    let node = LocalSecondary::start(&host);
+    let kube = KubeRecorder::start();
+    let kube_token = node.dir.path().join("kube-token");
+    std::fs::write(&kube_token, "kube-bearer-123\n").unwrap();
+    let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let secondary = EtcdDr::with_sections(
+        "prod",
+        "",
+        &StoreTarget::Local(store.path()),
+        &format!(
+            "role = \"secondary\"\n{}{}[promote.kubernetes]\napi_server = \"{}\"\ntoken_file = \"{}\"\n[secondary]\npoll_interval = \"1s\"\n",
+            http_section(api, &token_file(node.dir.path())),
+            node.sections(&node.dir.path().join("bastion"), ""),
+            kube.url(),
+            kube_token.display()
+        ),
+    );
+    let child = secondary.spawn(&["run"], "secondary.log");
+    wait_api(api);
+    assert_eq!(metric(api, "etcd_dr_promotion_state"), 0.0);
+    let response = http_request(api, "GET", "/v1/promote", &[], b"").unwrap();
+    assert_eq!(response.status, 404, "{}", response.text());
+
+    // No token, no promotion; a bad body is named.
+    let response = http_request(api, "POST", "/v1/promote", &[], b"{}").unwrap();
+    assert_eq!(response.status, 401, "{}", response.text());
+    let response = request(api, "POST", "/v1/promote", r#"{"mode":"sideways"}"#);
+    assert_eq!(response.status, 400, "{}", response.text());
+
+    let response = request(
+        api,
+        "POST",
+        "/v1/promote",
+        r#"{"snapshot":"latest","mode":"failover"}"#,
+    );
+    assert_eq!(response.status, 202, "{}", response.text());
+    let id = response.json()["id"].as_str().unwrap().to_string();
+    // While it runs (or once it ran), a second one is refused.
+    let again = request(api, "POST", "/v1/promote", "{}");
+    assert_eq!(again.status, 409, "{}", again.text());
+    assert_eq!(again.json()["error"], "promotion_conflict");
+
+    let record = wait_promotion(api);
+    assert_eq!(record["id"], id.as_str());
+    assert_eq!(
+        record["state"],
+        "succeeded",
+        "{record:#}\n{}",
+        secondary.log("secondary.log")
+    );
+    let steps: Vec<(&str, &str)> = record["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("switchover", "skipped"),
+            ("select", "done"),
+            ("fence", "done"),
+            ("verify", "done"),
+            ("preflight", "done"),
+            ("restore", "done"),
+            ("health", "done"),
+            ("after", "done"),
+            ("rollback", "skipped"),
+        ]
+    );
+    assert!(
+        record["steps"][6]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("API server ready"),
+        "{record:#}"
+    );
+    assert!(
+        dump_member(&node.client_url) == primary_keys,
+        "restored data differs from the primary's"
+    );
+    assert_eq!(metric(api, "etcd_dr_promotion_state"), 2.0);
+    assert!(metric(api, "etcd_dr_promotion_duration_seconds") > 0.0);
+    let status = get_json(api, "/v1/status");
+    assert_eq!(status["promotion"]["id"], id.as_str());
+    assert_eq!(status["promotion"]["state"], "succeeded");
+    let again = request(api, "POST", "/v1/promote", "{}");
+    assert_eq!(again.status, 409, "{}", again.text());
+    assert!(again.json()["detail"].as_str().unwrap().contains(&id));
+
+    // The Kubernetes API saw exactly: readiness, then rollout restarts, then pod deletions.
+    let requests = kube.requests();
+    let first_non_ready = requests.iter().position(|r| r.target != "/readyz").unwrap();
+    assert!(first_non_ready >= 1);
+    assert!(requests
+        .iter()
+        .all(|r| r.authorization.as_deref() == Some("Bearer kube-bearer-123")));
+    let calls: Vec<String> = requests[first_non_ready..]
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.target))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "GET /apis/apps/v1/deployments",
+            "PATCH /apis/apps/v1/namespaces/default/deployments/web",
+            "PATCH /apis/apps/v1/namespaces/shop/deployments/cart",
+            "GET /apis/apps/v1/daemonsets",
+            "PATCH /apis/apps/v1/namespaces/kube-system/daemonsets/kube-proxy",
+            "DELETE /api/v1/namespaces/kube-system/pods?labelSelector=k8s-app%3Dkube-proxy",
+            "DELETE /api/v1/namespaces/kube-system/pods?labelSelector=component%3Dkube-controller-manager",
+            "DELETE /api/v1/namespaces/kube-system/pods?labelSelector=component%3Dkube-scheduler",
+        ]
+    );
+    for patch in requests.iter().filter(|r| r.method == "PATCH") {
+        assert_eq!(
+            patch.content_type.as_deref(),
+            Some("application/strategic-merge-patch+json")
+        );
+        let body: serde_json::Value = serde_json::from_str(&patch.body).unwrap();
+        let stamp = body["spec"]["template"]["metadata"]["annotations"]
+            ["kubectl.kubernetes.io/restartedAt"]
+            .as_str()
+            .unwrap();
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(stamp).is_ok(),
+            "{stamp}"
+        );
+    }
+
+    // The primary sees the marker, says so, and ships no more.
+    wait_for("the primary to be fenced", Duration::from_secs(10), || {
+        (get_json(primary.api, "/v1/status")["fenced"] == true).then_some(())
+    });
+    let status = get_json(primary.api, "/v1/status");
+    assert!(
+        status["fenced_reason"].as_str().unwrap().contains(&id),
+        "{status:#}"
+    );
+    assert_eq!(metric(primary.api, "etcd_dr_fenced"), 1.0);
+    let shipped = primary.snapshots().len();
+    primary.etcd.put("/registry/after-the-fence", b"x");
+    // Longer than the schedule's interval: a run came and shipped nothing.
+    std::thread::sleep(Duration::from_secs(11));
+    assert_eq!(
+        primary.snapshots().len(),
+        shipped,
+        "a fenced primary shipped"
+    );
+    let trigger = request(primary.api, "POST", "/v1/snapshots", "");
+    assert_eq!(trigger.status, 409, "{}", trigger.text());
+    assert!(primary.dr.log("primary.log").contains("fenced"));
+
+    terminate(&child);
+    let _ = child.wait_with_output();
+}
+
+#[test]
+fn a_switchover_restores_the_primarys_final_snapshot_exactly() {
+    let host = this_host();
+    let store = tempfile::tempdir().unwrap();
+    // The schedule never comes round during the test: only the switchover snapshot is taken.
+    let primary = PrimaryDaemon::start(&host, store.path(), "1h");
+    let last_revision = put_keys(
+        &primary.etcd.endpoints(),
+        "/registry/configmaps/default/last",
+        25,
+    );
+    let primary_keys = primary.etcd.dump();
+
+    let node = LocalSecondary::start(&host);
+    put_keys(&node.endpoints(), "/secondary-only", 10);
+    let secondary = EtcdDr::with_sections(
+        "prod",
+        "",
+        &StoreTarget::Local(store.path()),
+        &format!(
+            "role = \"secondary\"\n{}",
+            node.sections(
+                &node.dir.path().join("bastion"),
+                "switchover_timeout = \"30s\""
+            )
+        ),
+    );
+    let output = secondary.run(&["promote", "--switchover", "--json"]);
+    let progress = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "{progress}\n{}",
+        primary.dr.log("primary.log")
+    );
+    let record: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(record["state"], "succeeded", "{record:#}");
+    assert!(progress.contains("switchover: done"), "{progress}");
+    assert!(progress.contains("restore "), "{progress}");
+
+    // The primary took one final snapshot at its last revision, labelled, and stopped.
+    let snapshots = primary.snapshots();
+    let last = snapshots.last().unwrap();
+    assert_eq!(last["label"], "switchover");
+    assert_eq!(last["etcd"]["revision"], last_revision);
+    assert_eq!(record["snapshot"], last["id"]);
+    let status = get_json(primary.api, "/v1/status");
+    assert_eq!(status["fenced"], true, "{status:#}");
+    assert_eq!(
+        primary.etcd.revision(),
+        last_revision,
+        "the primary moved on"
+    );
+
+    // Nothing lost: the restored data is the primary's last state, its revision that of the
+    // primary's last write lifted by exactly the bump.
+    assert!(dump_member(&node.client_url) == primary_keys);
+    let bump = record["plan"]["bump_revision"].as_i64().unwrap();
+    assert_eq!(member_revision(&node.client_url) - bump, last_revision);
+
+    // A second promotion is refused at the fence.
+    let output = secondary.run(&["promote"]);
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("already fenced"), "{text}");
 }

@@ -1,5 +1,5 @@
 use async_trait::async_trait;
-use etcd_dr_core::{SnapshotId, SnapshotManifest};
+use etcd_dr_core::{PromotionRequest, SnapshotId, SnapshotManifest};
 use serde::{Deserialize, Serialize};
 
 use crate::DaemonStatus;
@@ -31,6 +31,30 @@ pub trait Daemon: Send + Sync + 'static {
             "this instance does not take snapshots".into(),
         ))
     }
+
+    /// Starts a promotion and returns once it is under way. [`ActionError::Busy`] when one is
+    /// running, or one succeeded or a promotion marker fences the cluster (unless `force`).
+    async fn start_promotion(
+        &self,
+        request: PromotionRequest,
+    ) -> Result<PromotionAccepted, ActionError> {
+        let _ = request;
+        Err(ActionError::Unsupported(
+            "this instance does not promote: run the secondary with a [promote] section".into(),
+        ))
+    }
+
+    /// The current or last promotion with every step and node (JSON), if any.
+    fn promotion(&self) -> Option<serde_json::Value> {
+        None
+    }
+}
+
+/// Answer to `POST /v1/promote`: the promotion that is now running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromotionAccepted {
+    /// Its id; `GET /v1/promote` follows it.
+    pub id: String,
 }
 
 /// Body of `POST /v1/snapshots` (optional).

@@ -10,6 +10,8 @@
 //! | `GET /v1/status` | role, schedule, last snapshot, in-flight progress, last error, lag |
 //! | `GET /v1/snapshots`, `GET /v1/snapshots/{id}` | manifests, newest first |
 //! | `POST /v1/snapshots` | take a snapshot now (bearer token): 202, or 409 while one runs |
+//! | `POST /v1/promote` | promote this secondary (bearer token): 202, 409 while one runs or after one succeeded |
+//! | `GET /v1/promote` | the current or last promotion: every step and node |
 //! | `GET /metrics` | Prometheus text format |
 
 mod auth;
@@ -23,11 +25,11 @@ mod status;
 
 pub use auth::ApiToken;
 pub use config::{HttpConfig, TOKEN_ENV};
-pub use daemon::{ActionError, Daemon, SnapshotAccepted, SnapshotRequest};
+pub use daemon::{ActionError, Daemon, PromotionAccepted, SnapshotAccepted, SnapshotRequest};
 pub use error::{ApiError, ControlError, ErrorBody};
 pub use metrics::Metrics;
 pub use router::{bind, router, serve, AppState};
 pub use status::{
-    Activity, DaemonStatus, InFlight, LastError, PrestagedSnapshot, Role, ScheduleStatus,
-    SecondaryStatus, SnapshotSummary, StoreHealth, Trigger,
+    Activity, DaemonStatus, InFlight, LastError, PrestagedSnapshot, PromotionSummary, Role,
+    ScheduleStatus, SecondaryStatus, SnapshotSummary, StoreHealth, Trigger,
 };

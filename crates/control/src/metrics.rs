@@ -36,6 +36,9 @@ pub struct Metrics {
     store_reachable: IntGauge,
     expected_interval: Gauge,
     failing: IntGauge,
+    fenced: IntGauge,
+    promotion_state: IntGauge,
+    promotion_duration: Gauge,
 }
 
 impl Metrics {
@@ -127,6 +130,18 @@ impl Metrics {
             "etcd_dr_failing",
             "1 while the last snapshot or poll cycle failed, else 0.",
         )?;
+        let fenced = int_gauge(
+            "etcd_dr_fenced",
+            "1 while a promotion fences this cluster's prefix (the primary does not ship), else 0.",
+        )?;
+        let promotion_state = int_gauge(
+            "etcd_dr_promotion_state",
+            "State of the current or last promotion: 0 none or dry run, 1 running, 2 succeeded, 3 failed (nothing changed), 4 rolled back, 5 rollback failed.",
+        )?;
+        let promotion_duration = gauge(
+            "etcd_dr_promotion_duration_seconds",
+            "Duration of the current (so far) or last promotion; 0 before the first.",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "etcd_dr_build_info",
@@ -161,6 +176,9 @@ impl Metrics {
             store_reachable,
             expected_interval,
             failing,
+            fenced,
+            promotion_state,
+            promotion_duration,
         })
     }
 
@@ -237,6 +255,17 @@ impl Metrics {
         self.store_reachable
             .set(i64::from(status.store.reachable == Some(true)));
         self.failing.set(i64::from(status.failing_since.is_some()));
+        self.fenced.set(i64::from(status.fenced == Some(true)));
+        match &status.promotion {
+            Some(promotion) => {
+                self.promotion_state.set(promotion.state_code);
+                self.promotion_duration.set(promotion.duration_seconds);
+            }
+            None => {
+                self.promotion_state.set(0);
+                self.promotion_duration.set(0.0);
+            }
+        }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -8,7 +8,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::routes::{health, metrics, snapshots, status};
+use crate::routes::{health, metrics, promote, snapshots, status};
 use crate::{ApiError, ApiToken, ControlError, Daemon, Metrics};
 
 /// What every handler gets.
@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
             get(snapshots::list).post(snapshots::trigger),
         )
         .route("/v1/snapshots/{id}", get(snapshots::get))
+        .route("/v1/promote", get(promote::current).post(promote::start))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -46,7 +47,7 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
         StatusCode::NOT_FOUND,
         "not_found",
         format!(
-            "no endpoint at `{}`; see /v1/status, /v1/snapshots, /metrics, /healthz, /readyz",
+            "no endpoint at `{}`; see /v1/status, /v1/snapshots, /v1/promote, /metrics, /healthz, /readyz",
             uri.path()
         ),
     )

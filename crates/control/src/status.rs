@@ -54,6 +54,25 @@ pub struct DaemonStatus {
     /// Whether this instance was fenced by a promote; `None` until promote support reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fenced: Option<bool>,
+    /// Why it is fenced (the promotion marker or the answered switchover request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fenced_reason: Option<String>,
+    /// The current or last promotion run by this instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<PromotionSummary>,
+}
+
+/// The current or last promotion, in short (`GET /v1/promote` has every step and node).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PromotionSummary {
+    /// The promotion's id.
+    pub id: String,
+    /// `running`, `planned`, `succeeded`, `failed`, `rolled-back`, `rollback-failed`.
+    pub state: String,
+    /// The `etcd_dr_promotion_state` value of that state.
+    pub state_code: i64,
+    /// Seconds from its start to its end (or to now while running).
+    pub duration_seconds: f64,
 }
 
 impl DaemonStatus {
@@ -78,6 +97,8 @@ impl DaemonStatus {
             failing_since: None,
             secondary: None,
             fenced: None,
+            fenced_reason: None,
+            promotion: None,
         }
     }
 

@@ -15,7 +15,9 @@ pub use manifest::{
     Compression, Encryption, EtcdClusterInfo, EtcdMember, MemberStatus, NodeBundle, ObjectDigest,
     Producer, SnapshotManifest, StoredObject, MANIFEST_FORMAT_VERSION,
 };
-pub use promotion::{PromotionMarker, PromotionMode, SwitchoverRequest, SWITCHOVER_LABEL};
+pub use promotion::{
+    PromotionMarker, PromotionMode, PromotionRequest, SwitchoverRequest, SWITCHOVER_LABEL,
+};
 pub use snapshot_id::{SnapshotId, SnapshotIdError};
 
 /// Formats an etcd 64-bit id (cluster or member) the way etcdctl prints it: lower-case hex.

@@ -24,6 +24,42 @@ impl PromotionMode {
     }
 }
 
+/// What was asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromotionRequest {
+    /// `latest` or a snapshot id (failover; a switchover restores the primary's final one).
+    #[serde(default = "latest")]
+    pub snapshot: String,
+    /// Failover (default) or switchover.
+    #[serde(default = "failover")]
+    pub mode: PromotionMode,
+    /// Stop after the preflight and return the plan; nothing changes.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Promote even though a promotion marker exists (replacing it).
+    #[serde(default)]
+    pub force: bool,
+}
+
+fn latest() -> String {
+    "latest".into()
+}
+fn failover() -> PromotionMode {
+    PromotionMode::Failover
+}
+
+impl Default for PromotionRequest {
+    fn default() -> Self {
+        Self {
+            snapshot: latest(),
+            mode: PromotionMode::Failover,
+            dry_run: false,
+            force: false,
+        }
+    }
+}
+
 /// The fence: written into the store (create-only) when a promotion starts. Two promotions
 /// cannot both write it, and a primary that sees it stops shipping into that prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

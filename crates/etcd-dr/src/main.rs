@@ -42,6 +42,9 @@ enum Command {
     Run(cmd::run::Args),
     /// The cluster's nodes: `etcd-dr nodes check` reaches every one.
     Nodes(cmd::nodes::Args),
+    /// Promote this cluster: restore a snapshot onto every control-plane node (fenced,
+    /// checked first, rolled back on failure).
+    Promote(cmd::promote::Args),
     /// Create an age identity file for the secondary and print its public key (needs no
     /// configuration).
     Keygen(cmd::keygen::Args),
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
             Command::Prune(args) => cmd::prune::run(&settings, args).await,
             Command::Run(args) => cmd::run::run(&settings, args).await,
             Command::Nodes(args) => cmd::nodes::run(&settings, args).await,
+            Command::Promote(args) => return cmd::promote::run(&settings, args).await,
             Command::Keygen(_) => Ok(()),
             Command::CheckConfig => {
                 println!(
@@ -102,9 +106,10 @@ fn main() -> ExitCode {
                 Ok(())
             }
         }
+        .map(|()| ExitCode::SUCCESS)
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("etcd-dr: {error:#}");
             ExitCode::FAILURE

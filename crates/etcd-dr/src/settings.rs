@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use etcd_dr_control::{HttpConfig, Role, TOKEN_ENV};
 use etcd_dr_core::ConfigProblems;
 use etcd_dr_nodes::{BundleConfig, NodesConfig};
+use etcd_dr_restore::PromoteConfig;
 use etcd_dr_scheduler::{EtcdConfig, ScheduleConfig};
 use etcd_dr_transport::{EncryptionConfig, RetentionConfig, StoreConfig, UploadOptions};
 use serde::Deserialize;
@@ -52,6 +53,34 @@ pub struct Settings {
     /// The secondary role's polling, verification and pre-staging.
     #[serde(default)]
     pub secondary: Option<SecondarySettings>,
+    /// How a promotion restores this cluster's control plane (`etcd-dr promote`,
+    /// `POST /v1/promote`).
+    #[serde(default)]
+    pub promote: Option<PromoteConfig>,
+    /// How often a primary looks for a promotion marker or a switchover request.
+    #[serde(default)]
+    pub fencing: FencingSettings,
+}
+
+/// `[fencing]`: the primary's watch for promotions of its cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FencingSettings {
+    /// How often the store is read for `promotion.json` and `switchover-request.json`.
+    #[serde(default = "default_fencing_poll", with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+fn default_fencing_poll() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for FencingSettings {
+    fn default() -> Self {
+        Self {
+            poll_interval: default_fencing_poll(),
+        }
+    }
 }
 
 /// `[secondary]`: how the secondary watches the store.
@@ -342,6 +371,21 @@ impl Settings {
         self.nodes.validate("nodes", &mut problems);
         self.bundle.validate("bundle", &mut problems);
         self.encryption.validate("encryption", &mut problems);
+        if let Some(promote) = &self.promote {
+            promote.validate("promote", &mut problems);
+            if self.nodes.control_plane.is_empty() {
+                problems.push(
+                    "nodes.control_plane",
+                    "a promotion restores onto the listed control-plane nodes: list them by host name, e.g. [\"cp1\", \"cp2\", \"cp3\"]",
+                );
+            }
+        }
+        if self.fencing.poll_interval < Duration::from_millis(100) {
+            problems.push(
+                "fencing.poll_interval",
+                "must be at least 100ms, e.g. \"10s\"",
+            );
+        }
         if self.bundle.enabled == Some(true) && !self.nodes.has_control_plane() {
             problems.push(
                 "bundle.enabled",

@@ -23,6 +23,7 @@ mod verify;
 pub use bundle_keys::service_account_keys_from_bundles;
 pub use config::{AfterConfig, KubernetesConfig, PodSelector, PromoteConfig};
 pub use error::PromoteError;
+pub use etcd_dr_core::{PromotionMode, PromotionRequest};
 pub use etcd_pod::{parse_etcd_pod, EtcdPod};
 pub use health::{judge_health, wait_healthy, HealthyCluster};
 pub use kube::KubeClient;
@@ -33,8 +34,8 @@ pub use plan::{
 };
 pub use promote::Promoter;
 pub use record::{
-    new_promotion_id, progress_lines, NodeRecord, Progress, PromotionRecord, PromotionRequest,
-    PromotionState, PromotionTracker, StepName, StepRecord, StepState,
+    new_promotion_id, progress_lines, NodeRecord, Progress, PromotionRecord, PromotionState,
+    PromotionTracker, StepName, StepRecord, StepState,
 };
 pub use switchover::request_final_snapshot;
 pub use verify::{local_snapshot, LocalSnapshot};

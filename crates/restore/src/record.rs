@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use etcd_dr_core::{PromotionMode, SnapshotId};
+use etcd_dr_core::{PromotionRequest, SnapshotId};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -228,42 +228,6 @@ pub struct StepRecord {
     /// Per-node progress, for the steps that run on nodes.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeRecord>,
-}
-
-/// What was asked for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PromotionRequest {
-    /// `latest` or a snapshot id (failover; a switchover restores the primary's final one).
-    #[serde(default = "latest")]
-    pub snapshot: String,
-    /// Failover (default) or switchover.
-    #[serde(default = "failover")]
-    pub mode: PromotionMode,
-    /// Stop after the preflight and return the plan; nothing changes.
-    #[serde(default)]
-    pub dry_run: bool,
-    /// Promote even though a promotion marker exists (replacing it).
-    #[serde(default)]
-    pub force: bool,
-}
-
-fn latest() -> String {
-    "latest".into()
-}
-fn failover() -> PromotionMode {
-    PromotionMode::Failover
-}
-
-impl Default for PromotionRequest {
-    fn default() -> Self {
-        Self {
-            snapshot: latest(),
-            mode: PromotionMode::Failover,
-            dry_run: false,
-            force: false,
-        }
-    }
 }
 
 /// One promotion, as `GET /v1/promote` shows it.
@@ -629,6 +593,7 @@ mod tests {
 
     #[test]
     fn requests_default_to_a_failover_of_the_latest() {
+        use etcd_dr_core::PromotionMode;
         let request: PromotionRequest = serde_json::from_str("{}").unwrap();
         assert_eq!(request, PromotionRequest::default());
         let request: PromotionRequest =

@@ -2,5 +2,6 @@
 
 pub mod health;
 pub mod metrics;
+pub mod promote;
 pub mod snapshots;
 pub mod status;

@@ -4,6 +4,7 @@ pub mod fetch;
 pub mod keygen;
 pub mod list;
 pub mod nodes;
+pub mod promote;
 pub mod prune;
 pub mod run;
 pub mod snapshot;

@@ -8,7 +8,8 @@ use anyhow::Context;
 use etcd_dr_control::{ApiToken, AppState, HttpConfig, Metrics, Role, TOKEN_ENV};
 
 use super::{open_store, shutdown_token, snapshot_context};
-use crate::daemon::{primary, secondary, store_check, systemd, DaemonHandle, DaemonState};
+use crate::daemon::promote::Promotions;
+use crate::daemon::{fencing, primary, secondary, store_check, systemd, DaemonHandle, DaemonState};
 use crate::settings::Settings;
 
 /// How long an in-flight snapshot gets to abort its upload after a shutdown signal.
@@ -46,7 +47,14 @@ pub async fn run(settings: &Settings, _args: Args) -> anyhow::Result<()> {
         cancel.clone(),
     );
     state.identities = super::identities(settings)?;
+    if settings.promote.is_some() {
+        state.promotions = Promotions::new(super::promote::promoter(settings)?);
+    }
     let state = Arc::new(state);
+    if settings.role == Role::Primary {
+        // Before the first scheduled snapshot: a fenced primary must not ship even once.
+        fencing::check_once(&state).await;
+    }
     if settings.role == Role::Secondary {
         secondary::prepare(&state, &secondary_config)?;
     }
@@ -79,6 +87,11 @@ pub async fn run(settings: &Settings, _args: Args) -> anyhow::Result<()> {
         let state = state.clone();
         tokio::spawn(async move { store_check::run(&state).await })
     };
+    let fence_watch = (settings.role == Role::Primary).then(|| {
+        let state = state.clone();
+        let interval = settings.fencing.poll_interval;
+        tokio::spawn(async move { fencing::run(&state, interval).await })
+    });
     tracing::info!(
         role = settings.role.as_str(),
         cluster = %settings.cluster,
@@ -124,6 +137,11 @@ pub async fn run(settings: &Settings, _args: Args) -> anyhow::Result<()> {
     }
     cancel.cancel();
     let _ = checker.await;
+    if let Some(fence_watch) = fence_watch {
+        let _ = fence_watch.await;
+    }
+    // A promotion cut short by the shutdown rolls its nodes back before the process exits.
+    state.promotions.wait().await;
     match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(error))) => tracing::error!(%error, "HTTP server failed"),

@@ -1,7 +1,9 @@
 //! The long-running daemon: its shared state, what it offers the HTTP API, and one file per
 //! loop (primary snapshots, secondary polling, store checks, systemd notifications).
 
+pub mod fencing;
 pub mod primary;
+pub mod promote;
 pub mod secondary;
 pub mod store_check;
 pub mod systemd;
@@ -13,10 +15,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use etcd_dr_control::{
-    ActionError, Activity, DaemonStatus, InFlight, LastError, Metrics, SnapshotAccepted,
-    SnapshotRequest, Trigger,
+    ActionError, Activity, DaemonStatus, InFlight, LastError, Metrics, PromotionAccepted,
+    SnapshotAccepted, SnapshotRequest, Trigger,
 };
-use etcd_dr_core::{SnapshotId, SnapshotManifest};
+use etcd_dr_core::{PromotionRequest, SnapshotId, SnapshotManifest};
 use etcd_dr_transport::{
     list_snapshots, read_manifest, ShipProgress, SnapshotLayout, TransportError,
 };
@@ -49,6 +51,10 @@ pub struct DaemonState {
     pub settings: Settings,
     /// The age identities that decrypt what the store holds (none without an identity file).
     pub identities: etcd_dr_transport::Identities,
+    /// Why this primary does not ship (a promotion fenced its prefix), if it does not.
+    fenced: Mutex<Option<String>>,
+    /// Promotions this instance runs (`[promote]` configured).
+    pub promotions: promote::Promotions,
     /// Fires on shutdown.
     pub cancel: CancellationToken,
 }
@@ -79,6 +85,8 @@ impl DaemonState {
             snapshots,
             settings,
             identities: etcd_dr_transport::Identities::none(),
+            fenced: Mutex::new(None),
+            promotions: promote::Promotions::default(),
             cancel,
         }
     }
@@ -92,6 +100,35 @@ impl DaemonState {
         self.status
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Why this primary is fenced, if it is.
+    pub fn fenced_reason(&self) -> Option<String> {
+        self.fenced
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Records whether (and why) this primary is fenced; logs and reports each change.
+    pub fn set_fenced(&self, reason: Option<String>) {
+        let mut fenced = self
+            .fenced
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *fenced == reason {
+            return;
+        }
+        match &reason {
+            Some(reason) => tracing::warn!(%reason, "fenced: this primary stops shipping snapshots into its prefix"),
+            None => tracing::warn!("no longer fenced: the promotion marker and switchover request are gone; shipping resumes"),
+        }
+        *fenced = reason.clone();
+        drop(fenced);
+        self.update(|status| {
+            status.fenced = Some(reason.is_some());
+            status.fenced_reason = reason;
+        });
     }
 
     /// Marks the start of a snapshot or verification: counters reset, status shows it.
@@ -129,6 +166,14 @@ impl DaemonState {
         });
     }
 
+    /// The message of the most recent failure, if any.
+    pub fn status_last_error(&self) -> Option<String> {
+        self.lock_status()
+            .last_error
+            .as_ref()
+            .map(|e| e.message.clone())
+    }
+
     /// Something went wrong that does not make the cycle fail (retention, say).
     pub fn note_error(&self, message: String) {
         self.update(|status| {
@@ -148,6 +193,7 @@ pub struct DaemonHandle(pub Arc<DaemonState>);
 impl etcd_dr_control::Daemon for DaemonHandle {
     fn status(&self) -> DaemonStatus {
         let mut status = self.0.lock_status().clone();
+        status.promotion = self.0.promotions.summary();
         if let Some(in_flight) = &mut status.in_flight {
             in_flight.raw_bytes = self.0.progress.raw_bytes.load(Ordering::Relaxed);
             in_flight.stored_bytes = self.0.progress.stored_bytes.load(Ordering::Relaxed);
@@ -180,6 +226,11 @@ impl etcd_dr_control::Daemon for DaemonHandle {
                 state.settings.role.as_str()
             )));
         }
+        if let Some(reason) = state.fenced_reason() {
+            return Err(ActionError::Unsupported(format!(
+                "fenced: {reason}; this primary no longer ships snapshots"
+            )));
+        }
         let guard = state.snapshot_lock.clone().try_lock_owned().map_err(|_| {
             ActionError::Busy("a snapshot is already running; see in_flight in /v1/status".into())
         })?;
@@ -198,6 +249,17 @@ impl etcd_dr_control::Daemon for DaemonHandle {
                 "etcd did not answer within {TRIGGER_ID_WAIT:?}; the snapshot goes on, see /v1/status"
             ))),
         }
+    }
+
+    async fn start_promotion(
+        &self,
+        request: PromotionRequest,
+    ) -> Result<PromotionAccepted, ActionError> {
+        promote::start(&self.0, request).await
+    }
+
+    fn promotion(&self) -> Option<serde_json::Value> {
+        self.0.promotions.record()
     }
 }
 

@@ -74,16 +74,24 @@ pub async fn run(state: &DaemonState, schedule: &Schedule) {
 }
 
 /// One snapshot (the caller holds the snapshot lock), then retention and a fresh count.
+/// Returns the id of the snapshot it committed. A fenced primary takes none.
 pub async fn snapshot_cycle(
     state: &DaemonState,
     trigger: Trigger,
     label: Option<String>,
     skip_unchanged: bool,
     id_sender: Option<IdSender>,
-) {
+) -> Option<SnapshotId> {
     let Some(context) = &state.snapshots else {
-        return;
+        return None;
     };
+    if let Some(reason) = state.fenced_reason() {
+        tracing::info!(%reason, "fenced: no snapshot is shipped into this prefix");
+        if let Some(sender) = id_sender {
+            let _ = sender.send(Err(format!("fenced: {reason}")));
+        }
+        return None;
+    }
     let cancel = &state.cancel;
     state.begin(Activity::Snapshot, trigger, None);
     let id_sender = Mutex::new(id_sender);
@@ -111,6 +119,7 @@ pub async fn snapshot_cycle(
         .metrics
         .add_uploaded_bytes(state.progress.stored_bytes.load(Ordering::Relaxed));
     state.finish();
+    let taken;
     match result {
         Ok(SnapshotOutcome::Taken(manifest)) => {
             tracing::info!(id = %manifest.id, revision = manifest.etcd.revision, trigger = ?trigger, "snapshot stored");
@@ -121,6 +130,7 @@ pub async fn snapshot_cycle(
                 status.newest_verified = Some(summary);
             });
             state.cycle_succeeded();
+            taken = Some(manifest.id.clone());
         }
         Ok(SnapshotOutcome::Unchanged { revision, newest }) => {
             tracing::info!(revision, newest = %newest, "revision unchanged since the newest snapshot; skipped");
@@ -129,25 +139,26 @@ pub async fn snapshot_cycle(
             send_id(Err(format!(
                 "etcd's revision {revision} is that of snapshot {newest}; nothing to take"
             )));
-            return;
+            return None;
         }
         Err(error) if cancel.is_cancelled() => {
             tracing::info!(%error, "snapshot interrupted by shutdown; its upload was aborted");
             send_id(Err("shutting down".into()));
-            return;
+            return None;
         }
         Err(error) => {
             tracing::error!(%error, trigger = ?trigger, "snapshot failed");
             state.metrics.snapshot_failed();
             state.cycle_failed(format!("snapshot failed: {error}"));
             send_id(Err(format!("snapshot failed: {error}")));
-            return;
+            return None;
         }
     }
     if let Err(error) = prune(state).await {
         tracing::error!(%error, "retention failed");
         state.note_error(format!("retention failed: {error}"));
     }
+    taken
 }
 
 /// Applies retention and refreshes the stored count.

@@ -1,0 +1,73 @@
+//! `POST /v1/promote`, `GET /v1/promote`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use etcd_dr_core::PromotionRequest;
+
+use crate::router::AppState;
+use crate::{ActionError, ApiError, ApiToken};
+
+/// `POST /v1/promote` (token required): promote this secondary. Body (every field optional):
+/// `{"snapshot": "latest" | "<id>", "mode": "failover" | "switchover", "dry_run": false,
+/// "force": false}`. 202 with the promotion id; 409 while one runs, after one succeeded or
+/// while a promotion marker fences the cluster (unless `force`).
+pub async fn start(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    ApiToken::check(state.token.as_ref(), &headers)?;
+    let body = body.map_err(|e| ApiError::new(e.status(), "bad_request_body", e.body_text()))?;
+    let request: PromotionRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        PromotionRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request_body",
+                format!(
+                    "expected {{\"snapshot\": \"latest\", \"mode\": \"failover\"|\"switchover\", \"dry_run\": false, \"force\": false}}: {e}"
+                ),
+            )
+        })?
+    };
+    let accepted = state
+        .daemon
+        .start_promotion(request.clone())
+        .await
+        .map_err(|e| match e {
+            ActionError::Busy(detail) => {
+                ApiError::new(StatusCode::CONFLICT, "promotion_conflict", detail)
+            }
+            e => ApiError::from(e),
+        })?;
+    tracing::warn!(
+        id = %accepted.id,
+        mode = request.mode.as_str(),
+        dry_run = request.dry_run,
+        force = request.force,
+        "promotion started through the API"
+    );
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, "/v1/promote".to_string())],
+        Json(accepted),
+    )
+        .into_response())
+}
+
+/// `GET /v1/promote`: the current or last promotion with every step and node; 404 before the
+/// first.
+pub async fn current(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    state.daemon.promotion().map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_promotion",
+            "no promotion has run in this process; start one with POST /v1/promote",
+        )
+    })
+}

@@ -1,0 +1,139 @@
+//! `etcd-dr promote`: restore a snapshot onto every control-plane node of this (secondary)
+//! cluster, printing each step and node as it goes. The same promotion `POST /v1/promote` runs
+//! in the daemon; the promotion marker in the store keeps two of them from racing.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use etcd_dr_core::{PromotionMode, PromotionRequest};
+use etcd_dr_restore::{
+    new_promotion_id, progress_lines, Promoter, PromotionRecord, PromotionState, PromotionTracker,
+};
+
+use super::{identities, open_store, shutdown_token};
+use crate::settings::Settings;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The snapshot to restore: `latest` or an id (failover).
+    #[arg(long, default_value = "latest")]
+    snapshot: String,
+    /// Planned switchover: ask the primary for a final snapshot, wait for it, restore exactly it.
+    #[arg(long)]
+    switchover: bool,
+    /// Stop after the preflight and print the plan; nothing is changed anywhere.
+    #[arg(long)]
+    dry_run: bool,
+    /// Promote although a promotion marker fences the cluster (it is replaced).
+    #[arg(long)]
+    force: bool,
+    /// Print the final record (every step and node) as JSON on stdout; progress goes to stderr.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `user@host` of this etcd-dr, for the promotion marker.
+pub fn requested_by() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "root".into());
+    format!("{user}@{}", crate::snapshot_job::host_name())
+}
+
+/// The promoter `[promote]`, `[nodes]`, `[store]`, `[encryption]` and `[secondary]` describe.
+pub fn promoter(settings: &Settings) -> anyhow::Result<Promoter> {
+    let config = settings
+        .promote
+        .clone()
+        .context("promote: this needs a [promote] section (see docs/promote.md)")?;
+    let (store, layout) = open_store(settings)?;
+    let mut promoter = Promoter::new(
+        config,
+        store,
+        layout,
+        settings.nodes.control_plane_nodes(),
+        settings.nodes.worker_nodes(),
+    )
+    .context("promote")?;
+    promoter.identities = identities(settings)?;
+    promoter.prestage_dir = settings
+        .secondary
+        .as_ref()
+        .and_then(|s| s.prestage_dir.clone());
+    Ok(promoter)
+}
+
+pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitCode> {
+    let cancel = shutdown_token();
+    let promoter = promoter(settings)?;
+    let request = PromotionRequest {
+        snapshot: args.snapshot,
+        mode: if args.switchover {
+            PromotionMode::Switchover
+        } else {
+            PromotionMode::Failover
+        },
+        dry_run: args.dry_run,
+        force: args.force,
+    };
+    let tracker = PromotionTracker::new(PromotionRecord::new(
+        new_promotion_id(chrono::Utc::now()),
+        request,
+        requested_by(),
+    ));
+    let json = args.json;
+    let say = move |line: &str| {
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    say(&format!("promotion {}", tracker.id()));
+    let mut updates = tracker.subscribe();
+    let printer = tokio::spawn(async move {
+        let mut last: Option<PromotionRecord> = None;
+        loop {
+            let record = updates.borrow_and_update().clone();
+            for line in progress_lines(last.as_ref(), &record) {
+                say(&line);
+            }
+            let finished = record.state.is_finished();
+            last = Some(record);
+            if finished || updates.changed().await.is_err() {
+                break;
+            }
+        }
+    });
+    let state = promoter.run(&tracker, &cancel).await;
+    let _ = printer.await;
+    let record = tracker.snapshot();
+    for warning in &record.warnings {
+        say(&format!("warning: {warning}"));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&record)?);
+    } else if let (PromotionState::Planned, Some(plan)) = (state, &record.plan) {
+        println!("plan (nothing was changed):");
+        println!("  restore with   {}", plan.tool.program());
+        println!("  cluster        {}", plan.initial_cluster);
+        println!("  token          {}", plan.initial_cluster_token);
+        match plan.bump_revision {
+            Some(bump) => println!(
+                "  revision bump  +{bump} (restored revision ≥ {})",
+                plan.expected_min_revision
+            ),
+            None => println!("  revision bump  none (the restore tool has no --bump-revision)"),
+        }
+        for node in &plan.nodes {
+            println!(
+                "  {}: data dir {}, old data kept in {}",
+                node.node, node.data_dir, node.work_dir
+            );
+        }
+    }
+    Ok(match state {
+        PromotionState::Succeeded | PromotionState::Planned => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    })
+}
