@@ -338,6 +338,9 @@ mod tests {
             "etcd_dr_store_reachable",
             "etcd_dr_snapshot_interval_seconds",
             "etcd_dr_failing",
+            "etcd_dr_fenced",
+            "etcd_dr_promotion_state",
+            "etcd_dr_promotion_duration_seconds",
         ] {
             assert_eq!(value(&text, name), 0.0, "{name}");
         }
@@ -346,7 +349,7 @@ mod tests {
             env!("CARGO_PKG_VERSION")
         );
         assert_eq!(value(&text, &build), 1.0);
-        assert_eq!(metrics.family_names().len(), 15);
+        assert_eq!(metrics.family_names().len(), 18);
     }
 
     #[test]

@@ -360,3 +360,32 @@ async fn metrics_expose_every_family_with_fresh_gauges() {
     let lag = line("etcd_dr_replication_lag_seconds");
     assert!((599.0..620.0).contains(&lag), "{lag}");
 }
+
+#[tokio::test]
+async fn promote_needs_the_token_and_a_daemon_that_promotes() {
+    // The fake daemon has no promote support: the trait's default answers.
+    let api = api(true);
+    let (status, body) = get(&api, "/v1/promote").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_error(&body, "no_promotion");
+    let (status, _, _) = call(&api, post("/v1/promote", None, "{}")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body, _) = call(
+        &api,
+        post("/v1/promote", Some(TOKEN), r#"{"mode":"sideways"}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("bad_request_body"), "{body}");
+    let (status, body, _) = call(
+        &api,
+        post(
+            "/v1/promote",
+            Some(TOKEN),
+            r#"{"snapshot":"latest","dry_run":true}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body.contains("[promote]"), "{body}");
+}

@@ -586,9 +586,17 @@ prestage_dir = "prestage"
 
         let secondary = Settings::load_with_overrides(
             &example("secondary.toml"),
-            &[("store.credentials_file", &credentials)],
+            &[
+                ("store.credentials_file", &credentials),
+                ("promote.etcd.ca_file", &ca),
+                ("promote.etcd.cert_file", &cert),
+                ("promote.etcd.key_file", &key),
+            ],
         )
         .unwrap();
+        let promote = secondary.promote.as_ref().unwrap();
+        assert_eq!(promote.etcd.endpoints.len(), 3);
+        assert_eq!(secondary.nodes.control_plane, ["cp1", "cp2", "cp3"]);
         assert_eq!(secondary.role, Role::Secondary);
         assert!(secondary.etcd.is_none());
         assert_eq!(

@@ -526,7 +526,14 @@ impl Promoter {
         let failures: Vec<String> = results
             .into_iter()
             .filter_map(Result::err)
-            .filter(|(_, e)| !matches!(e, PromoteError::Node(n) if matches!(n, etcd_dr_nodes::NodeError::Cancelled { .. })))
+            // Nodes stopped because another failed are not failures of their own.
+            .filter(|(_, e)| {
+                !matches!(
+                    e,
+                    PromoteError::Cancelled
+                        | PromoteError::Node(etcd_dr_nodes::NodeError::Cancelled { .. })
+                )
+            })
             .map(|(node, e)| format!("{node}: {e}"))
             .collect();
         if failures.is_empty() && !abort.is_cancelled() {
