@@ -27,7 +27,7 @@ use etcd_dr_e2e::{
 use etcd_dr_nodes::{LocalExecutor, Node, NodeRole, SshExecutor};
 use etcd_dr_restore::{
     PromoteConfig, Promoter, PromotionRecord, PromotionRequest, PromotionState, PromotionTracker,
-    ServiceAccountKeys, StepName, StepState,
+    RestoreTool, ServiceAccountKeys, StepName, StepState,
 };
 use etcd_dr_scheduler::EtcdConfig;
 use etcd_dr_transport::{generate_identity, read_promotion_marker, Identities, SnapshotLayout};
@@ -48,10 +48,15 @@ struct LocalSecondary {
     dir: tempfile::TempDir,
     standin: PathBuf,
     client_url: String,
+    version: EtcdVersion,
 }
 
 impl LocalSecondary {
     fn start(host: &str) -> Self {
+        Self::start_version(host, EtcdVersion::V3_5)
+    }
+
+    fn start_version(host: &str, version: EtcdVersion) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("etcd-dr-secondary-")
             .tempdir()
@@ -78,6 +83,7 @@ impl LocalSecondary {
             dir,
             standin,
             client_url,
+            version,
         };
         node.kubelet("start");
         node.wait_serving();
@@ -106,7 +112,7 @@ impl LocalSecondary {
                 .display()
                 .to_string(),
             self.kube().join("standin").display().to_string(),
-            EtcdVersion::V3_5.bin("etcd").display().to_string(),
+            self.version.bin("etcd").display().to_string(),
         ]
     }
 
@@ -186,8 +192,13 @@ struct Primary {
 
 /// A one-member primary named `host`, filled and snapshotted into a local store.
 fn primary_with_snapshot(host: &str) -> Primary {
+    primary_of_version(host, EtcdVersion::V3_5)
+}
+
+fn primary_of_version(host: &str, version: EtcdVersion) -> Primary {
     let etcd = EtcdCluster::start(EtcdOptions {
         member_names: vec![host.to_string()],
+        version,
         ..EtcdOptions::default()
     });
     etcd.fill(FillSpec::objects(200));
@@ -482,6 +493,48 @@ fn a_dry_run_plans_and_changes_nothing() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(entries, ["member"]);
+}
+
+#[test]
+fn an_etcd_34_snapshot_is_restored_with_etcdctl_without_a_bump() {
+    let host = this_host();
+    let primary = primary_of_version(&host, EtcdVersion::V3_4);
+    let primary_keys = primary.etcd.dump();
+    let primary_revision = primary.etcd.revision();
+    let node = LocalSecondary::start_version(&host, EtcdVersion::V3_4);
+    put_keys(&node.endpoints(), "/secondary-only", 5);
+
+    let mut config = node.config(&EtcdVersion::V3_5.bin("etcdutl"));
+    config.etcdctl = EtcdVersion::V3_4.bin("etcdctl").display().to_string();
+    let record = promote(
+        config,
+        primary.store.path(),
+        &host,
+        PromotionRequest::default(),
+    );
+    assert_eq!(
+        record.state,
+        PromotionState::Succeeded,
+        "{}",
+        dump_json(&record)
+    );
+    let plan = record.plan.as_ref().unwrap();
+    assert!(
+        matches!(&plan.tool, RestoreTool::Etcdctl(p) if p.ends_with("etcdctl")),
+        "{:?}",
+        plan.tool
+    );
+    assert_eq!(plan.bump_revision, None);
+    assert!(
+        record
+            .warnings
+            .iter()
+            .any(|w| w.contains("no --bump-revision")),
+        "{:?}",
+        record.warnings
+    );
+    assert!(dump_member(&node.client_url) == primary_keys);
+    assert_eq!(member_revision(&node.client_url), primary_revision);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1136,6 +1189,18 @@ fn a_switchover_restores_the_primarys_final_snapshot_exactly() {
             )
         ),
     );
+    // A dry run prints the plan and asks the primary nothing.
+    let plan = secondary.run_ok(&["promote", "--switchover", "--dry-run"]);
+    assert!(plan.contains("plan (nothing was changed):"), "{plan}");
+    assert!(
+        plan.contains(&format!("{host}: data dir {}", node.data().display())),
+        "{plan}"
+    );
+    assert!(plan.contains("revision bump  +"), "{plan}");
+    assert!(!store.path().join("prod/switchover-request.json").exists());
+    assert!(!store.path().join("prod/promotion.json").exists());
+    assert_eq!(get_json(primary.api, "/v1/status")["fenced"], false);
+
     let output = secondary.run(&["promote", "--switchover", "--json"]);
     let progress = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(

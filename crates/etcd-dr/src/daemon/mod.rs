@@ -110,20 +110,24 @@ impl DaemonState {
             .clone()
     }
 
-    /// Records whether (and why) this primary is fenced; logs and reports each change.
+    /// Records whether (and why) this primary is fenced (status `fenced` from the first check
+    /// on); logs each change.
     pub fn set_fenced(&self, reason: Option<String>) {
         let mut fenced = self
             .fenced
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if *fenced == reason {
-            return;
+        if *fenced != reason {
+            match &reason {
+                Some(reason) => {
+                    tracing::warn!(%reason, "fenced: this primary stops shipping snapshots into its prefix")
+                }
+                None => tracing::warn!(
+                    "not fenced: no promotion marker or answered switchover request; shipping"
+                ),
+            }
+            *fenced = reason.clone();
         }
-        match &reason {
-            Some(reason) => tracing::warn!(%reason, "fenced: this primary stops shipping snapshots into its prefix"),
-            None => tracing::warn!("no longer fenced: the promotion marker and switchover request are gone; shipping resumes"),
-        }
-        *fenced = reason.clone();
         drop(fenced);
         self.update(|status| {
             status.fenced = Some(reason.is_some());
