@@ -96,6 +96,42 @@ fn main() -> ExitCode {
                     settings.cluster,
                     settings.store.describe()
                 );
+                let nodes = &settings.nodes;
+                println!(
+                    "  nodes: {} control-plane{}, {} workers; bundles {}",
+                    nodes.control_plane.len(),
+                    if nodes.control_plane.is_empty() && nodes.discover_control_plane {
+                        " (discovered from the etcd member names)"
+                    } else {
+                        ""
+                    },
+                    nodes.workers.len(),
+                    if settings.bundles_enabled() {
+                        "on"
+                    } else {
+                        "off"
+                    }
+                );
+                println!(
+                    "  encryption: {} recipient(s), identity file {}, plain data {}",
+                    settings.encryption.recipients.len(),
+                    settings
+                        .encryption
+                        .identity_file
+                        .as_ref()
+                        .map_or("none".to_string(), |p| p.display().to_string()),
+                    if settings
+                        .encryption
+                        .requires_encryption(settings.bundles_enabled())
+                    {
+                        "refused"
+                    } else {
+                        "allowed"
+                    }
+                );
+                if let Err(problems) = settings.validate_for_shipping() {
+                    println!("  this configuration cannot ship snapshots: {problems}");
+                }
                 Ok(())
             }
         }

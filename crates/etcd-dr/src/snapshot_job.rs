@@ -262,13 +262,34 @@ impl SnapshotContext {
         if nodes.is_empty() {
             return Err(SnapshotError::NoNodes);
         }
-        let taken = futures::future::join_all(
-            nodes
-                .iter()
-                .map(|node| self.take_bundle(&plan.bundle, node, id, cancel)),
-        )
+        // The first failure stops the other nodes' uploads (each aborts its own multipart
+        // upload); dropping them instead would leave orphan parts behind.
+        let stop = cancel.child_token();
+        let taken = futures::future::join_all(nodes.iter().map(|node| async {
+            let taken = self.take_bundle(&plan.bundle, node, id, &stop).await;
+            if taken.is_err() {
+                stop.cancel();
+            }
+            taken
+        }))
         .await;
-        taken.into_iter().collect()
+        let mut bundles = Vec::with_capacity(taken.len());
+        let mut failure: Option<SnapshotError> = None;
+        for result in taken {
+            match result {
+                Ok(bundle) => bundles.push(bundle),
+                // Report the node that failed, not one stopped because of it.
+                Err(error) => match &failure {
+                    Some(first) if !is_cancellation(first) => {}
+                    _ => failure = Some(error),
+                },
+            }
+        }
+        match failure {
+            Some(_) if cancel.is_cancelled() => Err(SnapshotError::Cancelled),
+            Some(error) => Err(error),
+            None => Ok(bundles),
+        }
     }
 
     async fn take_bundle(
@@ -361,6 +382,24 @@ impl SnapshotContext {
                 tracing::warn!(key = %object.location, %error, "could not delete an object of the failed snapshot; retention will remove it");
             }
         }
+    }
+}
+
+/// A bundle stopped because another node's failed (or shutdown), not failing on its own.
+fn is_cancellation(error: &SnapshotError) -> bool {
+    match error {
+        SnapshotError::Cancelled => true,
+        SnapshotError::Bundle { source, .. } => match source {
+            TransportError::Cancelled => true,
+            TransportError::Source { source, .. } => {
+                matches!(
+                    source.downcast_ref::<NodeError>(),
+                    Some(NodeError::Cancelled { .. })
+                )
+            }
+            _ => false,
+        },
+        _ => false,
     }
 }
 
