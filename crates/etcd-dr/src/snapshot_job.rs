@@ -59,10 +59,14 @@ pub enum SnapshotError {
     Transport(#[from] TransportError),
     #[error("every etcd endpoint failed while streaming: {0}")]
     AllEndpointsFailed(String),
+    /// A node's bundle failed on the node's side (unreachable, tar or sudo failing).
+    #[error(transparent)]
+    Node(NodeError),
+    /// A node's bundle failed on the store's side. (The source is in the message, not the
+    /// chain, so that logs show it and `{:#}` does not repeat it.)
     #[error("bundle of node {node}: {source}")]
     Bundle {
         node: String,
-        #[source]
         source: TransportError,
     },
     #[error("no control-plane node to take bundles from: nodes.control_plane is empty and the etcd member list has no names")]
@@ -322,17 +326,21 @@ impl SnapshotContext {
         };
         let uploaded = match uploaded {
             Ok(uploaded) => uploaded,
-            Err(TransportError::Source { source, .. })
-                if bundle.on_unreachable == UnreachablePolicy::Warn
-                    && source
-                        .downcast_ref::<NodeError>()
-                        .is_some_and(NodeError::is_unreachable) =>
-            {
-                tracing::warn!(node = node.name(), error = %source, "node unreachable; its bundle is marked missing");
-                return Ok(NodeBundle::Missing {
-                    node: node.name().to_string(),
-                    reason: source.to_string(),
-                });
+            Err(TransportError::Source { source, bytes_read }) => {
+                let error = match source.downcast::<NodeError>() {
+                    Ok(error) => *error,
+                    Err(source) => {
+                        return Err(fail(TransportError::Source { source, bytes_read }));
+                    }
+                };
+                if error.is_unreachable() && bundle.on_unreachable == UnreachablePolicy::Warn {
+                    tracing::warn!(node = node.name(), %error, "node unreachable; its bundle is marked missing");
+                    return Ok(NodeBundle::Missing {
+                        node: node.name().to_string(),
+                        reason: error.to_string(),
+                    });
+                }
+                return Err(SnapshotError::Node(error));
             }
             Err(error) => return Err(fail(error)),
         };
@@ -389,16 +397,8 @@ impl SnapshotContext {
 fn is_cancellation(error: &SnapshotError) -> bool {
     match error {
         SnapshotError::Cancelled => true,
-        SnapshotError::Bundle { source, .. } => match source {
-            TransportError::Cancelled => true,
-            TransportError::Source { source, .. } => {
-                matches!(
-                    source.downcast_ref::<NodeError>(),
-                    Some(NodeError::Cancelled { .. })
-                )
-            }
-            _ => false,
-        },
+        SnapshotError::Node(error) => matches!(error, NodeError::Cancelled { .. }),
+        SnapshotError::Bundle { source, .. } => matches!(source, TransportError::Cancelled),
         _ => false,
     }
 }
