@@ -177,7 +177,12 @@ fn the_daemon_skips_unchanged_revisions_and_stops_cleanly() {
     let etcd = EtcdCluster::start(EtcdOptions::default());
     etcd.put("/registry/namespaces/default", b"k8s\0ns");
     let store = tempfile::tempdir().unwrap();
-    let dr = local_dr(&etcd, store.path(), "[schedule]\ninterval = \"10s\"\n");
+    // Port 0: the daemon's HTTP API on any free port, so parallel tests never collide.
+    let dr = local_dr(
+        &etcd,
+        store.path(),
+        "[schedule]\ninterval = \"10s\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+    );
     let child = dr.spawn(&["run"], "daemon.log");
     wait_for(
         "the first scheduled snapshot",

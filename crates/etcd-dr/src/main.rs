@@ -1,6 +1,7 @@
 //! `etcd-dr`: keeps a Kubernetes control plane recoverable in a second region.
 
 mod cmd;
+mod daemon;
 mod settings;
 mod snapshot_job;
 
@@ -92,9 +93,11 @@ fn main() -> ExitCode {
             Command::Keygen(_) => Ok(()),
             Command::CheckConfig => {
                 println!(
-                    "configuration OK: cluster {}, store {}",
+                    "configuration OK: role {}, cluster {}, store {}, API on {}",
+                    settings.role.as_str(),
                     settings.cluster,
-                    settings.store.describe()
+                    settings.store.describe(),
+                    settings.http.listen
                 );
                 let nodes = &settings.nodes;
                 println!(

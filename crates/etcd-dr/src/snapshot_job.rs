@@ -77,12 +77,14 @@ pub enum SnapshotError {
 
 impl SnapshotContext {
     /// Takes one snapshot. With `skip_unchanged`, a cluster whose revision equals that of the
-    /// newest stored snapshot is left alone.
+    /// newest stored snapshot is left alone. `on_attempt` hears the id of each attempt (the
+    /// id carries the revision of the member streamed from, so a failover changes it).
     pub async fn take_snapshot(
         &self,
         label: Option<String>,
         skip_unchanged: bool,
         progress: &ShipProgress,
+        on_attempt: &(dyn Fn(&SnapshotId) + Send + Sync),
         cancel: &CancellationToken,
     ) -> Result<SnapshotOutcome, SnapshotError> {
         let started = Instant::now();
@@ -113,6 +115,7 @@ impl SnapshotContext {
                 return Err(SnapshotError::Cancelled);
             }
             let id = SnapshotId::new(created_at, candidate.revision);
+            on_attempt(&id);
             let span = tracing::info_span!("snapshot", id = %id, endpoint = %candidate.endpoint);
             match self
                 .stream_from(

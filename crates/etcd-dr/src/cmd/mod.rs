@@ -42,7 +42,7 @@ pub fn snapshot_context(settings: &Settings) -> anyhow::Result<SnapshotContext> 
     });
     Ok(SnapshotContext {
         cluster: settings.cluster.clone(),
-        source: EtcdSource::new(settings.etcd.clone())?,
+        source: EtcdSource::new(settings.etcd()?.clone())?,
         store,
         layout,
         upload,

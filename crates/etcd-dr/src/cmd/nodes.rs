@@ -120,7 +120,7 @@ pub async fn configured_nodes(
 ) -> anyhow::Result<Vec<Node>> {
     let config = &settings.nodes;
     let mut nodes = if config.control_plane.is_empty() && config.discover_control_plane {
-        let survey = EtcdSource::new(settings.etcd.clone())?
+        let survey = EtcdSource::new(settings.etcd()?.clone())?
             .survey(cancel)
             .await?;
         let mut names: Vec<String> = survey
