@@ -4,6 +4,7 @@
 //! is required.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use etcd_dr_e2e::nodes::ControlPlaneNodes;
 use etcd_dr_e2e::{EtcdCluster, EtcdDr, EtcdOptions, StoreTarget};
@@ -194,4 +195,108 @@ fn plain_data_is_refused_where_encryption_is_required() {
     assert!(error.contains("encryption.recipients[0]"), "{error}");
     assert!(error.contains("secret key"), "{error}");
     assert!(!error.contains("QQQQ"), "{error}");
+}
+
+/// A secondary daemon (`role = "secondary"`) over `store`, polling quickly, pre-staging into its
+/// scratch directory, with `identity` as its identity file; its API on a free port.
+fn secondary_daemon(store: &Path, identity: &Path) -> (EtcdDr, std::net::SocketAddr) {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], etcd_dr_e2e::free_port()));
+    let dr = EtcdDr::new("");
+    let config = format!(
+        "role = \"secondary\"\ncluster = \"prod\"\n{}\n[http]\nlisten = \"{addr}\"\n[secondary]\npoll_interval = \"200ms\"\nprestage_dir = \"{}\"\n[encryption]\nidentity_file = \"{}\"\n",
+        StoreTarget::Local(store).config_section(),
+        dr.dir().join("prestage").display(),
+        identity.display()
+    );
+    std::fs::write(dr.config_path(), config).unwrap();
+    (dr, addr)
+}
+
+fn status(addr: std::net::SocketAddr) -> Option<serde_json::Value> {
+    let response = etcd_dr_e2e::http_request(addr, "GET", "/v1/status", &[], b"").ok()?;
+    (response.status == 200).then(|| response.json())
+}
+
+#[test]
+fn the_secondary_verifies_and_prestages_encrypted_snapshots_with_its_identity() {
+    let etcd = EtcdCluster::start(EtcdOptions::default());
+    let secret_value = b"etcd-dr-secondary-secret-4b1d";
+    etcd.put("/registry/secrets/kube-system/token", secret_value);
+    let ground = ControlPlaneNodes::start(1);
+    ground.populate_kubeadm();
+    let keys = tempfile::tempdir().unwrap();
+    let (identity, recipient) = keygen(keys.path(), "secondary.age");
+    let (stranger, _) = keygen(keys.path(), "stranger.age");
+    let store = tempfile::tempdir().unwrap();
+    let primary = EtcdDr::with_sections(
+        "prod",
+        &etcd.config_section(&etcd.endpoints()),
+        &StoreTarget::Local(store.path()),
+        &format!(
+            "{}\n[encryption]\nrecipients = [\"{recipient}\"]\n",
+            ground.config_section()
+        ),
+    );
+    let id = primary.snapshot_json(&[])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // With a stranger's identity: no verification, the error names the snapshot, nothing staged.
+    let (wrong, addr) = secondary_daemon(store.path(), &stranger);
+    let child = wrong.spawn(&["run"], "secondary.log");
+    let failed = etcd_dr_e2e::wait_for("the failed verification", Duration::from_secs(20), || {
+        status(addr).filter(|s| s["last_error"]["message"].is_string())
+    });
+    etcd_dr_e2e::terminate(&child);
+    let _ = child.wait_with_output();
+    let message = failed["last_error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("snapshot {id} cannot be decrypted")),
+        "{message}"
+    );
+    assert!(failed["newest_verified"].is_null(), "{failed:#}");
+    let staged: Vec<_> = std::fs::read_dir(wrong.dir().join("prestage"))
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(staged.is_empty());
+
+    // With its identity: verified and staged as the plain snapshot.
+    let (right, addr) = secondary_daemon(store.path(), &identity);
+    let child = right.spawn(&["run"], "secondary.log");
+    let verified = etcd_dr_e2e::wait_for("the verification", Duration::from_secs(20), || {
+        status(addr).filter(|s| s["newest_verified"]["id"] == id.as_str())
+    });
+    etcd_dr_e2e::terminate(&child);
+    let _ = child.wait_with_output();
+    assert_eq!(verified["secondary"]["prestaged"]["id"], id.as_str());
+    let staged = std::fs::read(right.dir().join("prestage").join(format!("{id}.db"))).unwrap();
+    assert!(contains(&staged, secret_value));
+
+    // The node bundles are part of the check: a damaged one fails the snapshot's verification.
+    etcd.put("/registry/configmaps/default/next", b"x");
+    let second = primary.snapshot_json(&[])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bundle = store
+        .path()
+        .join(format!("prod/snapshots/{second}/nodes/cp1.tar.zst.age"));
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&bundle, bytes).unwrap();
+    let (again, addr) = secondary_daemon(store.path(), &identity);
+    let child = again.spawn(&["run"], "secondary.log");
+    let failed = etcd_dr_e2e::wait_for("the failed verification", Duration::from_secs(20), || {
+        status(addr).filter(|s| s["secondary"]["verify_failures"] == 1)
+    });
+    etcd_dr_e2e::terminate(&child);
+    let _ = child.wait_with_output();
+    let message = failed["last_error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("snapshot {second} is corrupt")),
+        "{message}"
+    );
+    assert!(message.contains("nodes/cp1.tar.zst.age"), "{message}");
 }
