@@ -244,8 +244,11 @@ fn an_unreachable_node_fails_the_set_or_is_marked_missing() {
 
     let dr = plain_config(&etcd, &ground, store.path(), "");
     let error = dr.run_err(&["snapshot"]);
-    assert!(error.contains("cp3"), "{error}");
-    assert!(error.contains("unreachable"), "{error}");
+    assert!(
+        error.contains("node cp3 is unreachable over ssh (running `tar`)"),
+        "{error}"
+    );
+    assert_eq!(error.matches("unreachable").count(), 1, "{error}");
     // Nothing half-written: no manifest, and the objects already stored were removed.
     assert!(dr.list_json().is_empty());
     assert_eq!(files_under(store.path()), Vec::<String>::new());
@@ -354,4 +357,103 @@ fn bundle_paths_with_spaces_and_quotes_pass_through_safely() {
     );
     assert!(!inside.join("skip.txt").exists());
     assert!(!Path::new("/tmp/etcd-dr-pwned").exists());
+}
+
+#[test]
+fn control_plane_nodes_can_be_discovered_from_the_etcd_member_names() {
+    // An ssh alias points the harness's etcd member name at node cp1.
+    let etcd = EtcdCluster::start(EtcdOptions::default());
+    let member = etcd.members()[0].name.clone();
+    let ground = ControlPlaneNodes::start(1);
+    let files = ground.populate_kubeadm();
+    let cp1 = ground.node(0);
+    let alias = ground.dir().join("ssh_config_alias");
+    std::fs::write(
+        &alias,
+        format!(
+            "Host {member}\n  HostName {}\n  Port {}\n  User root\n  HostKeyAlias cp1\n\n{}",
+            cp1.address,
+            cp1.ssh_port,
+            std::fs::read_to_string(ground.ssh_config()).unwrap()
+        ),
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let dr = EtcdDr::with_sections(
+        "prod",
+        &etcd.config_section(&etcd.endpoints()),
+        &StoreTarget::Local(store.path()),
+        &format!(
+            "[nodes]\ndiscover_control_plane = true\n[nodes.access]\nssh_config = \"{}\"\n[encryption]\nrequire_encryption = false\n",
+            alias.display()
+        ),
+    );
+    let manifest = dr.snapshot_json(&[]);
+    assert_eq!(
+        manifest["nodes"][0]["node"],
+        member.as_str(),
+        "{manifest:#}"
+    );
+    let id = manifest["id"].as_str().unwrap();
+    let out = dr.dir().join(&member);
+    dr.run_ok(&["fetch", id, "--node", &member, "-o", out.to_str().unwrap()]);
+    files.assert_unpacked(0, &out);
+
+    // The node answers as cp1, not as the member name: a restore there would not work, and
+    // check says so.
+    let table = dr.run_ok(&["nodes", "check"]);
+    let row = table.lines().nth(1).unwrap();
+    assert!(
+        row.starts_with(&member) && row.contains("NAME-DIFFERS"),
+        "{table}"
+    );
+}
+
+#[test]
+fn bundles_to_s3_leave_no_object_and_no_pending_upload_when_a_node_fails() {
+    let etcd = EtcdCluster::start(EtcdOptions::default());
+    let mut ground = ControlPlaneNodes::start(2);
+    let files = ground.populate_kubeadm();
+    let s3 = etcd_dr_e2e::MotoServer::with_bucket("dr-nodes");
+    let target = StoreTarget::S3 {
+        server: &s3,
+        bucket: "dr-nodes",
+        prefix: "eu",
+    };
+    let dr = EtcdDr::with_sections(
+        "prod",
+        &etcd.config_section(&etcd.endpoints()),
+        &target,
+        &format!(
+            "{}\n[upload]\npart_size_mib = 5\n[encryption]\nrequire_encryption = false\n",
+            ground.config_section()
+        ),
+    );
+
+    ground.stop_node(1);
+    let error = dr.run_err(&["snapshot"]);
+    assert!(error.contains("cp2"), "{error}");
+    assert_eq!(s3.keys("dr-nodes", "eu/"), Vec::<String>::new());
+    assert_eq!(
+        s3.pending_multipart_uploads("dr-nodes"),
+        Vec::<String>::new()
+    );
+
+    ground.start_node(1);
+    let manifest = dr.snapshot_json(&[]);
+    let id = manifest["id"].as_str().unwrap();
+    let mut keys = s3.keys("dr-nodes", "eu/");
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            format!("eu/prod/snapshots/{id}/etcd.db.zst"),
+            format!("eu/prod/snapshots/{id}/manifest.json"),
+            format!("eu/prod/snapshots/{id}/nodes/cp1.tar.zst"),
+            format!("eu/prod/snapshots/{id}/nodes/cp2.tar.zst"),
+        ]
+    );
+    let out = dr.dir().join("cp2");
+    dr.run_ok(&["fetch", id, "--node", "cp2", "-o", out.to_str().unwrap()]);
+    files.assert_unpacked(1, &out);
 }

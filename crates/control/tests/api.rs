@@ -57,7 +57,7 @@ fn manifest(minute: u32, revision: i64) -> SnapshotManifest {
             tool: "etcd-dr test".into(),
             host: "bastion".into(),
         },
-        nodes: Vec::new(),
+        nodes: vec![],
     }
 }
 

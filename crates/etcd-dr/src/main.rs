@@ -59,7 +59,7 @@ fn main() -> ExitCode {
             return match cmd::keygen::run(args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
-                    eprintln!("etcd-dr: {error:#}");
+                    eprintln!("etcd-dr: {}", error_chain(&error));
                     ExitCode::FAILURE
                 }
             }
@@ -69,7 +69,7 @@ fn main() -> ExitCode {
     let settings = match Settings::load(&cli.config) {
         Ok(settings) => settings,
         Err(error) => {
-            eprintln!("etcd-dr: {error:#}");
+            eprintln!("etcd-dr: {}", error_chain(&error));
             return ExitCode::from(2);
         }
     };
@@ -103,6 +103,42 @@ fn main() -> ExitCode {
                     settings.store.describe(),
                     settings.http.listen
                 );
+                let nodes = &settings.nodes;
+                println!(
+                    "  nodes: {} control-plane{}, {} workers; bundles {}",
+                    nodes.control_plane.len(),
+                    if nodes.control_plane.is_empty() && nodes.discover_control_plane {
+                        " (discovered from the etcd member names)"
+                    } else {
+                        ""
+                    },
+                    nodes.workers.len(),
+                    if settings.bundles_enabled() {
+                        "on"
+                    } else {
+                        "off"
+                    }
+                );
+                println!(
+                    "  encryption: {} recipient(s), identity file {}, plain data {}",
+                    settings.encryption.recipients.len(),
+                    settings
+                        .encryption
+                        .identity_file
+                        .as_ref()
+                        .map_or("none".to_string(), |p| p.display().to_string()),
+                    if settings
+                        .encryption
+                        .requires_encryption(settings.bundles_enabled())
+                    {
+                        "refused"
+                    } else {
+                        "allowed"
+                    }
+                );
+                if let Err(problems) = settings.validate_for_shipping() {
+                    println!("  this configuration cannot ship snapshots: {problems}");
+                }
                 Ok(())
             }
         }
@@ -111,7 +147,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("etcd-dr: {error:#}");
+            eprintln!("etcd-dr: {}", error_chain(&error));
             ExitCode::FAILURE
         }
     }
@@ -129,5 +165,44 @@ fn init_logging(settings: &Settings) {
     match settings.log.format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+/// An error and its causes on one line, each cause once: many library errors already repeat
+/// their source in their own message, and the full chain would say the same thing many times.
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if text.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("store operation `list` failed: {0}")]
+    struct Outer(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("connection refused")]
+    struct Inner;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let error = anyhow::Error::new(Outer(Inner)).context("listing snapshots");
+        assert_eq!(
+            error_chain(&error),
+            "listing snapshots: store operation `list` failed: connection refused"
+        );
     }
 }

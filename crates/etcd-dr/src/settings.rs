@@ -647,4 +647,39 @@ prestage_dir = "prestage"
             }
         }
     }
+
+    #[test]
+    fn nodes_bundles_and_encryption_are_validated_by_field() {
+        let text = format!(
+            "{MINIMAL}\n[bundle]\nenabled = true\npaths = [\"etc/kubernetes\"]\n[encryption]\nrecipients = [\"nope\"]\n"
+        );
+        let problems = parse(&text).unwrap().validate().unwrap_err();
+        let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "bundle.paths[0]",
+                "encryption.recipients[0]",
+                "bundle.enabled"
+            ]
+        );
+    }
+
+    #[test]
+    fn shipping_needs_recipients_once_bundles_are_on() {
+        let plain = parse(MINIMAL).unwrap();
+        assert!(!plain.bundles_enabled());
+        plain.validate_for_shipping().unwrap();
+
+        let with_nodes =
+            parse(&format!("{MINIMAL}\n[nodes]\ncontrol_plane = [\"cp1\"]\n")).unwrap();
+        with_nodes.validate().unwrap();
+        assert!(with_nodes.bundles_enabled());
+        let problems = with_nodes.validate_for_shipping().unwrap_err();
+        let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["encryption.recipients"]);
+        assert!(problems
+            .to_string()
+            .contains("encryption.require_encryption"));
+    }
 }

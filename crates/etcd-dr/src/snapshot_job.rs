@@ -59,10 +59,14 @@ pub enum SnapshotError {
     Transport(#[from] TransportError),
     #[error("every etcd endpoint failed while streaming: {0}")]
     AllEndpointsFailed(String),
+    /// A node's bundle failed on the node's side (unreachable, tar or sudo failing).
+    #[error(transparent)]
+    Node(NodeError),
+    /// A node's bundle failed on the store's side. (The source is in the message, not the
+    /// chain, so that logs show it and `{:#}` does not repeat it.)
     #[error("bundle of node {node}: {source}")]
     Bundle {
         node: String,
-        #[source]
         source: TransportError,
     },
     #[error("no control-plane node to take bundles from: nodes.control_plane is empty and the etcd member list has no names")]
@@ -265,13 +269,34 @@ impl SnapshotContext {
         if nodes.is_empty() {
             return Err(SnapshotError::NoNodes);
         }
-        let taken = futures::future::join_all(
-            nodes
-                .iter()
-                .map(|node| self.take_bundle(&plan.bundle, node, id, cancel)),
-        )
+        // The first failure stops the other nodes' uploads (each aborts its own multipart
+        // upload); dropping them instead would leave orphan parts behind.
+        let stop = cancel.child_token();
+        let taken = futures::future::join_all(nodes.iter().map(|node| async {
+            let taken = self.take_bundle(&plan.bundle, node, id, &stop).await;
+            if taken.is_err() {
+                stop.cancel();
+            }
+            taken
+        }))
         .await;
-        taken.into_iter().collect()
+        let mut bundles = Vec::with_capacity(taken.len());
+        let mut failure: Option<SnapshotError> = None;
+        for result in taken {
+            match result {
+                Ok(bundle) => bundles.push(bundle),
+                // Report the node that failed, not one stopped because of it.
+                Err(error) => match &failure {
+                    Some(first) if !is_cancellation(first) => {}
+                    _ => failure = Some(error),
+                },
+            }
+        }
+        match failure {
+            Some(_) if cancel.is_cancelled() => Err(SnapshotError::Cancelled),
+            Some(error) => Err(error),
+            None => Ok(bundles),
+        }
     }
 
     async fn take_bundle(
@@ -304,17 +329,21 @@ impl SnapshotContext {
         };
         let uploaded = match uploaded {
             Ok(uploaded) => uploaded,
-            Err(TransportError::Source { source, .. })
-                if bundle.on_unreachable == UnreachablePolicy::Warn
-                    && source
-                        .downcast_ref::<NodeError>()
-                        .is_some_and(NodeError::is_unreachable) =>
-            {
-                tracing::warn!(node = node.name(), error = %source, "node unreachable; its bundle is marked missing");
-                return Ok(NodeBundle::Missing {
-                    node: node.name().to_string(),
-                    reason: source.to_string(),
-                });
+            Err(TransportError::Source { source, bytes_read }) => {
+                let error = match source.downcast::<NodeError>() {
+                    Ok(error) => *error,
+                    Err(source) => {
+                        return Err(fail(TransportError::Source { source, bytes_read }));
+                    }
+                };
+                if error.is_unreachable() && bundle.on_unreachable == UnreachablePolicy::Warn {
+                    tracing::warn!(node = node.name(), %error, "node unreachable; its bundle is marked missing");
+                    return Ok(NodeBundle::Missing {
+                        node: node.name().to_string(),
+                        reason: error.to_string(),
+                    });
+                }
+                return Err(SnapshotError::Node(error));
             }
             Err(error) => return Err(fail(error)),
         };
@@ -364,6 +393,16 @@ impl SnapshotContext {
                 tracing::warn!(key = %object.location, %error, "could not delete an object of the failed snapshot; retention will remove it");
             }
         }
+    }
+}
+
+/// A bundle stopped because another node's failed (or shutdown), not failing on its own.
+fn is_cancellation(error: &SnapshotError) -> bool {
+    match error {
+        SnapshotError::Cancelled => true,
+        SnapshotError::Node(error) => matches!(error, NodeError::Cancelled { .. }),
+        SnapshotError::Bundle { source, .. } => matches!(source, TransportError::Cancelled),
+        _ => false,
     }
 }
 

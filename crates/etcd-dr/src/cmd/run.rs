@@ -46,7 +46,6 @@ pub async fn run(settings: &Settings, _args: Args) -> anyhow::Result<()> {
         snapshots,
         cancel.clone(),
     );
-    state.identities = super::identities(settings)?;
     if settings.promote.is_some() {
         state.promotions = Promotions::new(super::promote::promoter(settings)?);
     }

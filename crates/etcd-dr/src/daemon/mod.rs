@@ -49,8 +49,6 @@ pub struct DaemonState {
     pub snapshots: Option<SnapshotContext>,
     /// The configuration.
     pub settings: Settings,
-    /// The age identities that decrypt what the store holds (none without an identity file).
-    pub identities: etcd_dr_transport::Identities,
     /// Why this primary does not ship (a promotion fenced its prefix), if it does not.
     fenced: Mutex<Option<String>>,
     /// Promotions this instance runs (`[promote]` configured).
@@ -84,7 +82,6 @@ impl DaemonState {
             layout,
             snapshots,
             settings,
-            identities: etcd_dr_transport::Identities::none(),
             fenced: Mutex::new(None),
             promotions: promote::Promotions::default(),
             cancel,

@@ -24,6 +24,12 @@ use crate::settings::SecondarySettings;
 /// Creates the pre-staging directory (owner-only: the files hold every Secret of the cluster).
 /// A copy an earlier run staged is reported only once the first poll has checked it.
 pub fn prepare(state: &DaemonState, config: &SecondarySettings) -> anyhow::Result<()> {
+    // An unreadable identity file is a start-up error, not one failed verification per poll.
+    state
+        .settings
+        .encryption
+        .identities()
+        .context("encryption.identity_file")?;
     if let Some(dir) = &config.prestage_dir {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -236,23 +242,36 @@ async fn stream_back<W: Write + Send + 'static>(
     manifest: &SnapshotManifest,
     sink: W,
 ) -> Result<W, VerifyFailure> {
+    // Read each time: a rotated identity file is picked up without a restart.
+    let identities = state
+        .settings
+        .encryption
+        .identities()
+        .map_err(|e| VerifyFailure::Unavailable(e.to_string()))?;
     let sink_failed = Arc::new(AtomicBool::new(false));
     let counting = CountingWriter {
         inner: sink,
         progress: state.progress.clone(),
         failed: sink_failed.clone(),
     };
-    match read_snapshot(
+    let read = read_snapshot(
         &state.store,
         &state.layout,
         manifest,
-        &state.identities,
+        &identities,
         counting,
         &state.cancel,
     )
-    .await
-    {
-        Ok((_, writer)) => Ok(writer.inner),
+    .await;
+    // The node bundles (the service-account keys above all) are part of a usable snapshot.
+    let read = match read {
+        Ok((_, writer)) => verify_bundles(state, manifest, &identities)
+            .await
+            .map(|()| writer),
+        Err(error) => Err(error),
+    };
+    match read {
+        Ok(writer) => Ok(writer.inner),
         Err(TransportError::Cancelled) => Err(VerifyFailure::Cancelled),
         Err(error) if sink_failed.load(Ordering::Relaxed) => {
             Err(VerifyFailure::Local(format!("writing locally: {error}")))
@@ -262,6 +281,30 @@ async fn stream_back<W: Write + Send + 'static>(
         }
         Err(error) => Err(VerifyFailure::Unavailable(error.to_string())),
     }
+}
+
+/// Streams every stored node bundle of the snapshot back through every check.
+async fn verify_bundles(
+    state: &DaemonState,
+    manifest: &SnapshotManifest,
+    identities: &etcd_dr_transport::Identities,
+) -> Result<(), TransportError> {
+    for bundle in &manifest.nodes {
+        if let etcd_dr_core::NodeBundle::Stored { object, raw, .. } = bundle {
+            etcd_dr_transport::read_object(
+                &state.store,
+                &state.layout,
+                &manifest.id,
+                object,
+                raw,
+                identities,
+                std::io::sink(),
+                &state.cancel,
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 enum StageError {
