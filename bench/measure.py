@@ -24,15 +24,25 @@ def bash(cmd, env, capture=False):
                           stdout=subprocess.PIPE if capture else None, text=True)
 
 
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime (fields 14 and 15)
+
+
 def run(args):
+    hz = os.sysconf("SC_CLK_TCK")
+    watched = [w.split("=", 1) for w in args.watch]  # name=pid
     for n in range(1, args.runs + 1):
         env = dict(os.environ, RUN=str(n))
         if args.prep:
             bash(args.prep, env)
+        before = {name: cpu_ticks(pid) for name, pid in watched}
         started = time.monotonic()
         pid = os.spawnvpe(os.P_NOWAIT, "bash", ["bash", "-c", args.cmd], env)
         _, status, usage = os.wait4(pid, 0)
         wall = time.monotonic() - started
+        servers = {f"{name}_cpu_s": (cpu_ticks(p) - before[name]) / hz for name, p in watched}
         code = os.waitstatus_to_exitcode(status)
         if code != 0:
             sys.exit(f"measure: `{args.label}` run {n} failed with exit code {code}")
@@ -42,17 +52,17 @@ def run(args):
             size = int(out) if out else None
         row = {"label": args.label, "run": n, "wall_s": round(wall, 3),
                "rss_kib": usage.ru_maxrss, "user_s": round(usage.ru_utime, 3),
-               "sys_s": round(usage.ru_stime, 3), "stored_bytes": size}
-        print(f"  {args.label} #{n}: {wall:.2f}s, peak RSS {usage.ru_maxrss / 1024:.1f} MiB"
+               "sys_s": round(usage.ru_stime, 3), "stored_bytes": size, **servers}
+        print(f"  {args.label} #{n}: {wall:.2f}s, peak RSS {usage.ru_maxrss / 1024:.1f} MiB, "
+              f"CPU {usage.ru_utime + usage.ru_stime:.2f}s"
+              + "".join(f", {k[:-6]} CPU {v:.2f}s" for k, v in servers.items())
               + (f", stored {size / 2**20:.1f} MiB" if size else ""), file=sys.stderr)
         with open(args.results, "a") as f:
             f.write(json.dumps(row) + "\n")
 
 
 def proc_sample(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])  # utime + stime (fields 14 and 15)
+    ticks = cpu_ticks(pid)
     rss = hwm = 0
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -100,8 +110,8 @@ def report(args):
     floor = medians.get(args.floor)
     gz = medians.get(args.gzip)
     print("| what | runs | min s | median s | × etcdctl save | gzip pipeline ÷ this "
-          "| peak RSS MiB | CPU s (user+sys) | stored MiB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| peak RSS MiB | CPU s | etcd CPU s | moto CPU s | stored MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label in order:
         v = rows[label]
         walls = [r["wall_s"] for r in v]
@@ -112,7 +122,11 @@ def report(args):
               f"{med / floor:.2f} | " if floor else f"| {label} | {len(v)} | {min(walls):.2f} | {med:.2f} | – | ",
               end="")
         print(f"{gz / med:.2f} | " if gz else "– | ", end="")
-        print(f"{max(r['rss_kib'] for r in v) / 1024:.1f} | {cpu:.2f} | "
+        servers = ""
+        for name in ("etcd", "moto"):
+            values = [r[f"{name}_cpu_s"] for r in v if f"{name}_cpu_s" in r]
+            servers += f"{statistics.median(values):.2f} | " if values else "– | "
+        print(f"{max(r['rss_kib'] for r in v) / 1024:.1f} | {cpu:.2f} | {servers}"
               + (f"{statistics.median(sizes) / 2**20:.1f} |" if sizes else "– |"))
 
 
@@ -125,6 +139,8 @@ def main():
     r.add_argument("--runs", type=int, default=3)
     r.add_argument("--prep")
     r.add_argument("--size")
+    r.add_argument("--watch", action="append", default=[],
+                   help="NAME=PID of a server whose CPU time to report per run")
     r.add_argument("cmd")
     i = sub.add_parser("idle")
     i.add_argument("--pid", type=int, required=True)

@@ -19,8 +19,8 @@
 # scripts/install-test-deps.sh when missing), BENCH_ENCRYPTION_TOML (see the encryption slot).
 #
 # What it reports, per row: min and median wall time, peak RSS (wait4: the largest resident set
-# of the command or any of its children; pipeline steps run one after the other), CPU time, and
-# the stored size. etcd's and moto's own CPU and memory are common to every row and not counted.
+# of the command or any of its children; pipeline steps run one after the other), CPU time of
+# the command, CPU time etcd and moto spent meanwhile (read from /proc), and the stored size.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -162,7 +162,8 @@ path_style = true
 prefix = \"idle\""
 
 has_snapshot() { "$EDR" --config "$1" list --json 2>/dev/null | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin) else 1)'; }
-M() { python3 "$BENCH/measure.py" run --results "$RESULTS" --runs "$RUNS" "$@"; }
+M() { python3 "$BENCH/measure.py" run --results "$RESULTS" --runs "$RUNS" \
+    --watch "etcd=$ETCD_PID" --watch "moto=$MOTO_PID" "$@"; }
 export W="$WORK" ETCD_URL EDR BENCH BUCKET
 fsize='stat -c %s'
 json_stored='python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[\"stored\"][\"size\"])"'
