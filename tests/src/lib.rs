@@ -1,1 +1,59 @@
+//! The etcd-dr test ground: real etcd, a real S3-compatible server (moto) and the real `etcd-dr`
+//! binary on loopback, on free ports, torn down on drop.
+//!
+//! Everything it starts comes from the tools `scripts/install-test-deps.sh` installs; the tests
+//! find them through the `TESTGROUND_*` variables of `.tools/env.sh` (or `.tools/` next to the
+//! workspace when the variables are unset).
 
+pub mod certs;
+pub mod etcd;
+pub mod etcd_dr;
+pub mod fill;
+pub mod net;
+pub mod nodes;
+pub mod s3;
+pub mod tools;
+
+pub use certs::TlsFiles;
+pub use etcd::{EtcdCluster, EtcdOptions, EtcdVersion};
+pub use etcd_dr::{terminate, EtcdDr, StoreTarget};
+pub use fill::{fill_kubernetes_shaped, kubernetes_object, FillSpec};
+pub use net::{free_port, http_request, wait_for_port, HttpResponse, ProxyMode, TcpProxy};
+pub use s3::MotoServer;
+pub use tools::{tools, Tools};
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout` naming `what`.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Runs an async block to completion on a private runtime in its own thread, so that blocking
+/// test code can call async clients whether or not it already runs inside a runtime.
+pub fn block_on<F, T>(future: F) -> T
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("test runtime")
+            .block_on(future)
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}

@@ -10,8 +10,8 @@ mod snapshot_id;
 
 pub use config_problem::{ConfigProblem, ConfigProblems};
 pub use manifest::{
-    Compression, EtcdClusterInfo, EtcdMember, MemberStatus, ObjectDigest, Producer,
-    SnapshotManifest, StoredObject, MANIFEST_FORMAT_VERSION,
+    Compression, Encryption, EtcdClusterInfo, EtcdMember, MemberStatus, NodeBundle, ObjectDigest,
+    Producer, SnapshotManifest, StoredObject, MANIFEST_FORMAT_VERSION,
 };
 pub use snapshot_id::{SnapshotId, SnapshotIdError};
 

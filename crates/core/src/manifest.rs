@@ -36,6 +36,10 @@ pub struct SnapshotManifest {
     pub duration_seconds: f64,
     /// What wrote the snapshot.
     pub producer: Producer,
+    /// The control-plane node bundles taken with this snapshot, one per node (absent in
+    /// manifests written without bundles).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeBundle>,
 }
 
 /// The etcd cluster a snapshot was taken from.
@@ -120,6 +124,64 @@ pub struct StoredObject {
     pub sha256: String,
     /// How the plain data was compressed before storing.
     pub compression: Compression,
+    /// How the compressed data was encrypted before storing; absent for plain objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+}
+
+/// Encryption applied after compression.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Encryption {
+    /// An age file (X25519 recipients): decrypts with any identity matching one recipient.
+    Age {
+        /// The recipients (public keys, `age1…`) it was encrypted to.
+        recipients: Vec<String>,
+    },
+}
+
+impl Encryption {
+    /// The public keys the object was encrypted to.
+    pub fn recipients(&self) -> &[String] {
+        match self {
+            Self::Age { recipients } => recipients,
+        }
+    }
+}
+
+/// One control-plane node's files, taken with a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase", deny_unknown_fields)]
+pub enum NodeBundle {
+    /// The node's tar was stored.
+    Stored {
+        /// The node's host name.
+        node: String,
+        /// The stored object (`nodes/<node>.tar.zst[.age]`).
+        object: StoredObject,
+        /// The plain tar.
+        raw: ObjectDigest,
+        /// Entries in the tar.
+        entries: u64,
+        /// Paths inside the tar of the service-account signing keys (`sa.key`, `sa.pub`).
+        service_account_keys: Vec<String>,
+    },
+    /// The node could not be reached; the snapshot was committed without its files.
+    Missing {
+        /// The node's host name.
+        node: String,
+        /// Why it is missing.
+        reason: String,
+    },
+}
+
+impl NodeBundle {
+    /// The node's host name.
+    pub fn node(&self) -> &str {
+        match self {
+            Self::Stored { node, .. } | Self::Missing { node, .. } => node,
+        }
+    }
 }
 
 /// Compression applied before storing.
@@ -144,6 +206,11 @@ pub struct Producer {
 }
 
 impl SnapshotManifest {
+    /// The bundle of `node`, if one was taken.
+    pub fn node_bundle(&self, node: &str) -> Option<&NodeBundle> {
+        self.nodes.iter().find(|b| b.node() == node)
+    }
+
     /// The member the snapshot was streamed from, if it is in the member list.
     pub fn source_member(&self) -> Option<&EtcdMember> {
         self.etcd
@@ -199,6 +266,7 @@ mod tests {
                 size: 900,
                 sha256: "ef".repeat(32),
                 compression: Compression::Zstd { level: 3 },
+                encryption: None,
             },
             created_at: at,
             completed_at: at + chrono::Duration::seconds(3),
@@ -207,6 +275,7 @@ mod tests {
                 tool: "etcd-dr 0.1.0".into(),
                 host: "bastion".into(),
             },
+            nodes: Vec::new(),
         }
     }
 
@@ -219,6 +288,56 @@ mod tests {
         let back: SnapshotManifest = serde_json::from_str(&json).unwrap();
         assert_eq!(back, manifest);
         assert_eq!(back.source_member().unwrap().name, "cp1");
+    }
+
+    #[test]
+    fn manifests_without_the_new_fields_still_read() {
+        let mut value = serde_json::to_value(sample()).unwrap();
+        assert!(value.get("nodes").is_none());
+        assert!(value["stored"].get("encryption").is_none());
+        value.as_object_mut().unwrap().remove("nodes");
+        let back: SnapshotManifest = serde_json::from_value(value).unwrap();
+        assert_eq!(back, sample());
+    }
+
+    #[test]
+    fn encryption_and_node_bundles_round_trip() {
+        let mut manifest = sample();
+        let age = Encryption::Age {
+            recipients: vec!["age1example".into()],
+        };
+        manifest.stored.encryption = Some(age.clone());
+        manifest.nodes = vec![
+            NodeBundle::Stored {
+                node: "cp1".into(),
+                object: StoredObject {
+                    name: "nodes/cp1.tar.zst.age".into(),
+                    size: 10,
+                    sha256: "01".repeat(32),
+                    compression: Compression::Zstd { level: 3 },
+                    encryption: Some(age),
+                },
+                raw: ObjectDigest {
+                    size: 20480,
+                    sha256: "02".repeat(32),
+                },
+                entries: 12,
+                service_account_keys: vec!["etc/kubernetes/pki/sa.key".into()],
+            },
+            NodeBundle::Missing {
+                node: "cp2".into(),
+                reason: "unreachable".into(),
+            },
+        ];
+        let json = serde_json::to_string_pretty(&manifest).unwrap();
+        assert!(json.contains("\"state\": \"missing\""), "{json}");
+        assert!(json.contains("\"type\": \"age\""), "{json}");
+        let back: SnapshotManifest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, manifest);
+        assert_eq!(back.node_bundle("cp2").unwrap().node(), "cp2");
+        let mut value = serde_json::to_value(&manifest).unwrap();
+        value["nodes"][1]["surprise"] = serde_json::json!(1);
+        assert!(serde_json::from_value::<SnapshotManifest>(value).is_err());
     }
 
     #[test]

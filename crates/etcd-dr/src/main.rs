@@ -1,6 +1,7 @@
 //! `etcd-dr`: keeps a Kubernetes control plane recoverable in a second region.
 
 mod cmd;
+mod daemon;
 mod settings;
 mod snapshot_job;
 
@@ -39,16 +40,33 @@ enum Command {
     Prune(cmd::prune::Args),
     /// Run the daemon: snapshots on the schedule until SIGTERM or SIGINT.
     Run(cmd::run::Args),
+    /// The cluster's nodes: `etcd-dr nodes check` reaches every one.
+    Nodes(cmd::nodes::Args),
+    /// Create an age identity file for the secondary and print its public key (needs no
+    /// configuration).
+    Keygen(cmd::keygen::Args),
     /// Check the configuration and print it resolved.
     CheckConfig,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = match cli.command {
+        Command::Keygen(args) => {
+            return match cmd::keygen::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("etcd-dr: {}", error_chain(&error));
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        command => command,
+    };
     let settings = match Settings::load(&cli.config) {
         Ok(settings) => settings,
         Err(error) => {
-            eprintln!("etcd-dr: {error:#}");
+            eprintln!("etcd-dr: {}", error_chain(&error));
             return ExitCode::from(2);
         }
     };
@@ -64,19 +82,59 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Snapshot(args) => cmd::snapshot::run(&settings, args).await,
             Command::List(args) => cmd::list::run(&settings, args).await,
             Command::Verify(args) => cmd::verify::run(&settings, args).await,
             Command::Fetch(args) => cmd::fetch::run(&settings, args).await,
             Command::Prune(args) => cmd::prune::run(&settings, args).await,
             Command::Run(args) => cmd::run::run(&settings, args).await,
+            Command::Nodes(args) => cmd::nodes::run(&settings, args).await,
+            Command::Keygen(_) => Ok(()),
             Command::CheckConfig => {
                 println!(
-                    "configuration OK: cluster {}, store {}",
+                    "configuration OK: role {}, cluster {}, store {}, API on {}",
+                    settings.role.as_str(),
                     settings.cluster,
-                    settings.store.describe()
+                    settings.store.describe(),
+                    settings.http.listen
                 );
+                let nodes = &settings.nodes;
+                println!(
+                    "  nodes: {} control-plane{}, {} workers; bundles {}",
+                    nodes.control_plane.len(),
+                    if nodes.control_plane.is_empty() && nodes.discover_control_plane {
+                        " (discovered from the etcd member names)"
+                    } else {
+                        ""
+                    },
+                    nodes.workers.len(),
+                    if settings.bundles_enabled() {
+                        "on"
+                    } else {
+                        "off"
+                    }
+                );
+                println!(
+                    "  encryption: {} recipient(s), identity file {}, plain data {}",
+                    settings.encryption.recipients.len(),
+                    settings
+                        .encryption
+                        .identity_file
+                        .as_ref()
+                        .map_or("none".to_string(), |p| p.display().to_string()),
+                    if settings
+                        .encryption
+                        .requires_encryption(settings.bundles_enabled())
+                    {
+                        "refused"
+                    } else {
+                        "allowed"
+                    }
+                );
+                if let Err(problems) = settings.validate_for_shipping() {
+                    println!("  this configuration cannot ship snapshots: {problems}");
+                }
                 Ok(())
             }
         }
@@ -84,7 +142,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("etcd-dr: {error:#}");
+            eprintln!("etcd-dr: {}", error_chain(&error));
             ExitCode::FAILURE
         }
     }
@@ -97,9 +155,49 @@ fn init_logging(settings: &Settings) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match settings.log.format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+/// An error and its causes on one line, each cause once: many library errors already repeat
+/// their source in their own message, and the full chain would say the same thing many times.
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if text.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("store operation `list` failed: {0}")]
+    struct Outer(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("connection refused")]
+    struct Inner;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let error = anyhow::Error::new(Outer(Inner)).context("listing snapshots");
+        assert_eq!(
+            error_chain(&error),
+            "listing snapshots: store operation `list` failed: connection refused"
+        );
     }
 }

@@ -1,21 +1,28 @@
 //! The configuration file, composed of each crate's section, plus `ETCD_DR_…` overrides.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
+use etcd_dr_control::{HttpConfig, Role, TOKEN_ENV};
 use etcd_dr_core::ConfigProblems;
+use etcd_dr_nodes::{BundleConfig, NodesConfig};
 use etcd_dr_scheduler::{EtcdConfig, ScheduleConfig};
-use etcd_dr_transport::{RetentionConfig, StoreConfig, UploadOptions};
+use etcd_dr_transport::{EncryptionConfig, RetentionConfig, StoreConfig, UploadOptions};
 use serde::Deserialize;
 
 /// The whole configuration of one etcd-dr instance.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// `primary` (takes snapshots) or `secondary` (watches the store from the other region).
+    #[serde(default)]
+    pub role: Role,
     /// Name of the Kubernetes cluster; the folder of its snapshots in the store.
     pub cluster: String,
-    /// How to reach etcd.
-    pub etcd: EtcdConfig,
+    /// How to reach etcd; required for the primary role.
+    #[serde(default)]
+    pub etcd: Option<EtcdConfig>,
     /// Where snapshots go.
     pub store: StoreConfig,
     /// When the daemon takes snapshots.
@@ -30,6 +37,96 @@ pub struct Settings {
     /// Logging.
     #[serde(default)]
     pub log: LogSettings,
+    /// The cluster's nodes and how to reach them.
+    #[serde(default)]
+    pub nodes: NodesConfig,
+    /// Which files of each control-plane node travel with every snapshot.
+    #[serde(default)]
+    pub bundle: BundleConfig,
+    /// Client-side encryption (age).
+    #[serde(default)]
+    pub encryption: EncryptionConfig,
+    /// The HTTP API: listen address, token, readiness.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// The secondary role's polling, verification and pre-staging.
+    #[serde(default)]
+    pub secondary: Option<SecondarySettings>,
+}
+
+/// `[secondary]`: how the secondary watches the store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecondarySettings {
+    /// How often the store is listed for new snapshots.
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// The primary's snapshot interval; alerts fire when the lag exceeds twice this.
+    #[serde(default = "default_expected_interval", with = "humantime_serde")]
+    pub expected_interval: Duration,
+    /// Stream each new snapshot back and check every checksum (on by default). Off, the lag is
+    /// measured from manifests alone.
+    #[serde(default = "default_true")]
+    pub verify: bool,
+    /// Keep the newest verified snapshot decompressed here (`<id>.db`) so a promote does not
+    /// wait for a download. Needs room for two snapshots while a newer one replaces the older.
+    #[serde(default)]
+    pub prestage_dir: Option<PathBuf>,
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_expected_interval() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for SecondarySettings {
+    fn default() -> Self {
+        Self {
+            poll_interval: default_poll_interval(),
+            expected_interval: default_expected_interval(),
+            verify: true,
+            prestage_dir: None,
+        }
+    }
+}
+
+impl SecondarySettings {
+    fn validate(&self, field: &str, problems: &mut ConfigProblems) {
+        if self.poll_interval < Duration::from_millis(100) {
+            problems.push(
+                format!("{field}.poll_interval"),
+                "must be at least 100ms, e.g. \"30s\"",
+            );
+        }
+        if self.expected_interval < Duration::from_secs(1) {
+            problems.push(
+                format!("{field}.expected_interval"),
+                "must be at least 1s: the primary's schedule.interval, e.g. \"15m\"",
+            );
+        }
+        if let Some(dir) = &self.prestage_dir {
+            if !dir.is_absolute() {
+                problems.push(
+                    format!("{field}.prestage_dir"),
+                    format!(
+                        "`{}` must be an absolute path, e.g. /var/lib/etcd-dr/prestage",
+                        dir.display()
+                    ),
+                );
+            }
+            if !self.verify {
+                problems.push(
+                    format!("{field}.prestage_dir"),
+                    format!("pre-staging streams and checks every snapshot: set {field}.verify = true or remove {field}.prestage_dir"),
+                );
+            }
+        }
+    }
 }
 
 /// `[upload]`: compression level and multipart tuning.
@@ -79,6 +176,8 @@ impl UploadSettings {
             zstd_workers: self.zstd_workers,
             part_size: self.part_size_mib * 1024 * 1024,
             max_concurrent_parts: self.concurrent_parts,
+            // Set from `[encryption]` where snapshots are shipped.
+            encrypt_to: None,
         }
     }
 
@@ -141,9 +240,30 @@ pub enum LogFormat {
 }
 
 impl Settings {
+    /// Whether node bundles are taken with every snapshot.
+    pub fn bundles_enabled(&self) -> bool {
+        self.bundle.is_enabled(self.nodes.has_control_plane())
+    }
+
+    /// Problems that only matter where snapshots are shipped from (the primary): with
+    /// encryption required, recipients must be configured.
+    pub fn validate_for_shipping(&self) -> Result<(), ConfigProblems> {
+        let mut problems = ConfigProblems::default();
+        self.encryption
+            .validate_for_shipping("encryption", self.bundles_enabled(), &mut problems);
+        problems.into_result()
+    }
+
     /// Loads `path` and the `ETCD_DR_…` environment (`ETCD_DR_STORE__BUCKET=x` sets
     /// `store.bucket`), then validates everything, reporting every bad field at once.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
+        Self::load_with_overrides(path, &[])
+    }
+
+    /// [`Settings::load`], then `overrides` (`("etcd.ca_file", "/tmp/ca.crt")`) on top of file
+    /// and environment: for tests that load the example configs on a machine without their
+    /// files.
+    pub fn load_with_overrides(path: &Path, overrides: &[(&str, &str)]) -> anyhow::Result<Self> {
         if !path.is_file() {
             bail!(
                 "config file `{}` does not exist or is not a file; pass --config with the path of a TOML file (see config/primary.toml)",
@@ -152,16 +272,23 @@ impl Settings {
         }
         std::fs::File::open(path)
             .with_context(|| format!("config file `{}` is not readable", path.display()))?;
-        let loaded = config::Config::builder()
+        let mut builder = config::Config::builder()
             .add_source(config::File::from(path.to_path_buf()).format(config::FileFormat::Toml))
             .add_source(
                 config::Environment::with_prefix("ETCD_DR")
+                    .source(Some(config_environment()))
                     .prefix_separator("_")
                     .separator("__")
                     .try_parsing(true)
                     .list_separator(",")
                     .with_list_parse_key("etcd.endpoints"),
-            )
+            );
+        for (key, value) in overrides {
+            builder = builder
+                .set_override(*key, *value)
+                .with_context(|| format!("override of `{key}`"))?;
+        }
+        let loaded = builder
             .build()
             .with_context(|| format!("config file `{}`", path.display()))?;
         let settings: Settings = loaded.try_deserialize().with_context(|| {
@@ -191,13 +318,65 @@ impl Settings {
                 "must be a name of letters, digits, `-`, `_` or `.` (it names the folder in the store), e.g. \"prod-eu\"",
             );
         }
-        self.etcd.validate("etcd", &mut problems);
+        match (&self.etcd, self.role) {
+            (Some(etcd), _) => etcd.validate("etcd", &mut problems),
+            (None, Role::Primary) => problems.push(
+                "etcd",
+                "required for role = \"primary\": add an [etcd] section with endpoints (and ca_file, cert_file, key_file for TLS)",
+            ),
+            (None, Role::Secondary) => {}
+        }
+        match (&self.secondary, self.role) {
+            (Some(secondary), Role::Secondary) => secondary.validate("secondary", &mut problems),
+            (Some(_), Role::Primary) => problems.push(
+                "secondary",
+                "only for role = \"secondary\": remove the [secondary] section or set role = \"secondary\"",
+            ),
+            (None, _) => {}
+        }
+        self.http.validate("http", &mut problems);
         self.store.validate("store", &mut problems);
         self.schedule.validate("schedule", &mut problems);
         self.retention.validate("retention", &mut problems);
         self.upload.validate(&mut problems);
+        self.nodes.validate("nodes", &mut problems);
+        self.bundle.validate("bundle", &mut problems);
+        self.encryption.validate("encryption", &mut problems);
+        if self.bundle.enabled == Some(true) && !self.nodes.has_control_plane() {
+            problems.push(
+                "bundle.enabled",
+                "bundles need control-plane nodes: set nodes.control_plane or nodes.discover_control_plane = true",
+            );
+        }
         problems.into_result()
     }
+}
+
+impl Settings {
+    /// The etcd section, which validation guarantees for the primary role.
+    pub fn etcd(&self) -> anyhow::Result<&EtcdConfig> {
+        self.etcd.as_ref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "etcd: this needs an [etcd] section (role {} has none)",
+                self.role.as_str()
+            )
+        })
+    }
+
+    /// The secondary section, defaults when absent.
+    pub fn secondary(&self) -> SecondarySettings {
+        self.secondary.clone().unwrap_or_default()
+    }
+}
+
+/// The `ETCD_DR_…` variables that override config keys: all but `ETCD_DR_CONFIG`, which names
+/// the file itself, and `ETCD_DR_API_TOKEN`, the API token (no setting either).
+fn config_environment() -> std::collections::HashMap<String, String> {
+    std::env::vars()
+        .filter(|(name, _)| {
+            name.starts_with("ETCD_DR_") && name != "ETCD_DR_CONFIG" && name != TOKEN_ENV
+        })
+        .collect()
 }
 
 /// The default config path of a system install.
@@ -267,5 +446,188 @@ zstd_level = 40
         );
         let text = problems.to_string();
         assert!(text.starts_with("4 configuration problem(s):"), "{text}");
+    }
+
+    #[test]
+    fn a_secondary_needs_no_etcd_section_but_a_primary_does() {
+        let secondary = r#"
+role = "secondary"
+cluster = "prod"
+[store]
+type = "local"
+path = "/tmp/etcd-dr-test"
+[secondary]
+poll_interval = "10s"
+prestage_dir = "/var/lib/etcd-dr/prestage"
+"#;
+        let settings = parse(secondary).unwrap();
+        settings.validate().unwrap();
+        assert_eq!(settings.role, Role::Secondary);
+        assert_eq!(settings.secondary().poll_interval, Duration::from_secs(10));
+        assert!(settings.etcd().is_err());
+
+        let primary = secondary.replace("role = \"secondary\"", "role = \"primary\"");
+        let problems = parse(&primary).unwrap().validate().unwrap_err();
+        let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["etcd", "secondary"]);
+    }
+
+    #[test]
+    fn secondary_and_http_fields_are_validated_by_name() {
+        let text = r#"
+role = "secondary"
+cluster = "prod"
+[store]
+type = "local"
+path = "/tmp/etcd-dr-test"
+[http]
+token_file = "token"
+[secondary]
+poll_interval = "0s"
+verify = false
+prestage_dir = "prestage"
+"#;
+        let problems = parse(text).unwrap().validate().unwrap_err();
+        let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "secondary.poll_interval",
+                "secondary.prestage_dir",
+                "secondary.prestage_dir",
+                "http.token_file"
+            ]
+        );
+        let error = parse(&format!("{MINIMAL}\n[http]\nlisten_on = \"x\"\n")).unwrap_err();
+        assert!(error.contains("listen_on"), "{error}");
+        let error = parse(&format!("role = \"tertiary\"\n{MINIMAL}")).unwrap_err();
+        assert!(error.contains("tertiary"), "{error}");
+    }
+
+    fn example(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../config")
+            .join(name)
+    }
+
+    #[test]
+    fn the_example_configs_load_through_the_real_loader() {
+        // The examples name files of a real bastion; stand-ins prove everything else is valid.
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, "stand-in").unwrap();
+            path.display().to_string()
+        };
+        let (ca, cert, key, credentials) = (
+            file("ca.crt"),
+            file("client.crt"),
+            file("client.key"),
+            file("aws-credentials"),
+        );
+        let primary = Settings::load_with_overrides(
+            &example("primary.toml"),
+            &[
+                ("etcd.ca_file", &ca),
+                ("etcd.cert_file", &cert),
+                ("etcd.key_file", &key),
+                ("store.credentials_file", &credentials),
+            ],
+        )
+        .unwrap();
+        assert_eq!(primary.role, Role::Primary);
+        assert_eq!(primary.etcd().unwrap().endpoints.len(), 3);
+        assert_eq!(primary.schedule.interval, Some(Duration::from_secs(900)));
+        assert!(primary.http.listen.ip().is_loopback());
+
+        let secondary = Settings::load_with_overrides(
+            &example("secondary.toml"),
+            &[("store.credentials_file", &credentials)],
+        )
+        .unwrap();
+        assert_eq!(secondary.role, Role::Secondary);
+        assert!(secondary.etcd.is_none());
+        assert_eq!(
+            secondary.secondary().expected_interval,
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            secondary.secondary().prestage_dir,
+            Some(PathBuf::from("/var/lib/etcd-dr/prestage"))
+        );
+        assert_eq!(secondary.cluster, primary.cluster);
+        assert_eq!(secondary.store.bucket, primary.store.bucket);
+        assert_eq!(secondary.store.prefix, primary.store.prefix);
+
+        // As shipped, only the files missing on this machine are reported, each by name.
+        let error = format!(
+            "{:#}",
+            Settings::load(&example("primary.toml")).unwrap_err()
+        );
+        for field in [
+            "etcd.ca_file",
+            "etcd.cert_file",
+            "etcd.key_file",
+            "store.credentials_file",
+        ] {
+            assert!(error.contains(field), "{field} not in {error}");
+        }
+        assert!(error.contains("4 configuration problem(s)"), "{error}");
+    }
+
+    #[test]
+    fn every_key_of_the_example_configs_is_commented() {
+        for name in ["primary.toml", "secondary.toml"] {
+            let text = std::fs::read_to_string(example(name)).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            for (index, line) in lines.iter().enumerate() {
+                let is_key = line.contains(" = ") && !line.starts_with('#');
+                if !is_key {
+                    continue;
+                }
+                let previous = lines[..index].last().copied().unwrap_or("");
+                let previous_is_key = previous.contains(" = ") && !previous.starts_with('#');
+                assert!(
+                    previous.starts_with('#') || previous_is_key,
+                    "{name}:{}: `{line}` has no comment above it",
+                    index + 1
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn nodes_bundles_and_encryption_are_validated_by_field() {
+        let text = format!(
+            "{MINIMAL}\n[bundle]\nenabled = true\npaths = [\"etc/kubernetes\"]\n[encryption]\nrecipients = [\"nope\"]\n"
+        );
+        let problems = parse(&text).unwrap().validate().unwrap_err();
+        let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "bundle.paths[0]",
+                "encryption.recipients[0]",
+                "bundle.enabled"
+            ]
+        );
+    }
+
+    #[test]
+    fn shipping_needs_recipients_once_bundles_are_on() {
+        let plain = parse(MINIMAL).unwrap();
+        assert!(!plain.bundles_enabled());
+        plain.validate_for_shipping().unwrap();
+
+        let with_nodes =
+            parse(&format!("{MINIMAL}\n[nodes]\ncontrol_plane = [\"cp1\"]\n")).unwrap();
+        with_nodes.validate().unwrap();
+        assert!(with_nodes.bundles_enabled());
+        let problems = with_nodes.validate_for_shipping().unwrap_err();
+        let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["encryption.recipients"]);
+        assert!(problems
+            .to_string()
+            .contains("encryption.require_encryption"));
     }
 }

@@ -1,18 +1,23 @@
 //! One snapshot, end to end: survey etcd, stream from the best member (failing over to the next),
-//! upload, commit the manifest.
+//! upload, stream each control-plane node's bundle, commit the manifest.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
 use etcd_dr_core::{
-    etcd_id_hex, EtcdClusterInfo, Producer, SnapshotId, SnapshotManifest, MANIFEST_FORMAT_VERSION,
+    etcd_id_hex, EtcdClusterInfo, NodeBundle, Producer, SnapshotId, SnapshotManifest,
+    MANIFEST_FORMAT_VERSION,
+};
+use etcd_dr_nodes::{
+    BundleConfig, Node, NodeError, NodeRole, NodesConfig, TarScanner, UnreachablePolicy,
 };
 use etcd_dr_scheduler::{ClusterSurvey, EndpointStatus, EtcdSource, SourceError};
 use etcd_dr_transport::{
-    commit_manifest, list_snapshots, upload_snapshot_data, ShipProgress, SnapshotLayout,
-    TransportError, UploadOptions,
+    commit_manifest, list_snapshots, upload_object, upload_snapshot_data, ShipProgress,
+    SnapshotLayout, TransportError, UploadOptions, DATA_OBJECT_NAME,
 };
+use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -25,6 +30,15 @@ pub struct SnapshotContext {
     pub store: Arc<dyn ObjectStore>,
     pub layout: SnapshotLayout,
     pub upload: UploadOptions,
+    /// Node bundles taken with every snapshot, when enabled.
+    pub bundles: Option<BundlePlan>,
+}
+
+/// What the node bundles take and from where.
+#[derive(Clone)]
+pub struct BundlePlan {
+    pub bundle: BundleConfig,
+    pub nodes: NodesConfig,
 }
 
 /// How a snapshot run ended when it did not fail.
@@ -45,18 +59,32 @@ pub enum SnapshotError {
     Transport(#[from] TransportError),
     #[error("every etcd endpoint failed while streaming: {0}")]
     AllEndpointsFailed(String),
+    /// A node's bundle failed on the node's side (unreachable, tar or sudo failing).
+    #[error(transparent)]
+    Node(NodeError),
+    /// A node's bundle failed on the store's side. (The source is in the message, not the
+    /// chain, so that logs show it and `{:#}` does not repeat it.)
+    #[error("bundle of node {node}: {source}")]
+    Bundle {
+        node: String,
+        source: TransportError,
+    },
+    #[error("no control-plane node to take bundles from: nodes.control_plane is empty and the etcd member list has no names")]
+    NoNodes,
     #[error("cancelled")]
     Cancelled,
 }
 
 impl SnapshotContext {
     /// Takes one snapshot. With `skip_unchanged`, a cluster whose revision equals that of the
-    /// newest stored snapshot is left alone.
+    /// newest stored snapshot is left alone. `on_attempt` hears the id of each attempt (the
+    /// id carries the revision of the member streamed from, so a failover changes it).
     pub async fn take_snapshot(
         &self,
         label: Option<String>,
         skip_unchanged: bool,
         progress: &ShipProgress,
+        on_attempt: &(dyn Fn(&SnapshotId) + Send + Sync),
         cancel: &CancellationToken,
     ) -> Result<SnapshotOutcome, SnapshotError> {
         let started = Instant::now();
@@ -87,6 +115,7 @@ impl SnapshotContext {
                 return Err(SnapshotError::Cancelled);
             }
             let id = SnapshotId::new(created_at, candidate.revision);
+            on_attempt(&id);
             let span = tracing::info_span!("snapshot", id = %id, endpoint = %candidate.endpoint);
             match self
                 .stream_from(
@@ -148,15 +177,27 @@ impl SnapshotContext {
             .source
             .open_snapshot(&candidate.endpoint, cancel)
             .await?;
+        let name = self.upload.stored_name(DATA_OBJECT_NAME);
         let data = upload_snapshot_data(
             &self.store,
-            &self.layout.data_path(id),
+            &self.layout.object_path(id, &name),
+            &name,
             chunks,
             &self.upload,
             progress,
             cancel,
         )
         .await?;
+        let nodes = match &self.bundles {
+            Some(plan) => match self.take_bundles(plan, survey, id, cancel).await {
+                Ok(nodes) => nodes,
+                Err(error) => {
+                    self.remove_uncommitted(id).await;
+                    return Err(error);
+                }
+            },
+            None => Vec::new(),
+        };
         let completed_at = Utc::now();
         let manifest = SnapshotManifest {
             format_version: MANIFEST_FORMAT_VERSION,
@@ -183,8 +224,14 @@ impl SnapshotContext {
                 tool: format!("etcd-dr {}", env!("CARGO_PKG_VERSION")),
                 host: host_name(),
             },
+            nodes,
         };
-        commit_manifest(&self.store, &self.layout, &manifest).await?;
+        if let Err(error) = commit_manifest(&self.store, &self.layout, &manifest).await {
+            if !matches!(error, TransportError::AlreadyExists { .. }) {
+                self.remove_uncommitted(id).await;
+            }
+            return Err(error.into());
+        }
         tracing::info!(
             raw_bytes = manifest.raw.size,
             stored_bytes = manifest.stored.size,
@@ -192,6 +239,170 @@ impl SnapshotContext {
             "snapshot committed"
         );
         Ok(manifest)
+    }
+}
+
+impl SnapshotContext {
+    /// Streams every control-plane node's bundle into the snapshot's folder, all nodes at once.
+    /// A node that cannot be reached fails the set, or, with `on_unreachable = "warn"`, is
+    /// marked missing.
+    async fn take_bundles(
+        &self,
+        plan: &BundlePlan,
+        survey: &ClusterSurvey,
+        id: &SnapshotId,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<NodeBundle>, SnapshotError> {
+        let nodes = if plan.nodes.control_plane.is_empty() {
+            let mut names: Vec<&str> = survey
+                .members
+                .iter()
+                .map(|m| m.name.as_str())
+                .filter(|name| etcd_dr_nodes::is_valid_node_name(name))
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            plan.nodes.nodes_named(&names, NodeRole::ControlPlane)
+        } else {
+            plan.nodes.control_plane_nodes()
+        };
+        if nodes.is_empty() {
+            return Err(SnapshotError::NoNodes);
+        }
+        // The first failure stops the other nodes' uploads (each aborts its own multipart
+        // upload); dropping them instead would leave orphan parts behind.
+        let stop = cancel.child_token();
+        let taken = futures::future::join_all(nodes.iter().map(|node| async {
+            let taken = self.take_bundle(&plan.bundle, node, id, &stop).await;
+            if taken.is_err() {
+                stop.cancel();
+            }
+            taken
+        }))
+        .await;
+        let mut bundles = Vec::with_capacity(taken.len());
+        let mut failure: Option<SnapshotError> = None;
+        for result in taken {
+            match result {
+                Ok(bundle) => bundles.push(bundle),
+                // Report the node that failed, not one stopped because of it.
+                Err(error) => match &failure {
+                    Some(first) if !is_cancellation(first) => {}
+                    _ => failure = Some(error),
+                },
+            }
+        }
+        match failure {
+            Some(_) if cancel.is_cancelled() => Err(SnapshotError::Cancelled),
+            Some(error) => Err(error),
+            None => Ok(bundles),
+        }
+    }
+
+    async fn take_bundle(
+        &self,
+        bundle: &BundleConfig,
+        node: &Node,
+        id: &SnapshotId,
+        cancel: &CancellationToken,
+    ) -> Result<NodeBundle, SnapshotError> {
+        let name = self
+            .upload
+            .stored_name(&SnapshotLayout::node_bundle_name(node.name()));
+        let mut scanner = TarScanner::new();
+        let tar = bundle
+            .stream_bundle(node, cancel)
+            .inspect_ok(|chunk| scanner.update(chunk));
+        let uploaded = upload_object(
+            &self.store,
+            &self.layout.object_path(id, &name),
+            &name,
+            tar,
+            &self.upload,
+            &ShipProgress::default(),
+            cancel,
+        )
+        .await;
+        let fail = |source| SnapshotError::Bundle {
+            node: node.name().to_string(),
+            source,
+        };
+        let uploaded = match uploaded {
+            Ok(uploaded) => uploaded,
+            Err(TransportError::Source { source, bytes_read }) => {
+                let error = match source.downcast::<NodeError>() {
+                    Ok(error) => *error,
+                    Err(source) => {
+                        return Err(fail(TransportError::Source { source, bytes_read }));
+                    }
+                };
+                if error.is_unreachable() && bundle.on_unreachable == UnreachablePolicy::Warn {
+                    tracing::warn!(node = node.name(), %error, "node unreachable; its bundle is marked missing");
+                    return Ok(NodeBundle::Missing {
+                        node: node.name().to_string(),
+                        reason: error.to_string(),
+                    });
+                }
+                return Err(SnapshotError::Node(error));
+            }
+            Err(error) => return Err(fail(error)),
+        };
+        let summary = scanner.finish();
+        if !summary.complete {
+            return Err(fail(TransportError::Pipeline(
+                "the tar stream ended without its end-of-archive marker".into(),
+            )));
+        }
+        if summary.service_account_keys.is_empty() {
+            tracing::warn!(
+                node = node.name(),
+                "the bundle holds no service-account key (sa.key, sa.pub)"
+            );
+        }
+        tracing::info!(
+            node = node.name(),
+            entries = summary.entries,
+            stored_bytes = uploaded.stored.size,
+            "node bundle stored"
+        );
+        Ok(NodeBundle::Stored {
+            node: node.name().to_string(),
+            object: uploaded.stored,
+            raw: uploaded.raw,
+            entries: summary.entries,
+            service_account_keys: summary.service_account_keys,
+        })
+    }
+
+    /// Best effort: deletes what a failed snapshot already stored. It has no manifest, so it
+    /// is invisible anyway; retention would remove it after its grace period.
+    async fn remove_uncommitted(&self, id: &SnapshotId) {
+        let folder = self.layout.snapshot_dir(id);
+        let objects: Vec<_> = match self.store.list(Some(&folder)).try_collect().await {
+            Ok(objects) => objects,
+            Err(error) => {
+                tracing::warn!(%error, "could not list the failed snapshot's objects; retention will remove them");
+                return;
+            }
+        };
+        for object in objects {
+            if object.location.filename() == Some(etcd_dr_transport::MANIFEST_OBJECT_NAME) {
+                continue;
+            }
+            if let Err(error) = self.store.delete(&object.location).await {
+                tracing::warn!(key = %object.location, %error, "could not delete an object of the failed snapshot; retention will remove it");
+            }
+        }
+    }
+}
+
+/// A bundle stopped because another node's failed (or shutdown), not failing on its own.
+fn is_cancellation(error: &SnapshotError) -> bool {
+    match error {
+        SnapshotError::Cancelled => true,
+        SnapshotError::Node(error) => matches!(error, NodeError::Cancelled { .. }),
+        SnapshotError::Bundle { source, .. } => matches!(source, TransportError::Cancelled),
+        _ => false,
     }
 }
 

@@ -62,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
     let uploaded = upload_snapshot_data(
         &store,
         &Path::from("bench/etcd.db.zst"),
+        "etcd.db.zst",
         futures::stream::iter(chunks),
         &options,
         &ShipProgress::default(),

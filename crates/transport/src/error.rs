@@ -37,6 +37,28 @@ pub enum TransportError {
         /// What did not match.
         detail: String,
     },
+    /// The snapshot is encrypted and no identity is configured.
+    #[error("snapshot {id} is encrypted (`{object}`, age, to {recipients}) and no identity is configured: set encryption.identity_file to the age identity file of one of those recipients")]
+    IdentityRequired {
+        /// The snapshot.
+        id: SnapshotId,
+        /// The encrypted object.
+        object: String,
+        /// Its recipients (public keys).
+        recipients: String,
+    },
+    /// No configured identity opens the snapshot.
+    #[error("snapshot {id} cannot be decrypted: `{object}` was encrypted to {recipients}, and {identities} holds none of their secret keys")]
+    WrongIdentity {
+        /// The snapshot.
+        id: SnapshotId,
+        /// The encrypted object.
+        object: String,
+        /// Where the identities came from.
+        identities: String,
+        /// The object's recipients (public keys).
+        recipients: String,
+    },
     /// No snapshot with that id has a manifest.
     #[error("snapshot {id} not found (no manifest at `{key}`); run `etcd-dr list` to see what is stored")]
     SnapshotNotFound {

@@ -5,6 +5,8 @@ use crate::TransportError;
 
 /// File name of the compressed snapshot inside a snapshot's folder.
 pub const DATA_OBJECT_NAME: &str = "etcd.db.zst";
+/// Folder of the node bundles inside a snapshot's folder.
+pub const NODES_FOLDER: &str = "nodes";
 /// File name of the manifest inside a snapshot's folder.
 pub const MANIFEST_OBJECT_NAME: &str = "manifest.json";
 
@@ -47,9 +49,21 @@ impl SnapshotLayout {
         self.snapshots.clone().join(id.to_string())
     }
 
-    /// The compressed snapshot object.
+    /// The compressed (plain) snapshot object.
     pub fn data_path(&self, id: &SnapshotId) -> Path {
         self.snapshot_dir(id).join(DATA_OBJECT_NAME)
+    }
+
+    /// An object of a snapshot by its name in the folder, which may hold one `/`
+    /// (`nodes/cp1.tar.zst`).
+    pub fn object_path(&self, id: &SnapshotId, name: &str) -> Path {
+        name.split('/')
+            .fold(self.snapshot_dir(id), |path, part| path.join(part))
+    }
+
+    /// The name (inside the snapshot folder) of `node`'s plain bundle: `nodes/<node>.tar.zst`.
+    pub fn node_bundle_name(node: &str) -> String {
+        format!("{NODES_FOLDER}/{node}.tar.zst")
     }
 
     /// The manifest object.
@@ -62,7 +76,10 @@ impl SnapshotLayout {
     pub fn parse_key(&self, key: &Path) -> Option<(SnapshotId, String)> {
         let mut rest = key.prefix_match(&self.snapshots)?;
         let id = rest.next()?.as_ref().parse().ok()?;
-        let name = rest.next()?.as_ref().to_string();
+        let mut name = rest.next()?.as_ref().to_string();
+        if name == NODES_FOLDER {
+            name = format!("{NODES_FOLDER}/{}", rest.next()?.as_ref());
+        }
         if rest.next().is_some() {
             return None;
         }
@@ -88,7 +105,16 @@ mod tests {
         );
         assert_eq!(
             layout.parse_key(&layout.manifest_path(&id)),
-            Some((id, "manifest.json".to_string()))
+            Some((id.clone(), "manifest.json".to_string()))
+        );
+        let bundle = layout.object_path(&id, &SnapshotLayout::node_bundle_name("cp1"));
+        assert_eq!(
+            bundle.as_ref(),
+            "dr/prod/snapshots/20261125T121900Z-r48211/nodes/cp1.tar.zst"
+        );
+        assert_eq!(
+            layout.parse_key(&bundle),
+            Some((id, "nodes/cp1.tar.zst".to_string()))
         );
     }
 
@@ -106,6 +132,7 @@ mod tests {
             "dr/other/snapshots/20261125T121900Z-r1/manifest.json",
             "dr/prod/snapshots/20261125T121900Z-r1",
             "dr/prod/snapshots/20261125T121900Z-r1/a/b",
+            "dr/prod/snapshots/20261125T121900Z-r1/nodes/a/b",
         ] {
             assert_eq!(layout.parse_key(&Path::from(key)), None, "{key}");
         }

@@ -2,11 +2,12 @@
 //!
 //! Everything here takes an `Arc<dyn ObjectStore>` and a [`SnapshotLayout`] (the prefix); there is
 //! no storage trait of our own. Data flows as streams through bounded channels:
-//! raw etcd chunks → SHA-256 → zstd → multipart upload on the way in, and the reverse on the way
+//! raw etcd chunks → SHA-256 → zstd → (age) → multipart upload on the way in, and the reverse on the way
 //! out. The manifest is written last with a create-only put: it is the commit point.
 
 mod catalog;
 mod digest;
+mod encryption;
 mod error;
 mod layout;
 mod read;
@@ -19,9 +20,14 @@ pub use catalog::{
     SnapshotSelector, UnreadableManifest,
 };
 pub use digest::EtcdStreamDigest;
+pub use encryption::{
+    generate_identity, EncryptionConfig, Identities, Recipients, ENCRYPTED_SUFFIX,
+};
 pub use error::TransportError;
-pub use layout::{SnapshotLayout, DATA_OBJECT_NAME, MANIFEST_OBJECT_NAME};
-pub use read::{read_snapshot, VerifiedSnapshot};
+pub use layout::{SnapshotLayout, DATA_OBJECT_NAME, MANIFEST_OBJECT_NAME, NODES_FOLDER};
+pub use read::{read_object, read_snapshot, VerifiedObject, VerifiedSnapshot};
 pub use retention::{apply_retention, plan_retention, RetentionConfig, RetentionPlan};
 pub use store_config::{oci_s3_endpoint, StoreConfig, StoreKind};
-pub use upload::{upload_snapshot_data, ShipProgress, UploadOptions, UploadedData};
+pub use upload::{
+    upload_object, upload_snapshot_data, ShipProgress, UploadOptions, UploadedData, UploadedObject,
+};

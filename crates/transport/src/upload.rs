@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::digest::{EtcdStreamDigest, EtcdStreamSums};
-use crate::{TransportError, DATA_OBJECT_NAME};
+use crate::{Recipients, TransportError};
 
 /// How snapshot data is compressed and uploaded.
 #[derive(Debug, Clone)]
@@ -25,6 +25,8 @@ pub struct UploadOptions {
     pub part_size: usize,
     /// Parts uploaded at once; with `part_size` this bounds the memory in flight.
     pub max_concurrent_parts: usize,
+    /// age recipients the compressed data is encrypted to; plain when `None`.
+    pub encrypt_to: Option<Recipients>,
 }
 
 impl Default for UploadOptions {
@@ -34,6 +36,7 @@ impl Default for UploadOptions {
             zstd_workers: 0,
             part_size: 8 * 1024 * 1024,
             max_concurrent_parts: 2,
+            encrypt_to: None,
         }
     }
 }
@@ -45,6 +48,26 @@ pub struct ShipProgress {
     pub raw_bytes: AtomicU64,
     /// Compressed bytes handed to the store so far.
     pub stored_bytes: AtomicU64,
+}
+
+impl UploadOptions {
+    /// The stored name of an object whose plain name is `name` (e.g. `etcd.db.zst`): with
+    /// `.age` appended when it is encrypted.
+    pub fn stored_name(&self, name: &str) -> String {
+        match self.encrypt_to {
+            Some(_) => format!("{name}{}", crate::ENCRYPTED_SUFFIX),
+            None => name.to_string(),
+        }
+    }
+}
+
+/// An object uploaded by [`upload_object`].
+#[derive(Debug, Clone)]
+pub struct UploadedObject {
+    /// The plain byte stream as the source gave it.
+    pub raw: ObjectDigest,
+    /// The object as stored.
+    pub stored: StoredObject,
 }
 
 /// What was uploaded: enough to write the manifest.
@@ -66,9 +89,10 @@ const RAW_BATCH_CHUNKS: usize = 8;
 /// queue holds at most 1 MiB.
 const RAW_QUEUE_BATCHES: usize = 4;
 
-/// Streams `chunks` (an etcd snapshot) through SHA-256 and zstd into a multipart upload at
-/// `location`. Memory stays bounded by the part size times the parts in flight, whatever the
-/// snapshot size.
+/// Streams `chunks` (an etcd snapshot) through SHA-256, zstd and (with
+/// [`UploadOptions::encrypt_to`]) age into a multipart upload at `location`, stored as `name`
+/// in the snapshot's folder. Memory stays bounded by the part size times the parts in flight,
+/// whatever the snapshot size.
 ///
 /// On any failure or cancellation the multipart upload is aborted, so nothing is left behind
 /// (no object, no orphan parts). The etcd trailer is checked before the upload is completed: a
@@ -76,6 +100,7 @@ const RAW_QUEUE_BATCHES: usize = 4;
 pub async fn upload_snapshot_data<S, E>(
     store: &Arc<dyn ObjectStore>,
     location: &Path,
+    name: &str,
     chunks: S,
     options: &UploadOptions,
     progress: &ShipProgress,
@@ -85,6 +110,74 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
     E: std::error::Error + Send + Sync + 'static,
 {
+    let (sums, stored) = upload_stream(
+        store, location, name, chunks, options, progress, cancel, true,
+    )
+    .await?;
+    let etcd_sha256 = sums.etcd_sha256.ok_or_else(|| {
+        TransportError::Pipeline("the etcd trailer was checked before the upload completed".into())
+    })?;
+    Ok(UploadedData {
+        raw: ObjectDigest {
+            size: sums.size,
+            sha256: sums.file_sha256,
+        },
+        etcd_sha256,
+        stored,
+    })
+}
+
+/// Streams any byte stream (a node's tar, say) through SHA-256, zstd and (with
+/// [`UploadOptions::encrypt_to`]) age into a multipart upload at `location`, stored as `name`
+/// in the snapshot's folder; the same pipeline and guarantees as [`upload_snapshot_data`],
+/// without the etcd trailer check.
+pub async fn upload_object<S, E>(
+    store: &Arc<dyn ObjectStore>,
+    location: &Path,
+    name: &str,
+    chunks: S,
+    options: &UploadOptions,
+    progress: &ShipProgress,
+    cancel: &CancellationToken,
+) -> Result<UploadedObject, TransportError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let (sums, stored) = upload_stream(
+        store, location, name, chunks, options, progress, cancel, false,
+    )
+    .await?;
+    Ok(UploadedObject {
+        raw: ObjectDigest {
+            size: sums.size,
+            sha256: sums.file_sha256,
+        },
+        stored,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn upload_stream<S, E>(
+    store: &Arc<dyn ObjectStore>,
+    location: &Path,
+    name: &str,
+    chunks: S,
+    options: &UploadOptions,
+    progress: &ShipProgress,
+    cancel: &CancellationToken,
+    check_etcd_trailer: bool,
+) -> Result<(crate::digest::EtcdStreamSums, StoredObject), TransportError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    // Built before the upload starts: bad recipients never leave an upload to abort.
+    let encryptor = options
+        .encrypt_to
+        .as_ref()
+        .map(Recipients::encryptor)
+        .transpose()?;
     let upload = store
         .put_multipart(location)
         .await
@@ -92,14 +185,14 @@ where
     let mut upload = WriteMultipart::new_with_chunk_size(upload, options.part_size);
 
     // Three stages, each on its own thread so they overlap: the async side receives, one
-    // blocking thread hashes the plain stream, another compresses and cuts parts.
+    // blocking thread hashes the plain stream, another compresses (and encrypts) and cuts parts.
     let (raw_tx, raw_rx) = mpsc::channel::<Vec<Bytes>>(RAW_QUEUE_BATCHES);
     let (hashed_tx, hashed_rx) = mpsc::channel::<Vec<Bytes>>(RAW_QUEUE_BATCHES);
     let (part_tx, mut part_rx) = mpsc::channel::<Bytes>(1);
     let hasher = tokio::task::spawn_blocking(move || hash_raw(raw_rx, hashed_tx));
     let compressor = {
         let options = options.clone();
-        tokio::task::spawn_blocking(move || compress_parts(hashed_rx, part_tx, &options))
+        tokio::task::spawn_blocking(move || compress_parts(hashed_rx, part_tx, &options, encryptor))
     };
 
     let feed = feed_raw_chunks(chunks, raw_tx, progress);
@@ -138,7 +231,7 @@ where
             return Err(e);
         }
     };
-    let Some(etcd_sha256) = raw.etcd_sha256.clone() else {
+    if check_etcd_trailer && raw.etcd_sha256.is_none() {
         abort(upload, location).await;
         return Err(TransportError::EtcdHashMismatch {
             detail: format!(
@@ -164,21 +257,16 @@ where
         }
     }
 
-    Ok(UploadedData {
-        raw: ObjectDigest {
-            size: raw.size,
-            sha256: raw.file_sha256,
+    let stored = StoredObject {
+        name: name.to_string(),
+        size: sums.stored_size,
+        sha256: sums.stored_sha256,
+        compression: Compression::Zstd {
+            level: options.zstd_level,
         },
-        etcd_sha256,
-        stored: StoredObject {
-            name: DATA_OBJECT_NAME.to_string(),
-            size: sums.stored_size,
-            sha256: sums.stored_sha256,
-            compression: Compression::Zstd {
-                level: options.zstd_level,
-            },
-        },
-    })
+        encryption: options.encrypt_to.as_ref().map(Recipients::manifest_entry),
+    };
+    Ok((raw, stored))
 }
 
 async fn abort(upload: WriteMultipart, location: &Path) {
@@ -249,17 +337,27 @@ struct CompressedSums {
 /// worker. 2 MiB jobs gave the same output size (203.70 MB) at 41–49 MiB.
 const ZSTD_JOB_SIZE: u32 = 2 * 1024 * 1024;
 
-/// Runs on a blocking thread: compresses the plain stream and cuts the output into parts.
+/// Runs on a blocking thread: compresses (and encrypts) the plain stream and cuts the output
+/// into parts.
 fn compress_parts(
     mut hashed_rx: mpsc::Receiver<Vec<Bytes>>,
     part_tx: mpsc::Sender<Bytes>,
     options: &UploadOptions,
+    encryptor: Option<age::Encryptor>,
 ) -> Result<CompressedSums, TransportError> {
     let pipeline_error =
         |e: std::io::Error| TransportError::Pipeline(format!("zstd compression: {e}"));
     let parts = PartWriter::new(part_tx, options.part_size);
+    let stored = match encryptor {
+        Some(encryptor) => StoredWriter::Age(
+            encryptor
+                .wrap_output(parts)
+                .map_err(|e| TransportError::Pipeline(format!("age encryption: {e}")))?,
+        ),
+        None => StoredWriter::Plain(parts),
+    };
     let mut encoder =
-        zstd::stream::write::Encoder::new(parts, options.zstd_level).map_err(pipeline_error)?;
+        zstd::stream::write::Encoder::new(stored, options.zstd_level).map_err(pipeline_error)?;
     if options.zstd_workers > 0 {
         encoder
             .multithread(options.zstd_workers)
@@ -273,12 +371,47 @@ fn compress_parts(
             encoder.write_all(chunk).map_err(pipeline_error)?;
         }
     }
-    let mut parts = encoder.finish().map_err(pipeline_error)?;
+    let mut parts = encoder
+        .finish()
+        .and_then(StoredWriter::finish)
+        .map_err(pipeline_error)?;
     parts.flush_part().map_err(pipeline_error)?;
     Ok(CompressedSums {
         stored_size: parts.size,
         stored_sha256: hex::encode(parts.sha256.finalize()),
     })
+}
+
+/// Where zstd's output goes: straight into parts, or through age first.
+enum StoredWriter {
+    Plain(PartWriter),
+    Age(age::stream::StreamWriter<PartWriter>),
+}
+
+impl StoredWriter {
+    /// Ends the age stream (its last chunk is marked final, so truncation is detected).
+    fn finish(self) -> std::io::Result<PartWriter> {
+        match self {
+            Self::Plain(parts) => Ok(parts),
+            Self::Age(writer) => writer.finish(),
+        }
+    }
+}
+
+impl Write for StoredWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(parts) => parts.write(data),
+            Self::Age(writer) => writer.write(data),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Plain(parts) => parts.flush(),
+            Self::Age(writer) => writer.flush(),
+        }
+    }
 }
 
 /// Collects compressed output into parts of `part_size` bytes and hands them to the uploader.
@@ -376,6 +509,7 @@ mod tests {
             let uploaded = upload_snapshot_data(
                 &store,
                 &location,
+                "etcd.db.zst",
                 futures::stream::iter(chunked(&stream, 32 * 1024)),
                 &small_parts(workers),
                 &progress,
@@ -416,6 +550,7 @@ mod tests {
         let error = upload_snapshot_data(
             &store,
             &Path::from("s/etcd.db.zst"),
+            "etcd.db.zst",
             futures::stream::iter(chunked(&stream, 32 * 1024)),
             &small_parts(0),
             &ShipProgress::default(),
@@ -440,6 +575,7 @@ mod tests {
         let error = upload_snapshot_data(
             &store,
             &Path::from("s/etcd.db.zst"),
+            "etcd.db.zst",
             futures::stream::iter(chunks),
             &small_parts(0),
             &ShipProgress::default(),

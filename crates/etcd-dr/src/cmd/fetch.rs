@@ -1,12 +1,19 @@
-//! `etcd-dr fetch`: a verified plain `.db` on local disk.
+//! `etcd-dr fetch`: a verified plain `.db` on local disk, or a node's bundle unpacked into a new
+//! directory.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use etcd_dr_transport::{read_snapshot, resolve_snapshot, SnapshotSelector};
+use etcd_dr_core::{NodeBundle, SnapshotManifest};
+use etcd_dr_transport::{
+    read_object, read_snapshot, resolve_snapshot, Identities, SnapshotLayout, SnapshotSelector,
+};
+use object_store::ObjectStore;
+use tokio_util::sync::CancellationToken;
 
-use super::{human_bytes, open_store, shutdown_token};
+use super::{human_bytes, identities, open_store, shutdown_token};
 use crate::settings::Settings;
 
 #[derive(clap::Args)]
@@ -14,9 +21,13 @@ pub struct Args {
     /// Snapshot id, or `latest`.
     #[arg(default_value = "latest")]
     snapshot: String,
-    /// Where to write the `.db` file. An existing file is never replaced.
+    /// Where to write the `.db` file (with --node: the directory to create and unpack into).
+    /// Nothing existing is ever replaced.
     #[arg(long, short)]
     output: PathBuf,
+    /// Fetch this control-plane node's bundle instead of the etcd data.
+    #[arg(long)]
+    node: Option<String>,
 }
 
 pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
@@ -30,6 +41,19 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
     let (store, layout) = open_store(settings)?;
     let cancel = shutdown_token();
     let manifest = resolve_snapshot(&store, &layout, &selector, &cancel).await?;
+    let identities = identities(settings)?;
+    if let Some(node) = &args.node {
+        return fetch_bundle(
+            &store,
+            &layout,
+            &manifest,
+            node,
+            &identities,
+            &args.output,
+            &cancel,
+        )
+        .await;
+    }
 
     let partial = partial_path(&args.output);
     let file = std::fs::OpenOptions::new()
@@ -41,6 +65,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
         &store,
         &layout,
         &manifest,
+        &identities,
         std::io::BufWriter::with_capacity(1 << 20, file),
         &cancel,
     )
@@ -82,4 +107,160 @@ fn partial_path(output: &Path) -> PathBuf {
     let mut name = output.file_name().unwrap_or_default().to_os_string();
     name.push(".partial");
     output.with_file_name(name)
+}
+
+/// Unpacks `node`'s bundle into the new directory `output` (through `<output>.partial`, renamed
+/// only once every checksum matched): modes kept, owners too when run as root.
+async fn fetch_bundle(
+    store: &Arc<dyn ObjectStore>,
+    layout: &SnapshotLayout,
+    manifest: &SnapshotManifest,
+    node: &str,
+    identities: &Identities,
+    output: &Path,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let (object, raw, keys) = match manifest.node_bundle(node) {
+        Some(NodeBundle::Stored {
+            object,
+            raw,
+            service_account_keys,
+            ..
+        }) => (object, raw, service_account_keys),
+        Some(NodeBundle::Missing { reason, .. }) => bail!(
+            "snapshot {} has no bundle of node {node}: it was not reachable when the snapshot was taken ({reason})",
+            manifest.id
+        ),
+        None => {
+            let known: Vec<&str> = manifest.nodes.iter().map(NodeBundle::node).collect();
+            bail!(
+                "snapshot {} has no bundle of node {node} (bundles: {})",
+                manifest.id,
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )
+        }
+    };
+    let partial = partial_path(output);
+    if partial.exists() {
+        bail!(
+            "`{}` exists (left by an interrupted fetch?); remove it first",
+            partial.display()
+        );
+    }
+    // The plain tar flows from the decompressor to the unpacker through a small bounded queue.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+    let unpacker = {
+        let node = node.to_string();
+        let partial = partial.clone();
+        tokio::task::spawn_blocking(move || {
+            etcd_dr_nodes::unpack_bundle(&node, ChannelReader::new(rx), &partial)
+        })
+    };
+    let read = read_object(
+        store,
+        layout,
+        &manifest.id,
+        object,
+        raw,
+        identities,
+        ChannelWriter(tx),
+        cancel,
+    )
+    .await;
+    // Closes the queue (on success, the writer comes back; on failure it is already gone).
+    let read = read.map(|(verified, writer)| {
+        drop(writer);
+        verified
+    });
+    let unpacked = unpacker
+        .await
+        .map_err(|e| anyhow::anyhow!("unpacker thread failed: {e}"));
+    let outcome = match (read, unpacked) {
+        (Ok(verified), Ok(Ok(summary))) => Ok((verified, summary)),
+        // The unpacker's own error says more than the broken queue it left behind.
+        (_, Ok(Err(error))) => Err(anyhow::Error::from(error)),
+        (Err(error), _) => Err(anyhow::Error::from(error)),
+        (_, Err(error)) => Err(error),
+    };
+    let (verified, summary) = match outcome {
+        Ok(done) => done,
+        Err(error) => {
+            let _ = std::fs::remove_dir_all(&partial);
+            return Err(error.context(format!(
+                "fetching the bundle of node {node} from snapshot {}",
+                manifest.id
+            )));
+        }
+    };
+    if output.exists() {
+        let _ = std::fs::remove_dir_all(&partial);
+        bail!(
+            "`{}` appeared meanwhile; nothing was replaced",
+            output.display()
+        );
+    }
+    std::fs::rename(&partial, output)
+        .with_context(|| format!("moving the unpacked bundle to `{}`", output.display()))?;
+    println!(
+        "bundle of node {node} from snapshot {} unpacked into {} ({} entries, {} plain, SHA-256 {})",
+        manifest.id,
+        output.display(),
+        summary.entries,
+        human_bytes(verified.raw_size),
+        raw.sha256
+    );
+    for key in keys {
+        println!("  service-account key: {}", output.join(key).display());
+    }
+    Ok(())
+}
+
+/// The decompressor's side of the queue to the unpacker.
+struct ChannelWriter(std::sync::mpsc::SyncSender<Vec<u8>>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.send(data.to_vec()).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the unpacker stopped")
+        })?;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The unpacker's side of the queue.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    current: std::io::Cursor<Vec<u8>>,
+}
+
+impl ChannelReader {
+    fn new(rx: std::sync::mpsc::Receiver<Vec<u8>>) -> Self {
+        Self {
+            rx,
+            current: std::io::Cursor::new(Vec::new()),
+        }
+    }
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let read = self.current.read(buf)?;
+            if read > 0 || buf.is_empty() {
+                return Ok(read);
+            }
+            match self.rx.recv() {
+                Ok(chunk) => self.current = std::io::Cursor::new(chunk),
+                Err(_) => return Ok(0),
+            }
+        }
+    }
 }

@@ -1,7 +1,9 @@
 //! One file per subcommand.
 
 pub mod fetch;
+pub mod keygen;
 pub mod list;
+pub mod nodes;
 pub mod prune;
 pub mod run;
 pub mod snapshot;
@@ -15,7 +17,7 @@ use etcd_dr_transport::SnapshotLayout;
 use object_store::ObjectStore;
 
 use crate::settings::Settings;
-use crate::snapshot_job::SnapshotContext;
+use crate::snapshot_job::{BundlePlan, SnapshotContext};
 
 /// The store client and the cluster's layout in it.
 pub fn open_store(settings: &Settings) -> anyhow::Result<(Arc<dyn ObjectStore>, SnapshotLayout)> {
@@ -27,16 +29,30 @@ pub fn open_store(settings: &Settings) -> anyhow::Result<(Arc<dyn ObjectStore>, 
     Ok((store, layout))
 }
 
-/// Everything needed to take snapshots.
+/// Everything needed to take snapshots. Refuses, naming the setting, a configuration that
+/// would ship plain data where encryption is required.
 pub fn snapshot_context(settings: &Settings) -> anyhow::Result<SnapshotContext> {
+    settings.validate_for_shipping().context("configuration")?;
     let (store, layout) = open_store(settings)?;
+    let mut upload = settings.upload.options();
+    upload.encrypt_to = settings.encryption.recipients()?;
+    let bundles = settings.bundles_enabled().then(|| BundlePlan {
+        bundle: settings.bundle.clone(),
+        nodes: settings.nodes.clone(),
+    });
     Ok(SnapshotContext {
         cluster: settings.cluster.clone(),
-        source: EtcdSource::new(settings.etcd.clone())?,
+        source: EtcdSource::new(settings.etcd()?.clone())?,
         store,
         layout,
-        upload: settings.upload.options(),
+        upload,
+        bundles,
     })
+}
+
+/// The age identities of `[encryption]` (none when no identity file is set).
+pub fn identities(settings: &Settings) -> anyhow::Result<etcd_dr_transport::Identities> {
+    Ok(settings.encryption.identities()?)
 }
 
 /// Cancelled on the first SIGINT or SIGTERM.

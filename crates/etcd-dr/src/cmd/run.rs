@@ -1,14 +1,15 @@
-//! `etcd-dr run`: the daemon.
+//! `etcd-dr run`: the daemon. The HTTP API, the store check and the role's loop (primary:
+//! snapshots on the schedule; secondary: poll, verify, pre-stage) until SIGTERM or SIGINT.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
-use etcd_dr_transport::{apply_retention, list_snapshots, plan_retention, ShipProgress};
-use tokio_util::sync::CancellationToken;
+use anyhow::Context;
+use etcd_dr_control::{ApiToken, AppState, HttpConfig, Metrics, Role, TOKEN_ENV};
 
-use super::{shutdown_token, snapshot_context};
+use super::{open_store, shutdown_token, snapshot_context};
+use crate::daemon::{primary, secondary, store_check, systemd, DaemonHandle, DaemonState};
 use crate::settings::Settings;
-use crate::snapshot_job::{SnapshotContext, SnapshotOutcome};
 
 /// How long an in-flight snapshot gets to abort its upload after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -17,83 +18,135 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub struct Args {}
 
 pub async fn run(settings: &Settings, _args: Args) -> anyhow::Result<()> {
-    let context = snapshot_context(settings)?;
-    let schedule = settings
-        .schedule
-        .schedule()
-        .ok_or_else(|| anyhow::anyhow!("schedule: set schedule.interval or schedule.cron"))?;
     let cancel = shutdown_token();
+    // The one registry of the process.
+    let metrics = Metrics::new(settings.role)?;
+    let token = load_token(&settings.http)?;
+    let (store, layout) = open_store(settings)?;
+    let secondary_config = settings.secondary();
+    let (snapshots, schedule) = match settings.role {
+        Role::Primary => {
+            let schedule = settings.schedule.schedule().ok_or_else(|| {
+                anyhow::anyhow!("schedule: set schedule.interval or schedule.cron")
+            })?;
+            metrics.set_expected_interval(primary::expected_interval(&schedule));
+            (Some(snapshot_context(settings)?), Some(schedule))
+        }
+        Role::Secondary => {
+            metrics.set_expected_interval(secondary_config.expected_interval);
+            (None, None)
+        }
+    };
+    let state = Arc::new(DaemonState::new(
+        settings.clone(),
+        metrics.clone(),
+        store,
+        layout,
+        snapshots,
+        cancel.clone(),
+    ));
+    if settings.role == Role::Secondary {
+        secondary::prepare(&state, &secondary_config)?;
+    }
+
+    let listener = etcd_dr_control::bind(settings.http.listen).await?;
+    let listen = listener
+        .local_addr()
+        .context("http.listen: the bound address")?;
+    let router = etcd_dr_control::router(AppState {
+        daemon: Arc::new(DaemonHandle(state.clone())),
+        metrics,
+        token,
+        readiness_grace: settings.http.readiness_grace,
+    });
+    let server = tokio::spawn(etcd_dr_control::serve(listener, router, cancel.clone()));
+
+    // Start-up knowledge, bounded so that systemd hears READY in time even with the store away.
+    store_check::check_once(&state).await;
+    if settings.role == Role::Primary
+        && tokio::time::timeout(
+            settings.http.store_check_timeout,
+            primary::load_baseline(&state),
+        )
+        .await
+        .is_err()
+    {
+        tracing::warn!("the store did not list in time at start-up; status starts empty");
+    }
+    let checker = {
+        let state = state.clone();
+        tokio::spawn(async move { store_check::run(&state).await })
+    };
     tracing::info!(
+        role = settings.role.as_str(),
         cluster = %settings.cluster,
         store = %settings.store.describe(),
-        schedule = %schedule.describe(),
+        schedule = %schedule.as_ref().map_or_else(
+            || format!("poll every {}", humantime::format_duration(secondary_config.poll_interval)),
+            |s| s.describe()
+        ),
+        %listen,
         "etcd-dr daemon started"
     );
-    let progress = ShipProgress::default();
-    let cycle = || run_cycle(&context, settings, &progress, &cancel);
-    let scheduled = etcd_dr_scheduler::run_schedule(
-        &schedule,
-        &cancel,
-        |at| tracing::debug!(next_run = %at, "next snapshot planned"),
-        cycle,
-    );
-    tokio::select! {
-        _ = scheduled => {}
-        _ = async { cancel.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
-            tracing::warn!("the running snapshot did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
+    systemd::ready(&format!(
+        "{} of cluster {}, API on {listen}",
+        settings.role.as_str(),
+        settings.cluster
+    ));
+    if let Some(period) = systemd::watchdog_interval() {
+        tokio::spawn(systemd::run_watchdog(period, cancel.clone()));
+    }
+    let role_loop = async {
+        match &schedule {
+            Some(schedule) => primary::run(&state, schedule).await,
+            None => secondary::run(&state, &secondary_config).await,
+        }
+        // A snapshot started through the API may still be aborting its upload.
+        let _ = state.snapshot_lock.lock().await;
+    };
+    tokio::pin!(role_loop);
+    let finished = tokio::select! {
+        _ = &mut role_loop => true,
+        _ = cancel.cancelled() => false,
+    };
+    // systemd hears STOPPING at once, while an upload in flight is still being aborted.
+    systemd::stopping();
+    if !finished
+        && tokio::time::timeout(SHUTDOWN_GRACE, role_loop)
+            .await
+            .is_err()
+    {
+        tracing::warn!(
+            "the running snapshot did not stop within {SHUTDOWN_GRACE:?}; exiting anyway"
+        );
+    }
+    cancel.cancel();
+    let _ = checker.await;
+    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(error))) => tracing::error!(%error, "HTTP server failed"),
+        Ok(Err(error)) => tracing::error!(%error, "HTTP server task failed"),
+        Err(_) => {
+            tracing::warn!("HTTP requests still open after {SHUTDOWN_GRACE:?}; exiting anyway")
         }
     }
     tracing::info!("etcd-dr daemon stopped");
     Ok(())
 }
 
-/// One scheduled run: a snapshot (unless nothing changed), then retention.
-async fn run_cycle(
-    context: &SnapshotContext,
-    settings: &Settings,
-    progress: &ShipProgress,
-    cancel: &CancellationToken,
-) {
-    progress
-        .raw_bytes
-        .store(0, std::sync::atomic::Ordering::Relaxed);
-    progress
-        .stored_bytes
-        .store(0, std::sync::atomic::Ordering::Relaxed);
-    match context
-        .take_snapshot(None, settings.schedule.skip_unchanged, progress, cancel)
-        .await
-    {
-        Ok(SnapshotOutcome::Taken(manifest)) => {
-            tracing::info!(id = %manifest.id, revision = manifest.etcd.revision, "scheduled snapshot stored");
-        }
-        Ok(SnapshotOutcome::Unchanged { revision, newest }) => {
-            tracing::info!(revision, newest = %newest, "revision unchanged since the newest snapshot; skipped");
-            return;
-        }
-        Err(error) if cancel.is_cancelled() => {
-            tracing::info!(%error, "snapshot interrupted by shutdown; its upload was aborted");
-            return;
-        }
-        Err(error) => {
-            tracing::error!(%error, "scheduled snapshot failed");
-            return;
+/// The API token from `http.token_file`, else `ETCD_DR_API_TOKEN`, else none (mutating
+/// endpoints then answer 403).
+fn load_token(http: &HttpConfig) -> anyhow::Result<Option<ApiToken>> {
+    if let Some(path) = &http.token_file {
+        return Ok(Some(ApiToken::from_file(path)?));
+    }
+    match std::env::var(TOKEN_ENV) {
+        Ok(text) => Ok(Some(ApiToken::new(&text, TOKEN_ENV)?)),
+        Err(_) => {
+            tracing::warn!(
+                "no API token (http.token_file or {TOKEN_ENV}): POST endpoints are disabled"
+            );
+            Ok(None)
         }
     }
-    if let Err(error) = prune(context, settings, cancel).await {
-        tracing::error!(%error, "retention failed");
-    }
-}
-
-async fn prune(
-    context: &SnapshotContext,
-    settings: &Settings,
-    cancel: &CancellationToken,
-) -> anyhow::Result<()> {
-    let catalog = list_snapshots(&context.store, &context.layout, cancel).await?;
-    let plan = plan_retention(&catalog, &settings.retention, Utc::now());
-    if !plan.is_empty() {
-        apply_retention(&context.store, &context.layout, &plan, cancel).await?;
-    }
-    Ok(())
 }

@@ -21,7 +21,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
     let cancel = shutdown_token();
     let progress = ShipProgress::default();
     let outcome = context
-        .take_snapshot(args.label, false, &progress, &cancel)
+        .take_snapshot(args.label, false, &progress, &|_| {}, &cancel)
         .await?;
     let SnapshotOutcome::Taken(manifest) = outcome else {
         anyhow::bail!("no snapshot was taken");

@@ -3,9 +3,10 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use etcd_dr_transport::{read_snapshot, resolve_snapshot, SnapshotSelector};
+use etcd_dr_core::NodeBundle;
+use etcd_dr_transport::{read_object, read_snapshot, resolve_snapshot, SnapshotSelector};
 
-use super::{human_bytes, open_store, shutdown_token};
+use super::{human_bytes, identities, open_store, shutdown_token};
 use crate::settings::Settings;
 
 #[derive(clap::Args)]
@@ -20,10 +21,18 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
     let (store, layout) = open_store(settings)?;
     let cancel = shutdown_token();
     let manifest = resolve_snapshot(&store, &layout, &selector, &cancel).await?;
+    let identities = identities(settings)?;
     let started = Instant::now();
-    let (verified, _) = read_snapshot(&store, &layout, &manifest, std::io::sink(), &cancel)
-        .await
-        .with_context(|| format!("verifying snapshot {}", manifest.id))?;
+    let (verified, _) = read_snapshot(
+        &store,
+        &layout,
+        &manifest,
+        &identities,
+        std::io::sink(),
+        &cancel,
+    )
+    .await
+    .with_context(|| format!("verifying snapshot {}", manifest.id))?;
     println!(
         "snapshot {} OK: {} stored, {} plain, SHA-256 {} (etcd trailer matches), {:.2}s",
         manifest.id,
@@ -32,5 +41,44 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
         manifest.raw.sha256,
         started.elapsed().as_secs_f64()
     );
+    for bundle in &manifest.nodes {
+        match bundle {
+            NodeBundle::Stored {
+                node,
+                object,
+                raw,
+                entries,
+                ..
+            } => {
+                let (checked, _) = read_object(
+                    &store,
+                    &layout,
+                    &manifest.id,
+                    object,
+                    raw,
+                    &identities,
+                    std::io::sink(),
+                    &cancel,
+                )
+                .await
+                .with_context(|| {
+                    format!(
+                        "verifying the bundle of node {node} in snapshot {}",
+                        manifest.id
+                    )
+                })?;
+                println!(
+                    "  node {node} OK: {} stored, {} plain tar, {entries} entries",
+                    human_bytes(checked.stored_size),
+                    human_bytes(checked.raw_size)
+                );
+            }
+            NodeBundle::Missing { node, reason } => {
+                println!(
+                    "  node {node} MISSING (not reachable when the snapshot was taken): {reason}"
+                );
+            }
+        }
+    }
     Ok(())
 }

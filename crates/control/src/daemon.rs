@@ -1,0 +1,73 @@
+use async_trait::async_trait;
+use etcd_dr_core::{SnapshotId, SnapshotManifest};
+use serde::{Deserialize, Serialize};
+
+use crate::DaemonStatus;
+
+/// What the HTTP API needs from the daemon. The binary implements it; this crate knows nothing
+/// of etcd or the store.
+///
+/// New actions (promote) are added as methods with a default body that answers
+/// [`ActionError::Unsupported`], so existing implementations keep compiling.
+#[async_trait]
+pub trait Daemon: Send + Sync + 'static {
+    /// The current state; cheap, called on every status, readiness and metrics request.
+    fn status(&self) -> DaemonStatus;
+
+    /// Every complete snapshot in the store (any order; the API sorts newest first).
+    async fn list_snapshots(&self) -> Result<Vec<SnapshotManifest>, ActionError>;
+
+    /// One snapshot's manifest.
+    async fn get_snapshot(&self, id: &SnapshotId) -> Result<SnapshotManifest, ActionError>;
+
+    /// Starts a snapshot now and returns once it is under way (its id known).
+    /// [`ActionError::Busy`] when one is already running.
+    async fn trigger_snapshot(
+        &self,
+        request: SnapshotRequest,
+    ) -> Result<SnapshotAccepted, ActionError> {
+        let _ = request;
+        Err(ActionError::Unsupported(
+            "this instance does not take snapshots".into(),
+        ))
+    }
+}
+
+/// Body of `POST /v1/snapshots` (optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotRequest {
+    /// Free text stored in the manifest, e.g. `"before upgrade to 1.31"`.
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// Answer to `POST /v1/snapshots`: the snapshot that is now being taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotAccepted {
+    /// Its id; if the stream fails over to another member, `/v1/status` shows the new id.
+    pub id: SnapshotId,
+}
+
+/// Why the daemon could not do what was asked. Each maps to one HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    /// Something conflicting already runs (a snapshot, a promote): 409.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// This instance does not do that (role, configuration): 409.
+    #[error("not supported here: {0}")]
+    Unsupported(String),
+    /// No such snapshot: 404.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The request itself is wrong: 400.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// A dependency (store, etcd) did not answer: 503.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The action was attempted and failed: 500.
+    #[error("failed: {0}")]
+    Failed(String),
+}

@@ -1,0 +1,383 @@
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+use crate::{ControlError, DaemonStatus, Role, SnapshotSummary};
+
+/// Upper bounds of the snapshot duration histogram, in seconds: from a small test cluster to a
+/// multi-GiB production one over a slow link.
+const DURATION_BUCKETS: &[f64] = &[
+    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+];
+
+/// Every metric etcd-dr exports, in the one registry the daemon builds at start-up.
+///
+/// Counters and histograms are recorded by the daemon as things happen; gauges that derive from
+/// the daemon's state (lag, in progress, store reachable) are refreshed from its
+/// [`DaemonStatus`] at each scrape, so they are never stale.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    replication_lag: Gauge,
+    last_success: Gauge,
+    snapshot_duration: Histogram,
+    snapshot_size: IntGaugeVec,
+    snapshots: IntCounterVec,
+    uploaded_bytes: IntCounter,
+    etcd_revision: IntGauge,
+    snapshots_stored: IntGauge,
+    verify_failures: IntCounter,
+    verified_snapshots: IntCounter,
+    in_progress: IntGauge,
+    store_reachable: IntGauge,
+    expected_interval: Gauge,
+    failing: IntGauge,
+}
+
+impl Metrics {
+    /// Builds the registry with every metric present from the start (labelled ones with every
+    /// label value), so dashboards and alerts see zeros rather than nothing.
+    pub fn new(role: Role) -> Result<Self, ControlError> {
+        let registry = Registry::new();
+        let gauge = |name: &str, help: &str| -> Result<Gauge, ControlError> {
+            let metric = Gauge::with_opts(Opts::new(name, help))?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok(metric)
+        };
+        let int_gauge = |name: &str, help: &str| -> Result<IntGauge, ControlError> {
+            let metric = IntGauge::with_opts(Opts::new(name, help))?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok(metric)
+        };
+        let counter = |name: &str, help: &str| -> Result<IntCounter, ControlError> {
+            let metric = IntCounter::with_opts(Opts::new(name, help))?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok(metric)
+        };
+
+        let replication_lag = gauge(
+            "etcd_dr_replication_lag_seconds",
+            "Seconds since the newest complete and verified snapshot was created (since start-up while none is known).",
+        )?;
+        let last_success = gauge(
+            "etcd_dr_last_success_timestamp_seconds",
+            "Unix time of the last snapshot taken (primary) or verified (secondary); 0 before the first.",
+        )?;
+        let snapshot_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "etcd_dr_snapshot_duration_seconds",
+                "Time to take and upload a snapshot (primary) or to stream it back and verify it (secondary).",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(snapshot_duration.clone()))?;
+        let snapshot_size = IntGaugeVec::new(
+            Opts::new(
+                "etcd_dr_snapshot_size_bytes",
+                "Size of the newest snapshot taken or verified: kind=raw is the plain etcd database, kind=stored the compressed object.",
+            ),
+            &["kind"],
+        )?;
+        registry.register(Box::new(snapshot_size.clone()))?;
+        let snapshots = IntCounterVec::new(
+            Opts::new(
+                "etcd_dr_snapshots_total",
+                "Snapshot runs by result (success, failure, unchanged: skipped because etcd's revision had not moved).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(snapshots.clone()))?;
+        let uploaded_bytes = counter(
+            "etcd_dr_uploaded_bytes_total",
+            "Compressed bytes sent to the store, including those of uploads that later failed.",
+        )?;
+        let etcd_revision = int_gauge(
+            "etcd_dr_etcd_revision",
+            "etcd revision of the newest snapshot taken (primary) or verified (secondary).",
+        )?;
+        let snapshots_stored = int_gauge(
+            "etcd_dr_snapshots_stored",
+            "Complete snapshots in the store at the last listing.",
+        )?;
+        let verify_failures = counter(
+            "etcd_dr_verify_failures_total",
+            "Stored snapshots that did not match their manifest when streamed back.",
+        )?;
+        let verified_snapshots = counter(
+            "etcd_dr_verified_snapshots_total",
+            "Stored snapshots streamed back and found to match their manifest.",
+        )?;
+        let in_progress = int_gauge(
+            "etcd_dr_snapshot_in_progress",
+            "1 while a snapshot is being taken or verified.",
+        )?;
+        let store_reachable = int_gauge(
+            "etcd_dr_store_reachable",
+            "1 when the last check reached the store, else 0.",
+        )?;
+        let expected_interval = gauge(
+            "etcd_dr_snapshot_interval_seconds",
+            "Expected time between snapshots (the primary's schedule); alerts compare the lag with it.",
+        )?;
+        let failing = int_gauge(
+            "etcd_dr_failing",
+            "1 while the last snapshot or poll cycle failed, else 0.",
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "etcd_dr_build_info",
+                "Always 1; the labels give the version and role of this etcd-dr.",
+            ),
+            &["version", "role"],
+        )?;
+        registry.register(Box::new(build_info.clone()))?;
+
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), role.as_str()])
+            .set(1);
+        for kind in ["raw", "stored"] {
+            snapshot_size.with_label_values(&[kind]).set(0);
+        }
+        for result in ["success", "failure", "unchanged"] {
+            snapshots.with_label_values(&[result]).reset();
+        }
+        Ok(Self {
+            registry,
+            replication_lag,
+            last_success,
+            snapshot_duration,
+            snapshot_size,
+            snapshots,
+            uploaded_bytes,
+            etcd_revision,
+            snapshots_stored,
+            verify_failures,
+            verified_snapshots,
+            in_progress,
+            store_reachable,
+            expected_interval,
+            failing,
+        })
+    }
+
+    /// The registry, for anything else that wants to register metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The expected time between snapshots, for the lag alert.
+    pub fn set_expected_interval(&self, interval: Duration) {
+        self.expected_interval.set(interval.as_secs_f64());
+    }
+
+    /// A snapshot was taken and committed (primary).
+    pub fn snapshot_taken(&self, snapshot: &SnapshotSummary) {
+        self.snapshots.with_label_values(&["success"]).inc();
+        self.snapshot_duration.observe(snapshot.duration_seconds);
+        self.record_newest(snapshot);
+        self.last_success
+            .set(timestamp_seconds(snapshot.completed_at));
+    }
+
+    /// A snapshot run found etcd unchanged and stored nothing.
+    pub fn snapshot_unchanged(&self) {
+        self.snapshots.with_label_values(&["unchanged"]).inc();
+    }
+
+    /// A snapshot run failed.
+    pub fn snapshot_failed(&self) {
+        self.snapshots.with_label_values(&["failure"]).inc();
+    }
+
+    /// Compressed bytes that went to the store.
+    pub fn add_uploaded_bytes(&self, bytes: u64) {
+        self.uploaded_bytes.inc_by(bytes);
+    }
+
+    /// A stored snapshot was streamed back and matched its manifest (secondary), taking
+    /// `seconds`.
+    pub fn snapshot_verified(&self, snapshot: &SnapshotSummary, seconds: f64, at: DateTime<Utc>) {
+        self.verified_snapshots.inc();
+        self.snapshot_duration.observe(seconds);
+        self.record_newest(snapshot);
+        self.last_success.set(timestamp_seconds(at));
+    }
+
+    /// A stored snapshot did not match its manifest.
+    pub fn verify_failed(&self) {
+        self.verify_failures.inc();
+    }
+
+    /// The number of complete snapshots found by the last listing.
+    pub fn set_snapshots_stored(&self, count: usize) {
+        self.snapshots_stored
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Sizes and revision of the newest snapshot known (taken, verified, or found at start-up).
+    pub fn record_newest(&self, snapshot: &SnapshotSummary) {
+        self.snapshot_size
+            .with_label_values(&["raw"])
+            .set(i64::try_from(snapshot.raw_bytes).unwrap_or(i64::MAX));
+        self.snapshot_size
+            .with_label_values(&["stored"])
+            .set(i64::try_from(snapshot.stored_bytes).unwrap_or(i64::MAX));
+        self.etcd_revision.set(snapshot.revision);
+    }
+
+    /// Refreshes the gauges that derive from the daemon's state.
+    pub fn observe_status(&self, status: &DaemonStatus, now: DateTime<Utc>) {
+        self.replication_lag
+            .set(status.replication_lag_seconds(now));
+        self.in_progress.set(i64::from(status.in_flight.is_some()));
+        self.store_reachable
+            .set(i64::from(status.store.reachable == Some(true)));
+        self.failing.set(i64::from(status.failing_since.is_some()));
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> Result<String, ControlError> {
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
+        String::from_utf8(buffer)
+            .map_err(|e| ControlError::Metrics(prometheus::Error::Msg(e.to_string())))
+    }
+
+    /// The name of every metric family in the registry (histograms without their
+    /// `_bucket`/`_sum`/`_count` suffixes).
+    pub fn family_names(&self) -> Vec<String> {
+        self.registry
+            .gather()
+            .iter()
+            .map(|family| family.name().to_string())
+            .collect()
+    }
+}
+
+fn timestamp_seconds(at: DateTime<Utc>) -> f64 {
+    at.timestamp_millis() as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use etcd_dr_core::SnapshotId;
+
+    /// `name{labels} value` lines of the exposition, comments dropped.
+    fn samples(text: &str) -> Vec<(String, f64)> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| {
+                let (name, value) = l.rsplit_once(' ').unwrap();
+                (name.to_string(), value.parse().unwrap())
+            })
+            .collect()
+    }
+
+    fn value(text: &str, name: &str) -> f64 {
+        samples(text)
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+            .1
+    }
+
+    #[test]
+    fn every_metric_is_present_at_zero_from_the_start() {
+        let metrics = Metrics::new(Role::Primary).unwrap();
+        let text = metrics.encode().unwrap();
+        for name in [
+            "etcd_dr_replication_lag_seconds",
+            "etcd_dr_last_success_timestamp_seconds",
+            "etcd_dr_snapshot_duration_seconds_count",
+            "etcd_dr_snapshot_size_bytes{kind=\"raw\"}",
+            "etcd_dr_snapshot_size_bytes{kind=\"stored\"}",
+            "etcd_dr_snapshots_total{result=\"success\"}",
+            "etcd_dr_snapshots_total{result=\"failure\"}",
+            "etcd_dr_snapshots_total{result=\"unchanged\"}",
+            "etcd_dr_uploaded_bytes_total",
+            "etcd_dr_etcd_revision",
+            "etcd_dr_snapshots_stored",
+            "etcd_dr_verify_failures_total",
+            "etcd_dr_verified_snapshots_total",
+            "etcd_dr_snapshot_in_progress",
+            "etcd_dr_store_reachable",
+            "etcd_dr_snapshot_interval_seconds",
+            "etcd_dr_failing",
+        ] {
+            assert_eq!(value(&text, name), 0.0, "{name}");
+        }
+        let build = format!(
+            "etcd_dr_build_info{{role=\"primary\",version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(value(&text, &build), 1.0);
+        assert_eq!(metrics.family_names().len(), 15);
+    }
+
+    #[test]
+    fn values_move_with_events_and_status() {
+        let metrics = Metrics::new(Role::Secondary).unwrap();
+        let start = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
+        let snapshot = SnapshotSummary {
+            id: SnapshotId::new(start, 77),
+            revision: 77,
+            raw_bytes: 4096,
+            stored_bytes: 1024,
+            duration_seconds: 3.0,
+            created_at: start,
+            completed_at: start + chrono::Duration::seconds(3),
+        };
+        metrics.snapshot_taken(&snapshot);
+        metrics.snapshot_failed();
+        metrics.add_uploaded_bytes(1024);
+        metrics.add_uploaded_bytes(10);
+        metrics.verify_failed();
+        metrics.set_snapshots_stored(4);
+        metrics.set_expected_interval(Duration::from_secs(900));
+        let mut status = DaemonStatus::starting(Role::Secondary, "prod", "local", start);
+        status.newest_verified = Some(snapshot.clone());
+        status.store.reachable = Some(true);
+        metrics.observe_status(&status, start + chrono::Duration::seconds(42));
+
+        let text = metrics.encode().unwrap();
+        assert_eq!(value(&text, "etcd_dr_replication_lag_seconds"), 42.0);
+        assert_eq!(
+            value(&text, "etcd_dr_last_success_timestamp_seconds"),
+            (start.timestamp() + 3) as f64
+        );
+        assert_eq!(value(&text, "etcd_dr_snapshot_duration_seconds_count"), 1.0);
+        assert_eq!(value(&text, "etcd_dr_snapshot_duration_seconds_sum"), 3.0);
+        assert_eq!(
+            value(&text, "etcd_dr_snapshot_duration_seconds_bucket{le=\"5\"}"),
+            1.0
+        );
+        assert_eq!(
+            value(&text, "etcd_dr_snapshot_size_bytes{kind=\"raw\"}"),
+            4096.0
+        );
+        assert_eq!(
+            value(&text, "etcd_dr_snapshot_size_bytes{kind=\"stored\"}"),
+            1024.0
+        );
+        assert_eq!(
+            value(&text, "etcd_dr_snapshots_total{result=\"success\"}"),
+            1.0
+        );
+        assert_eq!(
+            value(&text, "etcd_dr_snapshots_total{result=\"failure\"}"),
+            1.0
+        );
+        assert_eq!(value(&text, "etcd_dr_uploaded_bytes_total"), 1034.0);
+        assert_eq!(value(&text, "etcd_dr_etcd_revision"), 77.0);
+        assert_eq!(value(&text, "etcd_dr_snapshots_stored"), 4.0);
+        assert_eq!(value(&text, "etcd_dr_verify_failures_total"), 1.0);
+        assert_eq!(value(&text, "etcd_dr_store_reachable"), 1.0);
+        assert_eq!(value(&text, "etcd_dr_snapshot_interval_seconds"), 900.0);
+    }
+}

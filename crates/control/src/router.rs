@@ -1,0 +1,83 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::routes::{health, metrics, snapshots, status};
+use crate::{ApiError, ApiToken, ControlError, Daemon, Metrics};
+
+/// What every handler gets.
+#[derive(Clone)]
+pub struct AppState {
+    /// The daemon behind the API.
+    pub daemon: Arc<dyn Daemon>,
+    /// The one registry.
+    pub metrics: Metrics,
+    /// Bearer token of mutating endpoints; `None` disables them (403).
+    pub token: Option<ApiToken>,
+    /// How long failing cycles keep `/readyz` green.
+    pub readiness_grace: Duration,
+}
+
+/// The API's routes. Every error answer, including unknown paths and methods, is JSON.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
+        .route("/v1/status", get(status::status))
+        .route(
+            "/v1/snapshots",
+            get(snapshots::list).post(snapshots::trigger),
+        )
+        .route("/v1/snapshots/{id}", get(snapshots::get))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no endpoint at `{}`; see /v1/status, /v1/snapshots, /metrics, /healthz, /readyz",
+            uri.path()
+        ),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("`{method}` is not allowed on `{}`", uri.path()),
+    )
+}
+
+/// Binds the listen address (errors name `http.listen`).
+pub async fn bind(address: SocketAddr) -> Result<TcpListener, ControlError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| ControlError::Bind {
+            address: address.to_string(),
+            source,
+        })
+}
+
+/// Serves the API on `listener` until `cancel` fires, then finishes open requests.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    cancel: CancellationToken,
+) -> Result<(), ControlError> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
+        .map_err(ControlError::Serve)
+}

@@ -1,0 +1,96 @@
+//! `GET /v1/snapshots`, `GET /v1/snapshots/{id}`, `POST /v1/snapshots`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use etcd_dr_core::{SnapshotId, SnapshotManifest};
+use serde::{Deserialize, Serialize};
+
+use crate::router::AppState;
+use crate::{ApiError, ApiToken, SnapshotRequest};
+
+/// Labels longer than this are refused: they end up in every listing.
+const MAX_LABEL_CHARS: usize = 256;
+
+/// The answer of `GET /v1/snapshots`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotList {
+    /// How many complete snapshots the store holds.
+    pub count: usize,
+    /// Their manifests, newest first.
+    pub snapshots: Vec<SnapshotManifest>,
+}
+
+/// `GET /v1/snapshots`: every complete snapshot, newest first.
+pub async fn list(State(state): State<AppState>) -> Result<Json<SnapshotList>, ApiError> {
+    let mut snapshots = state.daemon.list_snapshots().await?;
+    snapshots.sort_by(|a, b| b.id.cmp(&a.id));
+    Ok(Json(SnapshotList {
+        count: snapshots.len(),
+        snapshots,
+    }))
+}
+
+/// `GET /v1/snapshots/{id}`: one manifest.
+pub async fn get(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<SnapshotManifest>, ApiError> {
+    let Path(id) =
+        id.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_snapshot_id", e.body_text()))?;
+    let id: SnapshotId = id.parse().map_err(|e: etcd_dr_core::SnapshotIdError| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_snapshot_id", e.to_string())
+    })?;
+    Ok(Json(state.daemon.get_snapshot(&id).await?))
+}
+
+/// `POST /v1/snapshots` (token required): take a snapshot now. Body optional:
+/// `{"label": "before upgrade"}`. 202 with the id, 409 when one is already running.
+pub async fn trigger(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    ApiToken::check(state.token.as_ref(), &headers)?;
+    let body = body.map_err(|e| ApiError::new(e.status(), "bad_request_body", e.body_text()))?;
+    let request: SnapshotRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        SnapshotRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request_body",
+                format!("expected nothing or {{\"label\": \"...\"}}: {e}"),
+            )
+        })?
+    };
+    if let Some(label) = &request.label {
+        if label.chars().count() > MAX_LABEL_CHARS || label.chars().any(char::is_control) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_label",
+                format!(
+                    "a label is at most {MAX_LABEL_CHARS} characters, without control characters"
+                ),
+            ));
+        }
+    }
+    let accepted = state.daemon.trigger_snapshot(request).await.map_err(|e| {
+        if let crate::ActionError::Busy(detail) = e {
+            ApiError::new(StatusCode::CONFLICT, "snapshot_in_progress", detail)
+        } else {
+            ApiError::from(e)
+        }
+    })?;
+    tracing::info!(id = %accepted.id, "snapshot triggered through the API");
+    let location = format!("/v1/snapshots/{}", accepted.id);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(accepted),
+    )
+        .into_response())
+}

@@ -1,0 +1,257 @@
+use chrono::{DateTime, Utc};
+use etcd_dr_core::{SnapshotId, SnapshotManifest};
+use serde::{Deserialize, Serialize};
+
+/// What this instance does: take snapshots, or watch them arrive in the other region.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Takes snapshots of etcd and ships them to the store.
+    #[default]
+    Primary,
+    /// Watches the same store from the other region, verifies each new snapshot, reports lag.
+    Secondary,
+}
+
+impl Role {
+    /// `primary` or `secondary`, as in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Secondary => "secondary",
+        }
+    }
+}
+
+/// The daemon's state as the binary reports it; the HTTP API adds what it computes (lag).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    /// `primary` or `secondary`.
+    pub role: Role,
+    /// The configured cluster name (the folder in the store).
+    pub cluster: String,
+    /// etcd-dr version.
+    pub version: String,
+    /// When this process started.
+    pub started_at: DateTime<Utc>,
+    /// The store and whether the last check reached it.
+    pub store: StoreHealth,
+    /// When the next snapshot (primary) or poll (secondary) is due.
+    pub schedule: Option<ScheduleStatus>,
+    /// The newest snapshot this instance took (primary) or verified (secondary).
+    pub last_snapshot: Option<SnapshotSummary>,
+    /// The newest snapshot known complete and verified: replication lag is measured from it.
+    pub newest_verified: Option<SnapshotSummary>,
+    /// What runs right now, if anything.
+    pub in_flight: Option<InFlight>,
+    /// The most recent failure, kept after later successes so operators can see it.
+    pub last_error: Option<LastError>,
+    /// Since when every cycle has failed; `None` while the last cycle succeeded.
+    pub failing_since: Option<DateTime<Utc>>,
+    /// Secondary only: polling, verification and the pre-staged copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secondary: Option<SecondaryStatus>,
+    /// Whether this instance was fenced by a promote; `None` until promote support reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fenced: Option<bool>,
+}
+
+impl DaemonStatus {
+    /// A fresh status at start-up: nothing known yet.
+    pub fn starting(role: Role, cluster: &str, store: &str, started_at: DateTime<Utc>) -> Self {
+        Self {
+            role,
+            cluster: cluster.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at,
+            store: StoreHealth {
+                description: store.to_string(),
+                reachable: None,
+                checked_at: None,
+                error: None,
+            },
+            schedule: None,
+            last_snapshot: None,
+            newest_verified: None,
+            in_flight: None,
+            last_error: None,
+            failing_since: None,
+            secondary: None,
+            fenced: None,
+        }
+    }
+
+    /// Seconds between `now` and the creation of the newest verified snapshot. With none known,
+    /// the time since start-up: a lower bound that keeps growing, so lag alerts still fire.
+    pub fn replication_lag_seconds(&self, now: DateTime<Utc>) -> f64 {
+        let since = self
+            .newest_verified
+            .as_ref()
+            .map_or(self.started_at, |s| s.created_at);
+        ((now - since).num_milliseconds() as f64 / 1000.0).max(0.0)
+    }
+}
+
+/// The store and the last check of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoreHealth {
+    /// Human-readable store (`s3 bucket dr-backups at https://…`), no credentials.
+    pub description: String,
+    /// Whether the last check reached it; `None` before the first check.
+    pub reachable: Option<bool>,
+    /// When it was last checked.
+    pub checked_at: Option<DateTime<Utc>>,
+    /// Why the last check failed.
+    pub error: Option<String>,
+}
+
+/// The schedule and its next run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScheduleStatus {
+    /// `every 15m`, `cron */15 * * * *`, `poll every 30s`.
+    pub description: String,
+    /// When the next run is planned (including jitter).
+    pub next_run: Option<DateTime<Utc>>,
+}
+
+/// The facts of one snapshot that status and metrics need.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotSummary {
+    /// Snapshot id.
+    pub id: SnapshotId,
+    /// etcd revision it was taken at.
+    pub revision: i64,
+    /// Plain snapshot size in bytes.
+    pub raw_bytes: u64,
+    /// Stored (compressed) size in bytes.
+    pub stored_bytes: u64,
+    /// Seconds the primary took to take and upload it.
+    pub duration_seconds: f64,
+    /// When it was started on the primary.
+    pub created_at: DateTime<Utc>,
+    /// When its upload completed.
+    pub completed_at: DateTime<Utc>,
+}
+
+impl From<&SnapshotManifest> for SnapshotSummary {
+    fn from(manifest: &SnapshotManifest) -> Self {
+        Self {
+            id: manifest.id.clone(),
+            revision: manifest.etcd.revision,
+            raw_bytes: manifest.raw.size,
+            stored_bytes: manifest.stored.size,
+            duration_seconds: manifest.duration_seconds,
+            created_at: manifest.created_at,
+            completed_at: manifest.completed_at,
+        }
+    }
+}
+
+/// What is running right now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InFlight {
+    /// Taking a snapshot or verifying one.
+    pub activity: Activity,
+    /// Who asked for it.
+    pub trigger: Trigger,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// The snapshot, once known (a snapshot's id needs etcd's revision).
+    pub id: Option<SnapshotId>,
+    /// Plain bytes so far.
+    pub raw_bytes: u64,
+    /// Stored (compressed) bytes so far.
+    pub stored_bytes: u64,
+}
+
+/// Kinds of long-running work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activity {
+    /// Taking and uploading a snapshot.
+    Snapshot,
+    /// Streaming a stored snapshot back and checking it.
+    Verify,
+}
+
+/// Who started a piece of work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// The schedule or the poll loop.
+    Schedule,
+    /// `POST /v1/snapshots`.
+    Api,
+}
+
+/// A failure and when it happened.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LastError {
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// What failed (never credentials or etcd values).
+    pub message: String,
+}
+
+/// The secondary's own state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SecondaryStatus {
+    /// When the store was last listed.
+    pub last_poll_at: Option<DateTime<Utc>>,
+    /// Snapshots verified since start-up.
+    pub verified_count: u64,
+    /// Snapshots that failed verification since start-up.
+    pub verify_failures: u64,
+    /// The newest verified snapshot kept decompressed on local disk for a fast promote.
+    pub prestaged: Option<PrestagedSnapshot>,
+}
+
+/// A verified, decompressed snapshot waiting on local disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrestagedSnapshot {
+    /// Which snapshot.
+    pub id: SnapshotId,
+    /// The `.db` file, ready for `etcdutl snapshot restore`.
+    pub path: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn lag_counts_from_the_newest_verified_snapshot_or_start_up() {
+        let start = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
+        let mut status = DaemonStatus::starting(Role::Secondary, "prod", "local /x", start);
+        let now = start + chrono::Duration::seconds(90);
+        assert_eq!(status.replication_lag_seconds(now), 90.0);
+        status.newest_verified = Some(SnapshotSummary {
+            id: SnapshotId::new(start + chrono::Duration::seconds(60), 5),
+            revision: 5,
+            raw_bytes: 10,
+            stored_bytes: 5,
+            duration_seconds: 1.0,
+            created_at: start + chrono::Duration::seconds(60),
+            completed_at: start + chrono::Duration::seconds(61),
+        });
+        assert_eq!(status.replication_lag_seconds(now), 30.0);
+        // A clock that went backwards never gives a negative lag.
+        assert_eq!(status.replication_lag_seconds(start), 0.0);
+    }
+
+    #[test]
+    fn roles_read_as_in_the_config_file() {
+        assert_eq!(
+            serde_json::from_str::<Role>("\"secondary\"").unwrap(),
+            Role::Secondary
+        );
+        assert_eq!(
+            serde_json::to_string(&Role::Primary).unwrap(),
+            "\"primary\""
+        );
+        assert!(serde_json::from_str::<Role>("\"tertiary\"").is_err());
+    }
+}

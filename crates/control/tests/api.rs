@@ -1,0 +1,362 @@
+//! The router against a stand-in daemon, request by request (no socket).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use chrono::{TimeZone, Utc};
+use etcd_dr_control::{
+    router, ActionError, ApiToken, AppState, Daemon, DaemonStatus, LastError, Metrics, Role,
+    SnapshotAccepted, SnapshotRequest, SnapshotSummary,
+};
+use etcd_dr_core::{
+    Compression, EtcdClusterInfo, ObjectDigest, Producer, SnapshotId, SnapshotManifest,
+    StoredObject, MANIFEST_FORMAT_VERSION,
+};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+fn manifest(minute: u32, revision: i64) -> SnapshotManifest {
+    let at = Utc.with_ymd_and_hms(2026, 11, 25, 12, minute, 0).unwrap();
+    SnapshotManifest {
+        format_version: MANIFEST_FORMAT_VERSION,
+        id: SnapshotId::new(at, revision),
+        cluster: "prod".into(),
+        label: None,
+        etcd: EtcdClusterInfo {
+            cluster_id: "cdf818194e3a8c32".into(),
+            version: "3.5.16".into(),
+            revision,
+            raft_index: 10,
+            raft_term: 2,
+            source_endpoint: "http://127.0.0.1:2379".into(),
+            source_member_id: "8e9e05c52164694d".into(),
+            members: vec![],
+        },
+        raw: ObjectDigest {
+            size: 20480,
+            sha256: "ab".repeat(32),
+        },
+        etcd_sha256: "cd".repeat(32),
+        stored: StoredObject {
+            name: "etcd.db.zst".into(),
+            size: 900,
+            sha256: "ef".repeat(32),
+            compression: Compression::Zstd { level: 3 },
+            encryption: None,
+        },
+        created_at: at,
+        completed_at: at + chrono::Duration::seconds(2),
+        duration_seconds: 2.0,
+        producer: Producer {
+            tool: "etcd-dr test".into(),
+            host: "bastion".into(),
+        },
+        nodes: vec![],
+    }
+}
+
+struct FakeDaemon {
+    status: Mutex<DaemonStatus>,
+    snapshots: Vec<SnapshotManifest>,
+    busy: Mutex<bool>,
+    triggered: Mutex<Vec<SnapshotRequest>>,
+}
+
+#[async_trait]
+impl Daemon for FakeDaemon {
+    fn status(&self) -> DaemonStatus {
+        self.status.lock().unwrap().clone()
+    }
+
+    async fn list_snapshots(&self) -> Result<Vec<SnapshotManifest>, ActionError> {
+        Ok(self.snapshots.clone())
+    }
+
+    async fn get_snapshot(&self, id: &SnapshotId) -> Result<SnapshotManifest, ActionError> {
+        self.snapshots
+            .iter()
+            .find(|m| &m.id == id)
+            .cloned()
+            .ok_or_else(|| ActionError::NotFound(format!("snapshot {id}")))
+    }
+
+    async fn trigger_snapshot(
+        &self,
+        request: SnapshotRequest,
+    ) -> Result<SnapshotAccepted, ActionError> {
+        let mut busy = self.busy.lock().unwrap();
+        if *busy {
+            return Err(ActionError::Busy("a snapshot is already running".into()));
+        }
+        *busy = true;
+        self.triggered.lock().unwrap().push(request);
+        Ok(SnapshotAccepted {
+            id: manifest(30, 99).id,
+        })
+    }
+}
+
+struct Api {
+    daemon: Arc<FakeDaemon>,
+    metrics: Metrics,
+    router: axum::Router,
+}
+
+fn api(token: bool) -> Api {
+    let start = Utc::now() - chrono::Duration::seconds(600);
+    let mut status = DaemonStatus::starting(Role::Primary, "prod", "local /srv/etcd-dr", start);
+    status.store.reachable = Some(true);
+    let daemon = Arc::new(FakeDaemon {
+        status: Mutex::new(status),
+        // Deliberately not in order: the API sorts newest first.
+        snapshots: vec![manifest(5, 20), manifest(10, 30), manifest(0, 10)],
+        busy: Mutex::new(false),
+        triggered: Mutex::new(vec![]),
+    });
+    let metrics = Metrics::new(Role::Primary).unwrap();
+    let router = router(AppState {
+        daemon: daemon.clone(),
+        metrics: metrics.clone(),
+        token: token.then(|| ApiToken::new(TOKEN, "test").unwrap()),
+        readiness_grace: Duration::from_secs(60),
+    });
+    Api {
+        daemon,
+        metrics,
+        router,
+    }
+}
+
+async fn call(api: &Api, request: Request<Body>) -> (StatusCode, String, axum::http::HeaderMap) {
+    let response = api.router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap(), headers)
+}
+
+async fn get(api: &Api, path: &str) -> (StatusCode, Value) {
+    let (status, body, _) = call(api, Request::get(path).body(Body::empty()).unwrap()).await;
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    )
+}
+
+fn post(path: &str, token: Option<&str>, body: &str) -> Request<Body> {
+    let mut request = Request::post(path);
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    request.body(Body::from(body.to_string())).unwrap()
+}
+
+fn assert_error(body: &Value, code: &str) {
+    assert_eq!(body["error"], code, "{body}");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn healthz_answers_alive() {
+    let api = api(true);
+    let (status, body) = get(&api, "/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["alive"], true);
+}
+
+#[tokio::test]
+async fn readyz_follows_store_and_failing_cycles() {
+    let api = api(true);
+    let (status, body) = get(&api, "/readyz").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["ready"], true);
+
+    api.daemon.status.lock().unwrap().store.reachable = Some(false);
+    let (status, body) = get(&api, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_error(&body, "not_ready");
+    assert!(
+        body["detail"].as_str().unwrap().starts_with("store:"),
+        "{body}"
+    );
+
+    // Failing, but within the grace: still ready.
+    {
+        let mut status = api.daemon.status.lock().unwrap();
+        status.store.reachable = Some(true);
+        status.failing_since = Some(Utc::now() - chrono::Duration::seconds(30));
+        status.last_error = Some(LastError {
+            at: Utc::now(),
+            message: "etcd unreachable".into(),
+        });
+    }
+    assert_eq!(get(&api, "/readyz").await.0, StatusCode::OK);
+    // Failing for longer than the grace (60 s): unready, and it says why.
+    api.daemon.status.lock().unwrap().failing_since =
+        Some(Utc::now() - chrono::Duration::seconds(120));
+    let (status, body) = get(&api, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("etcd unreachable"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn status_reports_the_daemon_and_its_lag() {
+    let api = api(true);
+    let created = Utc::now() - chrono::Duration::seconds(300);
+    let mut summary = SnapshotSummary::from(&manifest(1, 7));
+    summary.created_at = created;
+    api.daemon.status.lock().unwrap().newest_verified = Some(summary);
+    let (status, body) = get(&api, "/v1/status").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["role"], "primary");
+    assert_eq!(body["cluster"], "prod");
+    assert_eq!(body["store"]["reachable"], true);
+    assert_eq!(body["newest_verified"]["revision"], 7);
+    let lag = body["replication_lag_seconds"].as_f64().unwrap();
+    assert!((299.0..310.0).contains(&lag), "{lag}");
+    assert!(body.get("fenced").is_none());
+}
+
+#[tokio::test]
+async fn snapshots_are_listed_newest_first_and_fetched_by_id() {
+    let api = api(true);
+    let (status, body) = get(&api, "/v1/snapshots").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["count"], 3);
+    let revisions: Vec<i64> = body["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["etcd"]["revision"].as_i64().unwrap())
+        .collect();
+    assert_eq!(revisions, [30, 20, 10]);
+
+    let id = manifest(5, 20).id.to_string();
+    let (status, body) = get(&api, &format!("/v1/snapshots/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["id"], id);
+
+    let (status, body) = get(&api, "/v1/snapshots/20261125T120100Z-r1").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_error(&body, "not_found");
+    for bad in ["/v1/snapshots/..%2Fetc", "/v1/snapshots/%FF"] {
+        let (status, body) = get(&api, bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_error(&body, "bad_snapshot_id");
+    }
+}
+
+#[tokio::test]
+async fn trigger_needs_the_token_and_refuses_a_second_run() {
+    let api = api(true);
+    for token in [None, Some("wrong-token-0123456789")] {
+        let (status, body, headers) = call(&api, post("/v1/snapshots", token, "")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_error(&serde_json::from_str(&body).unwrap(), "unauthorized");
+        assert!(headers.contains_key(header::WWW_AUTHENTICATE));
+    }
+    assert!(api.daemon.triggered.lock().unwrap().is_empty());
+
+    let (status, body, headers) = call(
+        &api,
+        post(
+            "/v1/snapshots",
+            Some(TOKEN),
+            r#"{"label": "before upgrade"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["id"], manifest(30, 99).id.to_string());
+    assert_eq!(
+        headers[header::LOCATION],
+        format!("/v1/snapshots/{}", body["id"].as_str().unwrap())
+    );
+    assert_eq!(
+        api.daemon.triggered.lock().unwrap()[0].label.as_deref(),
+        Some("before upgrade")
+    );
+
+    let (status, body, _) = call(&api, post("/v1/snapshots", Some(TOKEN), "")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_error(
+        &serde_json::from_str(&body).unwrap(),
+        "snapshot_in_progress",
+    );
+}
+
+#[tokio::test]
+async fn trigger_refuses_bad_bodies_and_works_only_with_a_configured_token() {
+    let api_with = api(true);
+    for body in ["{not json", r#"{"lable": "x"}"#, r#"{"label": "a\u0007b"}"#] {
+        let (status, text, _) = call(&api_with, post("/v1/snapshots", Some(TOKEN), body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {text}");
+    }
+    let api_without = api(false);
+    let (status, body, _) = call(&api_without, post("/v1/snapshots", Some(TOKEN), "")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_error(
+        &serde_json::from_str(&body).unwrap(),
+        "api_token_not_configured",
+    );
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_answer_json() {
+    let api = api(true);
+    let (status, body) = get(&api, "/v2/nothing").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_error(&body, "not_found");
+    let (status, body, _) = call(&api, post("/v1/status", Some(TOKEN), "")).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_error(&serde_json::from_str(&body).unwrap(), "method_not_allowed");
+}
+
+#[tokio::test]
+async fn metrics_expose_every_family_with_fresh_gauges() {
+    let api = api(true);
+    api.metrics
+        .snapshot_taken(&SnapshotSummary::from(&manifest(10, 30)));
+    let (status, text, headers) =
+        call(&api, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    for family in api.metrics.family_names() {
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "{family} missing"
+        );
+    }
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit_once(' '))
+            .map(|(_, v)| v.parse::<f64>().unwrap())
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
+    assert_eq!(line("etcd_dr_etcd_revision"), 30.0);
+    assert_eq!(line("etcd_dr_store_reachable"), 1.0);
+    assert_eq!(line("etcd_dr_snapshots_total{result=\"success\"}"), 1.0);
+    // No verified snapshot in the status: the lag counts from start-up (600 s ago).
+    let lag = line("etcd_dr_replication_lag_seconds");
+    assert!((599.0..620.0).contains(&lag), "{lag}");
+}

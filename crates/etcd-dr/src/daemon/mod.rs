@@ -1,0 +1,210 @@
+//! The long-running daemon: its shared state, what it offers the HTTP API, and one file per
+//! loop (primary snapshots, secondary polling, store checks, systemd notifications).
+
+pub mod primary;
+pub mod secondary;
+pub mod store_check;
+pub mod systemd;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use etcd_dr_control::{
+    ActionError, Activity, DaemonStatus, InFlight, LastError, Metrics, SnapshotAccepted,
+    SnapshotRequest, Trigger,
+};
+use etcd_dr_core::{SnapshotId, SnapshotManifest};
+use etcd_dr_transport::{
+    list_snapshots, read_manifest, ShipProgress, SnapshotLayout, TransportError,
+};
+use object_store::ObjectStore;
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::Settings;
+use crate::snapshot_job::SnapshotContext;
+
+/// How long `POST /v1/snapshots` waits for the new snapshot's id (etcd must be surveyed first).
+const TRIGGER_ID_WAIT: Duration = Duration::from_secs(60);
+
+/// Everything the daemon's loops and the HTTP API share.
+pub struct DaemonState {
+    status: Mutex<DaemonStatus>,
+    /// Byte counters of the running snapshot or verification.
+    pub progress: Arc<ShipProgress>,
+    /// Held while a snapshot runs: the schedule and `POST /v1/snapshots` take it, so there are
+    /// never two snapshots at once.
+    pub snapshot_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The one metrics registry.
+    pub metrics: Metrics,
+    /// The store.
+    pub store: Arc<dyn ObjectStore>,
+    /// The cluster's folder in the store.
+    pub layout: SnapshotLayout,
+    /// The primary's snapshot machinery; `None` on a secondary.
+    pub snapshots: Option<SnapshotContext>,
+    /// The configuration.
+    pub settings: Settings,
+    /// Fires on shutdown.
+    pub cancel: CancellationToken,
+}
+
+impl DaemonState {
+    /// The shared state at start-up.
+    pub fn new(
+        settings: Settings,
+        metrics: Metrics,
+        store: Arc<dyn ObjectStore>,
+        layout: SnapshotLayout,
+        snapshots: Option<SnapshotContext>,
+        cancel: CancellationToken,
+    ) -> Self {
+        let status = DaemonStatus::starting(
+            settings.role,
+            &settings.cluster,
+            &settings.store.describe(),
+            Utc::now(),
+        );
+        Self {
+            status: Mutex::new(status),
+            progress: Arc::new(ShipProgress::default()),
+            snapshot_lock: Arc::new(tokio::sync::Mutex::new(())),
+            metrics,
+            store,
+            layout,
+            snapshots,
+            settings,
+            cancel,
+        }
+    }
+
+    /// Changes the status. A poisoned lock (a panic while updating) still holds a usable status.
+    pub fn update<R>(&self, change: impl FnOnce(&mut DaemonStatus) -> R) -> R {
+        change(&mut self.lock_status())
+    }
+
+    fn lock_status(&self) -> MutexGuard<'_, DaemonStatus> {
+        self.status
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Marks the start of a snapshot or verification: counters reset, status shows it.
+    pub fn begin(&self, activity: Activity, trigger: Trigger, id: Option<SnapshotId>) {
+        self.progress.raw_bytes.store(0, Ordering::Relaxed);
+        self.progress.stored_bytes.store(0, Ordering::Relaxed);
+        self.update(|status| {
+            status.in_flight = Some(InFlight {
+                activity,
+                trigger,
+                started_at: Utc::now(),
+                id,
+                raw_bytes: 0,
+                stored_bytes: 0,
+            })
+        });
+    }
+
+    /// Marks the end of the running activity.
+    pub fn finish(&self) {
+        self.update(|status| status.in_flight = None);
+    }
+
+    /// A cycle succeeded: no longer failing.
+    pub fn cycle_succeeded(&self) {
+        self.update(|status| status.failing_since = None);
+    }
+
+    /// A cycle failed: remembered as the last error, and failing since the first such cycle.
+    pub fn cycle_failed(&self, message: String) {
+        let now = Utc::now();
+        self.update(|status| {
+            status.last_error = Some(LastError { at: now, message });
+            status.failing_since.get_or_insert(now);
+        });
+    }
+
+    /// Something went wrong that does not make the cycle fail (retention, say).
+    pub fn note_error(&self, message: String) {
+        self.update(|status| {
+            status.last_error = Some(LastError {
+                at: Utc::now(),
+                message,
+            })
+        });
+    }
+}
+
+/// What the HTTP API calls.
+#[derive(Clone)]
+pub struct DaemonHandle(pub Arc<DaemonState>);
+
+#[async_trait]
+impl etcd_dr_control::Daemon for DaemonHandle {
+    fn status(&self) -> DaemonStatus {
+        let mut status = self.0.lock_status().clone();
+        if let Some(in_flight) = &mut status.in_flight {
+            in_flight.raw_bytes = self.0.progress.raw_bytes.load(Ordering::Relaxed);
+            in_flight.stored_bytes = self.0.progress.stored_bytes.load(Ordering::Relaxed);
+        }
+        status
+    }
+
+    async fn list_snapshots(&self) -> Result<Vec<SnapshotManifest>, ActionError> {
+        let state = &self.0;
+        list_snapshots(&state.store, &state.layout, &state.cancel)
+            .await
+            .map(|catalog| catalog.snapshots)
+            .map_err(action_error)
+    }
+
+    async fn get_snapshot(&self, id: &SnapshotId) -> Result<SnapshotManifest, ActionError> {
+        read_manifest(&self.0.store, &self.0.layout, id)
+            .await
+            .map_err(action_error)
+    }
+
+    async fn trigger_snapshot(
+        &self,
+        request: SnapshotRequest,
+    ) -> Result<SnapshotAccepted, ActionError> {
+        let state = self.0.clone();
+        if state.snapshots.is_none() {
+            return Err(ActionError::Unsupported(format!(
+                "role {} does not take snapshots; trigger them on the primary",
+                state.settings.role.as_str()
+            )));
+        }
+        let guard = state.snapshot_lock.clone().try_lock_owned().map_err(|_| {
+            ActionError::Busy("a snapshot is already running; see in_flight in /v1/status".into())
+        })?;
+        let (id_tx, id_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            primary::snapshot_cycle(&state, Trigger::Api, request.label, false, Some(id_tx)).await;
+            drop(guard);
+        });
+        match tokio::time::timeout(TRIGGER_ID_WAIT, id_rx).await {
+            Ok(Ok(Ok(id))) => Ok(SnapshotAccepted { id }),
+            Ok(Ok(Err(message))) => Err(ActionError::Failed(message)),
+            Ok(Err(_)) => Err(ActionError::Failed(
+                "the snapshot ended before it had an id (shutting down?)".into(),
+            )),
+            Err(_) => Err(ActionError::Unavailable(format!(
+                "etcd did not answer within {TRIGGER_ID_WAIT:?}; the snapshot goes on, see /v1/status"
+            ))),
+        }
+    }
+}
+
+/// Store failures are the store being away (503); a missing snapshot is 404.
+fn action_error(error: TransportError) -> ActionError {
+    match error {
+        TransportError::SnapshotNotFound { .. } => ActionError::NotFound(error.to_string()),
+        TransportError::Store { .. } | TransportError::Cancelled => {
+            ActionError::Unavailable(error.to_string())
+        }
+        other => ActionError::Failed(other.to_string()),
+    }
+}

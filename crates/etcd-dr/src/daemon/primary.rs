@@ -1,0 +1,190 @@
+//! The primary role: snapshots on the schedule (or on request), then retention.
+
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::Utc;
+use etcd_dr_control::{Activity, ScheduleStatus, SnapshotSummary, Trigger};
+use etcd_dr_core::SnapshotId;
+use etcd_dr_scheduler::Schedule;
+use etcd_dr_transport::{apply_retention, list_snapshots, plan_retention};
+use tokio::sync::oneshot;
+
+use super::DaemonState;
+use crate::snapshot_job::SnapshotOutcome;
+
+/// Tells `POST /v1/snapshots` the id of the snapshot it started, or why none started.
+pub type IdSender = oneshot::Sender<Result<SnapshotId, String>>;
+
+/// The expected time between two runs of `schedule`, for the lag alert.
+pub fn expected_interval(schedule: &Schedule) -> Duration {
+    let first = schedule.next_after(None, Utc::now());
+    // Interval: first + interval. Cron: the slot after `first`.
+    let second = schedule.next_after(Some(first), first + chrono::Duration::seconds(1));
+    (second - first)
+        .to_std()
+        .unwrap_or(Duration::from_secs(900))
+}
+
+/// Reads what the store already holds, so status and metrics start from it.
+pub async fn load_baseline(state: &DaemonState) {
+    match list_snapshots(&state.store, &state.layout, &state.cancel).await {
+        Ok(catalog) => {
+            state.metrics.set_snapshots_stored(catalog.snapshots.len());
+            if let Some(newest) = catalog.newest() {
+                let summary = SnapshotSummary::from(newest);
+                state.metrics.record_newest(&summary);
+                state.update(|status| {
+                    status.last_snapshot = Some(summary.clone());
+                    // The primary checked every checksum while uploading it.
+                    status.newest_verified = Some(summary);
+                });
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot list the store at start-up; status starts empty");
+        }
+    }
+}
+
+/// Runs snapshots on the schedule until shutdown. Each run takes the snapshot lock, so a run
+/// requested through the API meanwhile makes the scheduled one wait.
+pub async fn run(state: &DaemonState, schedule: &Schedule) {
+    let description = schedule.describe();
+    etcd_dr_scheduler::run_schedule(
+        schedule,
+        &state.cancel,
+        |at| {
+            tracing::debug!(next_run = %at, "next snapshot planned");
+            state.update(|status| {
+                status.schedule = Some(ScheduleStatus {
+                    description: description.clone(),
+                    next_run: Some(at),
+                })
+            });
+        },
+        || async {
+            let _guard = state.snapshot_lock.lock().await;
+            let skip_unchanged = state.settings.schedule.skip_unchanged;
+            snapshot_cycle(state, Trigger::Schedule, None, skip_unchanged, None).await;
+        },
+    )
+    .await;
+}
+
+/// One snapshot (the caller holds the snapshot lock), then retention and a fresh count.
+pub async fn snapshot_cycle(
+    state: &DaemonState,
+    trigger: Trigger,
+    label: Option<String>,
+    skip_unchanged: bool,
+    id_sender: Option<IdSender>,
+) {
+    let Some(context) = &state.snapshots else {
+        return;
+    };
+    let cancel = &state.cancel;
+    state.begin(Activity::Snapshot, trigger, None);
+    let id_sender = Mutex::new(id_sender);
+    let send_id = |result: Result<SnapshotId, String>| {
+        if let Some(sender) = id_sender
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+        {
+            let _ = sender.send(result);
+        }
+    };
+    let on_attempt = |id: &SnapshotId| {
+        state.update(|status| {
+            if let Some(in_flight) = &mut status.in_flight {
+                in_flight.id = Some(id.clone());
+            }
+        });
+        send_id(Ok(id.clone()));
+    };
+    let result = context
+        .take_snapshot(label, skip_unchanged, &state.progress, &on_attempt, cancel)
+        .await;
+    state
+        .metrics
+        .add_uploaded_bytes(state.progress.stored_bytes.load(Ordering::Relaxed));
+    state.finish();
+    match result {
+        Ok(SnapshotOutcome::Taken(manifest)) => {
+            tracing::info!(id = %manifest.id, revision = manifest.etcd.revision, trigger = ?trigger, "snapshot stored");
+            let summary = SnapshotSummary::from(manifest.as_ref());
+            state.metrics.snapshot_taken(&summary);
+            state.update(|status| {
+                status.last_snapshot = Some(summary.clone());
+                status.newest_verified = Some(summary);
+            });
+            state.cycle_succeeded();
+        }
+        Ok(SnapshotOutcome::Unchanged { revision, newest }) => {
+            tracing::info!(revision, newest = %newest, "revision unchanged since the newest snapshot; skipped");
+            state.metrics.snapshot_unchanged();
+            state.cycle_succeeded();
+            send_id(Err(format!(
+                "etcd's revision {revision} is that of snapshot {newest}; nothing to take"
+            )));
+            return;
+        }
+        Err(error) if cancel.is_cancelled() => {
+            tracing::info!(%error, "snapshot interrupted by shutdown; its upload was aborted");
+            send_id(Err("shutting down".into()));
+            return;
+        }
+        Err(error) => {
+            tracing::error!(%error, trigger = ?trigger, "snapshot failed");
+            state.metrics.snapshot_failed();
+            state.cycle_failed(format!("snapshot failed: {error}"));
+            send_id(Err(format!("snapshot failed: {error}")));
+            return;
+        }
+    }
+    if let Err(error) = prune(state).await {
+        tracing::error!(%error, "retention failed");
+        state.note_error(format!("retention failed: {error}"));
+    }
+}
+
+/// Applies retention and refreshes the stored count.
+async fn prune(state: &DaemonState) -> anyhow::Result<()> {
+    let catalog = list_snapshots(&state.store, &state.layout, &state.cancel).await?;
+    let plan = plan_retention(&catalog, &state.settings.retention, Utc::now());
+    let mut stored = catalog.snapshots.len();
+    if !plan.is_empty() {
+        apply_retention(&state.store, &state.layout, &plan, &state.cancel).await?;
+        stored = list_snapshots(&state.store, &state.layout, &state.cancel)
+            .await?
+            .snapshots
+            .len();
+    }
+    state.metrics.set_snapshots_stored(stored);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etcd_dr_scheduler::ScheduleConfig;
+
+    #[test]
+    fn the_expected_interval_follows_the_schedule() {
+        assert_eq!(
+            expected_interval(&Schedule::every(Duration::from_secs(900))),
+            Duration::from_secs(900)
+        );
+        let cron = ScheduleConfig {
+            interval: None,
+            cron: Some("*/5 * * * *".into()),
+            ..ScheduleConfig::default()
+        };
+        assert_eq!(
+            expected_interval(&cron.schedule().unwrap()),
+            Duration::from_secs(300)
+        );
+    }
+}

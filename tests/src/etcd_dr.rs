@@ -1,0 +1,184 @@
+//! Running the real `etcd-dr` binary with a config written for the test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use crate::tools::etcd_dr_bin;
+use crate::MotoServer;
+
+/// Where a test's snapshots go.
+pub enum StoreTarget<'a> {
+    /// A local directory.
+    Local(&'a Path),
+    /// A bucket on a moto server, under a prefix.
+    S3 {
+        /// The server.
+        server: &'a MotoServer,
+        /// The bucket (must exist).
+        bucket: &'a str,
+        /// Key prefix.
+        prefix: &'a str,
+    },
+}
+
+impl StoreTarget<'_> {
+    /// The `[store]` section for this target.
+    pub fn config_section(&self) -> String {
+        match self {
+            Self::Local(path) => {
+                format!("[store]\ntype = \"local\"\npath = \"{}\"\n", path.display())
+            }
+            Self::S3 {
+                server,
+                bucket,
+                prefix,
+            } => server.config_section(bucket, prefix),
+        }
+    }
+}
+
+/// One etcd-dr configuration in a scratch directory, and ways to run the binary with it.
+pub struct EtcdDr {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl EtcdDr {
+    /// Writes `config` (TOML) to a scratch directory. S3 credentials for moto are set in the
+    /// environment of every run.
+    pub fn new(config: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("etcd-dr-run-")
+            .tempdir()
+            .expect("temp dir");
+        let path = dir.path().join("etcd-dr.toml");
+        std::fs::write(&path, config).expect("write config");
+        let env = MotoServer::credentials_env()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self {
+            dir,
+            config: path,
+            env,
+        }
+    }
+
+    /// A config for `cluster` from an `[etcd]` section, a store and any extra TOML.
+    pub fn with_sections(cluster: &str, etcd: &str, store: &StoreTarget<'_>, extra: &str) -> Self {
+        Self::new(&format!(
+            "cluster = \"{cluster}\"\n{extra}\n{etcd}\n{}",
+            store.config_section()
+        ))
+    }
+
+    /// Adds an environment variable to every run.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// The scratch directory (the config lives there; tests may put more files in it).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The config file.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// A command running `etcd-dr --config <file> <args>`.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(etcd_dr_bin());
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("ETCD_DR_") {
+                command.env_remove(name);
+            }
+        }
+        command
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run etcd-dr")
+    }
+
+    /// Runs to completion, panics unless it succeeds; returns stdout.
+    pub fn run_ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "etcd-dr {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Runs to completion, panics if it succeeds; returns stderr.
+    pub fn run_err(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            !output.status.success(),
+            "etcd-dr {args:?} succeeded but should have failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
+    /// Starts it in the background: stderr (the log) to `<log_name>`, stdout to
+    /// `<log_name>.stdout`, both in the scratch directory.
+    pub fn spawn(&self, args: &[&str], log_name: &str) -> Child {
+        let log = std::fs::File::create(self.dir().join(log_name)).expect("log file");
+        let stdout = std::fs::File::create(self.dir().join(format!("{log_name}.stdout")))
+            .expect("stdout file");
+        self.command(args)
+            .stdout(stdout)
+            .stderr(log)
+            .spawn()
+            .expect("spawn etcd-dr")
+    }
+
+    /// The log (stderr) of a process started by [`Self::spawn`].
+    pub fn log(&self, log_name: &str) -> String {
+        std::fs::read_to_string(self.dir().join(log_name)).unwrap_or_default()
+    }
+
+    /// The stdout of a process started by [`Self::spawn`].
+    pub fn stdout(&self, log_name: &str) -> String {
+        std::fs::read_to_string(self.dir().join(format!("{log_name}.stdout"))).unwrap_or_default()
+    }
+
+    /// `etcd-dr list --json`, parsed.
+    pub fn list_json(&self) -> Vec<serde_json::Value> {
+        let stdout = self.run_ok(&["list", "--json"]);
+        serde_json::from_str(&stdout).expect("list --json output is JSON")
+    }
+
+    /// `etcd-dr snapshot --json`, parsed manifest.
+    pub fn snapshot_json(&self, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec!["snapshot", "--json"];
+        args.extend_from_slice(extra);
+        let stdout = self.run_ok(&args);
+        serde_json::from_str(&stdout).expect("snapshot --json output is JSON")
+    }
+}
+
+/// Sends SIGTERM to a child process.
+pub fn terminate(child: &Child) {
+    // The `kill` command keeps the harness free of unsafe code.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+}

@@ -1,0 +1,333 @@
+//! Loopback networking for tests: free ports, a tiny HTTP client, and a TCP proxy that injects
+//! faults (refuse, cut, throttle, answer 503).
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A free TCP port on 127.0.0.1, never handed out twice by this process.
+pub fn free_port() -> u16 {
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local addr").port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.get_or_insert_with(HashSet::new).insert(port) {
+            return port;
+        }
+    }
+}
+
+/// Waits until something accepts connections on `addr`.
+pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// An HTTP response.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header lines, lower-cased names.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON; panics with the body when it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {}", self.text()))
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection (`Connection: close`). `path` includes the
+/// query. Returns an error when nothing listens.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<HttpResponse> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_response(&raw).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("bad HTTP response: {}", String::from_utf8_lossy(&raw)),
+        )
+    })
+}
+
+fn parse_response(raw: &[u8]) -> Option<HttpResponse> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..split]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        body = dechunk(&body)?;
+    }
+    Some(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+/// How a [`TcpProxy`] treats connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Forward bytes both ways.
+    Forward,
+    /// Accept, then close at once (the server is down).
+    Refuse,
+    /// Answer every request with `503 Service Unavailable` (an unhealthy HTTP server).
+    ServiceUnavailable,
+}
+
+struct ProxyState {
+    mode: Mutex<ProxyMode>,
+    /// Bytes per second from the server to the client; 0 is unlimited.
+    throttle: AtomicU64,
+    /// Bytes forwarded from the server to the client so far.
+    downstream_bytes: AtomicU64,
+    /// Every live connection, to cut them.
+    connections: Mutex<Vec<TcpStream>>,
+    stop: AtomicBool,
+}
+
+/// A TCP proxy on a free loopback port in front of `target`, for fault injection.
+pub struct TcpProxy {
+    addr: SocketAddr,
+    state: Arc<ProxyState>,
+}
+
+impl TcpProxy {
+    /// Starts forwarding from a free port to `target`.
+    pub fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let state = Arc::new(ProxyState {
+            mode: Mutex::new(ProxyMode::Forward),
+            throttle: AtomicU64::new(0),
+            downstream_bytes: AtomicU64::new(0),
+            connections: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+        });
+        let accept_state = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if accept_state.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let mode = *accept_state.mode.lock().unwrap_or_else(|e| e.into_inner());
+                match mode {
+                    ProxyMode::Refuse => {
+                        let _ = client.shutdown(Shutdown::Both);
+                    }
+                    ProxyMode::ServiceUnavailable => {
+                        std::thread::spawn(move || answer_503(client));
+                    }
+                    ProxyMode::Forward => {
+                        let Ok(server) = TcpStream::connect(target) else {
+                            let _ = client.shutdown(Shutdown::Both);
+                            continue;
+                        };
+                        forward(client, server, &accept_state);
+                    }
+                }
+            }
+        });
+        Self { addr, state }
+    }
+
+    /// The proxy's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sets how new connections are treated (existing ones keep going; see [`Self::cut`]).
+    pub fn set_mode(&self, mode: ProxyMode) {
+        *self.state.mode.lock().unwrap_or_else(|e| e.into_inner()) = mode;
+    }
+
+    /// Limits server→client bandwidth to `bytes_per_second` (0: unlimited).
+    pub fn throttle(&self, bytes_per_second: u64) {
+        self.state
+            .throttle
+            .store(bytes_per_second, Ordering::SeqCst);
+    }
+
+    /// Bytes forwarded from the server so far.
+    pub fn downstream_bytes(&self) -> u64 {
+        self.state.downstream_bytes.load(Ordering::SeqCst)
+    }
+
+    /// Closes every live connection.
+    pub fn cut(&self) {
+        let mut connections = self
+            .state
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for connection in connections.drain(..) {
+            let _ = connection.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.state.stop.store(true, Ordering::SeqCst);
+        self.cut();
+        // Wake the accept loop so it sees `stop`.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn answer_503(mut client: TcpStream) {
+    let _ = client.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut buffer = [0u8; 16 * 1024];
+    let mut seen = Vec::new();
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        match client.read(&mut buffer) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => seen.extend_from_slice(&buffer[..n]),
+        }
+    }
+    let body = b"<Error><Code>ServiceUnavailable</Code><Message>injected by the test proxy</Message></Error>";
+    let _ = write!(
+        client,
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = client.write_all(body);
+    let _ = client.shutdown(Shutdown::Both);
+}
+
+fn forward(client: TcpStream, server: TcpStream, state: &Arc<ProxyState>) {
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    {
+        let mut connections = state.connections.lock().unwrap_or_else(|e| e.into_inner());
+        for stream in [&client, &server] {
+            if let Ok(clone) = stream.try_clone() {
+                connections.push(clone);
+            }
+        }
+    }
+    let (Ok(client_read), Ok(server_read)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    let up_state = state.clone();
+    std::thread::spawn(move || pump(client_read, server, &up_state, false));
+    let down_state = state.clone();
+    std::thread::spawn(move || pump(server_read, client, &down_state, true));
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, state: &ProxyState, downstream: bool) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let limit = if downstream {
+            state.throttle.load(Ordering::SeqCst)
+        } else {
+            0
+        };
+        // Under a throttle, move small slices and sleep so the rate holds.
+        let want = if limit > 0 {
+            buffer.len().min((limit / 20).max(1) as usize)
+        } else {
+            buffer.len()
+        };
+        let n = match from.read(&mut buffer[..want]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if to.write_all(&buffer[..n]).is_err() {
+            break;
+        }
+        if downstream {
+            state.downstream_bytes.fetch_add(n as u64, Ordering::SeqCst);
+        }
+        if limit > 0 {
+            std::thread::sleep(Duration::from_secs_f64(n as f64 / limit as f64));
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+    let _ = from.shutdown(Shutdown::Read);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_chunked_bodies() {
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        let response = parse_response(raw).unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.body, b"abcde");
+    }
+}

@@ -1,0 +1,515 @@
+//! Control-plane nodes on this machine: each its own host name (UTS namespace), its own
+//! `/etc/kubernetes`, `/var/lib/etcd` and `/var/lib/kubelet` (bind mounts in a private mount
+//! namespace), its own real `sshd` on its own loopback address (`127.0.0.1N`), reached through
+//! a generated ssh config file with a generated key. Needs root.
+//!
+//! Anything started inside a node (through its sshd, or with [`ControlPlaneNodes::spawn_in`])
+//! lives in that node's namespaces and sees that node's files. Everything the harness starts is
+//! killed by pid on drop.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::{free_port, tools, wait_for_port};
+
+/// The kubeadm paths each node gets its own copy of (host mount points created if missing).
+pub const NODE_MOUNTS: [&str; 3] = ["/etc/kubernetes", "/var/lib/etcd", "/var/lib/kubelet"];
+
+/// One node.
+pub struct TestNode {
+    /// Host name (`cp1`, …), also its `Host` in the ssh config and its etcd member name.
+    pub name: String,
+    /// Its loopback address (`127.0.0.11`, …).
+    pub address: String,
+    /// Its sshd port.
+    pub ssh_port: u16,
+    /// Host-side directory holding the node's mounted directories.
+    pub root: PathBuf,
+    sshd: Option<Child>,
+    sshd_config: PathBuf,
+    log: PathBuf,
+}
+
+impl TestNode {
+    /// Host-side path of what the node sees at `node_path` (one of [`NODE_MOUNTS`], or below).
+    pub fn host_path(&self, node_path: &str) -> PathBuf {
+        let mount = NODE_MOUNTS
+            .iter()
+            .find(|m| node_path == **m || node_path.starts_with(&format!("{m}/")))
+            .unwrap_or_else(|| panic!("{node_path} is not under a node mount"));
+        let rest = node_path[mount.len()..].trim_start_matches('/');
+        let dir = self
+            .root
+            .join(mount.trim_start_matches('/').replace('/', "-"));
+        if rest.is_empty() {
+            dir
+        } else {
+            dir.join(rest)
+        }
+    }
+
+    /// Pid of the node's sshd (inside its namespaces), while it runs.
+    pub fn sshd_pid(&self) -> Option<u32> {
+        self.sshd.as_ref().map(Child::id)
+    }
+
+    /// sshd's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Several control-plane nodes and the client side of ssh to reach them.
+pub struct ControlPlaneNodes {
+    dir: tempfile::TempDir,
+    nodes: Vec<TestNode>,
+    ssh_config: PathBuf,
+    extra: Vec<Child>,
+}
+
+impl ControlPlaneNodes {
+    /// Starts `count` nodes `cp1`… on `127.0.0.11`…, each with an empty `/etc/kubernetes`,
+    /// `/var/lib/etcd` and `/var/lib/kubelet`, reachable as root over ssh.
+    pub fn start(count: usize) -> Self {
+        assert!((1..=9).contains(&count), "1 to 9 nodes");
+        assert!(
+            nix_is_root(),
+            "the node test ground needs root (namespaces, bind mounts, sshd)"
+        );
+        for mount in NODE_MOUNTS {
+            std::fs::create_dir_all(mount).expect("host mount point");
+        }
+        std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
+        let dir = tempfile::Builder::new()
+            .prefix("etcd-dr-nodes-")
+            .tempdir()
+            .expect("temp dir");
+        let keys = dir.path().join("keys");
+        std::fs::create_dir(&keys).expect("keys dir");
+        let host_key = keys.join("host_ed25519");
+        let client_key = keys.join("client_ed25519");
+        for key in [&host_key, &client_key] {
+            let status = Command::new(ssh_keygen())
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "etcd-dr-test", "-f"])
+                .arg(key)
+                .stdin(Stdio::null())
+                .status()
+                .expect("ssh-keygen");
+            assert!(status.success(), "ssh-keygen failed");
+        }
+        let authorized = keys.join("authorized_keys");
+        std::fs::copy(keys.join("client_ed25519.pub"), &authorized).expect("authorized_keys");
+        let host_public = std::fs::read_to_string(keys.join("host_ed25519.pub")).expect("host key");
+        let host_public: Vec<&str> = host_public.split_whitespace().take(2).collect();
+        let host_public = host_public.join(" ");
+
+        // The nodes find etcdutl/etcdctl on their PATH, as on a real control-plane node.
+        let path = format!(
+            "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            tools().etcd35_bin.display()
+        );
+        let mut nodes = Vec::new();
+        let mut known_hosts = String::new();
+        let mut ssh_config = String::new();
+        for index in 1..=count {
+            let name = format!("cp{index}");
+            let address = format!("127.0.0.1{index}");
+            let ssh_port = free_port();
+            let root = dir.path().join(&name);
+            for mount in NODE_MOUNTS {
+                let dir = root.join(mount.trim_start_matches('/').replace('/', "-"));
+                std::fs::create_dir_all(&dir).expect("node dir");
+            }
+            let sshd_config = root.join("sshd_config");
+            std::fs::write(
+                &sshd_config,
+                format!(
+                    "ListenAddress {address}:{ssh_port}\n\
+                     HostKey {}\n\
+                     PidFile none\n\
+                     UsePAM no\n\
+                     StrictModes no\n\
+                     PasswordAuthentication no\n\
+                     KbdInteractiveAuthentication no\n\
+                     PubkeyAuthentication yes\n\
+                     PermitRootLogin prohibit-password\n\
+                     AuthorizedKeysFile {}\n\
+                     SetEnv PATH={path}\n\
+                     MaxStartups 100\n\
+                     MaxSessions 100\n\
+                     LogLevel ERROR\n",
+                    host_key.display(),
+                    authorized.display()
+                ),
+            )
+            .expect("sshd_config");
+            known_hosts.push_str(&format!("{name} {host_public}\n"));
+            ssh_config.push_str(&format!(
+                "Host {name}\n  HostName {address}\n  Port {ssh_port}\n  User root\n  HostKeyAlias {name}\n\n"
+            ));
+            nodes.push(TestNode {
+                log: root.join("sshd.log"),
+                name,
+                address,
+                ssh_port,
+                root,
+                sshd: None,
+                sshd_config,
+            });
+        }
+        let known_hosts_file = keys.join("known_hosts");
+        std::fs::write(&known_hosts_file, known_hosts).expect("known_hosts");
+        ssh_config.push_str(&format!(
+            "Host *\n  IdentityFile {}\n  IdentitiesOnly yes\n  IdentityAgent none\n  BatchMode yes\n  \
+             StrictHostKeyChecking yes\n  UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n  \
+             UpdateHostKeys no\n  ConnectTimeout 5\n",
+            client_key.display(),
+            known_hosts_file.display()
+        ));
+        let ssh_config_file = dir.path().join("ssh_config");
+        std::fs::write(&ssh_config_file, ssh_config).expect("ssh_config");
+
+        let mut ground = Self {
+            dir,
+            nodes,
+            ssh_config: ssh_config_file,
+            extra: Vec::new(),
+        };
+        for index in 0..count {
+            ground.start_node(index);
+        }
+        ground
+    }
+
+    /// (Re)starts node `index`'s sshd in fresh namespaces with its own host name and mounts.
+    pub fn start_node(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
+        assert!(node.sshd.is_none(), "{} already runs", node.name);
+        let mut script = format!("set -e\nhostname {}\n", node.name);
+        for mount in NODE_MOUNTS {
+            let dir = node
+                .root
+                .join(mount.trim_start_matches('/').replace('/', "-"));
+            script.push_str(&format!(
+                "mount --bind {} {mount}\n",
+                crate::nodes::sh_quote(&dir.display().to_string())
+            ));
+        }
+        script.push_str(&format!(
+            "exec {} -D -e -f {}\n",
+            tools().sshd.display(),
+            crate::nodes::sh_quote(&node.sshd_config.display().to_string())
+        ));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("sshd log");
+        let child = Command::new("unshare")
+            .args(["--uts", "--mount", "--propagation", "private", "sh", "-c"])
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log clone"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn unshare + sshd");
+        node.sshd = Some(child);
+        let addr = format!("{}:{}", node.address, node.ssh_port)
+            .parse()
+            .expect("socket address");
+        if !wait_for_port(addr, Duration::from_secs(10)) {
+            panic!("sshd of {} did not start:\n{}", node.name, node.log());
+        }
+    }
+
+    /// Stops node `index`'s sshd (the node becomes unreachable; its files stay).
+    pub fn stop_node(&mut self, index: usize) {
+        if let Some(mut child) = self.nodes[index].sshd.take() {
+            kill_pid(child.id());
+            let _ = child.wait();
+        }
+    }
+
+    /// The nodes.
+    pub fn nodes(&self) -> &[TestNode] {
+        &self.nodes
+    }
+
+    /// Node `index` (0-based: `cp1` is 0).
+    pub fn node(&self, index: usize) -> &TestNode {
+        &self.nodes[index]
+    }
+
+    /// Their names.
+    pub fn names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+
+    /// The ssh config file that maps `cp1`… to the nodes (`ssh -F`).
+    pub fn ssh_config(&self) -> &Path {
+        &self.ssh_config
+    }
+
+    /// A scratch directory that lives as long as the nodes.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A `[nodes]` section listing the nodes as control plane, reached over ssh with this
+    /// ground's ssh config.
+    pub fn config_section(&self) -> String {
+        let names: Vec<String> = self.names().iter().map(|n| format!("\"{n}\"")).collect();
+        format!(
+            "[nodes]\ncontrol_plane = [{}]\n[nodes.access]\ntype = \"ssh\"\nssh_config = \"{}\"\nconnect_timeout = \"5s\"\ncommand_timeout = \"60s\"\n",
+            names.join(", "),
+            self.ssh_config.display()
+        )
+    }
+
+    /// Runs `script` with `sh -c` on node `index` through the system ssh client.
+    pub fn ssh(&self, index: usize, script: &str) -> Output {
+        Command::new("ssh")
+            .arg("-F")
+            .arg(&self.ssh_config)
+            .arg(&self.nodes[index].name)
+            .arg(script)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ssh")
+    }
+
+    /// A command that runs `program` inside node `index`'s namespaces (`nsenter -m -u`).
+    pub fn command_in(&self, index: usize, program: &str) -> Command {
+        let pid = self.nodes[index]
+            .sshd_pid()
+            .unwrap_or_else(|| panic!("{} is stopped", self.nodes[index].name));
+        let mut command = Command::new("nsenter");
+        command
+            .args(["-t", &pid.to_string(), "-m", "-u", "--"])
+            .arg(program);
+        command
+    }
+
+    /// Starts `command` (from [`Self::command_in`]) in the background; it is killed by pid when
+    /// the nodes are dropped. Returns its pid.
+    pub fn spawn_in(&mut self, mut command: Command) -> u32 {
+        let child = command.spawn().expect("spawn in node");
+        let pid = child.id();
+        self.extra.push(child);
+        pid
+    }
+
+    /// Writes kubeadm-shaped control-plane files into every node: `/etc/kubernetes/pki` (with
+    /// `sa.key`, `sa.pub`, `etcd/…`), `manifests/`, the kubeconfigs, and kubelet's
+    /// `config.yaml` and `kubeadm-flags.env`, with kubeadm's modes (0600 keys and kubeconfigs,
+    /// 0644 certificates) and one file owned by uid/gid 4321. The service-account key pair is
+    /// the same on every node, as kubeadm copies it; everything else names its node.
+    pub fn populate_kubeadm(&self) -> KubeadmFiles {
+        let sa_key = format!(
+            "-----BEGIN PRIVATE KEY-----\nETCD-DR-TEST-SA-KEY-{}\n-----END PRIVATE KEY-----\n",
+            std::process::id()
+        );
+        let mut files = KubeadmFiles {
+            sa_key: sa_key.clone(),
+            per_node: Vec::new(),
+        };
+        for node in &self.nodes {
+            let n = &node.name;
+            let entries: Vec<(&str, String, u32)> = vec![
+                (
+                    "/etc/kubernetes/pki/ca.crt",
+                    "CA CERT (cluster)\n".to_string(),
+                    0o644,
+                ),
+                (
+                    "/etc/kubernetes/pki/ca.key",
+                    "CA KEY (cluster)\n".to_string(),
+                    0o600,
+                ),
+                ("/etc/kubernetes/pki/sa.key", sa_key.clone(), 0o600),
+                (
+                    "/etc/kubernetes/pki/sa.pub",
+                    "-----BEGIN PUBLIC KEY-----\nSA\n-----END PUBLIC KEY-----\n".into(),
+                    0o644,
+                ),
+                (
+                    "/etc/kubernetes/pki/apiserver.crt",
+                    format!("apiserver cert of {n}\n"),
+                    0o644,
+                ),
+                (
+                    "/etc/kubernetes/pki/apiserver.key",
+                    format!("apiserver key of {n}\n"),
+                    0o600,
+                ),
+                (
+                    "/etc/kubernetes/pki/front-proxy-ca.crt",
+                    "front proxy CA\n".into(),
+                    0o644,
+                ),
+                ("/etc/kubernetes/pki/etcd/ca.crt", "etcd CA\n".into(), 0o644),
+                (
+                    "/etc/kubernetes/pki/etcd/ca.key",
+                    "etcd CA key\n".into(),
+                    0o600,
+                ),
+                (
+                    "/etc/kubernetes/pki/etcd/server.crt",
+                    format!("etcd server cert of {n}\n"),
+                    0o644,
+                ),
+                (
+                    "/etc/kubernetes/pki/etcd/server.key",
+                    format!("etcd server key of {n}\n"),
+                    0o600,
+                ),
+                (
+                    "/etc/kubernetes/pki/etcd/peer.key",
+                    format!("etcd peer key of {n}\n"),
+                    0o600,
+                ),
+                (
+                    "/etc/kubernetes/pki/etcd/healthcheck-client.key",
+                    format!("hc key of {n}\n"),
+                    0o600,
+                ),
+                (
+                    "/etc/kubernetes/manifests/etcd.yaml",
+                    etcd_manifest(n, &node.address),
+                    0o600,
+                ),
+                (
+                    "/etc/kubernetes/manifests/kube-apiserver.yaml",
+                    format!("# kube-apiserver of {n}\n"),
+                    0o600,
+                ),
+                (
+                    "/etc/kubernetes/admin.conf",
+                    format!("# admin kubeconfig of {n}\n"),
+                    0o600,
+                ),
+                (
+                    "/etc/kubernetes/super-admin.conf",
+                    format!("# super-admin of {n}\n"),
+                    0o600,
+                ),
+                (
+                    "/etc/kubernetes/controller-manager.conf",
+                    format!("# kcm of {n}\n"),
+                    0o600,
+                ),
+                (
+                    "/etc/kubernetes/scheduler.conf",
+                    format!("# scheduler of {n}\n"),
+                    0o600,
+                ),
+                (
+                    "/etc/kubernetes/kubelet.conf",
+                    format!("# kubelet of {n}\n"),
+                    0o600,
+                ),
+                (
+                    "/var/lib/kubelet/config.yaml",
+                    "kind: KubeletConfiguration\n".into(),
+                    0o644,
+                ),
+                (
+                    "/var/lib/kubelet/kubeadm-flags.env",
+                    format!("KUBELET_KUBEADM_ARGS=\"--node-ip={}\"\n", node.address),
+                    0o644,
+                ),
+            ];
+            let mut written = BTreeMap::new();
+            for (path, content, mode) in entries {
+                let host = node.host_path(path);
+                std::fs::create_dir_all(host.parent().expect("parent")).expect("mkdir");
+                std::fs::write(&host, &content).expect("write kubeadm file");
+                std::fs::set_permissions(&host, std::fs::Permissions::from_mode(mode))
+                    .expect("chmod");
+                written.insert(path.to_string(), (content.into_bytes(), mode));
+            }
+            let owned = node.host_path("/etc/kubernetes/pki/front-proxy-ca.crt");
+            std::os::unix::fs::chown(&owned, Some(4321), Some(4321)).expect("chown");
+            files.per_node.push(written);
+        }
+        files
+    }
+}
+
+/// What [`ControlPlaneNodes::populate_kubeadm`] wrote.
+pub struct KubeadmFiles {
+    /// The service-account private key (same on every node); its text is distinctive.
+    pub sa_key: String,
+    /// Per node (index as in the ground): node path → (content, mode).
+    pub per_node: Vec<BTreeMap<String, (Vec<u8>, u32)>>,
+}
+
+impl KubeadmFiles {
+    /// Asserts that `dir` (a fetched bundle) holds exactly node `index`'s files, byte for byte,
+    /// with their modes, and the uid 4321 owner where it was set.
+    pub fn assert_unpacked(&self, index: usize, dir: &Path) {
+        for (path, (content, mode)) in &self.per_node[index] {
+            let unpacked = dir.join(path.trim_start_matches('/'));
+            let got = std::fs::read(&unpacked)
+                .unwrap_or_else(|e| panic!("{} in the bundle: {e}", unpacked.display()));
+            assert!(got == *content, "{path} differs after the round trip");
+            let meta = std::fs::metadata(&unpacked).expect("metadata");
+            assert_eq!(meta.permissions().mode() & 0o7777, *mode, "mode of {path}");
+        }
+        let owned = dir.join("etc/kubernetes/pki/front-proxy-ca.crt");
+        let meta = std::fs::metadata(&owned).expect("metadata");
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (4321, 4321),
+            "owner of {}",
+            owned.display()
+        );
+    }
+}
+
+fn etcd_manifest(name: &str, address: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: etcd\n  namespace: kube-system\nspec:\n  containers:\n  - command:\n    - etcd\n    - --name={name}\n    - --data-dir=/var/lib/etcd\n    - --listen-client-urls=https://{address}:2379\n    - --listen-peer-urls=https://{address}:2380\n    image: registry.k8s.io/etcd:3.5.16-0\n    name: etcd\n  hostNetwork: true\n  volumes:\n  - hostPath:\n      path: /var/lib/etcd\n      type: DirectoryOrCreate\n    name: etcd-data\n  - hostPath:\n      path: /etc/kubernetes/pki/etcd\n      type: DirectoryOrCreate\n    name: etcd-certs\n"
+    )
+}
+
+impl Drop for ControlPlaneNodes {
+    fn drop(&mut self) {
+        for child in &mut self.extra {
+            kill_pid(child.id());
+            let _ = child.wait();
+        }
+        for index in 0..self.nodes.len() {
+            self.stop_node(index);
+        }
+    }
+}
+
+/// Single-quotes a word for `sh`.
+pub fn sh_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', "'\\''"))
+}
+
+fn kill_pid(pid: u32) {
+    // The `kill` command keeps the harness free of unsafe code.
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn ssh_keygen() -> PathBuf {
+    std::env::var_os("TESTGROUND_SSH_KEYGEN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("ssh-keygen"))
+}
