@@ -109,7 +109,7 @@ def report(args):
     medians = {k: statistics.median(r["wall_s"] for r in v) for k, v in rows.items()}
     floor = medians.get(args.floor)
     gz = medians.get(args.gzip)
-    print("| what | runs | min s | median s | × etcdctl save | gzip pipeline ÷ this "
+    print(f"| what | runs | min s | median s | × {args.floor_name} | {args.gzip_name} ÷ this "
           "| peak RSS MiB | CPU s | etcd CPU s | moto CPU s | stored MiB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label in order:
@@ -149,7 +149,9 @@ def main():
     o = sub.add_parser("report")
     o.add_argument("--results", required=True)
     o.add_argument("--floor")
+    o.add_argument("--floor-name", default="etcdctl save")
     o.add_argument("--gzip")
+    o.add_argument("--gzip-name", default="gzip pipeline")
     args = p.parse_args()
     {"run": run, "idle": idle, "report": report}[args.what](args)
 

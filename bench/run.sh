@@ -228,6 +228,8 @@ fi
 # ------------------------------------------------------------------ 4. restore side
 if want restore; then
     log "4. restore side"
+    RESULTS="$OUT/restore.jsonl"
+    : > "$RESULTS"
     if ! python3 "$BENCH/s3.py" size "$BUCKET" gzip/1/ | grep -qv '^0$'; then
         etcdctl --endpoints "$ETCD_URL" snapshot save "$WORK/p.db" >/dev/null 2>>"$WORK/etcdctl.log"
         gzip -1 -c "$WORK/p.db" > "$WORK/p.db.gz"
@@ -273,9 +275,19 @@ fi
     echo "- etcd $(etcd --version | awk '/etcd Version/ {print $3}'), etcd-dr $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD -- crates || echo '+dirty'), moto $(python3 -c 'import moto; print(moto.__version__)'), boto3 $(python3 -c 'import boto3; print(boto3.__version__)'), $(gzip --version | head -1), zstd $(zstd --version | grep -o 'v[0-9.]*' | head -1)"
     echo "- database: $DB_BYTES bytes ($((DB_BYTES / 1048576)) MiB), $KEYS keys; runs per row: $RUNS"
     echo
-    python3 "$BENCH/measure.py" report --results "$RESULTS" \
+    echo "### Snapshot side"
+    echo
+    python3 "$BENCH/measure.py" report --results "$OUT/results.jsonl" \
         --floor "etcdctl snapshot save → local file" \
         --gzip "save → gzip -1 → boto3 multipart upload"
+    if [ -s "$OUT/restore.jsonl" ]; then
+        echo
+        echo "### Restore side"
+        echo
+        python3 "$BENCH/measure.py" report --results "$OUT/restore.jsonl" \
+            --floor "(etcdutl snapshot restore alone)" --floor-name "etcdutl restore alone" \
+            --gzip "boto3 download + gunzip + etcdutl snapshot restore" --gzip-name "shell restore"
+    fi
     [ -n "$IDLE_LINE" ] && { echo; echo "$IDLE_LINE"; }
     [ -f "$OUT/notes.txt" ] && { echo; sed 's/^/- /' "$OUT/notes.txt"; }
 } > "$OUT/table.md"
