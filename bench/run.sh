@@ -16,7 +16,8 @@
 #   --out DIR        where results go (default bench/out/<size>MiB-<UTC time>)
 #
 # Environment: BENCH_TOOLS_ENV (default <repo>/.tools/env.sh, installed by
-# scripts/install-test-deps.sh when missing), BENCH_ENCRYPTION_TOML (see the encryption slot).
+# scripts/install-test-deps.sh when missing), BENCH_ENCRYPTION_TOML (an [encryption]
+# section for the encrypted row; by default one with a fresh `etcd-dr keygen` recipient).
 #
 # What it reports, per row: min and median wall time, peak RSS (wait4: the largest resident set
 # of the command or any of its children; pipeline steps run one after the other), CPU time of
@@ -90,7 +91,7 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-CLIENT_PORT=$(free_port); PEER_PORT=$(free_port); S3_PORT=$(free_port)
+CLIENT_PORT=$(free_port); PEER_PORT=$(free_port); S3_PORT=$(free_port); HTTP_PORT=$(free_port)
 ETCD_URL="http://127.0.0.1:$CLIENT_PORT"
 export S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_DEFAULT_REGION=us-east-1
@@ -142,6 +143,8 @@ endpoints = ["$ETCD_URL"]
 interval = "1h"
 [log]
 level = "warn"
+[http]
+listen = "127.0.0.1:$HTTP_PORT"
 $2
 TOML
 }
@@ -204,13 +207,19 @@ if want etcd-dr; then
         --size "$json_stored \$W/edr-local.json" \
         '$EDR --config $W/local.toml snapshot --json > $W/edr-local.json'
     rm -rf "$WORK/store-local"
-    # --- encryption slot --------------------------------------------------------------
-    # age encryption is being added on another branch. Set BENCH_ENCRYPTION_TOML to the
-    # config section that turns it on (e.g. an [encryption] table naming a recipients file);
-    # the row runs only when this etcd-dr accepts that section (check-config), else it is
-    # skipped and said so.
+    # --- encryption -------------------------------------------------------------------
+    # age encryption: a fresh key pair from `etcd-dr keygen`, or the section given in
+    # BENCH_ENCRYPTION_TOML. The row runs only when this etcd-dr accepts the section
+    # (check-config); otherwise it is skipped and the table says so.
+    rm -f "$WORK/age-identity.txt"
+    if [ -z "${BENCH_ENCRYPTION_TOML:-}" ] \
+        && recipient=$("$EDR" keygen -o "$WORK/age-identity.txt" 2>/dev/null); then
+        BENCH_ENCRYPTION_TOML="[encryption]
+recipients = [\"$recipient\"]"
+    fi
     if [ -n "${BENCH_ENCRYPTION_TOML:-}" ]; then
-        cp "$WORK/s3.toml" "$WORK/s3-age.toml"
+        # Its own prefix: the restore rows fetch the newest plain snapshot.
+        sed 's/^prefix = "etcd-dr"$/prefix = "etcd-dr-age"/' "$WORK/s3.toml" > "$WORK/s3-age.toml"
         printf '\n%s\n' "$BENCH_ENCRYPTION_TOML" >> "$WORK/s3-age.toml"
         if "$EDR" --config "$WORK/s3-age.toml" check-config >/dev/null 2>&1; then
             M --label "etcd-dr snapshot → S3, age-encrypted" --size "$json_stored \$W/edr-age.json" \
@@ -220,8 +229,8 @@ if want etcd-dr; then
             echo "encryption: skipped (not supported by this build)" >> "$OUT/notes.txt"
         fi
     else
-        log "encryption slot skipped: BENCH_ENCRYPTION_TOML not set"
-        echo "encryption: skipped (BENCH_ENCRYPTION_TOML not set)" >> "$OUT/notes.txt"
+        log "encryption row skipped: no etcd-dr keygen and BENCH_ENCRYPTION_TOML not set"
+        echo "encryption: skipped (this etcd-dr has no keygen; BENCH_ENCRYPTION_TOML not set)" >> "$OUT/notes.txt"
     fi
 fi
 
