@@ -165,6 +165,9 @@ path_style = true
 prefix = \"idle\""
 
 has_snapshot() { "$EDR" --config "$1" list --json 2>/dev/null | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin) else 1)'; }
+# moto keeps every object in temporary files: each row deletes what the previous run stored
+# (untimed), so a 2 GiB run needs a few GiB of disk, not tens.
+RM='python3 $BENCH/s3.py rm $BUCKET'
 M() { python3 "$BENCH/measure.py" run --results "$RESULTS" --runs "$RUNS" \
     --watch "etcd=$ETCD_PID" --watch "moto=$MOTO_PID" "$@"; }
 export W="$WORK" ETCD_URL EDR BENCH BUCKET
@@ -177,31 +180,34 @@ if want floor; then
     M --label "etcdctl snapshot save → local file" --prep 'rm -f $W/save.db' \
         --size "$fsize \$W/save.db" \
         'etcdctl --endpoints $ETCD_URL snapshot save $W/save.db >/dev/null 2>>$W/etcdctl.log'
+    rm -f "$WORK/save.db"
 fi
 
 # ------------------------------------------------------------------ 2. shell pipelines
 if want pipelines; then
     log "2. shell pipelines: save → compress → boto3 multipart upload"
-    M --label "save → gzip -1 → boto3 multipart upload" --prep 'rm -f $W/p.db $W/p.db.gz' \
+    M --label "save → gzip -1 → boto3 multipart upload" --prep "rm -f \$W/p.db \$W/p.db.gz; $RM gzip/" \
         --size "$fsize \$W/p.db.gz" \
         'etcdctl --endpoints $ETCD_URL snapshot save $W/p.db >/dev/null 2>>$W/etcdctl.log &&
          gzip -1 -c $W/p.db > $W/p.db.gz &&
          python3 $BENCH/s3.py upload $W/p.db.gz $BUCKET gzip/$RUN/etcd.db.gz'
-    M --label "save → zstd -3 -T0 → boto3 multipart upload" --prep 'rm -f $W/p.db $W/p.db.zst' \
+    M --label "save → zstd -3 -T0 → boto3 multipart upload" --prep "rm -f \$W/p.db \$W/p.db.zst; $RM zstd/" \
         --size "$fsize \$W/p.db.zst" \
         'etcdctl --endpoints $ETCD_URL snapshot save $W/p.db >/dev/null 2>>$W/etcdctl.log &&
          zstd -q -3 -T0 $W/p.db -o $W/p.db.zst &&
          python3 $BENCH/s3.py upload $W/p.db.zst $BUCKET zstd/$RUN/etcd.db.zst'
     # The S3 server's share: the same client uploading a file of the compressed size.
-    M --label "(moto alone: boto3 upload of the .zst)" --size "$fsize \$W/p.db.zst" \
+    M --label "(moto alone: boto3 upload of the .zst)" --prep "$RM moto-alone/" --size "$fsize \$W/p.db.zst" \
         'python3 $BENCH/s3.py upload $W/p.db.zst $BUCKET moto-alone/$RUN/etcd.db.zst'
-    rm -f "$WORK/p.db"
+    rm -f "$WORK/p.db" "$WORK/p.db.gz" "$WORK/p.db.zst"
+    python3 "$BENCH/s3.py" rm "$BUCKET" zstd/
+    python3 "$BENCH/s3.py" rm "$BUCKET" moto-alone/
 fi
 
 # ------------------------------------------------------------------ 3. etcd-dr snapshot
 if want etcd-dr; then
     log "3. etcd-dr snapshot"
-    M --label "etcd-dr snapshot → S3" --size "$json_stored \$W/edr-s3.json" \
+    M --label "etcd-dr snapshot → S3" --prep "$RM etcd-dr/" --size "$json_stored \$W/edr-s3.json" \
         '$EDR --config $W/s3.toml snapshot --json > $W/edr-s3.json'
     M --label "etcd-dr snapshot → local dir" --prep 'rm -rf $W/store-local' \
         --size "$json_stored \$W/edr-local.json" \
@@ -222,7 +228,7 @@ recipients = [\"$recipient\"]"
         sed 's/^prefix = "etcd-dr"$/prefix = "etcd-dr-age"/' "$WORK/s3.toml" > "$WORK/s3-age.toml"
         printf '\n%s\n' "$BENCH_ENCRYPTION_TOML" >> "$WORK/s3-age.toml"
         if "$EDR" --config "$WORK/s3-age.toml" check-config >/dev/null 2>&1; then
-            M --label "etcd-dr snapshot → S3, age-encrypted" --size "$json_stored \$W/edr-age.json" \
+            M --label "etcd-dr snapshot → S3, age-encrypted" --prep "$RM etcd-dr-age/" --size "$json_stored \$W/edr-age.json" \
                 '$EDR --config $W/s3-age.toml snapshot --json > $W/edr-age.json'
         else
             log "encryption slot skipped: this etcd-dr does not accept BENCH_ENCRYPTION_TOML"

@@ -5,6 +5,7 @@
   s3.py upload FILE BUCKET KEY        # multipart, 8 MiB parts, 4 threads (like `aws s3 cp`)
   s3.py download BUCKET KEY FILE
   s3.py size BUCKET PREFIX            # total bytes of the objects under PREFIX
+  s3.py rm BUCKET PREFIX              # delete the objects under PREFIX (moto keeps them on disk)
 
 Endpoint and credentials come from S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY.
 """
@@ -38,6 +39,11 @@ def main():
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=args[0], Prefix=args[1]):
             total += sum(o["Size"] for o in page.get("Contents", []))
         print(total)
+    elif what == "rm":
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=args[0], Prefix=args[1]):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=args[0], Delete={"Objects": keys})
     else:
         sys.exit(f"unknown command {what}")
 
