@@ -435,15 +435,7 @@ impl EtcdCluster {
             let mut client = Client::connect(endpoints, Some(options))
                 .await
                 .expect("connect");
-            let response = client
-                .get(vec![0u8], Some(GetOptions::new().with_from_key()))
-                .await
-                .expect("get all");
-            response
-                .kvs()
-                .iter()
-                .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
-                .collect()
+            read_all(&mut client, false).await
         })
     }
 
@@ -487,6 +479,41 @@ impl Drop for EtcdCluster {
     fn drop(&mut self) {
         for index in 0..self.members.len() {
             self.kill(index);
+        }
+    }
+}
+
+/// Every key and value through `client`, in pages (a whole database in one response would
+/// pass gRPC's 4 MiB message limit), all at the first page's revision. `serializable`: the
+/// answering member's own data.
+pub(crate) async fn read_all(
+    client: &mut Client,
+    serializable: bool,
+) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut all = BTreeMap::new();
+    let mut from = vec![0u8];
+    let mut revision = 0;
+    loop {
+        let mut options = GetOptions::new()
+            .with_from_key()
+            .with_limit(500)
+            .with_revision(revision);
+        if serializable {
+            options = options.with_serializable();
+        }
+        let response = client.get(from, Some(options)).await.expect("get all");
+        if revision == 0 {
+            revision = response.header().map_or(0, |h| h.revision());
+        }
+        for kv in response.kvs() {
+            all.insert(kv.key().to_vec(), kv.value().to_vec());
+        }
+        match response.kvs().last() {
+            Some(last) if response.more() => {
+                from = last.key().to_vec();
+                from.push(0);
+            }
+            _ => return all,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, GetOptions};
+use etcd_client::{Client, ConnectOptions};
 
 use crate::block_on;
 
@@ -181,18 +181,7 @@ pub fn dump_member(endpoint: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let endpoint = endpoint.to_string();
     block_on(async move {
         let mut client = connect(vec![endpoint]).await;
-        let response = client
-            .get(
-                vec![0u8],
-                Some(GetOptions::new().with_from_key().with_serializable()),
-            )
-            .await
-            .expect("get all");
-        response
-            .kvs()
-            .iter()
-            .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
-            .collect()
+        crate::etcd::read_all(&mut client, true).await
     })
 }
 
