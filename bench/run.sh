@@ -5,11 +5,13 @@
 #   bench/run.sh                      # 512 MiB database, 3 runs of everything
 #   bench/run.sh --size-mib 1024 --only floor,etcd-dr
 #   bench/run.sh --size-mib 2048 --runs 2 --only floor,etcd-dr,idle
+#   bench/run.sh --only promote       # promote of 512 MiB onto 3 ssh nodes (needs root)
 #
 # Options:
 #   --size-mib N     database size to fill etcd to (default 512; 1024 and 2048 raise the quota)
 #   --runs N         runs of each measurement (default 3)
-#   --only LIST      comma-separated groups: floor, pipelines, etcd-dr, restore, idle (default all)
+#   --only LIST      comma-separated groups: floor, pipelines, etcd-dr, restore, idle, promote
+#                    (default all; promote only as root, it needs namespaces and sshd)
 #   --work DIR       working directory (default: a new one under /tmp, removed at the end);
 #                    an existing DIR with a filled etcd is reused, skipping the fill
 #   --keep           keep the working directory
@@ -28,7 +30,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BENCH="$REPO/bench"
 SIZE_MIB=512
 RUNS=3
-ONLY="floor,pipelines,etcd-dr,restore,idle"
+ONLY="floor,pipelines,etcd-dr,restore,idle,promote"
 WORK=""
 KEEP=0
 OUT=""
@@ -40,11 +42,13 @@ while [ $# -gt 0 ]; do
         --work) WORK="$2"; shift 2 ;;
         --keep) KEEP=1; shift ;;
         --out) OUT="$2"; shift 2 ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 want() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+# Only promote: no etcd, no moto, no fill here (the promote benchmark starts its own).
+only_promote() { [ "$ONLY" = promote ]; }
 log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
 # ------------------------------------------------------------------ tools
@@ -71,6 +75,20 @@ log "building etcd-dr and etcd-fill (release)"
 (cd "$REPO" && cargo build --release --quiet -p etcd-dr && cargo build --release --quiet -p etcd-dr-e2e --bin etcd-fill)
 EDR="$REPO/target/release/etcd-dr"
 FILL="$REPO/target/release/etcd-fill"
+if want promote; then
+    if [ "$(id -u)" != 0 ]; then
+        log "promote group skipped: it needs root (namespace nodes, sshd)"
+        ONLY="${ONLY//promote/}"
+    else
+        log "building the promote benchmark (release)"
+        PROMOTE_BENCH=$(cd "$REPO" && cargo test --release --quiet -p etcd-dr-e2e --test promote_bench --no-run --message-format=json \
+            | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "promote_bench" and m.get("executable"):
+        print(m["executable"])')
+    fi
+fi
 
 # ------------------------------------------------------------------ work dir, processes
 if [ -z "$WORK" ]; then
@@ -97,6 +115,7 @@ export S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_DEFAULT_REGION=us-east-1
 BUCKET=bench
 
+if ! only_promote; then
 # Quota: room for the data and for etcd's own growth while it is filled.
 QUOTA=$(( (SIZE_MIB * 2 + 1024) * 1024 * 1024 ))
 log "starting etcd $(etcd --version | awk '/etcd Version/ {print $3}') on $ETCD_URL (quota $((QUOTA / 1048576)) MiB)"
@@ -173,6 +192,8 @@ M() { python3 "$BENCH/measure.py" run --results "$RESULTS" --runs "$RUNS" \
 export W="$WORK" ETCD_URL EDR BENCH BUCKET
 fsize='stat -c %s'
 json_stored='python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[\"stored\"][\"size\"])"'
+
+fi # not only promote
 
 # ------------------------------------------------------------------ 1. the floor
 if want floor; then
@@ -282,12 +303,23 @@ if want idle; then
     kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true
 fi
 
+# ------------------------------------------------------------------ 6. promote
+if want promote; then
+    log "6. promote of ${SIZE_MIB} MiB onto 3 namespace nodes over ssh (its own etcd, fill, snapshot)"
+    # Nothing else of the benchmark runs meanwhile; the idle daemon and rows above are done.
+    (cd "$REPO" && BENCH_PROMOTE_MIB="$SIZE_MIB" BENCH_PROMOTE_OUT="$OUT/promote.md" TMPDIR="$WORK" \
+        "$PROMOTE_BENCH" --ignored --nocapture --test-threads 1 promote_of_a_big_snapshot) \
+        > "$OUT/promote.log" 2>&1 \
+        || { log "promote benchmark failed: see $OUT/promote.log"; echo "promote: failed (see promote.log)" >> "$OUT/notes.txt"; }
+fi
+
 # ------------------------------------------------------------------ report
 {
     echo "## ${SIZE_MIB} MiB database ($(date -u +%Y-%m-%dT%H:%MZ))"
     echo
     echo "- machine: $(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM; load before start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- etcd $(etcd --version | awk '/etcd Version/ {print $3}'), etcd-dr $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD -- crates || echo '+dirty'), moto $(python3 -c 'import moto; print(moto.__version__)'), boto3 $(python3 -c 'import boto3; print(boto3.__version__)'), $(gzip --version | head -1), zstd $(zstd --version | grep -o 'v[0-9.]*' | head -1)"
+    if ! only_promote; then
     echo "- database: $DB_BYTES bytes ($((DB_BYTES / 1048576)) MiB), $KEYS keys; runs per row: $RUNS"
     echo
     echo "### Snapshot side"
@@ -295,6 +327,7 @@ fi
     python3 "$BENCH/measure.py" report --results "$OUT/results.jsonl" \
         --floor "etcdctl snapshot save → local file" \
         --gzip "save → gzip -1 → boto3 multipart upload"
+    fi
     if [ -s "$OUT/restore.jsonl" ]; then
         echo
         echo "### Restore side"
@@ -304,6 +337,7 @@ fi
             --gzip "boto3 download + gunzip + etcdutl snapshot restore" --gzip-name "shell restore"
     fi
     [ -n "$IDLE_LINE" ] && { echo; echo "$IDLE_LINE"; }
+    [ -s "$OUT/promote.md" ] && { echo; sed 's/^## /### /' "$OUT/promote.md"; }
     [ -f "$OUT/notes.txt" ] && { echo; sed 's/^/- /' "$OUT/notes.txt"; }
 } > "$OUT/table.md"
 cat "$OUT/table.md"

@@ -14,6 +14,7 @@ pub mod kubelet;
 pub mod net;
 pub mod nodes;
 pub mod s3;
+pub mod secondary;
 pub mod tools;
 
 pub use certs::TlsFiles;

@@ -19,12 +19,12 @@ use etcd_dr_e2e::kubelet::{
     answers, dump_member, etcd_pod_manifest, kill_pidfile, member_names, member_revision, put_keys,
     write_standin, EtcdPodSpec,
 };
-use etcd_dr_e2e::nodes::{ControlPlaneNodes, KubeadmFiles};
+use etcd_dr_e2e::secondary::SshSecondary;
 use etcd_dr_e2e::{
     free_port, http_request, terminate, wait_for, EtcdCluster, EtcdDr, EtcdOptions, EtcdVersion,
     FillSpec, HttpResponse, StoreTarget,
 };
-use etcd_dr_nodes::{LocalExecutor, Node, NodeRole, SshExecutor};
+use etcd_dr_nodes::{LocalExecutor, Node, NodeRole};
 use etcd_dr_restore::{
     PromoteConfig, Promoter, PromotionRecord, PromotionRequest, PromotionState, PromotionTracker,
     RestoreTool, ServiceAccountKeys, StepName, StepState,
@@ -540,163 +540,28 @@ fn an_etcd_34_snapshot_is_restored_with_etcdctl_without_a_bump() {
 // ---------------------------------------------------------------------------------------------
 // Three namespace nodes over ssh.
 
-/// The secondary control plane on three namespace nodes: each node's etcd (3 members, plain
-/// HTTP on the node's own loopback address) run by the kubelet stand-in from its own
-/// `/etc/kubernetes/manifests/etcd.yaml`.
-struct SshSecondary {
-    ground: ControlPlaneNodes,
-    standin: PathBuf,
-    client_urls: Vec<String>,
-    files: KubeadmFiles,
-}
-
-const STANDIN_STATE: &str = "/etc/kubernetes/standin";
-const ETCD_MANIFEST: &str = "/etc/kubernetes/manifests/etcd.yaml";
-
-impl SshSecondary {
-    /// Starts the nodes with kubeadm-shaped files (these play the primary's nodes for the
-    /// bundles); call [`Self::become_secondary`] once the snapshot is taken.
-    fn start() -> Self {
-        let ground = ControlPlaneNodes::start(3);
-        let files = ground.populate_kubeadm();
-        let standin = write_standin(ground.dir());
-        Self {
-            ground,
-            standin,
-            client_urls: Vec::new(),
-            files,
-        }
-    }
-
-    /// Gives every node the secondary's own service-account keys and etcd (its own peer URLs,
-    /// same member names), starts them and waits until the cluster serves.
-    fn become_secondary(&mut self) {
-        let peers: Vec<(String, String, String)> = self
-            .ground
-            .nodes()
-            .iter()
-            .map(|n| {
-                (
-                    n.name.clone(),
-                    format!("http://{}:{}", n.address, free_port()),
-                    format!("http://{}:{}", n.address, free_port()),
-                )
-            })
-            .collect();
-        let initial_cluster = peers
-            .iter()
-            .map(|(name, _, peer)| format!("{name}={peer}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        for (index, (name, client, peer)) in peers.iter().enumerate() {
-            let node = self.ground.node(index);
-            std::fs::write(
-                node.host_path(ETCD_MANIFEST),
-                etcd_pod_manifest(&EtcdPodSpec {
-                    name,
-                    data_dir: "/var/lib/etcd",
-                    client_url: client,
-                    peer_url: peer,
-                    initial_cluster: &initial_cluster,
-                    token: "secondary",
-                }),
-            )
-            .unwrap();
-            std::fs::write(
-                node.host_path("/etc/kubernetes/pki/sa.key"),
-                format!("secondary sa.key of {name}"),
-            )
-            .unwrap();
-            std::fs::write(
-                node.host_path("/etc/kubernetes/pki/sa.pub"),
-                format!("secondary sa.pub of {name}"),
-            )
-            .unwrap();
-        }
-        self.client_urls = peers.into_iter().map(|(_, client, _)| client).collect();
-        for index in 0..3 {
-            let out = self
-                .ground
-                .ssh(index, &self.kubelet_argv("start").join(" "));
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        self.wait_serving();
-    }
-
-    fn kubelet_argv(&self, action: &str) -> Vec<String> {
-        vec![
-            "sh".into(),
-            self.standin.display().to_string(),
-            action.into(),
-            ETCD_MANIFEST.into(),
-            STANDIN_STATE.into(),
-            EtcdVersion::V3_5.bin("etcd").display().to_string(),
-        ]
-    }
-
-    fn wait_serving(&self) {
-        for url in &self.client_urls {
-            wait_for("a secondary member", Duration::from_secs(30), || {
-                answers(url).then_some(())
-            });
-        }
-        wait_for("the secondary's leader", Duration::from_secs(30), || {
-            (member_names(&self.client_urls).len() == 3).then_some(())
-        });
-    }
-
-    fn config(&self, work: &Path) -> PromoteConfig {
-        let mut config = PromoteConfig::new(EtcdConfig::plain(self.client_urls.clone()));
-        config.stop_control_plane = vec![self.kubelet_argv("stop")];
-        config.start_control_plane = vec![self.kubelet_argv("start")];
-        config.etcd_stopped_check = self.kubelet_argv("stopped");
-        config.stop_timeout = Duration::from_secs(20);
-        config.health_timeout = Duration::from_secs(40);
-        config.work_dir = work.to_path_buf();
-        config
-    }
-
-    fn nodes(&self) -> Vec<Node> {
-        (0..3)
-            .map(|index| {
-                let executor = SshExecutor {
-                    ssh_config: Some(self.ground.ssh_config().to_path_buf()),
-                    connect_timeout: Duration::from_secs(5),
-                    ..SshExecutor::new(self.ground.node(index).name.clone())
-                };
-                Node::new(NodeRole::ControlPlane, Arc::new(executor))
-            })
-            .collect()
-    }
-
-    fn promote(&self, config: PromoteConfig, store_dir: &Path, identity: &Path) -> PromotionRecord {
-        let store: Arc<dyn ObjectStore> =
-            Arc::new(LocalFileSystem::new_with_prefix(store_dir).unwrap());
-        let layout = SnapshotLayout::new("", "prod").unwrap();
-        let mut promoter = Promoter::new(config, store, layout, self.nodes(), vec![]).unwrap();
-        promoter.identities = Identities::load(identity).unwrap();
-        let tracker = PromotionTracker::new(PromotionRecord::new(
-            etcd_dr_restore::new_promotion_id(chrono_now()),
-            PromotionRequest::default(),
-            "test@here".into(),
-        ));
-        tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(promoter.run(&tracker, &CancellationToken::new()));
-        tracker.snapshot()
-    }
-}
-
-impl Drop for SshSecondary {
-    fn drop(&mut self) {
-        for node in self.ground.nodes() {
-            kill_pidfile(&node.host_path(&format!("{STANDIN_STATE}/etcd.pid")));
-        }
-    }
+/// Runs the promoter in this process against `secondary`'s nodes, with the identity that opens
+/// the snapshot's node bundles.
+fn promote_over_ssh(
+    secondary: &SshSecondary,
+    config: PromoteConfig,
+    store_dir: &Path,
+    identity: &Path,
+) -> PromotionRecord {
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(store_dir).unwrap());
+    let layout = SnapshotLayout::new("", "prod").unwrap();
+    let mut promoter = Promoter::new(config, store, layout, secondary.nodes(), vec![]).unwrap();
+    promoter.identities = Identities::load(identity).unwrap();
+    let tracker = PromotionTracker::new(PromotionRecord::new(
+        etcd_dr_restore::new_promotion_id(chrono_now()),
+        PromotionRequest::default(),
+        "test@here".into(),
+    ));
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(promoter.run(&tracker, &CancellationToken::new()));
+    tracker.snapshot()
 }
 
 /// A three-member primary named cp1..cp3, filled, snapshotted with encrypted node bundles taken
@@ -738,7 +603,12 @@ fn promote_over_ssh_restores_the_primary_on_three_nodes() {
     assert!(secondary_revision > primary_revision);
 
     let config = secondary.config(&primary.store.path().join("work"));
-    let record = secondary.promote(config, &primary.store.path().join("bucket"), &identity);
+    let record = promote_over_ssh(
+        &secondary,
+        config,
+        &primary.store.path().join("bucket"),
+        &identity,
+    );
     assert_eq!(
         record.state,
         PromotionState::Succeeded,
@@ -820,7 +690,12 @@ fn a_restore_failing_on_one_node_rolls_every_node_back() {
     let mut config = secondary.config(&primary.store.path().join("work"));
     config.etcdutl = wrapper.display().to_string();
 
-    let record = secondary.promote(config, &primary.store.path().join("bucket"), &identity);
+    let record = promote_over_ssh(
+        &secondary,
+        config,
+        &primary.store.path().join("bucket"),
+        &identity,
+    );
     assert_eq!(
         record.state,
         PromotionState::RolledBack,

@@ -1,0 +1,207 @@
+//! The secondary control plane of the promote tests: three namespace nodes cp1..cp3 (see
+//! [`crate::nodes`]), each running a member of a three-member etcd through the kubelet stand-in
+//! (see [`crate::kubelet`]) from its own `/etc/kubernetes/manifests/etcd.yaml`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_dr_nodes::{Node, NodeRole, SshExecutor};
+use etcd_dr_restore::PromoteConfig;
+use etcd_dr_scheduler::EtcdConfig;
+
+use crate::kubelet::{
+    answers, etcd_pod_manifest, kill_pidfile, member_names, write_standin, EtcdPodSpec,
+};
+use crate::nodes::{ControlPlaneNodes, KubeadmFiles};
+use crate::{free_port, wait_for, EtcdVersion};
+
+/// The secondary control plane on three namespace nodes: each node's etcd (3 members, plain
+/// HTTP on the node's own loopback address) run by the kubelet stand-in from its own
+/// `/etc/kubernetes/manifests/etcd.yaml`.
+pub struct SshSecondary {
+    /// The three nodes.
+    pub ground: ControlPlaneNodes,
+    /// The kubelet stand-in script.
+    pub standin: PathBuf,
+    /// The members' client URLs (after [`Self::become_secondary`]).
+    pub client_urls: Vec<String>,
+    /// The kubeadm-shaped files the nodes were given.
+    pub files: KubeadmFiles,
+}
+
+/// Where the stand-in keeps its pid and log, on each node.
+pub const STANDIN_STATE: &str = "/etc/kubernetes/standin";
+/// The static pod manifest the stand-in runs, on each node.
+pub const ETCD_MANIFEST: &str = "/etc/kubernetes/manifests/etcd.yaml";
+
+impl SshSecondary {
+    /// Starts the nodes with kubeadm-shaped files (these play the primary's nodes for the
+    /// bundles); call [`Self::become_secondary`] once the snapshot is taken.
+    pub fn start() -> Self {
+        let ground = ControlPlaneNodes::start(3);
+        let files = ground.populate_kubeadm();
+        let standin = write_standin(ground.dir());
+        Self {
+            ground,
+            standin,
+            client_urls: Vec::new(),
+            files,
+        }
+    }
+
+    /// Gives every node the secondary's own service-account keys and etcd (its own peer URLs,
+    /// same member names), starts them and waits until the cluster serves.
+    pub fn become_secondary(&mut self) {
+        let peers: Vec<(String, String, String)> = self
+            .ground
+            .nodes()
+            .iter()
+            .map(|n| {
+                (
+                    n.name.clone(),
+                    format!("http://{}:{}", n.address, free_port()),
+                    format!("http://{}:{}", n.address, free_port()),
+                )
+            })
+            .collect();
+        let initial_cluster = peers
+            .iter()
+            .map(|(name, _, peer)| format!("{name}={peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        for (index, (name, client, peer)) in peers.iter().enumerate() {
+            let node = self.ground.node(index);
+            std::fs::write(
+                node.host_path(ETCD_MANIFEST),
+                etcd_pod_manifest(&EtcdPodSpec {
+                    name,
+                    data_dir: "/var/lib/etcd",
+                    client_url: client,
+                    peer_url: peer,
+                    initial_cluster: &initial_cluster,
+                    token: "secondary",
+                }),
+            )
+            .unwrap();
+            std::fs::write(
+                node.host_path("/etc/kubernetes/pki/sa.key"),
+                format!("secondary sa.key of {name}"),
+            )
+            .unwrap();
+            std::fs::write(
+                node.host_path("/etc/kubernetes/pki/sa.pub"),
+                format!("secondary sa.pub of {name}"),
+            )
+            .unwrap();
+        }
+        self.client_urls = peers.into_iter().map(|(_, client, _)| client).collect();
+        for index in 0..3 {
+            let out = self
+                .ground
+                .ssh(index, &self.kubelet_argv("start").join(" "));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.wait_serving();
+    }
+
+    /// The stand-in's argv for `action` (`start`, `stop`, `stopped`) on a node.
+    pub fn kubelet_argv(&self, action: &str) -> Vec<String> {
+        vec![
+            "sh".into(),
+            self.standin.display().to_string(),
+            action.into(),
+            ETCD_MANIFEST.into(),
+            STANDIN_STATE.into(),
+            EtcdVersion::V3_5.bin("etcd").display().to_string(),
+        ]
+    }
+
+    /// Waits until every member answers and the cluster lists three members.
+    pub fn wait_serving(&self) {
+        for url in &self.client_urls {
+            wait_for("a secondary member", Duration::from_secs(30), || {
+                answers(url).then_some(())
+            });
+        }
+        wait_for("the secondary's leader", Duration::from_secs(30), || {
+            (member_names(&self.client_urls).len() == 3).then_some(())
+        });
+    }
+
+    /// A promote configuration for these nodes: the stand-in stops and starts etcd.
+    pub fn config(&self, work: &Path) -> PromoteConfig {
+        let mut config = PromoteConfig::new(EtcdConfig::plain(self.client_urls.clone()));
+        config.stop_control_plane = vec![self.kubelet_argv("stop")];
+        config.start_control_plane = vec![self.kubelet_argv("start")];
+        config.etcd_stopped_check = self.kubelet_argv("stopped");
+        config.stop_timeout = Duration::from_secs(20);
+        config.health_timeout = Duration::from_secs(40);
+        config.work_dir = work.to_path_buf();
+        config
+    }
+
+    /// `[nodes]` (these nodes over ssh, commands allowed `command_timeout`) and `[promote]`
+    /// sections for the binary, the same promotion as [`Self::config`].
+    pub fn config_sections(&self, work: &Path, command_timeout: &str) -> String {
+        let argv = |action: &str| {
+            let words: Vec<String> = self
+                .kubelet_argv(action)
+                .iter()
+                .map(|w| format!("\"{w}\""))
+                .collect();
+            format!("[{}]", words.join(", "))
+        };
+        let names: Vec<String> = self
+            .ground
+            .names()
+            .iter()
+            .map(|n| format!("\"{n}\""))
+            .collect();
+        let endpoints: Vec<String> = self
+            .client_urls
+            .iter()
+            .map(|u| format!("\"{u}\""))
+            .collect();
+        format!(
+            "[nodes]\ncontrol_plane = [{names}]\n[nodes.access]\ntype = \"ssh\"\nssh_config = \"{ssh}\"\n\
+             connect_timeout = \"5s\"\ncommand_timeout = \"{command_timeout}\"\n\
+             [promote]\nrequire_service_account_keys = false\nstop_control_plane = [{stop}]\n\
+             start_control_plane = [{start}]\netcd_stopped_check = {stopped}\nstop_timeout = \"30s\"\n\
+             health_timeout = \"120s\"\nwork_dir = \"{work}\"\n[promote.etcd]\nendpoints = [{endpoints}]\n",
+            names = names.join(", "),
+            ssh = self.ground.ssh_config().display(),
+            stop = argv("stop"),
+            start = argv("start"),
+            stopped = argv("stopped"),
+            work = work.display(),
+            endpoints = endpoints.join(", "),
+        )
+    }
+
+    /// The nodes, reached over ssh with the ground's ssh config.
+    pub fn nodes(&self) -> Vec<Node> {
+        (0..3)
+            .map(|index| {
+                let executor = SshExecutor {
+                    ssh_config: Some(self.ground.ssh_config().to_path_buf()),
+                    connect_timeout: Duration::from_secs(5),
+                    ..SshExecutor::new(self.ground.node(index).name.clone())
+                };
+                Node::new(NodeRole::ControlPlane, Arc::new(executor))
+            })
+            .collect()
+    }
+}
+
+impl Drop for SshSecondary {
+    fn drop(&mut self) {
+        for node in self.ground.nodes() {
+            kill_pidfile(&node.host_path(&format!("{STANDIN_STATE}/etcd.pid")));
+        }
+    }
+}
