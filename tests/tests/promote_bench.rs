@@ -3,7 +3,8 @@
 //! kubelet stand-in), timed from the request to a healthy cluster, with the time of every step
 //! and of each node's stages. Target: ≤ 60 s for 512 MiB.
 //!
-//! Opt-in (minutes, and about 8× the database size in free disk):
+//! Opt-in (a few minutes, and about 15× the database size in free disk: three members of the
+//! primary, the store, and on each node the copied snapshot and the restored data):
 //!
 //! ```text
 //! cargo build --release -p etcd-dr
