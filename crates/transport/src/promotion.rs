@@ -1,9 +1,11 @@
 //! The promotion fence and the switchover handshake, as objects beside the snapshots:
-//! `<prefix>/<cluster>/promotion.json` and `<prefix>/<cluster>/switchover-request.json`.
+//! `<prefix>/<cluster>/promotion.json` and `<prefix>/<cluster>/switchover-request.json`; and
+//! the restore lock `<prefix>/<cluster>/restore-lock.json` that keeps two restores or
+//! promotions of one prefix from running at once.
 
 use std::sync::Arc;
 
-use etcd_dr_core::{PromotionMarker, SwitchoverRequest};
+use etcd_dr_core::{PromotionMarker, RestoreLock, SwitchoverRequest};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::de::DeserializeOwned;
@@ -15,6 +17,9 @@ use crate::{SnapshotLayout, TransportError};
 pub const PROMOTION_MARKER_NAME: &str = "promotion.json";
 /// File name of the switchover request in the cluster's folder.
 pub const SWITCHOVER_REQUEST_NAME: &str = "switchover-request.json";
+
+/// File name of the restore lock in the cluster's folder.
+pub const RESTORE_LOCK_NAME: &str = "restore-lock.json";
 
 /// The cluster's folder (`<prefix>/<cluster>`), parent of `snapshots/`.
 fn cluster_dir(layout: &SnapshotLayout) -> Path {
@@ -31,6 +36,11 @@ pub fn promotion_marker_path(layout: &SnapshotLayout) -> Path {
 /// Where the switchover request of the cluster lives.
 pub fn switchover_request_path(layout: &SnapshotLayout) -> Path {
     cluster_dir(layout).join(SWITCHOVER_REQUEST_NAME)
+}
+
+/// Where the restore lock of the cluster lives.
+pub fn restore_lock_path(layout: &SnapshotLayout) -> Path {
+    cluster_dir(layout).join(RESTORE_LOCK_NAME)
 }
 
 async fn read_json<T: DeserializeOwned>(
@@ -98,6 +108,74 @@ pub async fn write_promotion_marker(
             })
         }
         Err(e) => Err(TransportError::store("put", &key, e)),
+    }
+}
+
+/// The restore lock, if a restore or promotion holds it (or crashed holding it).
+pub async fn read_restore_lock(
+    store: &Arc<dyn ObjectStore>,
+    layout: &SnapshotLayout,
+) -> Result<Option<RestoreLock>, TransportError> {
+    read_json(store, &restore_lock_path(layout)).await
+}
+
+/// Takes the restore lock with a create-only put; `replace` (an operator's `force`) takes it
+/// over from a crashed holder. When it is held, [`TransportError::Locked`] names the holder.
+pub async fn acquire_restore_lock(
+    store: &Arc<dyn ObjectStore>,
+    layout: &SnapshotLayout,
+    lock: &RestoreLock,
+    replace: bool,
+) -> Result<(), TransportError> {
+    let key = restore_lock_path(layout);
+    let mode = if replace {
+        PutMode::Overwrite
+    } else {
+        PutMode::Create
+    };
+    let options = PutOptions {
+        mode,
+        ..PutOptions::default()
+    };
+    match store.put_opts(&key, to_json(lock)?, options).await {
+        Ok(_) => Ok(()),
+        Err(object_store::Error::AlreadyExists { .. })
+        | Err(object_store::Error::Precondition { .. }) => {
+            let holder = read_restore_lock(store, layout).await.ok().flatten();
+            Err(TransportError::Locked {
+                key: key.to_string(),
+                promotion_id: holder
+                    .as_ref()
+                    .map_or_else(|| "unknown".into(), |h| h.promotion_id.clone()),
+                mode: holder
+                    .as_ref()
+                    .map_or("restore", |h| h.mode.as_str())
+                    .to_string(),
+                requested_by: holder
+                    .as_ref()
+                    .map_or_else(|| "unknown".into(), |h| h.requested_by.clone()),
+                locked_at: holder.map_or_else(|| "unknown".into(), |h| h.locked_at.to_rfc3339()),
+            })
+        }
+        Err(e) => Err(TransportError::store("put", &key, e)),
+    }
+}
+
+/// Deletes the restore lock if `promotion_id` still holds it (a forced run may have taken it
+/// over). Returns whether it was deleted.
+pub async fn release_restore_lock(
+    store: &Arc<dyn ObjectStore>,
+    layout: &SnapshotLayout,
+    promotion_id: &str,
+) -> Result<bool, TransportError> {
+    let key = restore_lock_path(layout);
+    match read_restore_lock(store, layout).await? {
+        Some(lock) if lock.promotion_id == promotion_id => {}
+        _ => return Ok(false),
+    }
+    match store.delete(&key).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(true),
+        Err(e) => Err(TransportError::store("delete", &key, e)),
     }
 }
 
@@ -174,6 +252,47 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(read.promotion_id, "p3");
+    }
+
+    #[tokio::test]
+    async fn the_restore_lock_admits_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let layout = SnapshotLayout::new("dr", "prod").unwrap();
+        assert_eq!(
+            restore_lock_path(&layout).as_ref(),
+            "dr/prod/restore-lock.json"
+        );
+        let lock = |id: &str| RestoreLock {
+            promotion_id: id.into(),
+            mode: PromotionMode::InPlace,
+            requested_by: "ops@here".into(),
+            locked_at: Utc::now(),
+        };
+        acquire_restore_lock(&store, &layout, &lock("r1"), false)
+            .await
+            .unwrap();
+        let error = acquire_restore_lock(&store, &layout, &lock("r2"), false)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, TransportError::Locked { promotion_id, mode, .. } if promotion_id == "r1" && mode == "in-place"),
+            "{error}"
+        );
+        // Only the holder releases it.
+        assert!(!release_restore_lock(&store, &layout, "r2").await.unwrap());
+        assert!(read_restore_lock(&store, &layout).await.unwrap().is_some());
+        // A forced run takes it over; the crashed holder's release then leaves it alone.
+        acquire_restore_lock(&store, &layout, &lock("r3"), true)
+            .await
+            .unwrap();
+        assert!(!release_restore_lock(&store, &layout, "r1").await.unwrap());
+        assert!(release_restore_lock(&store, &layout, "r3").await.unwrap());
+        assert!(read_restore_lock(&store, &layout).await.unwrap().is_none());
+        acquire_restore_lock(&store, &layout, &lock("r4"), false)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

@@ -84,6 +84,11 @@ pub async fn start(
                 .into(),
         ));
     };
+    if request.mode == PromotionMode::InPlace {
+        return Err(ActionError::BadRequest(
+            "mode \"in-place\" is not offered over HTTP: restore this cluster in place with `etcd-dr restore` on the command line".into(),
+        ));
+    }
     if request.mode == PromotionMode::Failover {
         request
             .snapshot
