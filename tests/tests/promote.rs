@@ -1035,6 +1035,20 @@ fn the_api_promotes_once_fences_the_primary_and_calls_the_kubernetes_api() {
     assert_eq!(response.status, 401, "{}", response.text());
     let response = request(api, "POST", "/v1/promote", r#"{"mode":"sideways"}"#);
     assert_eq!(response.status, 400, "{}", response.text());
+    // In place is the command line's `etcd-dr restore`, not the daemon's.
+    let response = request(api, "POST", "/v1/promote", r#"{"mode":"in-place"}"#);
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert!(
+        response.text().contains("etcd-dr restore"),
+        "{}",
+        response.text()
+    );
+    // A restore lock left by a crashed run is a conflict, not a start.
+    write_lock(store.path(), "r-crashed");
+    let response = request(api, "POST", "/v1/promote", "{}");
+    assert_eq!(response.status, 409, "{}", response.text());
+    assert!(response.text().contains("r-crashed"), "{}", response.text());
+    std::fs::remove_file(store.path().join("prod/restore-lock.json")).unwrap();
 
     let response = request(
         api,

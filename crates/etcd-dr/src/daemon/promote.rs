@@ -8,7 +8,9 @@ use etcd_dr_core::{PromotionMode, PromotionRequest};
 use etcd_dr_restore::{
     new_promotion_id, Promoter, PromotionRecord, PromotionState, PromotionTracker,
 };
-use etcd_dr_transport::{read_promotion_marker, SnapshotSelector};
+use etcd_dr_transport::{
+    read_promotion_marker, read_restore_lock, restore_lock_path, SnapshotSelector,
+};
 use tokio::task::JoinHandle;
 
 use super::DaemonState;
@@ -105,6 +107,20 @@ pub async fn start(
                     marker.snapshot,
                     marker.requested_by,
                     marker.fenced_at
+                )))
+            }
+            Ok(None) => {}
+            Err(error) => return Err(ActionError::Unavailable(format!("store: {error}"))),
+        }
+        match read_restore_lock(&state.store, &state.layout).await {
+            Ok(Some(lock)) => {
+                return Err(ActionError::Busy(format!(
+                    "{} {} by {} since {} holds the restore lock `{}`; wait for it to end, or if it crashed send \"force\": true to take the lock over",
+                    lock.mode.as_str(),
+                    lock.promotion_id,
+                    lock.requested_by,
+                    lock.locked_at,
+                    restore_lock_path(&state.layout)
                 )))
             }
             Ok(None) => {}
