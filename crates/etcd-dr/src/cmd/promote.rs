@@ -24,7 +24,8 @@ pub struct Args {
     /// Stop after the preflight and print the plan; nothing is changed anywhere.
     #[arg(long)]
     dry_run: bool,
-    /// Promote although a promotion marker fences the cluster (it is replaced).
+    /// Promote although a promotion marker fences the cluster (it is replaced), or take the
+    /// restore lock over from a restore or promotion that crashed holding it.
     #[arg(long)]
     force: bool,
     /// Print the final record (every step and node) as JSON on stdout; progress goes to stderr.
