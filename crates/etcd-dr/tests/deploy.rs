@@ -175,12 +175,14 @@ fn every_alert_rule_names_metrics_the_daemon_exports() {
             in_expr = false;
         }
     }
-    assert_eq!(expressions, 7);
+    assert_eq!(expressions, 9);
     for alert in [
         "EtcdDrReplicationLagHigh",
         "EtcdDrSnapshotFailures",
         "EtcdDrNothingStored",
         "EtcdDrVerifyFailures",
+        "EtcdDrPromotionFailed",
+        "EtcdDrFenced",
     ] {
         assert!(
             text.contains(&format!("alert: {alert}\n")),
@@ -197,7 +199,7 @@ fn promtool_accepts_the_rules_and_the_scrape_config() {
         .arg("rules")
         .arg(deploy("prometheus/etcd-dr.rules.yml")));
     assert!(ok, "promtool check rules:\n{output}");
-    assert!(output.contains("SUCCESS: 7 rules found"), "{output}");
+    assert!(output.contains("SUCCESS: 9 rules found"), "{output}");
     let (ok, output) = run(Command::new(&promtool)
         .arg("check")
         .arg("config")
