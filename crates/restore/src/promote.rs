@@ -205,7 +205,7 @@ impl Promoter {
                 return fail(
                     StepName::Fence,
                     PromoteError::Config(format!(
-                        "{error}; only one restore or promotion runs at a time. If it still runs, wait for it to end; if it crashed, run again with force (it takes the lock over) or delete `{}`",
+                        "{error}; only one restore or promotion runs at a time. If it still runs, wait for it to end; if it crashed, run again with force (`--force`, `\"force\": true`: it takes the lock over) or delete `{}`",
                         restore_lock_path(&self.layout)
                     )),
                 )
