@@ -9,6 +9,7 @@ mod catalog;
 mod digest;
 mod encryption;
 mod error;
+mod json_object;
 mod layout;
 mod promotion;
 mod read;

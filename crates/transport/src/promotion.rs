@@ -7,10 +7,9 @@ use std::sync::Arc;
 
 use etcd_dr_core::{PromotionMarker, RestoreLock, SwitchoverRequest};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use object_store::{ObjectStore, ObjectStoreExt};
 
+use crate::json_object::{put_json, read_json};
 use crate::{SnapshotLayout, TransportError};
 
 /// File name of the promotion marker in the cluster's folder.
@@ -43,32 +42,6 @@ pub fn restore_lock_path(layout: &SnapshotLayout) -> Path {
     cluster_dir(layout).join(RESTORE_LOCK_NAME)
 }
 
-async fn read_json<T: DeserializeOwned>(
-    store: &Arc<dyn ObjectStore>,
-    key: &Path,
-) -> Result<Option<T>, TransportError> {
-    let bytes = match store.get(key).await {
-        Ok(object) => object
-            .bytes()
-            .await
-            .map_err(|e| TransportError::store("get", key, e))?,
-        Err(object_store::Error::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(TransportError::store("get", key, e)),
-    };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| TransportError::BadManifest {
-            key: key.to_string(),
-            detail: e.to_string(),
-        })
-}
-
-fn to_json<T: Serialize>(value: &T) -> Result<PutPayload, TransportError> {
-    serde_json::to_vec_pretty(value)
-        .map(PutPayload::from)
-        .map_err(|e| TransportError::Pipeline(format!("serialising JSON: {e}")))
-}
-
 /// The promotion marker, if a promotion fenced this cluster's prefix.
 pub async fn read_promotion_marker(
     store: &Arc<dyn ObjectStore>,
@@ -86,29 +59,16 @@ pub async fn write_promotion_marker(
     replace: bool,
 ) -> Result<(), TransportError> {
     let key = promotion_marker_path(layout);
-    let mode = if replace {
-        PutMode::Overwrite
-    } else {
-        PutMode::Create
-    };
-    let options = PutOptions {
-        mode,
-        ..PutOptions::default()
-    };
-    match store.put_opts(&key, to_json(marker)?, options).await {
-        Ok(_) => Ok(()),
-        Err(object_store::Error::AlreadyExists { .. })
-        | Err(object_store::Error::Precondition { .. }) => {
-            let existing = read_promotion_marker(store, layout).await.ok().flatten();
-            Err(TransportError::Fenced {
-                key: key.to_string(),
-                promotion_id: existing
-                    .map(|m| m.promotion_id)
-                    .unwrap_or_else(|| "unknown".into()),
-            })
-        }
-        Err(e) => Err(TransportError::store("put", &key, e)),
+    if put_json(store, &key, marker, replace).await? {
+        return Ok(());
     }
+    let existing = read_promotion_marker(store, layout).await.ok().flatten();
+    Err(TransportError::Fenced {
+        key: key.to_string(),
+        promotion_id: existing
+            .map(|m| m.promotion_id)
+            .unwrap_or_else(|| "unknown".into()),
+    })
 }
 
 /// The restore lock, if a restore or promotion holds it (or crashed holding it).
@@ -128,37 +88,24 @@ pub async fn acquire_restore_lock(
     replace: bool,
 ) -> Result<(), TransportError> {
     let key = restore_lock_path(layout);
-    let mode = if replace {
-        PutMode::Overwrite
-    } else {
-        PutMode::Create
-    };
-    let options = PutOptions {
-        mode,
-        ..PutOptions::default()
-    };
-    match store.put_opts(&key, to_json(lock)?, options).await {
-        Ok(_) => Ok(()),
-        Err(object_store::Error::AlreadyExists { .. })
-        | Err(object_store::Error::Precondition { .. }) => {
-            let holder = read_restore_lock(store, layout).await.ok().flatten();
-            Err(TransportError::Locked {
-                key: key.to_string(),
-                promotion_id: holder
-                    .as_ref()
-                    .map_or_else(|| "unknown".into(), |h| h.promotion_id.clone()),
-                mode: holder
-                    .as_ref()
-                    .map_or("restore", |h| h.mode.as_str())
-                    .to_string(),
-                requested_by: holder
-                    .as_ref()
-                    .map_or_else(|| "unknown".into(), |h| h.requested_by.clone()),
-                locked_at: holder.map_or_else(|| "unknown".into(), |h| h.locked_at.to_rfc3339()),
-            })
-        }
-        Err(e) => Err(TransportError::store("put", &key, e)),
+    if put_json(store, &key, lock, replace).await? {
+        return Ok(());
     }
+    let holder = read_restore_lock(store, layout).await.ok().flatten();
+    Err(TransportError::Locked {
+        key: key.to_string(),
+        promotion_id: holder
+            .as_ref()
+            .map_or_else(|| "unknown".into(), |h| h.promotion_id.clone()),
+        mode: holder
+            .as_ref()
+            .map_or("restore", |h| h.mode.as_str())
+            .to_string(),
+        requested_by: holder
+            .as_ref()
+            .map_or_else(|| "unknown".into(), |h| h.requested_by.clone()),
+        locked_at: holder.map_or_else(|| "unknown".into(), |h| h.locked_at.to_rfc3339()),
+    })
 }
 
 /// Deletes the restore lock if `promotion_id` still holds it (a forced run may have taken it
@@ -194,12 +141,9 @@ pub async fn write_switchover_request(
     layout: &SnapshotLayout,
     request: &SwitchoverRequest,
 ) -> Result<(), TransportError> {
-    let key = switchover_request_path(layout);
-    store
-        .put(&key, to_json(request)?)
+    put_json(store, &switchover_request_path(layout), request, true)
         .await
         .map(|_| ())
-        .map_err(|e| TransportError::store("put", &key, e))
 }
 
 #[cfg(test)]
