@@ -229,6 +229,18 @@ pub fn put_keys(endpoints: &[String], prefix: &str, count: usize) -> i64 {
     })
 }
 
+/// Deletes `key` through `endpoints`; returns the revision after the delete.
+pub fn delete_key(endpoints: &[String], key: &str) -> i64 {
+    let endpoints = endpoints.to_vec();
+    let key = key.to_string();
+    block_on(async move {
+        let mut client = connect(endpoints).await;
+        let response = client.delete(key, None).await.expect("delete");
+        assert_eq!(response.deleted(), 1, "nothing deleted");
+        response.header().map(|h| h.revision()).unwrap_or(0)
+    })
+}
+
 /// True when `endpoint` answers a status call within a second.
 pub fn answers(endpoint: &str) -> bool {
     let endpoint = endpoint.to_string();

@@ -165,3 +165,38 @@ fn fetch_never_replaces_an_existing_file() {
     assert_eq!(std::fs::read(&target).unwrap(), b"precious");
     assert!(!Path::new(&format!("{}.partial", target.display())).exists());
 }
+
+#[test]
+fn oci_settings_work_against_an_s3_compatible_server() {
+    // OCI Object Storage is reached through its S3-compatible API with these exact client
+    // settings (namespace, region, path-style, a customer secret key in a credentials file);
+    // only the endpoint is overridden to point at the local server.
+    let etcd = EtcdCluster::start(EtcdOptions::default());
+    etcd.fill(FillSpec::objects(300));
+    let s3 = MotoServer::with_bucket("dr-oci");
+    let credentials = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        credentials.path(),
+        "[oci]\naws_access_key_id = ocid1.credential.test\naws_secret_access_key = customer-secret\n",
+    )
+    .unwrap();
+    let dr = EtcdDr::new(&format!(
+        "cluster = \"prod\"\n{}\n[store]\ntype = \"oci\"\nbucket = \"dr-oci\"\nnamespace = \"axaxnpcrorw5\"\nregion = \"eu-frankfurt-1\"\nendpoint = \"{}\"\ncredentials_file = \"{}\"\nprofile = \"oci\"\n",
+        etcd.config_section(&etcd.endpoints()),
+        s3.endpoint(),
+        credentials.path().display()
+    ))
+    // No key in the environment: the credentials file must be what is used.
+    .env("AWS_ACCESS_KEY_ID", "")
+    .env("AWS_SECRET_ACCESS_KEY", "");
+    let manifest = dr.snapshot_json(&[]);
+    let id = manifest["id"].as_str().unwrap();
+    assert_eq!(
+        s3.keys("dr-oci", "prod/"),
+        vec![
+            format!("prod/snapshots/{id}/etcd.db.zst"),
+            format!("prod/snapshots/{id}/manifest.json"),
+        ]
+    );
+    fetch_restore_and_compare(&dr, id, &etcd, EtcdVersion::V3_5);
+}

@@ -16,8 +16,8 @@ use std::time::Duration;
 use etcd_dr_core::PromotionMode;
 use etcd_dr_e2e::kube_recorder::KubeRecorder;
 use etcd_dr_e2e::kubelet::{
-    answers, dump_member, etcd_pod_manifest, kill_pidfile, member_names, member_revision, put_keys,
-    write_standin, EtcdPodSpec,
+    answers, delete_key, dump_member, etcd_pod_manifest, kill_pidfile, member_names,
+    member_revision, put_keys, write_standin, EtcdPodSpec,
 };
 use etcd_dr_e2e::secondary::SshSecondary;
 use etcd_dr_e2e::{
@@ -30,7 +30,9 @@ use etcd_dr_restore::{
     RestoreTool, ServiceAccountKeys, StepName, StepState,
 };
 use etcd_dr_scheduler::EtcdConfig;
-use etcd_dr_transport::{generate_identity, read_promotion_marker, Identities, SnapshotLayout};
+use etcd_dr_transport::{
+    acquire_restore_lock, generate_identity, read_promotion_marker, Identities, SnapshotLayout,
+};
 use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
@@ -908,6 +910,20 @@ fn the_api_promotes_once_fences_the_primary_and_calls_the_kubernetes_api() {
     assert_eq!(response.status, 401, "{}", response.text());
     let response = request(api, "POST", "/v1/promote", r#"{"mode":"sideways"}"#);
     assert_eq!(response.status, 400, "{}", response.text());
+    // In place is the command line's `etcd-dr restore`, not the daemon's.
+    let response = request(api, "POST", "/v1/promote", r#"{"mode":"in-place"}"#);
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert!(
+        response.text().contains("etcd-dr restore"),
+        "{}",
+        response.text()
+    );
+    // A restore lock left by a crashed run is a conflict, not a start.
+    write_lock(store.path(), "r-crashed");
+    let response = request(api, "POST", "/v1/promote", "{}");
+    assert_eq!(response.status, 409, "{}", response.text());
+    assert!(response.text().contains("r-crashed"), "{}", response.text());
+    std::fs::remove_file(store.path().join("prod/restore-lock.json")).unwrap();
 
     let response = request(
         api,
@@ -1113,4 +1129,261 @@ fn a_switchover_restores_the_primarys_final_snapshot_exactly() {
     assert!(!output.status.success());
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("already fenced"), "{text}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// `etcd-dr restore`: a cluster goes back in place to one of its own snapshots.
+
+/// A cluster on this machine (its etcd run by the kubelet stand-in from a kubeadm-shaped
+/// manifest) that is the primary of `prod` in `store`: `[etcd]` for its snapshots,
+/// `[nodes]`/`[promote]` for restoring it in place.
+fn own_cluster(host: &str, store: &Path) -> (LocalSecondary, EtcdDr) {
+    let node = LocalSecondary::start(host);
+    let dr = EtcdDr::with_sections(
+        "prod",
+        &format!(
+            "[etcd]\nendpoints = [\"{}\"]\nconnect_timeout = \"2s\"\nrequest_timeout = \"5s\"\n",
+            node.client_url
+        ),
+        &StoreTarget::Local(store),
+        &format!(
+            "[bundle]\nenabled = false\n{}",
+            node.sections(&node.dir.path().join("bastion"), "")
+        ),
+    );
+    (node, dr)
+}
+
+fn write_lock(store_dir: &Path, id: &str) {
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(store_dir).unwrap());
+    let layout = SnapshotLayout::new("", "prod").unwrap();
+    let lock = etcd_dr_core::RestoreLock {
+        promotion_id: id.into(),
+        mode: PromotionMode::InPlace,
+        requested_by: "ops@crashed-bastion".into(),
+        locked_at: chrono_now(),
+    };
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(acquire_restore_lock(&store, &layout, &lock, false))
+        .unwrap();
+}
+
+fn stdout_and_stderr(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn restore_in_place_goes_back_to_an_earlier_snapshot_and_the_primary_keeps_shipping() {
+    let host = this_host();
+    let store = tempfile::tempdir().unwrap();
+    let (node, dr) = own_cluster(&host, store.path());
+    let endpoints = node.endpoints();
+    put_keys(&endpoints, "/registry/configmaps/default/kept", 20);
+    put_keys(
+        &endpoints,
+        "/registry/deployments/shop/deleted-by-mistake",
+        1,
+    );
+    let snapshot = dr.snapshot_json(&[]);
+    let id = snapshot["id"].as_str().unwrap().to_string();
+    let earlier = dump_member(&node.client_url);
+
+    // The mistake: a key written and a key deleted after the snapshot.
+    put_keys(&endpoints, "/registry/configmaps/default/written-after", 3);
+    let revision = delete_key(
+        &endpoints,
+        "/registry/deployments/shop/deleted-by-mistake/0",
+    );
+    assert!(dump_member(&node.client_url) != earlier);
+    let pid = std::fs::read_to_string(node.kube().join("standin/etcd.pid")).unwrap();
+    let cluster_dir = store.path().join("prod");
+
+    // A dry run prints the plan and changes nothing.
+    let plan = dr.run_ok(&["restore", "--snapshot", &id, "--dry-run"]);
+    assert!(plan.contains("plan (nothing was changed):"), "{plan}");
+    assert!(plan.contains(&format!("snapshot       {id}")), "{plan}");
+    assert!(
+        plan.contains(&format!("now {revision})")),
+        "the plan names the current revision: {plan}"
+    );
+    assert!(plan.contains("restore r-"), "{plan}");
+    assert_eq!(member_revision(&node.client_url), revision);
+    assert_eq!(
+        std::fs::read_to_string(node.kube().join("standin/etcd.pid")).unwrap(),
+        pid
+    );
+    let entries: Vec<_> = std::fs::read_dir(node.data())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(entries, ["member"]);
+    assert!(!cluster_dir.join("restore-lock.json").exists());
+    assert!(!cluster_dir.join("promotion.json").exists());
+
+    // The restore.
+    let output = dr.run(&["restore", "--snapshot", &id, "--json"]);
+    let progress = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{progress}");
+    let record: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(record["state"], "succeeded", "{record:#}");
+    assert_eq!(record["request"]["mode"], "in-place");
+    assert_eq!(record["snapshot"], id.as_str());
+    let restore_id = record["id"].as_str().unwrap();
+    assert!(restore_id.starts_with("r-"), "{restore_id}");
+    let steps: Vec<(&str, &str)> = record["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("switchover", "skipped"),
+            ("select", "done"),
+            ("fence", "skipped"),
+            ("verify", "done"),
+            ("preflight", "done"),
+            ("restore", "done"),
+            ("health", "done"),
+            ("after", "done"),
+            ("rollback", "skipped"),
+        ]
+    );
+    assert!(
+        progress.contains(&format!("restore {restore_id}: succeeded")),
+        "{progress}"
+    );
+
+    // Exactly the earlier state: the later key gone, the deleted one back.
+    assert!(
+        dump_member(&node.client_url) == earlier,
+        "the restored data is not the snapshot's"
+    );
+    // Above everything any watcher saw, by the margin.
+    let restored_revision = member_revision(&node.client_url);
+    assert!(
+        restored_revision > revision + 999_000_000,
+        "revision {restored_revision} not bumped above {revision}"
+    );
+    assert_eq!(record["plan"]["secondary_revision"], revision);
+    // The nodes keep their own service-account keys and the old data.
+    assert_eq!(
+        std::fs::read_to_string(node.kube().join("pki/sa.key")).unwrap(),
+        "secondary sa.key"
+    );
+    assert!(node
+        .data()
+        .join(format!("etcd-dr-{restore_id}/old/member/snap/db"))
+        .is_file());
+
+    // No fence, no lock left: the primary keeps shipping into the same prefix.
+    assert!(!cluster_dir.join("promotion.json").exists());
+    assert!(!cluster_dir.join("restore-lock.json").exists());
+    let after = dr.snapshot_json(&[]);
+    assert!(
+        after["etcd"]["revision"].as_i64().unwrap() >= restored_revision,
+        "{after:#}"
+    );
+    assert_eq!(dr.list_json().len(), 2);
+}
+
+#[test]
+fn restore_in_place_refuses_a_fenced_prefix_and_runs_one_at_a_time() {
+    let host = this_host();
+    let store = tempfile::tempdir().unwrap();
+    let (node, dr) = own_cluster(&host, store.path());
+    put_keys(&node.endpoints(), "/registry/configmaps/default/a", 5);
+    dr.run_ok(&["snapshot"]);
+    let revision = put_keys(&node.endpoints(), "/registry/configmaps/default/b", 5);
+    let lock_file = store.path().join("prod/restore-lock.json");
+
+    // A restore that crashed holding the lock: refused, naming the holder and the way out.
+    write_lock(store.path(), "r-crashed");
+    let output = dr.run(&["restore"]);
+    assert!(!output.status.success());
+    let text = stdout_and_stderr(&output);
+    assert!(
+        text.contains("r-crashed")
+            && text.contains("ops@crashed-bastion")
+            && text.contains("restore-lock.json")
+            && text.contains("with force"),
+        "{text}"
+    );
+    assert_eq!(member_revision(&node.client_url), revision);
+    // `--force` takes the lock over, restores, and gives it back.
+    let forced = dr.run_ok(&["restore", "--force"]);
+    assert!(forced.contains(": succeeded after"), "{forced}");
+    assert!(!lock_file.exists());
+    assert!(member_revision(&node.client_url) > revision + 999_000_000);
+    let revision = member_revision(&node.client_url);
+
+    // Two at once: one restores, the other is refused at the lock.
+    let spawn = || {
+        dr.command(&["restore"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (spawn(), spawn());
+    let outputs = [
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    ];
+    let succeeded = outputs.iter().filter(|o| o.status.success()).count();
+    let texts: Vec<String> = outputs.iter().map(stdout_and_stderr).collect();
+    assert_eq!(succeeded, 1, "{texts:#?}");
+    let refused = outputs
+        .iter()
+        .zip(&texts)
+        .find(|(o, _)| !o.status.success())
+        .map(|(_, t)| t)
+        .unwrap();
+    assert!(refused.contains("holds the restore lock"), "{refused}");
+    assert!(!lock_file.exists());
+    assert!(member_revision(&node.client_url) > revision);
+    let revision = member_revision(&node.client_url);
+
+    // A promotion fenced the prefix: refused, even forced and as a dry run; nothing changes.
+    let store_handle: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(store.path()).unwrap());
+    let marker = etcd_dr_core::PromotionMarker {
+        promotion_id: "p-elsewhere".into(),
+        mode: PromotionMode::Failover,
+        snapshot: dr.list_json()[0]["id"].as_str().unwrap().parse().unwrap(),
+        requested_by: "ops@bastion-us".into(),
+        fenced_at: chrono_now(),
+        replaces: None,
+    };
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(etcd_dr_transport::write_promotion_marker(
+            &store_handle,
+            &SnapshotLayout::new("", "prod").unwrap(),
+            &marker,
+            false,
+        ))
+        .unwrap();
+    for args in [
+        &["restore"][..],
+        &["restore", "--force"],
+        &["restore", "--dry-run"],
+    ] {
+        let output = dr.run(args);
+        assert!(!output.status.success(), "{args:?}");
+        let text = stdout_and_stderr(&output);
+        assert!(
+            text.contains("p-elsewhere") && text.contains("Failing back"),
+            "{args:?}: {text}"
+        );
+    }
+    assert!(!lock_file.exists());
+    assert_eq!(member_revision(&node.client_url), revision);
 }

@@ -16,7 +16,8 @@ pub use manifest::{
     Producer, SnapshotManifest, StoredObject, MANIFEST_FORMAT_VERSION,
 };
 pub use promotion::{
-    PromotionMarker, PromotionMode, PromotionRequest, SwitchoverRequest, SWITCHOVER_LABEL,
+    PromotionMarker, PromotionMode, PromotionRequest, RestoreLock, SwitchoverRequest,
+    SWITCHOVER_LABEL,
 };
 pub use snapshot_id::{SnapshotId, SnapshotIdError};
 

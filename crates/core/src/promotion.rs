@@ -3,7 +3,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::SnapshotId;
 
-/// Why a promotion happens: the primary is lost, or a planned move without data loss.
+/// Why a restore happens: the primary is lost, a planned move without data loss, or this
+/// cluster goes back to an earlier point of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PromotionMode {
@@ -12,6 +13,11 @@ pub enum PromotionMode {
     /// Planned: the primary takes a final snapshot and stops shipping; exactly that one is
     /// restored.
     Switchover,
+    /// `etcd-dr restore`: the cluster this prefix belongs to is restored in place to one of its
+    /// own snapshots. No fence (it stays the primary and keeps shipping), no switchover, the
+    /// nodes' own service-account keys stay.
+    #[serde(rename = "in-place")]
+    InPlace,
 }
 
 impl PromotionMode {
@@ -20,6 +26,7 @@ impl PromotionMode {
         match self {
             Self::Failover => "failover",
             Self::Switchover => "switchover",
+            Self::InPlace => "in-place",
         }
     }
 }
@@ -80,6 +87,22 @@ pub struct PromotionMarker {
     pub replaces: Option<String>,
 }
 
+/// The restore lock: one restore or promotion at a time per prefix. Written create-only when
+/// one starts, deleted when it ends; a crash leaves it behind for the operator to remove
+/// (`etcd-dr restore --force`, `etcd-dr promote --force`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreLock {
+    /// The restore or promotion holding it.
+    pub promotion_id: String,
+    /// What it is.
+    pub mode: PromotionMode,
+    /// Who: `user@host`.
+    pub requested_by: String,
+    /// When it was taken.
+    pub locked_at: DateTime<Utc>,
+}
+
 /// A planned switchover's request to the primary, written into the store by the secondary:
 /// take a final snapshot labelled [`SWITCHOVER_LABEL`], then stop shipping.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +148,15 @@ mod tests {
             serde_json::from_str::<PromotionMarker>(&json).unwrap(),
             marker
         );
+    }
+
+    #[test]
+    fn in_place_is_spelt_with_a_dash() {
+        let json = serde_json::to_string(&PromotionMode::InPlace).unwrap();
+        assert_eq!(json, "\"in-place\"");
+        assert_eq!(PromotionMode::InPlace.as_str(), "in-place");
+        let request: PromotionRequest = serde_json::from_str(r#"{"mode":"in-place"}"#).unwrap();
+        assert_eq!(request.mode, PromotionMode::InPlace);
     }
 
     #[test]

@@ -45,6 +45,9 @@ enum Command {
     /// Promote this cluster: restore a snapshot onto every control-plane node (fenced,
     /// checked first, rolled back on failure).
     Promote(cmd::promote::Args),
+    /// Restore one of this cluster's own snapshots in place onto its control-plane nodes (no
+    /// fence: it stays the primary; checked first, rolled back on failure).
+    Restore(cmd::restore::Args),
     /// Create an age identity file for the secondary and print its public key (needs no
     /// configuration).
     Keygen(cmd::keygen::Args),
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
             Command::Run(args) => cmd::run::run(&settings, args).await,
             Command::Nodes(args) => cmd::nodes::run(&settings, args).await,
             Command::Promote(args) => return cmd::promote::run(&settings, args).await,
+            Command::Restore(args) => return cmd::restore::run(&settings, args).await,
             Command::Keygen(_) => Ok(()),
             Command::CheckConfig => {
                 println!(

@@ -5,12 +5,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::Utc;
-use etcd_dr_core::{PromotionMarker, PromotionMode, SnapshotManifest};
+use etcd_dr_core::{PromotionMarker, PromotionMode, RestoreLock, SnapshotManifest};
 use etcd_dr_nodes::Node;
 use etcd_dr_scheduler::EtcdSource;
 use etcd_dr_transport::{
-    read_promotion_marker, resolve_snapshot, write_promotion_marker, Identities, SnapshotLayout,
-    SnapshotSelector,
+    acquire_restore_lock, promotion_marker_path, read_promotion_marker, read_restore_lock,
+    release_restore_lock, resolve_snapshot, restore_lock_path, write_promotion_marker, Identities,
+    SnapshotLayout, SnapshotSelector, TransportError,
 };
 use futures::future::join_all;
 use object_store::ObjectStore;
@@ -25,6 +26,18 @@ use crate::plan::{evaluate_preflight, EtcdVersion, PreflightInputs, PromotionPla
 use crate::switchover::request_final_snapshot;
 use crate::verify::{local_snapshot, LocalSnapshot};
 use crate::{PromoteConfig, PromoteError, PromotionState, PromotionTracker, StepName, StepState};
+
+/// Records the failure of `step` before any node changed and ends the promotion.
+fn fail(tracker: &PromotionTracker, step: StepName, error: PromoteError) -> PromotionState {
+    let text = error.to_string();
+    tracing::error!(step = step.as_str(), error = %text, "step failed");
+    tracker.failed(step, &text);
+    tracker.finish(
+        PromotionState::Failed,
+        Some(format!("{}: {text}", step.as_str())),
+    );
+    PromotionState::Failed
+}
 
 /// Everything a promotion needs, built once by the binary.
 pub struct Promoter {
@@ -113,6 +126,8 @@ impl Promoter {
         .await
     }
 
+    /// Refuses a fenced prefix, takes the restore lock (not for a dry run), runs the steps and
+    /// gives the lock back, whatever the outcome.
     async fn run_steps(
         &self,
         tracker: &PromotionTracker,
@@ -121,20 +136,27 @@ impl Promoter {
         let record = tracker.snapshot();
         let request = record.request.clone();
         let id = record.id.clone();
-        let fail = |step: StepName, error: PromoteError| {
-            let text = error.to_string();
-            tracing::error!(step = step.as_str(), error = %text, "step failed");
-            tracker.failed(step, &text);
-            tracker.finish(
-                PromotionState::Failed,
-                Some(format!("{}: {text}", step.as_str())),
-            );
-            PromotionState::Failed
-        };
+        let in_place = request.mode == PromotionMode::InPlace;
+        let fail = |step: StepName, error: PromoteError| fail(tracker, step, error);
 
-        // A fence already in place stops us before the primary is asked for anything.
-        if !request.dry_run && !request.force {
+        // A fence already in place stops us before the primary is asked for anything. An
+        // in-place restore never passes it: the prefix belongs to a promoted cluster now.
+        if in_place || (!request.dry_run && !request.force) {
             match read_promotion_marker(&self.store, &self.layout).await {
+                Ok(Some(marker)) if in_place => {
+                    return fail(
+                        StepName::Fence,
+                        PromoteError::Config(format!(
+                            "promotion {} ({}, snapshot {}, by {} at {}) fenced this prefix: another cluster was promoted from it, and restoring this one in place would bring back a primary that must not ship. To make this cluster primary again, follow \"Failing back\" in the README; remove `{}` only if you deliberately want this cluster back as the primary of this prefix",
+                            marker.promotion_id,
+                            marker.mode.as_str(),
+                            marker.snapshot,
+                            marker.requested_by,
+                            marker.fenced_at,
+                            promotion_marker_path(&self.layout)
+                        )),
+                    )
+                }
                 Ok(Some(marker)) => {
                     return fail(
                         StepName::Fence,
@@ -152,6 +174,71 @@ impl Promoter {
                 Err(error) => return fail(StepName::Fence, error.into()),
             }
         }
+
+        // One restore or promotion of this prefix at a time. A dry run only looks.
+        if request.dry_run {
+            match read_restore_lock(&self.store, &self.layout).await {
+                Ok(Some(lock)) => tracker.update(|r| {
+                    r.warnings.push(format!(
+                        "{} {} by {} since {} holds the restore lock `{}`: a real run is refused until it ends (or with force, if it crashed)",
+                        lock.mode.as_str(),
+                        lock.promotion_id,
+                        lock.requested_by,
+                        lock.locked_at,
+                        restore_lock_path(&self.layout)
+                    ))
+                }),
+                Ok(None) => {}
+                Err(error) => return fail(StepName::Fence, error.into()),
+            }
+            return self.steps(tracker, cancel).await;
+        }
+        let lock = RestoreLock {
+            promotion_id: id.clone(),
+            mode: request.mode,
+            requested_by: record.requested_by.clone(),
+            locked_at: Utc::now(),
+        };
+        match acquire_restore_lock(&self.store, &self.layout, &lock, request.force).await {
+            Ok(()) => {}
+            Err(error @ TransportError::Locked { .. }) => {
+                return fail(
+                    StepName::Fence,
+                    PromoteError::Config(format!(
+                        "{error}; only one restore or promotion runs at a time. If it still runs, wait for it to end; if it crashed, run again with force (`--force`, `\"force\": true`: it takes the lock over) or delete `{}`",
+                        restore_lock_path(&self.layout)
+                    )),
+                )
+            }
+            Err(error) => return fail(StepName::Fence, error.into()),
+        }
+        let state = self.steps(tracker, cancel).await;
+        match release_restore_lock(&self.store, &self.layout, &id).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("another run took the restore lock over; left to it"),
+            Err(error) => {
+                let text = format!(
+                    "could not remove the restore lock `{}` ({error}); delete it before the next restore or promotion, or run that with force",
+                    restore_lock_path(&self.layout)
+                );
+                tracing::warn!("{text}");
+                tracker.update(|r| r.warnings.push(text));
+            }
+        }
+        state
+    }
+
+    /// The steps themselves, from the switchover to the after-steps (and the rollback).
+    async fn steps(
+        &self,
+        tracker: &PromotionTracker,
+        cancel: &CancellationToken,
+    ) -> PromotionState {
+        let record = tracker.snapshot();
+        let request = record.request.clone();
+        let id = record.id.clone();
+        let in_place = request.mode == PromotionMode::InPlace;
+        let fail = |step: StepName, error: PromoteError| fail(tracker, step, error);
 
         // Switchover: the primary's final snapshot.
         let selector = match (request.mode, request.dry_run) {
@@ -195,8 +282,15 @@ impl Promoter {
                 );
                 SnapshotSelector::Latest
             }
-            (PromotionMode::Failover, _) => {
-                tracker.skipped(StepName::Switchover, "failover");
+            (PromotionMode::Failover | PromotionMode::InPlace, _) => {
+                tracker.skipped(
+                    StepName::Switchover,
+                    if in_place {
+                        "in place: this cluster goes back to one of its own snapshots"
+                    } else {
+                        "failover"
+                    },
+                );
                 match request.snapshot.parse::<SnapshotSelector>() {
                     Ok(selector) => selector,
                     Err(error) => {
@@ -222,7 +316,12 @@ impl Promoter {
         );
 
         // Fence.
-        if request.dry_run {
+        if in_place {
+            tracker.skipped(
+                StepName::Fence,
+                "in place: no promotion marker; this cluster stays the primary of its prefix and keeps shipping",
+            );
+        } else if request.dry_run {
             tracker.skipped(StepName::Fence, "dry run: nothing is written");
         } else {
             tracker.start(StepName::Fence, None);
@@ -403,7 +502,10 @@ impl Promoter {
         let (facts, secondary_revision) = tokio::join!(facts, revision);
         let mut extra_problems = Vec::new();
         let mut extra_warnings = Vec::new();
+        let in_place = tracker.snapshot().request.mode == PromotionMode::InPlace;
         let keys = match &self.service_account_keys {
+            // In place the nodes keep their own keys: the cluster's tokens are signed with them.
+            _ if in_place => None,
             Some(keys) => Some(keys.clone()),
             None => match service_account_keys_from_bundles(
                 &self.store,
@@ -425,7 +527,7 @@ impl Promoter {
                 }
             },
         };
-        if keys.is_none() && extra_problems.is_empty() {
+        if keys.is_none() && extra_problems.is_empty() && !in_place {
             let text = format!(
                 "snapshot {} carries no service-account keys (no node bundle with sa.key and sa.pub): ServiceAccount tokens of the primary would be rejected",
                 manifest.id

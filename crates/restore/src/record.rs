@@ -500,7 +500,12 @@ pub fn progress_lines(before: Option<&PromotionRecord>, after: &PromotionRecord)
     }
     if before.is_none_or(|b| b.state != after.state) && after.state.is_finished() {
         let mut line = format!(
-            "promotion {}: {} after {:.1}s",
+            "{} {}: {} after {:.1}s",
+            if after.request.mode == etcd_dr_core::PromotionMode::InPlace {
+                "restore"
+            } else {
+                "promotion"
+            },
             after.id,
             after.state.as_str(),
             after.duration_seconds

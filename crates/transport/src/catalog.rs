@@ -5,9 +5,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use etcd_dr_core::{SnapshotId, SnapshotManifest, MANIFEST_FORMAT_VERSION};
 use futures::TryStreamExt;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::json_object::put_json;
 use crate::{SnapshotLayout, TransportError, MANIFEST_OBJECT_NAME};
 
 /// What a listing of the store found for one cluster.
@@ -204,19 +205,12 @@ pub async fn commit_manifest(
     manifest: &SnapshotManifest,
 ) -> Result<(), TransportError> {
     let key = layout.manifest_path(&manifest.id);
-    let body = serde_json::to_vec_pretty(manifest)
-        .map_err(|e| TransportError::Pipeline(format!("manifest serialisation: {e}")))?;
-    let options = PutOptions {
-        mode: PutMode::Create,
-        ..PutOptions::default()
-    };
-    match store.put_opts(&key, PutPayload::from(body), options).await {
-        Ok(_) => Ok(()),
-        Err(object_store::Error::AlreadyExists { .. })
-        | Err(object_store::Error::Precondition { .. }) => Err(TransportError::AlreadyExists {
+    if put_json(store, &key, manifest, false).await? {
+        Ok(())
+    } else {
+        Err(TransportError::AlreadyExists {
             id: manifest.id.clone(),
             key: key.to_string(),
-        }),
-        Err(e) => Err(TransportError::store("put", &key, e)),
+        })
     }
 }

@@ -97,6 +97,22 @@ pub enum TransportError {
         /// The promotion that wrote it.
         promotion_id: String,
     },
+    /// Another restore or promotion holds the restore lock; nothing was replaced.
+    #[error(
+        "{mode} {promotion_id} by {requested_by} since {locked_at} holds the restore lock `{key}`"
+    )]
+    Locked {
+        /// The lock key.
+        key: String,
+        /// The restore or promotion holding it.
+        promotion_id: String,
+        /// Its mode (`failover`, `switchover`, `in-place`).
+        mode: String,
+        /// Who took it.
+        requested_by: String,
+        /// When.
+        locked_at: String,
+    },
     /// The store configuration cannot be turned into a client.
     #[error("store configuration: {0}")]
     Config(String),

@@ -9,6 +9,7 @@ mod catalog;
 mod digest;
 mod encryption;
 mod error;
+mod json_object;
 mod layout;
 mod promotion;
 mod read;
@@ -27,8 +28,9 @@ pub use encryption::{
 pub use error::TransportError;
 pub use layout::{SnapshotLayout, DATA_OBJECT_NAME, MANIFEST_OBJECT_NAME, NODES_FOLDER};
 pub use promotion::{
-    promotion_marker_path, read_promotion_marker, read_switchover_request, switchover_request_path,
-    write_promotion_marker, write_switchover_request, PROMOTION_MARKER_NAME,
+    acquire_restore_lock, promotion_marker_path, read_promotion_marker, read_restore_lock,
+    read_switchover_request, release_restore_lock, restore_lock_path, switchover_request_path,
+    write_promotion_marker, write_switchover_request, PROMOTION_MARKER_NAME, RESTORE_LOCK_NAME,
     SWITCHOVER_REQUEST_NAME,
 };
 pub use read::{read_object, read_snapshot, VerifiedObject, VerifiedSnapshot};

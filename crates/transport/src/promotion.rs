@@ -1,20 +1,24 @@
 //! The promotion fence and the switchover handshake, as objects beside the snapshots:
-//! `<prefix>/<cluster>/promotion.json` and `<prefix>/<cluster>/switchover-request.json`.
+//! `<prefix>/<cluster>/promotion.json` and `<prefix>/<cluster>/switchover-request.json`; and
+//! the restore lock `<prefix>/<cluster>/restore-lock.json` that keeps two restores or
+//! promotions of one prefix from running at once.
 
 use std::sync::Arc;
 
-use etcd_dr_core::{PromotionMarker, SwitchoverRequest};
+use etcd_dr_core::{PromotionMarker, RestoreLock, SwitchoverRequest};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use object_store::{ObjectStore, ObjectStoreExt};
 
+use crate::json_object::{put_json, read_json};
 use crate::{SnapshotLayout, TransportError};
 
 /// File name of the promotion marker in the cluster's folder.
 pub const PROMOTION_MARKER_NAME: &str = "promotion.json";
 /// File name of the switchover request in the cluster's folder.
 pub const SWITCHOVER_REQUEST_NAME: &str = "switchover-request.json";
+
+/// File name of the restore lock in the cluster's folder.
+pub const RESTORE_LOCK_NAME: &str = "restore-lock.json";
 
 /// The cluster's folder (`<prefix>/<cluster>`), parent of `snapshots/`.
 fn cluster_dir(layout: &SnapshotLayout) -> Path {
@@ -33,30 +37,9 @@ pub fn switchover_request_path(layout: &SnapshotLayout) -> Path {
     cluster_dir(layout).join(SWITCHOVER_REQUEST_NAME)
 }
 
-async fn read_json<T: DeserializeOwned>(
-    store: &Arc<dyn ObjectStore>,
-    key: &Path,
-) -> Result<Option<T>, TransportError> {
-    let bytes = match store.get(key).await {
-        Ok(object) => object
-            .bytes()
-            .await
-            .map_err(|e| TransportError::store("get", key, e))?,
-        Err(object_store::Error::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(TransportError::store("get", key, e)),
-    };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| TransportError::BadManifest {
-            key: key.to_string(),
-            detail: e.to_string(),
-        })
-}
-
-fn to_json<T: Serialize>(value: &T) -> Result<PutPayload, TransportError> {
-    serde_json::to_vec_pretty(value)
-        .map(PutPayload::from)
-        .map_err(|e| TransportError::Pipeline(format!("serialising JSON: {e}")))
+/// Where the restore lock of the cluster lives.
+pub fn restore_lock_path(layout: &SnapshotLayout) -> Path {
+    cluster_dir(layout).join(RESTORE_LOCK_NAME)
 }
 
 /// The promotion marker, if a promotion fenced this cluster's prefix.
@@ -76,28 +59,70 @@ pub async fn write_promotion_marker(
     replace: bool,
 ) -> Result<(), TransportError> {
     let key = promotion_marker_path(layout);
-    let mode = if replace {
-        PutMode::Overwrite
-    } else {
-        PutMode::Create
-    };
-    let options = PutOptions {
-        mode,
-        ..PutOptions::default()
-    };
-    match store.put_opts(&key, to_json(marker)?, options).await {
-        Ok(_) => Ok(()),
-        Err(object_store::Error::AlreadyExists { .. })
-        | Err(object_store::Error::Precondition { .. }) => {
-            let existing = read_promotion_marker(store, layout).await.ok().flatten();
-            Err(TransportError::Fenced {
-                key: key.to_string(),
-                promotion_id: existing
-                    .map(|m| m.promotion_id)
-                    .unwrap_or_else(|| "unknown".into()),
-            })
-        }
-        Err(e) => Err(TransportError::store("put", &key, e)),
+    if put_json(store, &key, marker, replace).await? {
+        return Ok(());
+    }
+    let existing = read_promotion_marker(store, layout).await.ok().flatten();
+    Err(TransportError::Fenced {
+        key: key.to_string(),
+        promotion_id: existing
+            .map(|m| m.promotion_id)
+            .unwrap_or_else(|| "unknown".into()),
+    })
+}
+
+/// The restore lock, if a restore or promotion holds it (or crashed holding it).
+pub async fn read_restore_lock(
+    store: &Arc<dyn ObjectStore>,
+    layout: &SnapshotLayout,
+) -> Result<Option<RestoreLock>, TransportError> {
+    read_json(store, &restore_lock_path(layout)).await
+}
+
+/// Takes the restore lock with a create-only put; `replace` (an operator's `force`) takes it
+/// over from a crashed holder. When it is held, [`TransportError::Locked`] names the holder.
+pub async fn acquire_restore_lock(
+    store: &Arc<dyn ObjectStore>,
+    layout: &SnapshotLayout,
+    lock: &RestoreLock,
+    replace: bool,
+) -> Result<(), TransportError> {
+    let key = restore_lock_path(layout);
+    if put_json(store, &key, lock, replace).await? {
+        return Ok(());
+    }
+    let holder = read_restore_lock(store, layout).await.ok().flatten();
+    Err(TransportError::Locked {
+        key: key.to_string(),
+        promotion_id: holder
+            .as_ref()
+            .map_or_else(|| "unknown".into(), |h| h.promotion_id.clone()),
+        mode: holder
+            .as_ref()
+            .map_or("restore", |h| h.mode.as_str())
+            .to_string(),
+        requested_by: holder
+            .as_ref()
+            .map_or_else(|| "unknown".into(), |h| h.requested_by.clone()),
+        locked_at: holder.map_or_else(|| "unknown".into(), |h| h.locked_at.to_rfc3339()),
+    })
+}
+
+/// Deletes the restore lock if `promotion_id` still holds it (a forced run may have taken it
+/// over). Returns whether it was deleted.
+pub async fn release_restore_lock(
+    store: &Arc<dyn ObjectStore>,
+    layout: &SnapshotLayout,
+    promotion_id: &str,
+) -> Result<bool, TransportError> {
+    let key = restore_lock_path(layout);
+    match read_restore_lock(store, layout).await? {
+        Some(lock) if lock.promotion_id == promotion_id => {}
+        _ => return Ok(false),
+    }
+    match store.delete(&key).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(true),
+        Err(e) => Err(TransportError::store("delete", &key, e)),
     }
 }
 
@@ -116,12 +141,9 @@ pub async fn write_switchover_request(
     layout: &SnapshotLayout,
     request: &SwitchoverRequest,
 ) -> Result<(), TransportError> {
-    let key = switchover_request_path(layout);
-    store
-        .put(&key, to_json(request)?)
+    put_json(store, &switchover_request_path(layout), request, true)
         .await
         .map(|_| ())
-        .map_err(|e| TransportError::store("put", &key, e))
 }
 
 #[cfg(test)]
@@ -174,6 +196,47 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(read.promotion_id, "p3");
+    }
+
+    #[tokio::test]
+    async fn the_restore_lock_admits_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let layout = SnapshotLayout::new("dr", "prod").unwrap();
+        assert_eq!(
+            restore_lock_path(&layout).as_ref(),
+            "dr/prod/restore-lock.json"
+        );
+        let lock = |id: &str| RestoreLock {
+            promotion_id: id.into(),
+            mode: PromotionMode::InPlace,
+            requested_by: "ops@here".into(),
+            locked_at: Utc::now(),
+        };
+        acquire_restore_lock(&store, &layout, &lock("r1"), false)
+            .await
+            .unwrap();
+        let error = acquire_restore_lock(&store, &layout, &lock("r2"), false)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, TransportError::Locked { promotion_id, mode, .. } if promotion_id == "r1" && mode == "in-place"),
+            "{error}"
+        );
+        // Only the holder releases it.
+        assert!(!release_restore_lock(&store, &layout, "r2").await.unwrap());
+        assert!(read_restore_lock(&store, &layout).await.unwrap().is_some());
+        // A forced run takes it over; the crashed holder's release then leaves it alone.
+        acquire_restore_lock(&store, &layout, &lock("r3"), true)
+            .await
+            .unwrap();
+        assert!(!release_restore_lock(&store, &layout, "r1").await.unwrap());
+        assert!(release_restore_lock(&store, &layout, "r3").await.unwrap());
+        assert!(read_restore_lock(&store, &layout).await.unwrap().is_none());
+        acquire_restore_lock(&store, &layout, &lock("r4"), false)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

@@ -42,7 +42,8 @@ pub struct StoreConfig {
     /// `s3`, `oci`: the region (`s3` defaults to `us-east-1`).
     #[serde(default)]
     pub region: Option<String>,
-    /// `s3`: endpoint URL of an S3-compatible server (AWS when absent).
+    /// `s3`: endpoint URL of an S3-compatible server (AWS when absent). `oci`: overrides the
+    /// endpoint built from namespace and region (realms outside `oraclecloud.com`).
     #[serde(default)]
     pub endpoint: Option<String>,
     /// `s3`: path-style requests (`endpoint/bucket/key`) instead of virtual-host style.
@@ -164,7 +165,6 @@ impl StoreConfig {
             }
             StoreKind::Oci => {
                 forbid(self.path.is_some(), "path");
-                forbid(self.endpoint.is_some(), "endpoint");
                 forbid(self.path_style.is_some(), "path_style");
             }
         }
@@ -254,9 +254,14 @@ impl StoreConfig {
                         "store.namespace and store.region are required for oci".into(),
                     ));
                 };
+                let endpoint = self
+                    .endpoint
+                    .clone()
+                    .unwrap_or_else(|| oci_s3_endpoint(namespace, region));
                 let builder = self
                     .s3_builder()?
-                    .with_endpoint(oci_s3_endpoint(namespace, region))
+                    .with_allow_http(endpoint.starts_with("http://"))
+                    .with_endpoint(endpoint)
                     .with_region(region)
                     .with_virtual_hosted_style_request(false);
                 Ok(Arc::new(

@@ -6,6 +6,7 @@ pub mod list;
 pub mod nodes;
 pub mod promote;
 pub mod prune;
+pub mod restore;
 pub mod run;
 pub mod snapshot;
 pub mod verify;

@@ -24,7 +24,8 @@ pub struct Args {
     /// Stop after the preflight and print the plan; nothing is changed anywhere.
     #[arg(long)]
     dry_run: bool,
-    /// Promote although a promotion marker fences the cluster (it is replaced).
+    /// Promote although a promotion marker fences the cluster (it is replaced), or take the
+    /// restore lock over from a restore or promotion that crashed holding it.
     #[arg(long)]
     force: bool,
     /// Print the final record (every step and node) as JSON on stdout; progress goes to stderr.
@@ -45,7 +46,7 @@ pub fn promoter(settings: &Settings) -> anyhow::Result<Promoter> {
     let config = settings
         .promote
         .clone()
-        .context("promote: this needs a [promote] section (see docs/promote.md)")?;
+        .context("this needs a [promote] section: the control-plane nodes' etcd, manifests and commands (README: \"Promote configuration\")")?;
     let (store, layout) = open_store(settings)?;
     let mut promoter = Promoter::new(
         config,
@@ -64,7 +65,6 @@ pub fn promoter(settings: &Settings) -> anyhow::Result<Promoter> {
 }
 
 pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitCode> {
-    let cancel = shutdown_token();
     let promoter = promoter(settings)?;
     let request = PromotionRequest {
         snapshot: args.snapshot,
@@ -76,12 +76,25 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitCode> {
         dry_run: args.dry_run,
         force: args.force,
     };
-    let tracker = PromotionTracker::new(PromotionRecord::new(
-        new_promotion_id(chrono::Utc::now()),
-        request,
-        requested_by(),
-    ));
-    let json = args.json;
+    run_printed(&promoter, request, args.json, "promotion").await
+}
+
+/// Runs `request` to its end, printing each step and node as it changes, then the plan (dry
+/// run) or the record (`json`). Exit 0 for `succeeded`/`planned`, 1 otherwise. Shared with
+/// `etcd-dr restore`.
+pub async fn run_printed(
+    promoter: &Promoter,
+    request: PromotionRequest,
+    json: bool,
+    what: &'static str,
+) -> anyhow::Result<ExitCode> {
+    let cancel = shutdown_token();
+    let mut id = new_promotion_id(chrono::Utc::now());
+    if request.mode == PromotionMode::InPlace {
+        // `r-…` for restores, `p-…` for promotions: the kept files are named after it.
+        id.replace_range(..1, "r");
+    }
+    let tracker = PromotionTracker::new(PromotionRecord::new(id, request, requested_by()));
     let say = move |line: &str| {
         if json {
             eprintln!("{line}");
@@ -89,7 +102,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitCode> {
             println!("{line}");
         }
     };
-    say(&format!("promotion {}", tracker.id()));
+    say(&format!("{what} {}", tracker.id()));
     let mut updates = tracker.subscribe();
     let printer = tokio::spawn(async move {
         let mut last: Option<PromotionRecord> = None;
@@ -115,13 +128,18 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&record)?);
     } else if let (PromotionState::Planned, Some(plan)) = (state, &record.plan) {
         println!("plan (nothing was changed):");
+        if let Some(snapshot) = &record.snapshot {
+            println!("  snapshot       {snapshot}");
+        }
         println!("  restore with   {}", plan.tool.program());
         println!("  cluster        {}", plan.initial_cluster);
         println!("  token          {}", plan.initial_cluster_token);
         match plan.bump_revision {
             Some(bump) => println!(
-                "  revision bump  +{bump} (restored revision ≥ {})",
-                plan.expected_min_revision
+                "  revision bump  +{bump} (restored revision ≥ {}; now {})",
+                plan.expected_min_revision,
+                plan.secondary_revision
+                    .map_or_else(|| "unknown".to_string(), |r| r.to_string())
             ),
             None => println!("  revision bump  none (the restore tool has no --bump-revision)"),
         }

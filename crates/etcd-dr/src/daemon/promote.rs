@@ -8,7 +8,9 @@ use etcd_dr_core::{PromotionMode, PromotionRequest};
 use etcd_dr_restore::{
     new_promotion_id, Promoter, PromotionRecord, PromotionState, PromotionTracker,
 };
-use etcd_dr_transport::{read_promotion_marker, SnapshotSelector};
+use etcd_dr_transport::{
+    read_promotion_marker, read_restore_lock, restore_lock_path, SnapshotSelector,
+};
 use tokio::task::JoinHandle;
 
 use super::DaemonState;
@@ -80,10 +82,15 @@ pub async fn start(
 ) -> Result<PromotionAccepted, ActionError> {
     let Some(promoter) = state.promotions.promoter.clone() else {
         return Err(ActionError::Unsupported(
-            "this instance has no [promote] section; configure it on the secondary (docs/promote.md)"
+            "this instance has no [promote] section; configure it on the secondary (README: Promote configuration)"
                 .into(),
         ));
     };
+    if request.mode == PromotionMode::InPlace {
+        return Err(ActionError::BadRequest(
+            "mode \"in-place\" is not offered over HTTP: restore this cluster in place with `etcd-dr restore` on the command line".into(),
+        ));
+    }
     if request.mode == PromotionMode::Failover {
         request
             .snapshot
@@ -100,6 +107,20 @@ pub async fn start(
                     marker.snapshot,
                     marker.requested_by,
                     marker.fenced_at
+                )))
+            }
+            Ok(None) => {}
+            Err(error) => return Err(ActionError::Unavailable(format!("store: {error}"))),
+        }
+        match read_restore_lock(&state.store, &state.layout).await {
+            Ok(Some(lock)) => {
+                return Err(ActionError::Busy(format!(
+                    "{} {} by {} since {} holds the restore lock `{}`; wait for it to end, or if it crashed send \"force\": true to take the lock over",
+                    lock.mode.as_str(),
+                    lock.promotion_id,
+                    lock.requested_by,
+                    lock.locked_at,
+                    restore_lock_path(&state.layout)
                 )))
             }
             Ok(None) => {}
