@@ -38,7 +38,7 @@ enum Command {
     Fetch(cmd::fetch::Args),
     /// Apply the retention policy now (or show what it would delete).
     Prune(cmd::prune::Args),
-    /// Run the daemon: snapshots on the schedule until SIGTERM or SIGINT.
+    /// Run the daemon (primary: snapshots on the schedule; secondary: verify and pre-stage) with the HTTP API, until SIGTERM or SIGINT.
     Run(cmd::run::Args),
     /// The cluster's nodes: `etcd-dr nodes check` reaches every one.
     Nodes(cmd::nodes::Args),
