@@ -28,6 +28,18 @@ impl ConfigProblems {
         });
     }
 
+    /// Records a problem with `field` when `path` is set but is not a file that exists.
+    pub fn check_file(&mut self, field: impl Into<String>, path: Option<&std::path::Path>) {
+        if let Some(path) = path {
+            if !path.is_file() {
+                self.push(
+                    field,
+                    format!("`{}` is not a readable file", path.display()),
+                );
+            }
+        }
+    }
+
     /// True when no problem was found.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

@@ -370,14 +370,7 @@ impl KubernetesConfig {
             ("key_file", &self.key_file),
             ("token_file", &self.token_file),
         ] {
-            if let Some(path) = path {
-                if !path.is_file() {
-                    problems.push(
-                        format!("{field}.{name}"),
-                        format!("`{}` is not a readable file", path.display()),
-                    );
-                }
-            }
+            problems.check_file(format!("{field}.{name}"), path.as_deref());
         }
         if self.request_timeout < Duration::from_secs(1) {
             problems.push(format!("{field}.request_timeout"), "must be at least 1s");

@@ -96,14 +96,7 @@ impl EtcdConfig {
             ("cert_file", &self.cert_file),
             ("key_file", &self.key_file),
         ] {
-            if let Some(path) = path {
-                if !path.is_file() {
-                    problems.push(
-                        format!("{field}.{name}"),
-                        format!("`{}` is not a readable file", path.display()),
-                    );
-                }
-            }
+            problems.check_file(format!("{field}.{name}"), path.as_deref());
         }
         if self.cert_file.is_some() != self.key_file.is_some() {
             problems.push(

@@ -182,14 +182,10 @@ impl StoreConfig {
                 "must not contain `.` or `..` segments",
             );
         }
-        if let Some(file) = &self.credentials_file {
-            if !file.is_file() {
-                problems.push(
-                    format!("{field}.credentials_file"),
-                    format!("`{}` is not a readable file", file.display()),
-                );
-            }
-        }
+        problems.check_file(
+            format!("{field}.credentials_file"),
+            self.credentials_file.as_deref(),
+        );
     }
 
     /// A human-readable description of where snapshots go, without credentials.
