@@ -21,20 +21,10 @@ pub async fn start(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     ApiToken::check(state.token.as_ref(), &headers)?;
-    let body = body.map_err(|e| ApiError::new(e.status(), "bad_request_body", e.body_text()))?;
-    let request: PromotionRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        PromotionRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request_body",
-                format!(
-                    "expected {{\"snapshot\": \"latest\", \"mode\": \"failover\"|\"switchover\", \"dry_run\": false, \"force\": false}}: {e}"
-                ),
-            )
-        })?
-    };
+    let request: PromotionRequest = super::optional_json_body(
+        body,
+        "{\"snapshot\": \"latest\", \"mode\": \"failover\"|\"switchover\", \"dry_run\": false, \"force\": false}",
+    )?;
     let accepted = state
         .daemon
         .start_promotion(request.clone())

@@ -55,18 +55,8 @@ pub async fn trigger(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     ApiToken::check(state.token.as_ref(), &headers)?;
-    let body = body.map_err(|e| ApiError::new(e.status(), "bad_request_body", e.body_text()))?;
-    let request: SnapshotRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        SnapshotRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request_body",
-                format!("expected nothing or {{\"label\": \"...\"}}: {e}"),
-            )
-        })?
-    };
+    let request: SnapshotRequest =
+        super::optional_json_body(body, "nothing or {\"label\": \"...\"}")?;
     if let Some(label) = &request.label {
         if label.chars().count() > MAX_LABEL_CHARS || label.chars().any(char::is_control) {
             return Err(ApiError::new(
