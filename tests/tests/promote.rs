@@ -385,18 +385,7 @@ fn a_failing_restore_is_rolled_back_and_the_old_cluster_serves() {
 
     // An etcdutl that answers the preflight like the real one but fails to restore.
     let wrapper = node.dir.path().join("etcdutl-failing");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nif [ \"$1 $2\" = \"snapshot restore\" ] && [ \"$3\" != --help ]; then echo 'simulated: disk on fire' >&2; exit 3; fi\nexec {} \"$@\"\n",
-            EtcdVersion::V3_5.bin("etcdutl").display()
-        ),
-    )
-    .unwrap();
-    std::process::Command::new("chmod")
-        .args(["+x", wrapper.to_str().unwrap()])
-        .status()
-        .unwrap();
+    write_failing_etcdutl(&wrapper, "true", "simulated: disk on fire");
 
     let record = promote(
         node.config(&wrapper),
@@ -677,18 +666,11 @@ fn a_restore_failing_on_one_node_rolls_every_node_back() {
 
     // etcdutl fails on cp2 only (the preflight still sees a good tool everywhere).
     let wrapper = secondary.ground.dir().join("etcdutl-fails-on-cp2");
-    std::fs::write(
+    write_failing_etcdutl(
         &wrapper,
-        format!(
-            "#!/bin/sh\nif [ \"$(hostname)\" = cp2 ] && [ \"$1 $2\" = \"snapshot restore\" ] && [ \"$3\" != --help ]; then echo 'simulated: cp2 disk full' >&2; exit 3; fi\nexec {} \"$@\"\n",
-            EtcdVersion::V3_5.bin("etcdutl").display()
-        ),
-    )
-    .unwrap();
-    std::process::Command::new("chmod")
-        .args(["+x", wrapper.to_str().unwrap()])
-        .status()
-        .unwrap();
+        "[ \"$(hostname)\" = cp2 ]",
+        "simulated: cp2 disk full",
+    );
     let mut config = secondary.config(&primary.store.path().join("work"));
     config.etcdutl = wrapper.display().to_string();
 
@@ -1386,4 +1368,19 @@ fn restore_in_place_refuses_a_fenced_prefix_and_runs_one_at_a_time() {
     }
     assert!(!lock_file.exists());
     assert_eq!(member_revision(&node.client_url), revision);
+}
+
+/// Writes an etcdutl that answers like the real one (the preflight's version and `--help`
+/// checks pass) but fails `snapshot restore` with `message` where the shell test `condition`
+/// holds on the node.
+fn write_failing_etcdutl(path: &std::path::Path, condition: &str, message: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "#!/bin/sh\nif {condition} && [ \"$1 $2\" = \"snapshot restore\" ] && [ \"$3\" != --help ]; then echo '{message}' >&2; exit 3; fi\nexec {} \"$@\"\n",
+            EtcdVersion::V3_5.bin("etcdutl").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 }
