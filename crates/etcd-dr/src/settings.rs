@@ -165,8 +165,8 @@ pub struct UploadSettings {
     /// zstd level, 1–19.
     #[serde(default = "default_zstd_level")]
     pub zstd_level: i32,
-    /// zstd worker threads (0: compress on the pipeline thread).
-    #[serde(default)]
+    /// zstd worker threads (0: compress on the pipeline thread; default 1).
+    #[serde(default = "default_zstd_workers")]
     pub zstd_workers: u32,
     /// Multipart part size in MiB (at least 5).
     #[serde(default = "default_part_size_mib")]
@@ -179,6 +179,9 @@ pub struct UploadSettings {
 fn default_zstd_level() -> i32 {
     UploadOptions::default().zstd_level
 }
+fn default_zstd_workers() -> u32 {
+    UploadOptions::default().zstd_workers
+}
 fn default_part_size_mib() -> usize {
     UploadOptions::default().part_size / (1024 * 1024)
 }
@@ -190,7 +193,7 @@ impl Default for UploadSettings {
     fn default() -> Self {
         Self {
             zstd_level: default_zstd_level(),
-            zstd_workers: 0,
+            zstd_workers: default_zstd_workers(),
             part_size_mib: default_part_size_mib(),
             concurrent_parts: default_concurrent_parts(),
         }
