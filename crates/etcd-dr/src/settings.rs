@@ -461,6 +461,17 @@ path = "/tmp/etcd-dr-test"
             Some(std::time::Duration::from_secs(900))
         );
         assert_eq!(settings.upload.options().part_size, 8 * 1024 * 1024);
+        assert_eq!(settings.upload.options().zstd_workers, 1);
+    }
+
+    #[test]
+    fn an_upload_section_without_zstd_workers_keeps_the_one_worker_default() {
+        let settings = parse(&format!("{MINIMAL}\n[upload]\nzstd_level = 5\n")).unwrap();
+        settings.validate().unwrap();
+        let options = settings.upload.options();
+        assert_eq!((options.zstd_level, options.zstd_workers), (5, 1));
+        let on_thread = parse(&format!("{MINIMAL}\n[upload]\nzstd_workers = 0\n")).unwrap();
+        assert_eq!(on_thread.upload.options().zstd_workers, 0);
     }
 
     #[test]
