@@ -3,12 +3,14 @@
 
   measure.py run    --results F --label L [--runs N] [--prep CMD] [--size CMD] -- CMD
   measure.py idle   --pid PID [--seconds S]
-  measure.py report --results F [--floor LABEL] [--gzip LABEL]
+  measure.py report --results F [--floor LABEL] [--gzip LABEL] [--gzip-s3s LABEL]
 
 `run` times CMD (a bash command line) N times. Before each run it runs PREP (not timed); after
 each it runs SIZE, whose stdout is the stored size in bytes. $RUN holds the run number (1..N).
 Peak RSS comes from wait4(): the largest resident set of the command or any of its descendants
 (the steps of a sequential pipeline never overlap, so that is the pipeline's peak too).
+In the report, a row whose label ends in "(s3s-fs)" is compared with the --gzip-s3s row (the
+same pipeline against the same server), every other row with the --gzip row.
 """
 import argparse
 import json
@@ -108,12 +110,16 @@ def report(args):
             rows[row["label"]].append(row)
     medians = {k: statistics.median(r["wall_s"] for r in v) for k, v in rows.items()}
     floor = medians.get(args.floor)
-    gz = medians.get(args.gzip)
+    servers_seen = [name for name in ("etcd", "moto", "s3s")
+                    if any(f"{name}_cpu_s" in r for v in rows.values() for r in v)]
+    titles = {"etcd": "etcd", "moto": "moto", "s3s": "s3s-fs"}
     print(f"| what | runs | min s | median s | × {args.floor_name} | {args.gzip_name} ÷ this "
-          "| peak RSS MiB | CPU s | etcd CPU s | moto CPU s | stored MiB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| peak RSS MiB | CPU s | "
+          + "".join(f"{titles[n]} CPU s | " for n in servers_seen) + "stored MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(servers_seen) + "---:|")
     for label in order:
         v = rows[label]
+        gz = medians.get(args.gzip_s3s if label.endswith("(s3s-fs)") else args.gzip)
         walls = [r["wall_s"] for r in v]
         med = medians[label]
         sizes = [r["stored_bytes"] for r in v if r["stored_bytes"]]
@@ -123,7 +129,7 @@ def report(args):
               end="")
         print(f"{gz / med:.2f} | " if gz else "– | ", end="")
         servers = ""
-        for name in ("etcd", "moto"):
+        for name in servers_seen:
             values = [r[f"{name}_cpu_s"] for r in v if f"{name}_cpu_s" in r]
             servers += f"{statistics.median(values):.2f} | " if values else "– | "
         print(f"{max(r['rss_kib'] for r in v) / 1024:.1f} | {cpu:.2f} | {servers}"
@@ -152,6 +158,7 @@ def main():
     o.add_argument("--floor-name", default="etcdctl save")
     o.add_argument("--gzip")
     o.add_argument("--gzip-name", default="gzip pipeline")
+    o.add_argument("--gzip-s3s", help="the gzip pipeline's row against s3s-fs")
     args = p.parse_args()
     {"run": run, "idle": idle, "report": report}[args.what](args)
 

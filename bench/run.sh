@@ -16,14 +16,24 @@
 #                    an existing DIR with a filled etcd is reused, skipping the fill
 #   --keep           keep the working directory
 #   --out DIR        where results go (default bench/out/<size>MiB-<UTC time>)
+#   --s3s-fs         also run the S3 rows against s3s-fs, a second S3 server (see below)
 #
 # Environment: BENCH_TOOLS_ENV (default <repo>/.tools/env.sh, installed by
 # scripts/install-test-deps.sh when missing), BENCH_ENCRYPTION_TOML (an [encryption]
-# section for the encrypted row; by default one with a fresh `etcd-dr keygen` recipient).
+# section for the encrypted row; by default one with a fresh `etcd-dr keygen` recipient),
+# BENCH_S3S_FS (an s3s-fs binary; by default .tools/s3s-fs/bin/s3s-fs, installed with
+# `cargo install` from crates.io when missing, about 3 minutes).
+#
+# The S3 server (moto, the test suite's) runs on the same cores as etcd and the client, which a
+# remote S3 endpoint never does: it spends 1.7-2 CPU-seconds to take in 190 MB. With --s3s-fs
+# the pipelines and etcd-dr also upload to s3s-fs (Rust, objects as files), to show that this
+# cost is the server's work (SigV4 payload hash, MD5, writing), not moto's slowness; each
+# ratio compares rows against the same server.
 #
 # What it reports, per row: min and median wall time, peak RSS (wait4: the largest resident set
 # of the command or any of its children; pipeline steps run one after the other), CPU time of
-# the command, CPU time etcd and moto spent meanwhile (read from /proc), and the stored size.
+# the command, CPU time etcd and the S3 servers spent meanwhile (read from /proc), and the stored
+# size.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,6 +44,7 @@ ONLY="floor,pipelines,etcd-dr,restore,idle,promote"
 WORK=""
 KEEP=0
 OUT=""
+S3S=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --size-mib) SIZE_MIB="$2"; shift 2 ;;
@@ -42,7 +53,8 @@ while [ $# -gt 0 ]; do
         --work) WORK="$2"; shift 2 ;;
         --keep) KEEP=1; shift ;;
         --out) OUT="$2"; shift 2 ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        --s3s-fs) S3S=1; shift ;;
+        -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -69,6 +81,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 export ETCDCTL_API=3
+S3S_VERSION=0.14.1
+S3S_FS="${BENCH_S3S_FS:-$REPO/.tools/s3s-fs/bin/s3s-fs}"
+if [ "$S3S" = 1 ] && ! only_promote && [ ! -x "$S3S_FS" ]; then
+    log "installing s3s-fs $S3S_VERSION (cargo install, crates.io) into $REPO/.tools/s3s-fs"
+    cargo install --quiet --locked --version "$S3S_VERSION" --features binary \
+        --root "$REPO/.tools/s3s-fs" s3s-fs
+    S3S_FS="$REPO/.tools/s3s-fs/bin/s3s-fs"
+fi
 
 log "building etcd-dr and etcd-fill (release)"
 # Two invocations: built together, the two packages' features unify into a third variant.
@@ -110,8 +130,10 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 CLIENT_PORT=$(free_port); PEER_PORT=$(free_port); S3_PORT=$(free_port); HTTP_PORT=$(free_port)
+S3S_PORT=$(free_port)
 ETCD_URL="http://127.0.0.1:$CLIENT_PORT"
 export S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
+S3S_ENDPOINT="http://127.0.0.1:$S3S_PORT"
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_DEFAULT_REGION=us-east-1
 BUCKET=bench
 
@@ -132,6 +154,15 @@ log "starting moto_server on $S3_ENDPOINT"
 "$TESTGROUND_MOTO_SERVER" -H 127.0.0.1 -p "$S3_PORT" > "$WORK/moto.log" 2>&1 &
 PIDS+=($!)
 MOTO_PID=$!
+S3S_PID=""
+if [ "$S3S" = 1 ]; then
+    log "starting s3s-fs on $S3S_ENDPOINT"
+    mkdir -p "$WORK/s3s-fs"
+    "$S3S_FS" --host 127.0.0.1 --port "$S3S_PORT" --access-key "$AWS_ACCESS_KEY_ID" \
+        --secret-key "$AWS_SECRET_ACCESS_KEY" "$WORK/s3s-fs" > "$WORK/s3s-fs.log" 2>&1 &
+    PIDS+=($!)
+    S3S_PID=$!
+fi
 for _ in $(seq 100); do
     etcdctl --endpoints "$ETCD_URL" endpoint health >/dev/null 2>&1 \
         && curl -sf -o /dev/null "$S3_ENDPOINT" && break
@@ -139,6 +170,10 @@ for _ in $(seq 100); do
 done
 etcdctl --endpoints "$ETCD_URL" endpoint health >/dev/null
 python3 "$BENCH/s3.py" mkbucket "$BUCKET"
+if [ -n "$S3S_PID" ]; then
+    for _ in $(seq 50); do curl -s -o /dev/null "$S3S_ENDPOINT" && break; sleep 0.2; done
+    S3_ENDPOINT="$S3S_ENDPOINT" python3 "$BENCH/s3.py" mkbucket "$BUCKET"
+fi
 
 db_bytes() { etcdctl --endpoints "$ETCD_URL" endpoint status -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Status"]["dbSize"])'; }
 if [ "$(db_bytes)" -ge $((SIZE_MIB * 1024 * 1024)) ]; then
@@ -173,6 +208,12 @@ bucket = \"$BUCKET\"
 endpoint = \"$S3_ENDPOINT\"
 path_style = true
 prefix = \"etcd-dr\""
+write_config "$WORK/s3s.toml" "[store]
+type = \"s3\"
+bucket = \"$BUCKET\"
+endpoint = \"$S3S_ENDPOINT\"
+path_style = true
+prefix = \"etcd-dr\""
 write_config "$WORK/local.toml" "[store]
 type = \"local\"
 path = \"$WORK/store-local\""
@@ -188,7 +229,11 @@ has_snapshot() { "$EDR" --config "$1" list --json 2>/dev/null | python3 -c 'impo
 # (untimed), so a 2 GiB run needs a few GiB of disk, not tens.
 RM='python3 $BENCH/s3.py rm $BUCKET'
 M() { python3 "$BENCH/measure.py" run --results "$RESULTS" --runs "$RUNS" \
-    --watch "etcd=$ETCD_PID" --watch "moto=$MOTO_PID" "$@"; }
+    --watch "etcd=$ETCD_PID" --watch "moto=$MOTO_PID" ${S3S_PID:+--watch "s3s=$S3S_PID"} "$@"; }
+# The same against s3s-fs: S3_ENDPOINT (what s3.py talks to) points there for the command.
+M_S3S() { S3_ENDPOINT="$S3S_ENDPOINT" M "$@"; }
+RM_S3S='S3_ENDPOINT=$S3S_ENDPOINT python3 $BENCH/s3.py rm $BUCKET'
+export S3S_ENDPOINT
 export W="$WORK" ETCD_URL EDR BENCH BUCKET
 fsize='stat -c %s'
 json_stored='python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[\"stored\"][\"size\"])"'
@@ -207,22 +252,30 @@ fi
 # ------------------------------------------------------------------ 2. shell pipelines
 if want pipelines; then
     log "2. shell pipelines: save → compress → boto3 multipart upload"
-    M --label "save → gzip -1 → boto3 multipart upload" --prep "rm -f \$W/p.db \$W/p.db.gz; $RM gzip/" \
-        --size "$fsize \$W/p.db.gz" \
-        'etcdctl --endpoints $ETCD_URL snapshot save $W/p.db >/dev/null 2>>$W/etcdctl.log &&
-         gzip -1 -c $W/p.db > $W/p.db.gz &&
-         python3 $BENCH/s3.py upload $W/p.db.gz $BUCKET gzip/$RUN/etcd.db.gz'
-    M --label "save → zstd -3 -T0 → boto3 multipart upload" --prep "rm -f \$W/p.db \$W/p.db.zst; $RM zstd/" \
-        --size "$fsize \$W/p.db.zst" \
-        'etcdctl --endpoints $ETCD_URL snapshot save $W/p.db >/dev/null 2>>$W/etcdctl.log &&
-         zstd -q -3 -T0 $W/p.db -o $W/p.db.zst &&
-         python3 $BENCH/s3.py upload $W/p.db.zst $BUCKET zstd/$RUN/etcd.db.zst'
-    # The S3 server's share: the same client uploading a file of the compressed size.
-    M --label "(moto alone: boto3 upload of the .zst)" --prep "$RM moto-alone/" --size "$fsize \$W/p.db.zst" \
-        'python3 $BENCH/s3.py upload $W/p.db.zst $BUCKET moto-alone/$RUN/etcd.db.zst'
+    # RUNNER (M or M_S3S), label suffix, RM command, the server's name.
+    pipeline_rows() {
+        "$1" --label "save → gzip -1 → boto3 multipart upload$2" --prep "rm -f \$W/p.db \$W/p.db.gz; $3 gzip/" \
+            --size "$fsize \$W/p.db.gz" \
+            'etcdctl --endpoints $ETCD_URL snapshot save $W/p.db >/dev/null 2>>$W/etcdctl.log &&
+             gzip -1 -c $W/p.db > $W/p.db.gz &&
+             python3 $BENCH/s3.py upload $W/p.db.gz $BUCKET gzip/$RUN/etcd.db.gz'
+        "$1" --label "save → zstd -3 -T0 → boto3 multipart upload$2" --prep "rm -f \$W/p.db \$W/p.db.zst; $3 zstd/" \
+            --size "$fsize \$W/p.db.zst" \
+            'etcdctl --endpoints $ETCD_URL snapshot save $W/p.db >/dev/null 2>>$W/etcdctl.log &&
+             zstd -q -3 -T0 $W/p.db -o $W/p.db.zst &&
+             python3 $BENCH/s3.py upload $W/p.db.zst $BUCKET zstd/$RUN/etcd.db.zst'
+        # The S3 server's share: the same client uploading a file of the compressed size.
+        "$1" --label "($4 alone: boto3 upload of the .zst)" --prep "$3 alone/" --size "$fsize \$W/p.db.zst" \
+            'python3 $BENCH/s3.py upload $W/p.db.zst $BUCKET alone/$RUN/etcd.db.zst'
+        bash -c "$3 zstd/ && $3 alone/"
+    }
+    pipeline_rows M "" "$RM" moto
+    # moto's gzip/ objects stay: the restore rows download them.
+    if [ -n "$S3S_PID" ]; then
+        pipeline_rows M_S3S " (s3s-fs)" "$RM_S3S" s3s-fs
+        bash -c "$RM_S3S gzip/"
+    fi
     rm -f "$WORK/p.db" "$WORK/p.db.gz" "$WORK/p.db.zst"
-    python3 "$BENCH/s3.py" rm "$BUCKET" zstd/
-    python3 "$BENCH/s3.py" rm "$BUCKET" moto-alone/
 fi
 
 # ------------------------------------------------------------------ 3. etcd-dr snapshot
@@ -230,6 +283,10 @@ if want etcd-dr; then
     log "3. etcd-dr snapshot"
     M --label "etcd-dr snapshot → S3" --prep "$RM etcd-dr/" --size "$json_stored \$W/edr-s3.json" \
         '$EDR --config $W/s3.toml snapshot --json > $W/edr-s3.json'
+    if [ -n "$S3S_PID" ]; then
+        M_S3S --label "etcd-dr snapshot → S3 (s3s-fs)" --prep "$RM_S3S etcd-dr/" --size "$json_stored \$W/edr-s3s.json" \
+            '$EDR --config $W/s3s.toml snapshot --json > $W/edr-s3s.json'
+    fi
     M --label "etcd-dr snapshot → local dir" --prep 'rm -rf $W/store-local' \
         --size "$json_stored \$W/edr-local.json" \
         '$EDR --config $W/local.toml snapshot --json > $W/edr-local.json'
@@ -318,7 +375,7 @@ fi
     echo "## ${SIZE_MIB} MiB database ($(date -u +%Y-%m-%dT%H:%MZ))"
     echo
     echo "- machine: $(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM; load before start: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "- etcd $(etcd --version | awk '/etcd Version/ {print $3}'), etcd-dr $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD -- crates || echo '+dirty'), moto $(python3 -c 'import moto; print(moto.__version__)'), boto3 $(python3 -c 'import boto3; print(boto3.__version__)'), $(gzip --version | head -1), zstd $(zstd --version | grep -o 'v[0-9.]*' | head -1)"
+    echo "- etcd $(etcd --version | awk '/etcd Version/ {print $3}'), etcd-dr $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD -- crates Cargo.toml Cargo.lock || echo '+dirty'), moto $(python3 -c 'import moto; print(moto.__version__)')${S3S_PID:+, s3s-fs $S3S_VERSION}, boto3 $(python3 -c 'import boto3; print(boto3.__version__)'), $(gzip --version | head -1), zstd $(zstd --version | grep -o 'v[0-9.]*' | head -1)"
     if ! only_promote; then
     echo "- database: $DB_BYTES bytes ($((DB_BYTES / 1048576)) MiB), $KEYS keys; runs per row: $RUNS"
     echo
@@ -326,7 +383,8 @@ fi
     echo
     python3 "$BENCH/measure.py" report --results "$OUT/results.jsonl" \
         --floor "etcdctl snapshot save → local file" \
-        --gzip "save → gzip -1 → boto3 multipart upload"
+        --gzip "save → gzip -1 → boto3 multipart upload" \
+        --gzip-s3s "save → gzip -1 → boto3 multipart upload (s3s-fs)"
     fi
     if [ -s "$OUT/restore.jsonl" ]; then
         echo
