@@ -202,27 +202,16 @@ listen = "127.0.0.1:$HTTP_PORT"
 $2
 TOML
 }
-write_config "$WORK/s3.toml" "[store]
-type = \"s3\"
-bucket = \"$BUCKET\"
-endpoint = \"$S3_ENDPOINT\"
-path_style = true
-prefix = \"etcd-dr\""
-write_config "$WORK/s3s.toml" "[store]
-type = \"s3\"
-bucket = \"$BUCKET\"
-endpoint = \"$S3S_ENDPOINT\"
-path_style = true
-prefix = \"etcd-dr\""
+s3_store() { # endpoint, prefix
+    printf '[store]\ntype = "s3"\nbucket = "%s"\nendpoint = "%s"\npath_style = true\nprefix = "%s"\n' \
+        "$BUCKET" "$1" "$2"
+}
+write_config "$WORK/s3.toml" "$(s3_store "$S3_ENDPOINT" etcd-dr)"
+write_config "$WORK/s3s.toml" "$(s3_store "$S3S_ENDPOINT" etcd-dr)"
 write_config "$WORK/local.toml" "[store]
 type = \"local\"
 path = \"$WORK/store-local\""
-write_config "$WORK/idle.toml" "[store]
-type = \"s3\"
-bucket = \"$BUCKET\"
-endpoint = \"$S3_ENDPOINT\"
-path_style = true
-prefix = \"idle\""
+write_config "$WORK/idle.toml" "$(s3_store "$S3_ENDPOINT" idle)"
 
 has_snapshot() { "$EDR" --config "$1" list --json 2>/dev/null | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin) else 1)'; }
 # moto keeps every object in temporary files: each row deletes what the previous run stored
