@@ -54,7 +54,7 @@ while [ $# -gt 0 ]; do
         --keep) KEEP=1; shift ;;
         --out) OUT="$2"; shift 2 ;;
         --s3s-fs) S3S=1; shift ;;
-        -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
