@@ -12,6 +12,17 @@
 #   $TOOLS/etcd-3.5/bin/{etcd,etcdctl,etcdutl}  etcd 3.5.x from Debian trixie (private apt lists,
 #                                                the system's apt sources are not touched)
 #   $TOOLS/bin/promtool                          from Debian's prometheus package (unpacked only)
+#   $TOOLS/etcd-3.6/bin/{etcd,etcdctl,etcdutl}  etcd 3.6.x built from the go.etcd.io/etcd/*/v3 modules
+#   $TOOLS/etcd-3.7/bin/{etcd,etcdctl,etcdutl}  etcd 3.7.x, same way
+#   $TOOLS/kubernetes-1.N/bin/{kube-apiserver,kubectl}
+#                                                built from k8s.io/kubernetes through the Go module
+#                                                proxy (versions pinned below, in one place)
+#                   Go builds go through a build module generated in a temp dir; Go's module and
+#                   build caches stay in their per-machine default places, and the finished
+#                   binaries are kept per machine in $TESTGROUND_GO_BIN_CACHE (default
+#                   ~/.cache/etcd-dr-testground/<name>-<version>), so a fresh clone on the same
+#                   machine copies them in seconds and only a new machine builds (see
+#                   tests/README.md, "Test ground": sizes, times, memory).
 #   python:         moto[server] 5.2.x (+ boto3), $TOOLS/bin/moto_server -> its console script
 #   $TOOLS/env.sh   exports TESTGROUND_* variables and PATH for the tests
 #
@@ -23,6 +34,9 @@
 #   TESTGROUND_PYTHON         python interpreter used for moto (default: python3)
 #   TESTGROUND_DEBIAN_MIRROR  Debian mirror URI for the trixie download (default: the one the
 #                          system's apt sources use, else http://deb.debian.org/debian)
+#   TESTGROUND_GO_BIN_CACHE   per-machine cache of the Go-built binaries (see above)
+#   TESTGROUND_SKIP_GO_BUILDS=1  skip etcd 3.6/3.7 and Kubernetes (their tests then fail with a
+#                          message naming the missing variable)
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -38,6 +52,13 @@ ETCD34_SERIES="3.4"
 ETCD35_SERIES="3.5"
 MOTO_SPEC='moto[server]>=5.2,<5.3'
 MOTO_SERIES="5.2"
+# Built from source modules through the Go module proxy. Kubernetes' minor must match the
+# k8s-openapi feature in crates/restore/Cargo.toml.
+ETCD36_VERSION="3.6.16"
+ETCD37_VERSION="3.7.3"
+KUBERNETES_VERSION="1.34.4"
+KUBERNETES_SERIES="${KUBERNETES_VERSION%.*}"
+GO_BIN_CACHE="${TESTGROUND_GO_BIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/etcd-dr-testground}"
 
 log() { printf '[install-test-deps] %s\n' "$*"; }
 die() { printf '[install-test-deps] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -377,7 +398,166 @@ mkdir -p "$TOOLS/bin"
 ln -sfn "$MOTO_SERVER" "$TOOLS/bin/moto_server"
 phase_end "$MOTO_NOTE"
 
-# ---------------------------------------------------------------- 6. env.sh + summary
+# ---------------------------------------------------------------- 6. Go-built tools
+# A build module of ours (generated in $WORK, never committed) requires the upstream modules
+# at the pinned versions and `go build`s their main packages. GOTOOLCHAIN=local: never fetch
+# another Go toolchain. The module and build caches are Go's per-machine defaults.
+GO_ENV=(env GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod)
+go_timed() { # go_timed LOG CMD...: run under /usr/bin/time -v, append its report to LOG
+    local log="$1"
+    shift
+    if [ -x /usr/bin/time ]; then
+        nice -n 15 /usr/bin/time -v -a -o "$log" "$@"
+    else
+        nice -n 15 "$@"
+    fi
+}
+peak_rss_mib() { # largest "Maximum resident set size" in a time -v log, in MiB
+    awk -F: '/Maximum resident set size/ { v = $2 + 0; if (v > m) m = v } END { printf "%d", m / 1024 }' "$1" 2>/dev/null || echo "?"
+}
+# install_cached NAME VERSION DEST BIN...: copy NAME-VERSION's binaries from the per-machine
+# cache into DEST/bin (atomically replacing DEST/bin). Fails if any is missing.
+install_cached() {
+    local name="$1" version="$2" dest="$3" b tmp
+    shift 3
+    for b in "$@"; do
+        [ -x "$GO_BIN_CACHE/$name-$version/$b" ] || return 1
+    done
+    mkdir -p "$dest"
+    tmp="$(mktemp -d "$dest/bin.tmp.XXXXXX")"
+    chmod 755 "$tmp"
+    for b in "$@"; do
+        cp -l "$GO_BIN_CACHE/$name-$version/$b" "$tmp/$b" 2>/dev/null || cp "$GO_BIN_CACHE/$name-$version/$b" "$tmp/$b"
+    done
+    rm -rf "$dest/bin"
+    mv "$tmp" "$dest/bin"
+    echo "$version" > "$dest/.version"
+}
+
+etcd_go_ok() { # etcd_go_ok DIR VERSION
+    local d="$1" v="$2"
+    [ -x "$d/bin/etcd" ] && [ -x "$d/bin/etcdctl" ] && [ -x "$d/bin/etcdutl" ] || return 1
+    [ "$(etcd_version_of "$d/bin/etcd")" = "$v" ] || return 1
+    # Captured first: `grep -q` closing the pipe early fails the pipeline under pipefail.
+    local out
+    out="$("$d/bin/etcdutl" version 2>/dev/null || true)"
+    grep -q "etcdutl version: $v" <<<"$out" || return 1
+    out="$("$d/bin/etcdctl" version 2>/dev/null || true)"
+    grep -q "etcdctl version: $v" <<<"$out"
+}
+# build_etcd VERSION DEST
+build_etcd() {
+    local v="$1" dest="$2" mod="$WORK/etcd-$1" out="$GO_BIN_CACHE/etcd-$1" log="$WORK/etcd-$1.time"
+    if install_cached etcd "$v" "$dest" etcd etcdctl etcdutl && etcd_go_ok "$dest" "$v"; then
+        GO_NOTE="copied $v from $out"
+        return
+    fi
+    mkdir -p "$mod" "$out.tmp"
+    (
+        cd "$mod"
+        "${GO_ENV[@]}" go mod init etcd-dr.test/etcd-build >/dev/null 2>&1
+        local t0=$(date +%s)
+        go_timed "$log" "${GO_ENV[@]}" go get "go.etcd.io/etcd/server/v3@v$v" "go.etcd.io/etcd/etcdctl/v3@v$v" "go.etcd.io/etcd/etcdutl/v3@v$v"
+        local t1=$(date +%s)
+        go_timed "$log" "${GO_ENV[@]}" go build -trimpath -ldflags "-s -w" -o "$out.tmp/etcd" go.etcd.io/etcd/server/v3
+        go_timed "$log" "${GO_ENV[@]}" go build -trimpath -ldflags "-s -w" -o "$out.tmp/etcdctl" go.etcd.io/etcd/etcdctl/v3
+        go_timed "$log" "${GO_ENV[@]}" go build -trimpath -ldflags "-s -w" -o "$out.tmp/etcdutl" go.etcd.io/etcd/etcdutl/v3
+        local t2=$(date +%s)
+        echo "download $((t1 - t0))s, build $((t2 - t1))s, peak RSS $(peak_rss_mib "$log") MiB" > "$out.tmp/.build-stats"
+    )
+    rm -rf "$out"
+    mv "$out.tmp" "$out"
+    install_cached etcd "$v" "$dest" etcd etcdctl etcdutl || die "etcd $v binaries missing after build"
+    etcd_go_ok "$dest" "$v" || die "etcd in $dest does not report $v"
+    GO_NOTE="built $v: $(cat "$out/.build-stats")"
+}
+
+# kube-controller-manager is left out until a test runs it, to keep the cold build (the longest
+# install step, docs/testground.md) short. Add it here and to the go get below to build it.
+KUBE_BINS=(kube-apiserver kubectl)
+kube_ok() { # kube_ok DIR
+    local d="$1" b
+    for b in "${KUBE_BINS[@]}"; do
+        [ -x "$d/bin/$b" ] || return 1
+    done
+    local out
+    out="$("$d/bin/kube-apiserver" --version 2>/dev/null || true)"
+    grep -qx "Kubernetes v$KUBERNETES_VERSION" <<<"$out" || return 1
+    out="$("$d/bin/kubectl" version --client 2>/dev/null || true)"
+    grep -q "Client Version: v$KUBERNETES_VERSION" <<<"$out"
+}
+build_kubernetes() { # build_kubernetes DEST
+    local v="$KUBERNETES_VERSION" dest="$1" mod="$WORK/kubernetes-$KUBERNETES_VERSION"
+    local out="$GO_BIN_CACHE/kubernetes-$KUBERNETES_VERSION" log="$WORK/kubernetes.time"
+    if install_cached kubernetes "$v" "$dest" "${KUBE_BINS[@]}" && kube_ok "$dest"; then
+        GO_NOTE="copied $v from $out"
+        return
+    fi
+    local minor="${KUBERNETES_SERIES#1.}" patch="${v##*.}"
+    local staging="0.$minor.$patch"
+    mkdir -p "$mod" "$out.tmp"
+    (
+        cd "$mod"
+        "${GO_ENV[@]}" go mod init etcd-dr.test/kubernetes-build >/dev/null 2>&1
+        local t0=$(date +%s) gomod name
+        gomod="$("${GO_ENV[@]}" go mod download -json "k8s.io/kubernetes@v$v" | awk -F'"' '/"GoMod":/ { print $4 }')"
+        [ -f "$gomod" ] || die "go mod download k8s.io/kubernetes@v$v gave no go.mod"
+        # Every staging module (replaced by ./staging/... in Kubernetes' own go.mod, which a
+        # dependent module ignores) comes from its published k8s.io/<name> v0.<minor>.<patch>.
+        for name in $(awk '$2 == "=>" && $3 ~ /^\.\/staging\// { print $1 }' "$gomod"); do
+            "${GO_ENV[@]}" go mod edit "-replace=$name=$name@v$staging"
+        done
+        go_timed "$log" "${GO_ENV[@]}" go get "k8s.io/kubernetes@v$v" \
+            "k8s.io/kubernetes/cmd/kube-apiserver@v$v" "k8s.io/kubernetes/cmd/kubectl@v$v"
+        local t1=$(date +%s)
+        local x="k8s.io/component-base/version" y="k8s.io/client-go/pkg/version"
+        local ldflags="-s -w -X $x.gitVersion=v$v -X $x.gitMajor=1 -X $x.gitMinor=$minor -X $x.gitTreeState=clean"
+        ldflags+=" -X $y.gitVersion=v$v -X $y.gitMajor=1 -X $y.gitMinor=$minor -X $y.gitTreeState=clean"
+        local b
+        for b in "${KUBE_BINS[@]}"; do
+            local b0=$(date +%s)
+            go_timed "$log" "${GO_ENV[@]}" go build -trimpath -ldflags "$ldflags" -o "$out.tmp/$b" "k8s.io/kubernetes/cmd/$b"
+            echo "$b: $(( $(date +%s) - b0 ))s" >> "$out.tmp/.build-stats.per-binary"
+        done
+        local t2=$(date +%s)
+        echo "download $((t1 - t0))s ($(du -sh "$("${GO_ENV[@]}" go env GOMODCACHE)" | cut -f1) module cache), build $((t2 - t1))s, peak RSS $(peak_rss_mib "$log") MiB" > "$out.tmp/.build-stats"
+    )
+    rm -rf "$out"
+    mv "$out.tmp" "$out"
+    install_cached kubernetes "$v" "$dest" "${KUBE_BINS[@]}" || die "Kubernetes $v binaries missing after build"
+    kube_ok "$dest" || die "kube-apiserver/kubectl in $dest do not report v$v"
+    GO_NOTE="built $v: $(cat "$out/.build-stats")"
+}
+
+E36="$TOOLS/etcd-3.6"
+E37="$TOOLS/etcd-3.7"
+KUBE="$TOOLS/kubernetes-$KUBERNETES_SERIES"
+if [ "${TESTGROUND_SKIP_GO_BUILDS:-0}" = 1 ]; then
+    log "TESTGROUND_SKIP_GO_BUILDS=1: not building etcd 3.6/3.7 and Kubernetes"
+else
+    command -v go >/dev/null 2>&1 || die "go not found (etcd 3.6/3.7 and Kubernetes are built from the Go module proxy; Go 1.24+ needed)"
+    for spec in "3.6 $ETCD36_VERSION $E36" "3.7 $ETCD37_VERSION $E37"; do
+        read -r series v dest <<<"$spec"
+        phase_begin "etcd $series (go build)"
+        if etcd_go_ok "$dest" "$v"; then
+            phase_end "present: $v"
+        else
+            GO_NOTE=""
+            build_etcd "$v" "$dest"
+            phase_end "$GO_NOTE"
+        fi
+    done
+    phase_begin "kubernetes $KUBERNETES_SERIES (go build)"
+    if kube_ok "$KUBE"; then
+        phase_end "present: $KUBERNETES_VERSION"
+    else
+        GO_NOTE=""
+        build_kubernetes "$KUBE"
+        phase_end "$GO_NOTE"
+    fi
+fi
+
+# ---------------------------------------------------------------- 7. env.sh + summary
 phase_begin "env.sh + summary"
 SSHD=/usr/sbin/sshd
 [ -x "$SSHD" ] || die "$SSHD missing"
@@ -389,6 +569,16 @@ export TESTGROUND_ETCD35_BIN_DIR='$E35/bin'
 export TESTGROUND_ETCD34_BIN_DIR='$E34/bin'
 export TESTGROUND_MOTO_SERVER='$MOTO_SERVER'
 export TESTGROUND_PROMTOOL='$PROMTOOL'
+EOF
+if [ "${TESTGROUND_SKIP_GO_BUILDS:-0}" != 1 ]; then
+    cat >> "$ENV_SH.tmp" <<EOF
+export TESTGROUND_ETCD36_BIN_DIR='$E36/bin'
+export TESTGROUND_ETCD37_BIN_DIR='$E37/bin'
+export TESTGROUND_KUBE_BIN_DIR='$KUBE/bin'
+export TESTGROUND_KUBE_VERSION='$KUBERNETES_VERSION'
+EOF
+fi
+cat >> "$ENV_SH.tmp" <<EOF
 export TESTGROUND_SSHD='$SSHD'
 export TESTGROUND_SSH='$(command -v ssh)'
 export TESTGROUND_SSH_KEYGEN='$(command -v ssh-keygen)'
@@ -407,6 +597,15 @@ SUMMARY=(
     "etcd 3.5:        $(etcd_version_of "$E35/bin/etcd") (etcdctl $("$E35/bin/etcdctl" version | awk '/etcdctl version/ {print $3}'), etcdutl $("$E35/bin/etcdutl" version | awk '/etcdutl version/ {print $3}')) [$(tr '\n' ' ' < "$E35/.debs" 2>/dev/null || true)]"
     "etcd 3.4:        $(etcd_version_of "$E34/bin/etcd") (etcdctl $("$E34/bin/etcdctl" version | awk '/etcdctl version/ {print $3}')) [$(tr '\n' ' ' < "$E34/.debs" 2>/dev/null || true)]"
     "promtool:        $(first_line "$PROMTOOL" --version)"
+)
+if [ "${TESTGROUND_SKIP_GO_BUILDS:-0}" != 1 ]; then
+    SUMMARY+=(
+        "etcd 3.6:        $(etcd_version_of "$E36/bin/etcd") (go build, $E36/bin)"
+        "etcd 3.7:        $(etcd_version_of "$E37/bin/etcd") (go build, $E37/bin)"
+        "kubernetes:      $(first_line "$KUBE/bin/kube-apiserver" --version) (kube-apiserver, kubectl in $KUBE/bin)"
+    )
+fi
+SUMMARY+=(
     "moto:            $MV ($MOTO_SERVER), boto3 $("$PYTHON" -c 'import boto3; print(boto3.__version__)')"
     "protoc:          $(first_line protoc --version)"
     "sshd:            $(first_line "$SSHD" -V)"

@@ -1,4 +1,4 @@
-//! Real etcd servers on loopback: one member or several, with or without TLS, 3.5 or 3.4.
+//! Real etcd servers on loopback: one member or several, with or without TLS, 3.4 to 3.7.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,6 +17,10 @@ pub enum EtcdVersion {
     V3_5,
     /// Debian bookworm's 3.4.23 (`etcdctl snapshot restore` only).
     V3_4,
+    /// 3.6.x built from the `go.etcd.io/etcd/*/v3` modules (kubeadm's etcd since 1.34).
+    V3_6,
+    /// 3.7.x built the same way.
+    V3_7,
 }
 
 impl EtcdVersion {
@@ -25,6 +29,8 @@ impl EtcdVersion {
         match self {
             Self::V3_5 => &tools().etcd35_bin,
             Self::V3_4 => &tools().etcd34_bin,
+            Self::V3_6 => tools().etcd36_bin(),
+            Self::V3_7 => tools().etcd37_bin(),
         }
     }
 
@@ -147,7 +153,9 @@ impl EtcdCluster {
         };
         let token = "etcd-dr-restored".to_string();
         let (tool, subcommand) = match version {
-            EtcdVersion::V3_5 => (version.bin("etcdutl"), "snapshot"),
+            EtcdVersion::V3_5 | EtcdVersion::V3_6 | EtcdVersion::V3_7 => {
+                (version.bin("etcdutl"), "snapshot")
+            }
             EtcdVersion::V3_4 => (version.bin("etcdctl"), "snapshot"),
         };
         let output = Command::new(&tool)

@@ -3,6 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+/// The Kubernetes minor the install script builds (its `KUBERNETES_VERSION`), the default
+/// directory name of its binaries.
+pub const KUBERNETES_SERIES: &str = "1.34";
+
 /// Paths of the tools `scripts/install-test-deps.sh` installs.
 #[derive(Debug, Clone)]
 pub struct Tools {
@@ -18,6 +22,41 @@ pub struct Tools {
     pub sshd: PathBuf,
     /// systemd-analyze.
     pub systemd_analyze: PathBuf,
+    /// Directory with etcd, etcdctl, etcdutl 3.6.x (built from the Go module proxy).
+    pub etcd36_bin: PathBuf,
+    /// Directory with etcd, etcdctl, etcdutl 3.7.x.
+    pub etcd37_bin: PathBuf,
+    /// Directory with kube-apiserver and kubectl.
+    pub kube_bin: PathBuf,
+}
+
+impl Tools {
+    /// etcd 3.6's directory; panics with what to run when it is missing.
+    pub fn etcd36_bin(&self) -> &Path {
+        go_built(&self.etcd36_bin, "etcd", "TESTGROUND_ETCD36_BIN_DIR")
+    }
+
+    /// etcd 3.7's directory; panics with what to run when it is missing.
+    pub fn etcd37_bin(&self) -> &Path {
+        go_built(&self.etcd37_bin, "etcd", "TESTGROUND_ETCD37_BIN_DIR")
+    }
+
+    /// The Kubernetes binaries' directory; panics with what to run when it is missing.
+    pub fn kube_bin(&self) -> &Path {
+        go_built(&self.kube_bin, "kube-apiserver", "TESTGROUND_KUBE_BIN_DIR")
+    }
+}
+
+/// `dir`, after checking that it holds `binary` (the tools built from the Go module proxy are
+/// checked when a test first needs them, so the other tests run without them).
+fn go_built<'a>(dir: &'a Path, binary: &str, variable: &str) -> &'a Path {
+    assert!(
+        dir.join(binary).exists(),
+        "{} is missing ({variable}): run scripts/install-test-deps.sh (as root; it builds etcd \
+         3.6/3.7 and Kubernetes from the Go module proxy), then `. .tools/env.sh`",
+        dir.join(binary).display()
+    );
+    dir
 }
 
 /// The workspace root (the parent of this crate's directory).
@@ -47,6 +86,12 @@ pub fn tools() -> &'static Tools {
             systemd_analyze: var(
                 "TESTGROUND_SYSTEMD_ANALYZE",
                 PathBuf::from("/usr/bin/systemd-analyze"),
+            ),
+            etcd36_bin: var("TESTGROUND_ETCD36_BIN_DIR", base.join("etcd-3.6/bin")),
+            etcd37_bin: var("TESTGROUND_ETCD37_BIN_DIR", base.join("etcd-3.7/bin")),
+            kube_bin: var(
+                "TESTGROUND_KUBE_BIN_DIR",
+                base.join(format!("kubernetes-{KUBERNETES_SERIES}/bin")),
             ),
         };
         for path in [

@@ -51,6 +51,12 @@ pub struct PromoteConfig {
     /// How long etcd may take to go down after the stop commands.
     #[serde(default = "default_stop_timeout", with = "humantime_serde")]
     pub stop_timeout: Duration,
+    /// Run on a node whose etcd still runs `stop_timeout` after the stop commands; it must
+    /// succeed only when the control plane is gone. The default SIGKILLs whatever is left of
+    /// etcd, kube-apiserver, kube-controller-manager and kube-scheduler and checks that all four
+    /// are gone. Empty: no force stop, the promotion fails there.
+    #[serde(default = "default_force_stop")]
+    pub force_stop_command: Vec<String>,
     /// How long the restored cluster may take to become healthy.
     #[serde(default = "default_health_timeout", with = "humantime_serde")]
     pub health_timeout: Duration,
@@ -76,9 +82,14 @@ pub struct KubernetesConfig {
     /// unset.
     #[serde(default)]
     pub api_server: Option<String>,
-    /// A kubeconfig (e.g. `/etc/kubernetes/admin.conf`): server, CA and client certificate.
+    /// A kubeconfig (e.g. `/etc/kubernetes/admin.conf`): server, CA and credentials (client
+    /// certificate, token, exec plugin).
     #[serde(default)]
     pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use instead of its `current-context`; one it does not have is
+    /// an error.
+    #[serde(default)]
+    pub context: Option<String>,
     /// CA bundle of the API server (instead of the kubeconfig's).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
@@ -94,12 +105,20 @@ pub struct KubernetesConfig {
     /// Time allowed for one request.
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Each control-plane node's own kube-apiserver (e.g. `https://10.1.0.11:6443`): the health
+    /// step waits for `/readyz` and a list on every one. Empty: the kubeconfig's server only.
+    #[serde(default)]
+    pub control_plane_servers: Vec<String>,
 }
 
 /// `[promote.after]`: the steps after a healthy restore; each can be turned off.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AfterConfig {
+    /// How long the first after-step waits for every Node to report Ready; those still not
+    /// Ready then are named in a warning and the promotion goes on.
+    #[serde(default = "default_nodes_ready_timeout", with = "humantime_serde")]
+    pub nodes_ready_timeout: Duration,
     /// Run `worker_restart_command` on every worker node (`[nodes] workers`).
     #[serde(default = "default_true")]
     pub restart_workers: bool,
@@ -165,6 +184,28 @@ fn default_stop_commands() -> Vec<Vec<String>> {
 fn default_etcd_stopped() -> Vec<String> {
     words(&["sh", "-c", "! pgrep -x etcd >/dev/null"])
 }
+/// The control-plane processes a force stop kills.
+pub const CONTROL_PLANE_PROCESSES: [&str; 4] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
+fn default_force_stop() -> Vec<String> {
+    words(&["sh", "-c", &force_stop_script(&CONTROL_PLANE_PROCESSES)])
+}
+/// SIGKILLs every process named `names`, then waits up to 5 s for all of them to be gone;
+/// fails naming those that are not.
+pub(crate) fn force_stop_script(names: &[&str]) -> String {
+    let names = names.join(" ");
+    format!(
+        "for name in {names}; do pkill -KILL -x \"$name\"; done; \
+         for i in 1 2 3 4 5 6 7 8 9 10; do left=''; \
+         for name in {names}; do pgrep -x \"$name\" >/dev/null && left=\"$left $name\"; done; \
+         [ -z \"$left\" ] && exit 0; sleep 0.5; done; \
+         echo \"still running after SIGKILL:$left\" >&2; exit 1"
+    )
+}
 fn default_start_commands() -> Vec<Vec<String>> {
     vec![words(&["systemctl", "start", "kubelet"])]
 }
@@ -182,6 +223,9 @@ fn default_request_timeout() -> Duration {
 }
 fn default_work_dir() -> PathBuf {
     PathBuf::from("/var/lib/etcd-dr/promote")
+}
+fn default_nodes_ready_timeout() -> Duration {
+    Duration::from_secs(300)
 }
 fn default_worker_restart() -> Vec<String> {
     words(&["systemctl", "restart", "kubelet"])
@@ -206,6 +250,7 @@ fn default_delete_pods() -> Vec<PodSelector> {
 impl Default for AfterConfig {
     fn default() -> Self {
         Self {
+            nodes_ready_timeout: default_nodes_ready_timeout(),
             restart_workers: true,
             worker_restart_command: default_worker_restart(),
             rollout_restart: default_rollout_kinds(),
@@ -231,6 +276,7 @@ impl PromoteConfig {
             etcd_stopped_check: default_etcd_stopped(),
             start_control_plane: default_start_commands(),
             stop_timeout: default_stop_timeout(),
+            force_stop_command: default_force_stop(),
             health_timeout: default_health_timeout(),
             switchover_timeout: default_switchover_timeout(),
             work_dir: default_work_dir(),
@@ -293,6 +339,13 @@ impl PromoteConfig {
             format!("{field}.etcd_stopped_check"),
             &self.etcd_stopped_check,
         );
+        if !self.force_stop_command.is_empty() {
+            argv(
+                problems,
+                format!("{field}.force_stop_command"),
+                &self.force_stop_command,
+            );
+        }
         if self.start_control_plane.is_empty() {
             problems.push(
                 format!("{field}.start_control_plane"),
@@ -357,6 +410,14 @@ impl KubernetesConfig {
                 );
             }
         }
+        for (i, url) in self.control_plane_servers.iter().enumerate() {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                problems.push(
+                    format!("{field}.control_plane_servers[{i}]"),
+                    "must be a URL such as https://10.1.0.11:6443",
+                );
+            }
+        }
         if self.cert_file.is_some() != self.key_file.is_some() {
             problems.push(
                 format!("{field}.key_file"),
@@ -401,6 +462,35 @@ mod tests {
     }
 
     #[test]
+    fn the_force_stop_kills_and_checks() {
+        // A process of a name no one else uses (pgrep -x compares at most 15 characters).
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!("edrfs{}", std::process::id() % 1_000_000);
+        let program = dir.path().join(&name);
+        std::fs::copy("/bin/sleep", &program).unwrap();
+        let mut child = std::process::Command::new(&program)
+            .arg("60")
+            .spawn()
+            .unwrap();
+        // Reaped at once, as kubelet's container runtime would (pgrep sees zombies).
+        let reaper = std::thread::spawn(move || child.wait().unwrap());
+        let status = std::process::Command::new("sh")
+            .args(["-c", &force_stop_script(&[&name, "edrfs-absent"])])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let waited = reaper.join().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&waited),
+            Some(9)
+        );
+        let default = PromoteConfig::new(EtcdConfig::plain(vec![])).force_stop_command;
+        for name in CONTROL_PLANE_PROCESSES {
+            assert!(default[2].contains(name), "{default:?}");
+        }
+    }
+
+    #[test]
     fn every_problem_is_reported() {
         let mut config =
             PromoteConfig::new(EtcdConfig::plain(vec!["http://127.0.0.1:2379".into()]));
@@ -412,11 +502,13 @@ mod tests {
         config.kubernetes = Some(KubernetesConfig {
             api_server: None,
             kubeconfig: None,
+            context: None,
             ca_file: None,
             cert_file: Some("/nonexistent/c".into()),
             key_file: None,
             token_file: None,
             request_timeout: Duration::from_secs(5),
+            control_plane_servers: vec!["cp1:6443".into()],
         });
         let mut problems = ConfigProblems::default();
         config.validate("promote", &mut problems);
@@ -429,6 +521,7 @@ mod tests {
                 "promote.stop_control_plane[0]",
                 "promote.start_control_plane",
                 "promote.kubernetes.api_server",
+                "promote.kubernetes.control_plane_servers[0]",
                 "promote.kubernetes.key_file",
                 "promote.kubernetes.cert_file",
                 "promote.after.rollout_restart[0]",

@@ -1,5 +1,6 @@
-//! Waiting for the restored etcd cluster: every endpoint healthy, one leader, the expected
-//! members, revisions at or above the bump.
+//! Waiting for the restored control plane: every etcd endpoint healthy, one leader, the expected
+//! members, revisions at or above the bump; then every control-plane kube-apiserver ready and
+//! serving a list.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use etcd_dr_scheduler::{ClusterSurvey, EtcdSource};
 use tokio_util::sync::CancellationToken;
 
+use crate::kube::KubeClient;
 use crate::PromoteError;
 
 /// What a healthy cluster showed.
@@ -109,6 +111,43 @@ pub async fn wait_healthy(
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
+}
+
+/// Waits until each of `kube`'s control-plane API servers (its `control_plane_servers`, else its
+/// own server) answers `GET /readyz` and then a real list, one after the other, within
+/// `timeout` in all; the error names the server and what it last answered. Returns the servers.
+pub async fn wait_api_ready(
+    kube: &KubeClient,
+    timeout: Duration,
+    mut on_progress: impl FnMut(&str),
+    cancel: &CancellationToken,
+) -> Result<Vec<String>, PromoteError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let servers = kube.control_plane()?;
+    for server in &servers {
+        loop {
+            let error = match server.readyz().await {
+                Ok(()) => match server.probe_list().await {
+                    Ok(()) => break,
+                    Err(error) => error,
+                },
+                Err(error) => error,
+            };
+            let why = format!("kube-apiserver {}: {error}", server.server());
+            on_progress(&why);
+            if tokio::time::Instant::now() >= deadline {
+                return Err(PromoteError::Health(format!(
+                    "not ready after {}: {why}",
+                    humantime::format_duration(timeout)
+                )));
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(PromoteError::Cancelled),
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    }
+    Ok(servers.iter().map(KubeClient::server).collect())
 }
 
 #[cfg(test)]

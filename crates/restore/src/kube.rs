@@ -1,291 +1,376 @@
-//! The few Kubernetes API calls a promotion makes: `/readyz`, rollout restarts (the same PATCH
-//! `kubectl rollout restart` sends) and deleting pods by label. A small HTTP client with the
-//! admin kubeconfig's CA and client certificate, or a bearer token.
+//! The secondary's Kubernetes API, through kube-rs: kubeconfig loading (client certificates,
+//! tokens, exec plugins), `/readyz` of each control-plane node's kube-apiserver, a real list,
+//! Nodes' Ready conditions, rollout restarts (the same PATCH `kubectl rollout restart` sends),
+//! and deleting pods by label.
 
-use std::path::Path;
+use std::fmt::Debug;
 use std::time::Duration;
 
-use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
-use reqwest::{Certificate, Identity, Method, StatusCode};
-use serde_yaml_ng::Value;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::OnceCell;
 
 use crate::{KubernetesConfig, PodSelector, PromoteError};
 
-/// A client of the secondary's kube-apiserver.
-#[derive(Debug, Clone)]
+/// How many objects one list call asks for (the rest through `continue`).
+const PAGE: u32 = 250;
+
+/// A client of the secondary's kube-apiserver. The connection is made on first use (it needs
+/// the async runtime); the configuration is read and checked when it is built.
+#[derive(Clone)]
 pub struct KubeClient {
-    base: String,
-    client: reqwest::Client,
-    token: Option<String>,
+    config: kube::Config,
+    client: OnceCell<Client>,
+    control_plane_servers: Vec<String>,
 }
 
-/// TLS material and server from a kubeconfig's current context.
-#[derive(Default)]
-struct KubeconfigParts {
-    server: Option<String>,
-    ca_pem: Option<Vec<u8>>,
-    cert_pem: Option<Vec<u8>>,
-    key_pem: Option<Vec<u8>>,
-    token: Option<String>,
+impl Debug for KubeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeClient")
+            .field("server", &self.config.cluster_url)
+            .finish()
+    }
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>, PromoteError> {
-    std::fs::read(path).map_err(|e| PromoteError::local_io("reading", path.display(), e))
+/// What a rollout restart of one kind did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RolloutReport {
+    /// `namespace/name` of each object restarted.
+    pub restarted: Vec<String>,
+    /// `namespace/name: why` of each object that could not be.
+    pub failed: Vec<String>,
 }
 
-fn named<'a>(list: Option<&'a Value>, name: &str, field: &str) -> Option<&'a Value> {
-    let items = list?.as_sequence()?;
-    items
-        .iter()
-        .find(|item| item.get("name").and_then(Value::as_str) == Some(name))
-        .or_else(|| items.first())
-        .and_then(|item| item.get(field))
+fn bad_config(config: &KubernetesConfig, detail: impl std::fmt::Display) -> PromoteError {
+    match &config.kubeconfig {
+        Some(path) => PromoteError::Config(format!(
+            "[promote.kubernetes] kubeconfig `{}`: {detail}",
+            path.display()
+        )),
+        None => PromoteError::Config(format!("[promote.kubernetes]: {detail}")),
+    }
 }
 
-/// Reads the current context of a kubeconfig: inline `*-data` (base64) or file references.
-fn parse_kubeconfig(path: &Path) -> Result<KubeconfigParts, PromoteError> {
-    let bad =
-        |detail: String| PromoteError::Config(format!("kubeconfig `{}`: {detail}", path.display()));
-    let text = read_file(path)?;
-    let doc: Value = serde_yaml_ng::from_slice(&text).map_err(|e| bad(e.to_string()))?;
-    let current = doc
-        .get("current-context")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let context = named(doc.get("contexts"), current, "context");
-    let cluster_name = context
-        .and_then(|c| c.get("cluster"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let user_name = context
-        .and_then(|c| c.get("user"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let cluster = named(doc.get("clusters"), cluster_name, "cluster")
-        .ok_or_else(|| bad("no cluster".into()))?;
-    let user = named(doc.get("users"), user_name, "user");
-    let base = path.parent().unwrap_or(Path::new("/"));
-    let material =
-        |node: Option<&Value>, data: &str, file: &str| -> Result<Option<Vec<u8>>, PromoteError> {
-            let Some(node) = node else { return Ok(None) };
-            if let Some(encoded) = node.get(data).and_then(Value::as_str) {
-                return base64::engine::general_purpose::STANDARD
-                    .decode(encoded.trim())
-                    .map(Some)
-                    .map_err(|e| bad(format!("{data} is not base64: {e}")));
-            }
-            match node.get(file).and_then(Value::as_str) {
-                Some(file) => read_file(&base.join(file)).map(Some),
-                None => Ok(None),
-            }
-        };
-    Ok(KubeconfigParts {
-        server: cluster
-            .get("server")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        ca_pem: material(
-            Some(cluster),
-            "certificate-authority-data",
-            "certificate-authority",
-        )?,
-        cert_pem: material(user, "client-certificate-data", "client-certificate")?,
-        key_pem: material(user, "client-key-data", "client-key")?,
-        token: user
-            .and_then(|u| u.get("token"))
-            .and_then(Value::as_str)
-            .map(str::to_string),
-    })
+fn api_error(action: impl Into<String>, error: kube::Error) -> PromoteError {
+    PromoteError::Kubernetes {
+        action: action.into(),
+        detail: error.to_string(),
+    }
 }
 
 impl KubeClient {
-    /// Builds the client: explicit files win over the kubeconfig's.
-    pub fn new(config: &KubernetesConfig) -> Result<Self, PromoteError> {
-        let mut parts = match &config.kubeconfig {
-            Some(path) => parse_kubeconfig(path)?,
-            None => KubeconfigParts::default(),
+    /// Reads the kubeconfig (its current context, or `context`: a context it does not have is
+    /// an error) and applies the explicit settings over it: `api_server`, `ca_file`,
+    /// `cert_file`/`key_file`, `token_file`.
+    pub fn new(settings: &KubernetesConfig) -> Result<Self, PromoteError> {
+        let mut config = match &settings.kubeconfig {
+            Some(path) => {
+                let file = Kubeconfig::read_from(path).map_err(|e| bad_config(settings, e))?;
+                let options = KubeConfigOptions {
+                    context: settings.context.clone(),
+                    ..KubeConfigOptions::default()
+                };
+                // Loading does no I/O beyond the files already read: it completes at once.
+                futures::executor::block_on(kube::Config::from_custom_kubeconfig(file, &options))
+                    .map_err(|e| bad_config(settings, e))?
+            }
+            None => {
+                let server = settings.api_server.as_deref().ok_or_else(|| {
+                    bad_config(settings, "neither `api_server` nor `kubeconfig` is set")
+                })?;
+                kube::Config::new(
+                    server
+                        .parse()
+                        .map_err(|e| bad_config(settings, format!("api_server `{server}`: {e}")))?,
+                )
+            }
         };
-        if let Some(path) = &config.ca_file {
-            parts.ca_pem = Some(read_file(path)?);
+        if let Some(server) = &settings.api_server {
+            config.cluster_url = server
+                .parse()
+                .map_err(|e| bad_config(settings, format!("api_server `{server}`: {e}")))?;
         }
-        if let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) {
-            parts.cert_pem = Some(read_file(cert)?);
-            parts.key_pem = Some(read_file(key)?);
+        if let Some(ca) = &settings.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| PromoteError::local_io("reading", ca.display(), e))?;
+            config.root_cert =
+                Some(pem_to_der(&pem).map_err(|e| {
+                    bad_config(settings, format!("ca_file `{}`: {e}", ca.display()))
+                })?);
         }
-        if let Some(path) = &config.token_file {
-            let token = String::from_utf8_lossy(&read_file(path)?)
-                .trim()
-                .to_string();
-            parts.token = Some(token);
+        match (&settings.cert_file, &settings.key_file) {
+            (Some(cert), Some(key)) => {
+                config.auth_info.client_certificate = Some(cert.display().to_string());
+                config.auth_info.client_certificate_data = None;
+                config.auth_info.client_key = Some(key.display().to_string());
+                config.auth_info.client_key_data = None;
+            }
+            (None, None) => {}
+            _ => {
+                return Err(bad_config(
+                    settings,
+                    "`cert_file` and `key_file` go together: set both or neither",
+                ))
+            }
         }
-        let base = config.api_server.clone().or(parts.server).ok_or_else(|| {
-            PromoteError::Config("[promote.kubernetes]: no API server URL".into())
-        })?;
-        let tls =
-            |detail: String| PromoteError::Config(format!("[promote.kubernetes] TLS: {detail}"));
-        let mut builder = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .connect_timeout(Duration::from_secs(10));
-        if let Some(ca) = &parts.ca_pem {
-            let certs = Certificate::from_pem_bundle(ca).map_err(|e| tls(format!("CA: {e}")))?;
-            builder = builder.tls_certs_only(certs);
+        if let Some(token) = &settings.token_file {
+            config.auth_info.token_file = Some(token.display().to_string());
+            config.auth_info.token = None;
         }
-        if let (Some(cert), Some(key)) = (&parts.cert_pem, &parts.key_pem) {
-            let mut pem = cert.clone();
-            pem.push(b'\n');
-            pem.extend_from_slice(key);
-            builder = builder.identity(
-                Identity::from_pem(&pem).map_err(|e| tls(format!("client certificate: {e}")))?,
-            );
-        }
-        let client = builder.build().map_err(|e| tls(e.to_string()))?;
+        config.connect_timeout = Some(Duration::from_secs(10));
+        config.read_timeout = Some(settings.request_timeout);
+        config.reset_reader_on_write = true;
+        config.write_timeout = Some(settings.request_timeout);
         Ok(Self {
-            base: base.trim_end_matches('/').to_string(),
-            client,
-            token: parts.token,
+            config,
+            client: OnceCell::new(),
+            control_plane_servers: settings.control_plane_servers.clone(),
         })
     }
 
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<(&'static str, String)>,
-    ) -> Result<(StatusCode, String), PromoteError> {
-        let action = format!("{method} {path}");
-        let mut request = self.client.request(method, format!("{}{path}", self.base));
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
+    /// One client per control-plane kube-apiserver (`control_plane_servers`, same
+    /// credentials), or this one when none are configured.
+    pub fn control_plane(&self) -> Result<Vec<Self>, PromoteError> {
+        if self.control_plane_servers.is_empty() {
+            return Ok(vec![self.clone()]);
         }
-        if let Some((content_type, body)) = body {
-            request = request.header("content-type", content_type).body(body);
-        }
-        let response = request.send().await.map_err(|e| PromoteError::Kubernetes {
-            action: action.clone(),
-            detail: e.to_string(),
-        })?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        Ok((status, text))
+        self.control_plane_servers
+            .iter()
+            .map(|server| {
+                let mut config = self.config.clone();
+                config.cluster_url = server.parse().map_err(|e| {
+                    PromoteError::Config(format!(
+                        "[promote.kubernetes] control_plane_servers: `{server}`: {e}"
+                    ))
+                })?;
+                Ok(Self {
+                    config,
+                    client: OnceCell::new(),
+                    control_plane_servers: Vec::new(),
+                })
+            })
+            .collect()
     }
 
-    async fn call_ok(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<(&'static str, String)>,
-    ) -> Result<String, PromoteError> {
-        let action = format!("{method} {path}");
-        let (status, text) = self.call(method, path, body).await?;
-        if status.is_success() {
-            Ok(text)
-        } else {
-            Err(PromoteError::Kubernetes {
-                action,
-                detail: format!("{status}: {}", text.chars().take(300).collect::<String>()),
+    /// The API server's URL.
+    pub fn server(&self) -> String {
+        self.config.cluster_url.to_string()
+    }
+
+    async fn client(&self) -> Result<Client, PromoteError> {
+        self.client
+            .get_or_try_init(|| async {
+                // rustls finds two crypto providers in this build; pick one for the process.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                Client::try_from(self.config.clone()).map_err(|e| PromoteError::Kubernetes {
+                    action: format!("connecting to {}", self.config.cluster_url),
+                    detail: e.to_string(),
+                })
             })
-        }
+            .await
+            .cloned()
     }
 
     /// `GET /readyz`: `Ok` on 200.
     pub async fn readyz(&self) -> Result<(), PromoteError> {
-        self.call_ok(Method::GET, "/readyz", None).await.map(|_| ())
+        let client = self.client().await?;
+        let request = http::Request::get("/readyz")
+            .body(Vec::new())
+            .map_err(|e| PromoteError::Kubernetes {
+                action: "GET /readyz".into(),
+                detail: e.to_string(),
+            })?;
+        client
+            .request_text(request)
+            .await
+            .map(|_| ())
+            .map_err(|e| api_error(format!("GET {}readyz", self.server()), e))
+    }
+
+    /// A real list (one namespace): the API serves from etcd, not only its health endpoint.
+    pub async fn probe_list(&self) -> Result<(), PromoteError> {
+        let api: Api<Namespace> = Api::all(self.client().await?);
+        api.list_metadata(&ListParams::default().limit(1))
+            .await
+            .map(|_| ())
+            .map_err(|e| api_error(format!("list namespaces on {}", self.server()), e))
+    }
+
+    /// Names of the Nodes whose Ready condition is not `True`, sorted, and how many Nodes
+    /// there are.
+    pub async fn nodes_not_ready(&self) -> Result<(Vec<String>, usize), PromoteError> {
+        let api: Api<Node> = Api::all(self.client().await?);
+        let mut not_ready = Vec::new();
+        let mut total = 0;
+        let mut token: Option<String> = None;
+        loop {
+            let mut params = ListParams::default().limit(PAGE);
+            if let Some(token) = &token {
+                params = params.continue_token(token);
+            }
+            let page = api
+                .list(&params)
+                .await
+                .map_err(|e| api_error("list nodes", e))?;
+            for node in &page.items {
+                total += 1;
+                let ready = node
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+                    .is_some_and(|c| c.status == "True");
+                if !ready {
+                    not_ready.push(node.metadata.name.clone().unwrap_or_default());
+                }
+            }
+            token = page.metadata.continue_.filter(|t| !t.is_empty());
+            if token.is_none() {
+                break;
+            }
+        }
+        not_ready.sort();
+        Ok((not_ready, total))
     }
 
     /// Rollout-restarts every object of `kind` (`deployments`, `daemonsets`, `statefulsets`) in
     /// every namespace, as `kubectl rollout restart` does: a strategic-merge PATCH of the pod
-    /// template's `kubectl.kubernetes.io/restartedAt` annotation. Returns how many.
+    /// template's `kubectl.kubernetes.io/restartedAt` annotation. Lists page by page; one object
+    /// failing does not stop the others. An error only when listing fails or `kind` is unknown.
     pub async fn rollout_restart(
         &self,
         kind: &str,
         at: DateTime<Utc>,
-    ) -> Result<usize, PromoteError> {
-        let list = self
-            .call_ok(Method::GET, &format!("/apis/apps/v1/{kind}"), None)
-            .await?;
-        let list: serde_json::Value =
-            serde_json::from_str(&list).map_err(|e| PromoteError::Kubernetes {
-                action: format!("GET /apis/apps/v1/{kind}"),
-                detail: format!("not JSON: {e}"),
-            })?;
+    ) -> Result<RolloutReport, PromoteError> {
+        let client = self.client().await?;
         let stamp = at.to_rfc3339_opts(SecondsFormat::Secs, true);
-        let patch = serde_json::json!({
-            "spec": { "template": { "metadata": { "annotations": {
-                "kubectl.kubernetes.io/restartedAt": stamp
-            } } } }
-        })
-        .to_string();
-        let mut count = 0;
-        for item in list["items"].as_array().into_iter().flatten() {
-            let (Some(namespace), Some(name)) = (
-                item["metadata"]["namespace"].as_str(),
-                item["metadata"]["name"].as_str(),
-            ) else {
-                continue;
-            };
-            self.call_ok(
-                Method::PATCH,
-                &format!("/apis/apps/v1/namespaces/{namespace}/{kind}/{name}"),
-                Some(("application/strategic-merge-patch+json", patch.clone())),
-            )
-            .await?;
-            count += 1;
+        match kind {
+            "deployments" => restart_all::<Deployment>(client, kind, &stamp).await,
+            "daemonsets" => restart_all::<DaemonSet>(client, kind, &stamp).await,
+            "statefulsets" => restart_all::<StatefulSet>(client, kind, &stamp).await,
+            other => Err(PromoteError::Config(format!(
+                "[promote.after] rollout_restart: unknown kind `{other}` (deployments, daemonsets, statefulsets)"
+            ))),
         }
-        Ok(count)
     }
 
     /// Deletes the pods `selector` chooses (one delete-collection call). Returns how many the
     /// API server listed as deleted.
     pub async fn delete_pods(&self, selector: &PodSelector) -> Result<usize, PromoteError> {
-        let query: String = url_encode(&selector.label_selector);
-        let text = self
-            .call_ok(
-                Method::DELETE,
-                &format!(
-                    "/api/v1/namespaces/{}/pods?labelSelector={query}",
-                    selector.namespace
-                ),
-                None,
+        let api: Api<Pod> = Api::namespaced(self.client().await?, &selector.namespace);
+        let deleted = api
+            .delete_collection(
+                &DeleteParams::default(),
+                &ListParams::default().labels(&selector.label_selector),
             )
-            .await?;
-        let deleted = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v["items"].as_array().map(Vec::len))
-            .unwrap_or(0);
-        Ok(deleted)
+            .await
+            .map_err(|e| {
+                api_error(
+                    format!(
+                        "delete pods {} in {}",
+                        selector.label_selector, selector.namespace
+                    ),
+                    e,
+                )
+            })?;
+        Ok(deleted.left().map(|list| list.items.len()).unwrap_or(0))
     }
 }
 
-/// Percent-encodes a query value (RFC 3986 unreserved characters pass).
-fn url_encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
+async fn restart_all<K>(
+    client: Client,
+    kind: &str,
+    stamp: &str,
+) -> Result<RolloutReport, PromoteError>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    let all: Api<K> = Api::all(client.clone());
+    let patch = serde_json::json!({
+        "spec": { "template": { "metadata": { "annotations": {
+            "kubectl.kubernetes.io/restartedAt": stamp
+        } } } }
+    });
+    let mut report = RolloutReport::default();
+    let mut token: Option<String> = None;
+    loop {
+        let mut params = ListParams::default().limit(PAGE);
+        if let Some(token) = &token {
+            params = params.continue_token(token);
+        }
+        let page = all
+            .list_metadata(&params)
+            .await
+            .map_err(|e| api_error(format!("list {kind}"), e))?;
+        for item in &page.items {
+            let (Some(namespace), Some(name)) = (&item.metadata.namespace, &item.metadata.name)
+            else {
+                continue;
+            };
+            let api: Api<K> = Api::namespaced(client.clone(), namespace);
+            let key = format!("{namespace}/{name}");
+            match api
+                .patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
+                .await
+            {
+                Ok(_) => report.restarted.push(key),
+                Err(error) => report.failed.push(format!("{kind} {key}: {error}")),
             }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+        }
+        token = page.metadata.continue_.filter(|t| !t.is_empty());
+        if token.is_none() {
+            break;
+        }
+    }
+    Ok(report)
+}
+
+/// The DER certificates of a PEM bundle.
+fn pem_to_der(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<Vec<u8>> = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("not PEM certificates: {e}"))?;
+    if certs.is_empty() {
+        return Err("no certificate in it".into());
+    }
+    Ok(certs)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use std::path::Path;
 
-    #[test]
-    fn encodes_selectors() {
-        assert_eq!(url_encode("k8s-app=kube-proxy"), "k8s-app%3Dkube-proxy");
-        assert_eq!(url_encode("a in (b,c)"), "a%20in%20%28b%2Cc%29");
+    fn settings(kubeconfig: &Path) -> KubernetesConfig {
+        KubernetesConfig {
+            api_server: None,
+            kubeconfig: Some(kubeconfig.to_path_buf()),
+            context: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            token_file: None,
+            request_timeout: Duration::from_secs(30),
+            control_plane_servers: Vec::new(),
+        }
     }
 
-    #[test]
-    fn reads_a_kubeconfig() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("admin.conf");
+    fn kubeconfig(dir: &Path) -> std::path::PathBuf {
+        let path = dir.join("admin.conf");
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-        std::fs::write(dir.path().join("token-ca.crt"), "CA FILE").unwrap();
+        std::fs::write(dir.join("token-ca.crt"), "CA FILE").unwrap();
         std::fs::write(
             &path,
             format!(
@@ -300,6 +385,10 @@ clusters:
     server: https://k8s-eu:6443
     certificate-authority: token-ca.crt
 contexts:
+- name: other@other
+  context:
+    cluster: other
+    user: kubernetes-admin
 - name: kubernetes-admin@kubernetes
   context:
     cluster: kubernetes
@@ -316,11 +405,72 @@ users:
             ),
         )
         .unwrap();
-        let parts = parse_kubeconfig(&path).unwrap();
-        assert_eq!(parts.server.as_deref(), Some("https://k8s-eu:6443"));
-        assert_eq!(parts.ca_pem.as_deref(), Some(&b"CA FILE"[..]));
-        assert_eq!(parts.cert_pem.as_deref(), Some(&b"CERT"[..]));
-        assert_eq!(parts.key_pem.as_deref(), Some(&b"KEY"[..]));
-        assert_eq!(parts.token, None);
+        path
+    }
+
+    #[test]
+    fn reads_the_current_context_or_the_named_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = kubeconfig(dir.path());
+        let client = KubeClient::new(&settings(&path)).unwrap();
+        assert_eq!(client.server(), "https://k8s-eu:6443/");
+        let mut named = settings(&path);
+        named.context = Some("other@other".into());
+        assert_eq!(
+            KubeClient::new(&named).unwrap().server(),
+            "https://wrong:6443/"
+        );
+        let mut overridden = settings(&path);
+        overridden.api_server = Some("https://10.0.0.5:6443".into());
+        assert_eq!(
+            KubeClient::new(&overridden).unwrap().server(),
+            "https://10.0.0.5:6443/"
+        );
+    }
+
+    #[test]
+    fn a_missing_context_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = kubeconfig(dir.path());
+        let mut named = settings(&path);
+        named.context = Some("prod@eu".into());
+        let error = KubeClient::new(&named).unwrap_err().to_string();
+        assert!(
+            error.contains("prod@eu") && error.contains("admin.conf"),
+            "{error}"
+        );
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: Config\ncurrent-context: gone\n",
+        )
+        .unwrap();
+        let error = KubeClient::new(&settings(&path)).unwrap_err().to_string();
+        assert!(error.contains("gone"), "{error}");
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = kubeconfig(dir.path());
+        let mut half = settings(&path);
+        half.cert_file = Some(dir.path().join("c.crt"));
+        let error = KubeClient::new(&half).unwrap_err().to_string();
+        assert!(
+            error.contains("cert_file") && error.contains("key_file"),
+            "{error}"
+        );
+        let mut ca = settings(&path);
+        ca.ca_file = Some(dir.path().join("token-ca.crt"));
+        let error = KubeClient::new(&ca).unwrap_err().to_string();
+        assert!(
+            error.contains("ca_file") && error.contains("token-ca.crt"),
+            "{error}"
+        );
+        let none = KubernetesConfig {
+            kubeconfig: None,
+            ..settings(&path)
+        };
+        let error = KubeClient::new(&none).unwrap_err().to_string();
+        assert!(error.contains("api_server"), "{error}");
     }
 }

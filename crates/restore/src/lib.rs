@@ -7,6 +7,7 @@
 //! bump ([`bump_revision`]) and the restore command ([`PromotionPlan::restore_argv`]) — are
 //! separate from the parts that run commands on nodes.
 
+mod after_kube;
 mod bundle_keys;
 mod config;
 mod error;
@@ -20,13 +21,14 @@ mod record;
 mod switchover;
 mod verify;
 
+pub use after_kube::{restart_workloads, wait_nodes_ready, NodesReady, WorkloadResults};
 pub use bundle_keys::service_account_keys_from_bundles;
 pub use config::{AfterConfig, KubernetesConfig, PodSelector, PromoteConfig};
 pub use error::PromoteError;
 pub use etcd_dr_core::{PromotionMode, PromotionRequest};
 pub use etcd_pod::{parse_etcd_pod, EtcdPod};
-pub use health::{judge_health, wait_healthy, HealthyCluster};
-pub use kube::KubeClient;
+pub use health::{judge_health, wait_api_ready, wait_healthy, HealthyCluster};
+pub use kube::{KubeClient, RolloutReport};
 pub use node_ops::{gather_facts, ServiceAccountKeys};
 pub use plan::{
     bump_revision, evaluate_preflight, EtcdVersion, NodeFacts, NodePlan, PreflightInputs,

@@ -195,7 +195,8 @@ fn script(body: &str, args: &[&str]) -> Vec<String> {
     argv
 }
 
-/// Runs the configured stop commands, then waits until the etcd-stopped check succeeds.
+/// Runs the configured stop commands, then waits until the etcd-stopped check succeeds; after
+/// `stop_timeout`, force-stops (see [`force_stop`]).
 pub async fn stop_control_plane(
     node: &Node,
     config: &PromoteConfig,
@@ -215,16 +216,46 @@ pub async fn stop_control_plane(
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(PromoteError::Config(format!(
-                "node {}: etcd is still running {} after the stop commands ([promote] etcd_stopped_check)",
-                node.name(),
-                humantime::format_duration(config.stop_timeout)
-            )));
+            return force_stop(node, config, cancel).await;
         }
         tokio::select! {
             _ = cancel.cancelled() => return Err(PromoteError::Cancelled),
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
+    }
+}
+
+/// etcd outlived the grace period: runs the force stop (SIGKILL of what is left of the control
+/// plane, which fails unless all of it is gone), then the etcd-stopped check once more.
+async fn force_stop(
+    node: &Node,
+    config: &PromoteConfig,
+    cancel: &CancellationToken,
+) -> Result<(), PromoteError> {
+    let grace = humantime::format_duration(config.stop_timeout);
+    if config.force_stop_command.is_empty() {
+        return Err(PromoteError::Config(format!(
+            "node {}: etcd is still running {grace} after the stop commands ([promote] etcd_stopped_check; no force_stop_command)",
+            node.name()
+        )));
+    }
+    tracing::warn!(node = node.name(), %grace, "etcd outlived the stop commands: force stop");
+    node.command(config.force_stop_command.iter().cloned())
+        .label("force stop")
+        .run(cancel)
+        .await?;
+    let check = node
+        .command(config.etcd_stopped_check.iter().cloned())
+        .label("etcd stopped check")
+        .output(cancel)
+        .await?;
+    if check.status.success() {
+        Ok(())
+    } else {
+        Err(PromoteError::Config(format!(
+            "node {}: etcd is still running after the force stop ([promote] force_stop_command, etcd_stopped_check)",
+            node.name()
+        )))
     }
 }
 

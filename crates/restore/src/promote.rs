@@ -18,8 +18,9 @@ use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::after_kube::{self, NodesReady};
 use crate::bundle_keys::service_account_keys_from_bundles;
-use crate::health::wait_healthy;
+use crate::health::{wait_api_ready, wait_healthy};
 use crate::kube::KubeClient;
 use crate::node_ops::{gather_facts, restore_node, rollback_node, ServiceAccountKeys};
 use crate::plan::{evaluate_preflight, EtcdVersion, PreflightInputs, PromotionPlan, RestoreTool};
@@ -438,16 +439,22 @@ impl Promoter {
             healthy.revision
         );
         if let Some(kube) = &self.kube {
-            tracker.update(|r| {
-                r.steps[6].progress.detail =
-                    Some(format!("{detail}; waiting for the API server's /readyz"))
-            });
-            if let Err(error) = self.wait_api_ready(kube, cancel).await {
-                return self
-                    .roll_back(StepName::Health, error, &plan, tracker)
-                    .await;
+            let waiting = |why: &str| {
+                tracker.update(|r| {
+                    r.steps[6].progress.detail = Some(format!("{detail}; waiting: {why}"))
+                })
+            };
+            match wait_api_ready(kube, self.config.health_timeout, waiting, cancel).await {
+                Ok(servers) => detail.push_str(&format!(
+                    "; kube-apiserver ready and serving lists: {}",
+                    servers.join(", ")
+                )),
+                Err(error) => {
+                    return self
+                        .roll_back(StepName::Health, error, &plan, tracker)
+                        .await
+                }
             }
-            detail.push_str("; API server ready");
         }
         tracker.done(StepName::Health, detail);
 
@@ -746,33 +753,28 @@ impl Promoter {
         PromotionState::RolledBack
     }
 
-    async fn wait_api_ready(
-        &self,
-        kube: &KubeClient,
-        cancel: &CancellationToken,
-    ) -> Result<(), PromoteError> {
-        let deadline = tokio::time::Instant::now() + self.config.health_timeout;
-        loop {
-            let error = match kube.readyz().await {
-                Ok(()) => return Ok(()),
-                Err(error) => error,
-            };
-            if tokio::time::Instant::now() >= deadline {
-                return Err(error);
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return Err(PromoteError::Cancelled),
-                _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
-            }
-        }
-    }
-
     async fn after(&self, tracker: &PromotionTracker, cancel: &CancellationToken) {
         let step = StepName::After;
         let after = &self.config.after;
         tracker.start(step, None);
         let mut done = Vec::new();
         let mut errors = Vec::new();
+        if let Some(kube) = &self.kube {
+            tracker.update(|r| {
+                r.steps[7].progress.detail = Some("waiting for every Node to be Ready".into())
+            });
+            let timeout = after.nodes_ready_timeout;
+            match after_kube::wait_nodes_ready(kube, timeout, cancel).await {
+                Ok(ready @ NodesReady::All(_)) => done.push(ready.describe(timeout)),
+                Ok(ready) => {
+                    let text = ready.describe(timeout);
+                    tracing::warn!(nodes = %text, "Nodes not Ready; the promotion goes on");
+                    tracker.update(|r| r.warnings.push(text.clone()));
+                    done.push(text);
+                }
+                Err(error) => errors.push(format!("waiting for the Nodes: {error}")),
+            }
+        }
         if after.restart_workers && !self.workers.is_empty() {
             let names: Vec<&str> = self.workers.iter().map(Node::name).collect();
             tracker.add_nodes(step, &names);
@@ -807,25 +809,11 @@ impl Promoter {
         match &self.kube {
             None => done.push("no [promote.kubernetes]: workloads not restarted".into()),
             Some(kube) => {
-                let now = Utc::now();
-                for kind in &after.rollout_restart {
-                    tracker.update(|r| {
-                        r.steps[7].progress.detail = Some(format!("rollout restart of {kind}"))
-                    });
-                    match kube.rollout_restart(kind, now).await {
-                        Ok(count) => done.push(format!("{count} {kind} restarted")),
-                        Err(error) => errors.push(error.to_string()),
-                    }
-                }
-                for pods in &after.delete_pods {
-                    match kube.delete_pods(pods).await {
-                        Ok(count) => done.push(format!(
-                            "{count} pod(s) {} deleted in {}",
-                            pods.label_selector, pods.namespace
-                        )),
-                        Err(error) => errors.push(error.to_string()),
-                    }
-                }
+                let progress =
+                    |what: String| tracker.update(|r| r.steps[7].progress.detail = Some(what));
+                let results = after_kube::restart_workloads(kube, after, progress).await;
+                done.extend(results.done);
+                errors.extend(results.errors);
             }
         }
         if errors.is_empty() {

@@ -1,0 +1,502 @@
+//! Promote through a real Kubernetes API: a primary kube-apiserver on etcd 3.6 (or 3.7) whose
+//! objects are snapshotted by `etcd-dr snapshot`, and a secondary of three namespace nodes, each
+//! running etcd and kube-apiserver from kubeadm-shaped static pod manifests, onto which the
+//! promotion restores them. What the secondary's API serves afterwards is compared with what the
+//! primary's served.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_dr_e2e::kube_ground::{process_alive, KubePrimary, KubeSecondary, Kubectl};
+use etcd_dr_e2e::kube_informer::{Informer, Seen};
+use etcd_dr_e2e::{wait_for, EtcdDr, EtcdVersion, StoreTarget};
+use etcd_dr_restore::{
+    Promoter, PromotionRecord, PromotionRequest, PromotionState, PromotionTracker, StepName,
+};
+use etcd_dr_transport::SnapshotLayout;
+use object_store::local::LocalFileSystem;
+use object_store::ObjectStore;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// Label on every object the test creates, so that lists leave out what the API servers make
+/// for themselves.
+const LABEL: &str = "etcd-dr-test=objects";
+
+const OBJECTS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {etcd-dr-test: objects}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: ops, labels: {etcd-dr-test: objects}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: shop, labels: {etcd-dr-test: objects}}
+data: {currency: EUR, "limits.json": '{"cart": 50}'}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: flags, namespace: ops, labels: {etcd-dr-test: objects}}
+data: {dark-launch: "true"}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: hello, namespace: default, labels: {etcd-dr-test: objects}}
+data: {greeting: hello from the primary}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: db, namespace: shop, labels: {etcd-dr-test: objects}}
+type: Opaque
+stringData: {password: s3cr3t-of-the-primary, user: cart}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default, labels: {etcd-dr-test: objects}}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: "registry.k8s.io/pause:3.10"}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: cart, namespace: shop, labels: {etcd-dr-test: objects}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: cart}}
+  template:
+    metadata: {labels: {app: cart}}
+    spec:
+      containers: [{name: cart, image: "registry.k8s.io/pause:3.10"}]
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent, namespace: ops, labels: {etcd-dr-test: objects}}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      containers: [{name: agent, image: "registry.k8s.io/pause:3.10"}]
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.example.com, labels: {etcd-dr-test: objects}}
+spec:
+  group: example.com
+  names: {kind: Widget, plural: widgets, singular: widget}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {type: integer}
+              colour: {type: string}
+"#;
+
+const WIDGETS: &str = r#"
+apiVersion: example.com/v1
+kind: Widget
+metadata: {name: w1, namespace: shop, labels: {etcd-dr-test: objects}}
+spec: {size: 1, colour: red}
+---
+apiVersion: example.com/v1
+kind: Widget
+metadata: {name: w2, namespace: shop, labels: {etcd-dr-test: objects}}
+spec: {size: 2, colour: green}
+---
+apiVersion: example.com/v1
+kind: Widget
+metadata: {name: w3, namespace: ops, labels: {etcd-dr-test: objects}}
+spec: {size: 3, colour: blue}
+"#;
+
+/// kube-system pods as kubeadm's control plane and kube-proxy name them (unscheduled: without a
+/// kubelet, only unscheduled pods go away at once when deleted), and one that must stay.
+const SYSTEM_PODS: &str = r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: default, namespace: kube-system}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: kube-proxy-x7k2p, namespace: kube-system, labels: {k8s-app: kube-proxy}}
+spec: {automountServiceAccountToken: false, containers: [{name: p, image: "registry.k8s.io/pause:3.10"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: kube-controller-manager-cp1, namespace: kube-system, labels: {component: kube-controller-manager}}
+spec: {automountServiceAccountToken: false, containers: [{name: p, image: "registry.k8s.io/pause:3.10"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: kube-scheduler-cp1, namespace: kube-system, labels: {component: kube-scheduler}}
+spec: {automountServiceAccountToken: false, containers: [{name: p, image: "registry.k8s.io/pause:3.10"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: coredns-keeps-running, namespace: kube-system, labels: {k8s-app: kube-dns}}
+spec: {automountServiceAccountToken: false, containers: [{name: p, image: "registry.k8s.io/pause:3.10"}]}
+"#;
+
+/// The kinds compared between primary and secondary.
+const KINDS: [&str; 7] = [
+    "namespaces",
+    "configmaps",
+    "secrets",
+    "deployments.apps",
+    "daemonsets.apps",
+    "customresourcedefinitions.apiextensions.k8s.io",
+    "widgets.example.com",
+];
+
+const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+
+fn create_objects(kubectl: &Kubectl) {
+    kubectl.apply(OBJECTS);
+    kubectl.ok(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/widgets.example.com",
+    ]);
+    // The CRD's REST mapping reaches kubectl's discovery a moment after Established.
+    wait_for("widgets to be served", Duration::from_secs(60), || {
+        kubectl
+            .run(&["get", "widgets.example.com", "-A"])
+            .status
+            .success()
+            .then_some(())
+    });
+    kubectl.apply(WIDGETS);
+    kubectl.apply(&SYSTEM_PODS[..SYSTEM_PODS.find("---").expect("separator")]);
+    kubectl.apply(SYSTEM_PODS);
+}
+
+/// `(namespace/name) → object` of `kind` with the test's label, without what an API server
+/// changes by itself or a rollout restart changes (resourceVersion, managedFields, generation,
+/// status, the restartedAt annotation).
+fn labelled(kubectl: &Kubectl, kind: &str) -> BTreeMap<String, Value> {
+    let list = kubectl.get_json(&[kind, "-A", "-l", LABEL]);
+    let mut out = BTreeMap::new();
+    for item in list["items"].as_array().expect("items") {
+        let mut item = item.clone();
+        let meta = item["metadata"].as_object_mut().expect("metadata");
+        for field in ["resourceVersion", "managedFields", "generation"] {
+            meta.remove(field);
+        }
+        let key = format!(
+            "{}/{}",
+            meta.get("namespace").and_then(Value::as_str).unwrap_or(""),
+            meta["name"].as_str().expect("name")
+        );
+        item.as_object_mut().expect("object").remove("status");
+        if let Some(annotations) =
+            item["spec"]["template"]["metadata"]["annotations"].as_object_mut()
+        {
+            annotations.remove(RESTARTED_AT);
+            if annotations.is_empty() {
+                item["spec"]["template"]["metadata"]
+                    .as_object_mut()
+                    .expect("template metadata")
+                    .remove("annotations");
+            }
+        }
+        out.insert(key, item);
+    }
+    out
+}
+
+fn snapshot_of(primary: &KubePrimary, store: &Path) -> EtcdDr {
+    let dr = EtcdDr::with_sections(
+        "prod",
+        &primary.etcd.config_section(&primary.etcd.endpoints()),
+        &StoreTarget::Local(store),
+        "",
+    );
+    dr.run_ok(&["snapshot"]);
+    dr
+}
+
+fn promote(secondary: &KubeSecondary, store: &Path, work: &Path) -> PromotionRecord {
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(store).unwrap());
+    let layout = SnapshotLayout::new("", "prod").unwrap();
+    let config = secondary.promote_config(work);
+    let promoter = Promoter::new(config, store, layout, secondary.nodes(), vec![]).unwrap();
+    let tracker = PromotionTracker::new(PromotionRecord::new(
+        etcd_dr_restore::new_promotion_id(chrono::Utc::now()),
+        PromotionRequest::default(),
+        "test@here".into(),
+    ));
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(promoter.run(&tracker, &CancellationToken::new()));
+    tracker.snapshot()
+}
+
+fn pretty(record: &PromotionRecord) -> String {
+    serde_json::to_string_pretty(record).unwrap()
+}
+
+fn pod_names(kubectl: &Kubectl) -> Vec<String> {
+    let pods = kubectl.get_json(&["pods", "-n", "kube-system"]);
+    let mut names: Vec<String> = pods["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Objects of every kind come back with their uids and content on all three API servers; the
+/// workloads carry a new restartedAt; the named kube-system pods are gone.
+fn objects_survive_promote(version: EtcdVersion) {
+    let secondary = KubeSecondary::start(version);
+    let mut primary = KubePrimary::start(version);
+    create_objects(&primary.kubectl);
+    let before: BTreeMap<&str, BTreeMap<String, Value>> = KINDS
+        .iter()
+        .map(|kind| (*kind, labelled(&primary.kubectl, kind)))
+        .collect();
+    assert_eq!(before["namespaces"].len(), 2);
+    assert_eq!(before["configmaps"].len(), 3);
+    assert_eq!(before["widgets.example.com"].len(), 3);
+    assert_eq!(
+        pod_names(&primary.kubectl),
+        [
+            "coredns-keeps-running",
+            "kube-controller-manager-cp1",
+            "kube-proxy-x7k2p",
+            "kube-scheduler-cp1"
+        ]
+    );
+    primary.stop_status_loop();
+
+    // The secondary has objects of its own, which the promotion replaces, and a client that
+    // lists and watches its ConfigMaps the way an informer does.
+    let informer = Informer::start(&secondary.servers[0], &secondary.pki, "/api/v1/configmaps");
+    secondary
+        .kubectl
+        .ok(&["create", "namespace", "secondary-only"]);
+    secondary.kubectl.ok(&[
+        "create",
+        "configmap",
+        "-n",
+        "secondary-only",
+        "mine",
+        "--from-literal=k=v",
+    ]);
+    wait_for(
+        "the informer to see the secondary's ConfigMap",
+        Duration::from_secs(30),
+        || {
+            informer
+                .seen()
+                .iter()
+                .any(|(_, seen)| matches!(seen, Seen::Event(kind, _) if kind == "ADDED"))
+                .then_some(())
+        },
+    );
+
+    let store = tempfile::tempdir().unwrap();
+    snapshot_of(&primary, &store.path().join("bucket"));
+    let promoted_at = chrono::Utc::now();
+    let promote_started = Instant::now();
+    let record = promote(
+        &secondary,
+        &store.path().join("bucket"),
+        &store.path().join("work"),
+    );
+    assert_eq!(
+        record.state,
+        PromotionState::Succeeded,
+        "{}",
+        pretty(&record)
+    );
+    let after_step = record.step(StepName::After);
+    let detail = after_step.progress.detail.clone().unwrap_or_default();
+    assert!(
+        detail.contains("2 deployments restarted") && detail.contains("1 daemonsets restarted"),
+        "{detail}"
+    );
+
+    for index in 0..3 {
+        let kubectl = secondary.kubectl_on(index);
+        for kind in KINDS {
+            let served = labelled(&kubectl, kind);
+            assert_eq!(
+                served.keys().collect::<Vec<_>>(),
+                before[kind].keys().collect::<Vec<_>>(),
+                "cp{}: {kind}",
+                index + 1
+            );
+            for (key, object) in &served {
+                assert_eq!(
+                    object,
+                    &before[kind][key],
+                    "cp{}: {kind} {key} differs from the primary's",
+                    index + 1
+                );
+            }
+        }
+        let namespaces = kubectl.ok(&["get", "namespaces", "-o", "name"]);
+        assert!(!namespaces.contains("secondary-only"), "{namespaces}");
+    }
+
+    // Rollout restarts: each pod template carries a restartedAt from this promotion.
+    for kind in ["deployments.apps", "daemonsets.apps"] {
+        let list = secondary.kubectl.get_json(&[kind, "-A", "-l", LABEL]);
+        for item in list["items"].as_array().unwrap() {
+            let stamp = item["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT]
+                .as_str()
+                .unwrap_or_else(|| panic!("{kind} without {RESTARTED_AT}: {item}"));
+            let stamp = chrono::DateTime::parse_from_rfc3339(stamp).unwrap();
+            assert!(
+                stamp >= promoted_at - chrono::Duration::seconds(1),
+                "{kind}: {stamp} is older than the promotion ({promoted_at})"
+            );
+        }
+    }
+    // kube-proxy, controller-manager and scheduler pods deleted; the others stay.
+    assert_eq!(pod_names(&secondary.kubectl), ["coredns-keeps-running"]);
+
+    // The Node that never turns Ready is named in a warning; the promotion still succeeded.
+    assert!(
+        record
+            .warnings
+            .iter()
+            .any(|w| w.contains("1 of 5 Node(s) not Ready") && w.ends_with(": worker-gone")),
+        "{:?}",
+        record.warnings
+    );
+
+    // The informer: its watch expired (410) and its relist serves the restored ConfigMaps;
+    // no list or event version after the promote is below one it saw before.
+    let relisted = wait_for("the informer's relist", Duration::from_secs(60), || {
+        let seen = informer.seen();
+        let expired = seen
+            .iter()
+            .position(|(at, s)| *at > promote_started && *s == Seen::Expired)?;
+        seen[expired..].iter().find_map(|(_, s)| match s {
+            Seen::Listed(rv, names) => Some((*rv, names.clone())),
+            _ => None,
+        })
+    });
+    for name in ["shop/settings", "ops/flags", "default/hello"] {
+        assert!(relisted.1.contains(&name.to_string()), "{relisted:?}");
+    }
+    assert!(
+        !relisted.1.iter().any(|n| n.starts_with("secondary-only/")),
+        "{relisted:?}"
+    );
+    let seen = informer.seen();
+    let version = |s: &Seen| match s {
+        Seen::Listed(rv, _) | Seen::Event(_, rv) => Some(*rv),
+        _ => None,
+    };
+    let before_max = seen
+        .iter()
+        .filter(|(at, _)| *at < promote_started)
+        .filter_map(|(_, s)| version(s))
+        .max()
+        .expect("versions before the promote");
+    for (_, s) in seen.iter().filter(|(at, _)| *at > promote_started) {
+        if let Some(rv) = version(s) {
+            assert!(rv >= before_max, "{s:?} is below {before_max}: {seen:?}");
+        }
+    }
+}
+
+#[test]
+fn objects_created_on_the_primary_are_served_by_the_secondary_after_promote_on_etcd_36() {
+    objects_survive_promote(EtcdVersion::V3_6);
+}
+
+#[test]
+fn objects_created_on_the_primary_are_served_by_the_secondary_after_promote_on_etcd_37() {
+    objects_survive_promote(EtcdVersion::V3_7);
+}
+
+#[test]
+fn the_secondary_runs_its_control_plane_from_static_pod_manifests_with_nodes_ready() {
+    let secondary = KubeSecondary::start(EtcdVersion::V3_6);
+    // Every node runs etcd and kube-apiserver from its manifests, in its own namespaces.
+    for index in 0..3 {
+        for component in ["etcd", "kube-apiserver"] {
+            let pid = secondary
+                .pid(index, component)
+                .unwrap_or_else(|| panic!("no {component} on cp{}", index + 1));
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            assert!(
+                cmdline.contains(&format!("127.0.0.1{}", index + 1)),
+                "{component} on cp{}: {cmdline}",
+                index + 1
+            );
+        }
+    }
+    let version = secondary.kubectl.ok(&["version", "-o", "json"]);
+    let version: Value = serde_json::from_str(&version).unwrap();
+    assert_eq!(
+        version["serverVersion"]["gitVersion"],
+        etcd_dr_e2e::kube_ground::kube_version()
+    );
+    // The status loop registers the nodes Ready and renews their leases.
+    wait_for("every node Ready", Duration::from_secs(60), || {
+        let nodes = secondary.kubectl.get_json(&["nodes"]);
+        let ready: Vec<String> = nodes["items"]
+            .as_array()?
+            .iter()
+            .filter(|n| {
+                n["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+            .map(|n| n["metadata"]["name"].as_str().unwrap_or("").to_string())
+            .collect();
+        (ready == ["cp1", "cp2", "cp3", "worker1"]).then_some(())
+    });
+    let lease = secondary
+        .kubectl
+        .get_json(&["lease", "-n", "kube-node-lease", "cp2"]);
+    let first = lease["spec"]["renewTime"].as_str().unwrap().to_string();
+    wait_for("the lease renewed", Duration::from_secs(20), || {
+        let lease = secondary
+            .kubectl
+            .get_json(&["lease", "-n", "kube-node-lease", "cp2"]);
+        (lease["spec"]["renewTime"].as_str()? != first).then_some(())
+    });
+    // The stand-in stops the whole control plane and starts it again.
+    let pids: Vec<u32> = (0..3)
+        .flat_map(|index| ["etcd", "kube-apiserver"].map(|c| secondary.pid(index, c).expect("pid")))
+        .collect();
+    for index in 0..3 {
+        secondary.kubelet(index, "stop");
+    }
+    for pid in pids {
+        assert!(!process_alive(pid), "{pid} still runs");
+    }
+    for index in 0..3 {
+        secondary.kubelet(index, "start");
+    }
+    secondary.wait_serving(Duration::from_secs(180));
+}
