@@ -96,6 +96,16 @@ impl LocalSecondary {
         std::fs::read_to_string(self.kube().join("standin/etcd.pid")).expect("stand-in pid file")
     }
 
+    /// The names in the data dir (`["member"]` until a restore moves things aside).
+    pub fn data_dir_entries(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.data())
+            .expect("read the data dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     fn kubelet_argv(&self, action: &str) -> Vec<String> {
         vec![
             "sh".into(),

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use etcd_dr_core::{PromotionMarker, PromotionMode, RestoreLock};
 use etcd_dr_nodes::{LocalExecutor, Node, NodeRole};
 use etcd_dr_restore::{
-    PromoteConfig, Promoter, PromotionRecord, PromotionRequest, PromotionTracker,
-    ServiceAccountKeys,
+    PromoteConfig, Promoter, PromotionRecord, PromotionRequest, PromotionState,
+    PromotionTracker, ServiceAccountKeys,
 };
 use etcd_dr_transport::{
     acquire_restore_lock, generate_identity, read_promotion_marker, write_promotion_marker,
@@ -154,6 +154,24 @@ pub fn promote_over_ssh(
     .unwrap();
     promoter.identities = Identities::load(identity).unwrap();
     run_promoter(promoter, PromotionRequest::default())
+}
+
+/// Asserts a promotion ended in `expected`, showing the whole record when not.
+pub fn assert_state(record: &PromotionRecord, expected: PromotionState) {
+    assert_eq!(record.state, expected, "{}", record_json(record));
+}
+
+/// `(name, state)` of every step of a promotion record as JSON (`--json`, `GET /v1/promote`).
+pub fn step_states(record: &serde_json::Value) -> Vec<(&str, &str)> {
+    record["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|step| {
+            let field = |name: &str| step[name].as_str().expect("step field");
+            (field("name"), field("state"))
+        })
+        .collect()
 }
 
 /// A promotion record as pretty JSON, for assertion messages.

@@ -8,7 +8,7 @@ use etcd_dr_e2e::daemon::{write_token, Api, PrimaryDaemon};
 use etcd_dr_e2e::kube_recorder::KubeRecorder;
 use etcd_dr_e2e::kubelet::{dump_member, member_revision, put_keys};
 use etcd_dr_e2e::local_secondary::{this_host, LocalSecondary};
-use etcd_dr_e2e::promotion::write_lock;
+use etcd_dr_e2e::promotion::{step_states, write_lock};
 use etcd_dr_e2e::{http_request, terminate, wait_for, EtcdDr, StoreTarget};
 
 /// Kubernetes API steps: no kube-apiserver installs here, so they run against a small recording
@@ -85,14 +85,8 @@ fn the_api_promotes_once_fences_the_primary_and_calls_the_kubernetes_api() {
         "{record:#}\n{}",
         secondary.log("secondary.log")
     );
-    let steps: Vec<(&str, &str)> = record["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (s["name"].as_str().unwrap(), s["state"].as_str().unwrap()))
-        .collect();
     assert_eq!(
-        steps,
+        step_states(&record),
         [
             ("switchover", "skipped"),
             ("select", "done"),

@@ -7,6 +7,7 @@ use etcd_dr_core::PromotionMode;
 use etcd_dr_e2e::kubelet::{dump_member, member_names, member_revision, put_keys};
 use etcd_dr_e2e::local_secondary::{this_host, LocalSecondary};
 use etcd_dr_e2e::promotion::{
+    assert_state,
     marker_of, primary_of_version, primary_with_snapshot, promote_locally, record_json,
     service_account_keys, write_failing_etcdutl,
 };
@@ -32,12 +33,7 @@ fn local_in_place_restore_serves_the_primary_with_a_bumped_revision() {
         &host,
         PromotionRequest::default(),
     );
-    assert_eq!(
-        record.state,
-        PromotionState::Succeeded,
-        "{}",
-        record_json(&record)
-    );
+    assert_state(&record, PromotionState::Succeeded);
     for step in [
         StepName::Select,
         StepName::Fence,
@@ -111,12 +107,7 @@ fn local_in_place_restore_serves_the_primary_with_a_bumped_revision() {
         &host,
         PromotionRequest::default(),
     );
-    assert_eq!(
-        again.state,
-        PromotionState::Failed,
-        "{}",
-        record_json(&again)
-    );
+    assert_state(&again, PromotionState::Failed);
     assert_eq!(
         again.step(StepName::Fence).progress.state,
         StepState::Failed
@@ -149,12 +140,7 @@ fn a_failing_restore_is_rolled_back_and_the_old_cluster_serves() {
         &host,
         PromotionRequest::default(),
     );
-    assert_eq!(
-        record.state,
-        PromotionState::RolledBack,
-        "{}",
-        record_json(&record)
-    );
+    assert_state(&record, PromotionState::RolledBack);
     let restore = record.step(StepName::Restore);
     assert_eq!(restore.progress.state, StepState::Failed);
     assert_eq!(restore.nodes[0].progress.state, StepState::RolledBack);
@@ -205,12 +191,7 @@ fn a_dry_run_plans_and_changes_nothing() {
         &host,
         request,
     );
-    assert_eq!(
-        record.state,
-        PromotionState::Planned,
-        "{}",
-        record_json(&record)
-    );
+    assert_state(&record, PromotionState::Planned);
     assert_eq!(
         record.step(StepName::Fence).progress.state,
         StepState::Skipped
@@ -232,11 +213,7 @@ fn a_dry_run_plans_and_changes_nothing() {
     );
     assert_eq!(member_revision(&node.client_url), revision);
     assert_eq!(node.etcd_pid(), pid);
-    let entries: Vec<_> = std::fs::read_dir(node.data())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(entries, ["member"]);
+    assert_eq!(node.data_dir_entries(), ["member"]);
 }
 
 #[test]
@@ -256,12 +233,7 @@ fn an_etcd_34_snapshot_is_restored_with_etcdctl_without_a_bump() {
         &host,
         PromotionRequest::default(),
     );
-    assert_eq!(
-        record.state,
-        PromotionState::Succeeded,
-        "{}",
-        record_json(&record)
-    );
+    assert_state(&record, PromotionState::Succeeded);
     let plan = record.plan.as_ref().unwrap();
     assert!(
         matches!(&plan.tool, RestoreTool::Etcdctl(p) if p.ends_with("etcdctl")),

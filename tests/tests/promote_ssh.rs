@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use etcd_dr_e2e::kubelet::{dump_member, member_names, member_revision, put_keys};
 use etcd_dr_e2e::promotion::{
+    assert_state,
     primary_with_bundles, promote_over_ssh, record_json, write_failing_etcdutl,
 };
 use etcd_dr_e2e::secondary::SshSecondary;
@@ -30,12 +31,7 @@ fn promote_over_ssh_restores_the_primary_on_three_nodes() {
         &primary.store.path().join("bucket"),
         &identity,
     );
-    assert_eq!(
-        record.state,
-        PromotionState::Succeeded,
-        "{}",
-        record_json(&record)
-    );
+    assert_state(&record, PromotionState::Succeeded);
     let restore = record.step(StepName::Restore);
     assert_eq!(restore.nodes.len(), 3);
     assert!(restore
@@ -110,12 +106,7 @@ fn a_restore_failing_on_one_node_rolls_every_node_back() {
         &primary.store.path().join("bucket"),
         &identity,
     );
-    assert_eq!(
-        record.state,
-        PromotionState::RolledBack,
-        "{}",
-        record_json(&record)
-    );
+    assert_state(&record, PromotionState::RolledBack);
     let error = record.error.as_deref().unwrap();
     assert!(
         error.contains("cp2") && error.contains("simulated: cp2 disk full"),

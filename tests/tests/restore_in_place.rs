@@ -5,7 +5,7 @@
 use etcd_dr_e2e::kubelet::{delete_key, dump_member, member_revision, put_keys};
 use etcd_dr_e2e::local_secondary::this_host;
 use etcd_dr_e2e::output_text;
-use etcd_dr_e2e::promotion::{own_cluster, write_lock, write_marker};
+use etcd_dr_e2e::promotion::{own_cluster, step_states, write_lock, write_marker};
 
 #[test]
 fn restore_in_place_goes_back_to_an_earlier_snapshot_and_the_primary_keeps_shipping() {
@@ -44,11 +44,7 @@ fn restore_in_place_goes_back_to_an_earlier_snapshot_and_the_primary_keeps_shipp
     assert!(plan.contains("restore r-"), "{plan}");
     assert_eq!(member_revision(&node.client_url), revision);
     assert_eq!(node.etcd_pid(), pid);
-    let entries: Vec<_> = std::fs::read_dir(node.data())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(entries, ["member"]);
+    assert_eq!(node.data_dir_entries(), ["member"]);
     assert!(!cluster_dir.join("restore-lock.json").exists());
     assert!(!cluster_dir.join("promotion.json").exists());
 
@@ -62,14 +58,8 @@ fn restore_in_place_goes_back_to_an_earlier_snapshot_and_the_primary_keeps_shipp
     assert_eq!(record["snapshot"], id.as_str());
     let restore_id = record["id"].as_str().unwrap();
     assert!(restore_id.starts_with("r-"), "{restore_id}");
-    let steps: Vec<(&str, &str)> = record["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (s["name"].as_str().unwrap(), s["state"].as_str().unwrap()))
-        .collect();
     assert_eq!(
-        steps,
+        step_states(&record),
         [
             ("switchover", "skipped"),
             ("select", "done"),
