@@ -8,8 +8,8 @@ use std::sync::Arc;
 use etcd_dr_core::{PromotionMarker, PromotionMode, RestoreLock};
 use etcd_dr_nodes::{LocalExecutor, Node, NodeRole};
 use etcd_dr_restore::{
-    PromoteConfig, Promoter, PromotionRecord, PromotionRequest, PromotionState,
-    PromotionTracker, ServiceAccountKeys,
+    PromoteConfig, Promoter, PromotionRecord, PromotionRequest, PromotionState, PromotionTracker,
+    ServiceAccountKeys,
 };
 use etcd_dr_transport::{
     acquire_restore_lock, generate_identity, read_promotion_marker, write_promotion_marker,

@@ -7,9 +7,8 @@ use etcd_dr_core::PromotionMode;
 use etcd_dr_e2e::kubelet::{dump_member, member_names, member_revision, put_keys};
 use etcd_dr_e2e::local_secondary::{this_host, LocalSecondary};
 use etcd_dr_e2e::promotion::{
-    assert_state,
-    marker_of, primary_of_version, primary_with_snapshot, promote_locally, record_json,
-    service_account_keys, write_failing_etcdutl,
+    assert_state, marker_of, primary_of_version, primary_with_snapshot, promote_locally,
+    record_json, service_account_keys, write_failing_etcdutl,
 };
 use etcd_dr_e2e::EtcdVersion;
 use etcd_dr_restore::{PromotionRequest, PromotionState, RestoreTool, StepName, StepState};

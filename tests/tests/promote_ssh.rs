@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use etcd_dr_e2e::kubelet::{dump_member, member_names, member_revision, put_keys};
 use etcd_dr_e2e::promotion::{
-    assert_state,
-    primary_with_bundles, promote_over_ssh, record_json, write_failing_etcdutl,
+    assert_state, primary_with_bundles, promote_over_ssh, record_json, write_failing_etcdutl,
 };
 use etcd_dr_e2e::secondary::SshSecondary;
 use etcd_dr_e2e::wait_for;
