@@ -45,7 +45,7 @@ export LC_ALL=C
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="${TESTGROUND_TOOLS:-$REPO_ROOT/.tools}"
 mkdir -p "$TOOLS"
-TOOLS="$(cd "$TOOLS" && pwd)"
+TOOLS="$(cd "$TOOLS" && pwd -P)"  # physical: env.sh stays right when .tools is a symlink
 PYTHON="${TESTGROUND_PYTHON:-python3}"
 
 ETCD34_SERIES="3.4"
@@ -452,6 +452,7 @@ build_etcd() {
         GO_NOTE="copied $v from $out"
         return
     fi
+    rm -rf "$out.tmp"
     mkdir -p "$mod" "$out.tmp"
     (
         cd "$mod"
@@ -495,6 +496,7 @@ build_kubernetes() { # build_kubernetes DEST
     fi
     local minor="${KUBERNETES_SERIES#1.}" patch="${v##*.}"
     local staging="0.$minor.$patch"
+    rm -rf "$out.tmp"
     mkdir -p "$mod" "$out.tmp"
     (
         cd "$mod"

@@ -292,6 +292,13 @@ fn objects_survive_promote(version: EtcdVersion) {
     // The secondary has objects of its own, which the promotion replaces, and a client that
     // lists and watches its ConfigMaps the way an informer does.
     let informer = Informer::start(&secondary.servers[0], &secondary.pki, "/api/v1/configmaps");
+    wait_for("the informer's first list", Duration::from_secs(30), || {
+        informer
+            .seen()
+            .iter()
+            .any(|(_, seen)| matches!(seen, Seen::Listed(..)))
+            .then_some(())
+    });
     secondary
         .kubectl
         .ok(&["create", "namespace", "secondary-only"]);
