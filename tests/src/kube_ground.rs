@@ -162,6 +162,9 @@ pub fn apiserver_flags(address: &str, port: u16, pki: &str, etcd_servers: &str) 
         "--service-cluster-ip-range=10.96.0.0/12".into(),
         format!("--tls-cert-file={pki}/apiserver.crt"),
         format!("--tls-private-key-file={pki}/apiserver.key"),
+        // The `kubernetes` Service's endpoints may not be loopback addresses, which is all
+        // this ground has.
+        "--endpoint-reconciler-type=none".into(),
         "--profiling=false".into(),
         "--v=1".into(),
     ]
