@@ -36,26 +36,76 @@ pub const DEPLOYMENTS: [(&str, &str); 2] = [("default", "web"), ("shop", "cart")
 /// DaemonSets the recorder lists (namespace, name).
 pub const DAEMONSETS: [(&str, &str); 1] = [("kube-system", "kube-proxy")];
 
-fn list(items: &[(&str, &str)]) -> String {
-    let items: Vec<String> = items
+fn list(list_kind: &str, api_version: &str, kind: &str, items: &[(&str, &str)]) -> String {
+    let items: Vec<serde_json::Value> = items
         .iter()
-        .map(|(ns, name)| format!(r#"{{"metadata":{{"namespace":"{ns}","name":"{name}"}}}}"#))
+        .map(|(ns, name)| {
+            serde_json::json!({
+                "apiVersion": api_version, "kind": kind,
+                "metadata": { "namespace": ns, "name": name },
+            })
+        })
         .collect();
-    format!(r#"{{"kind":"List","items":[{}]}}"#, items.join(","))
+    serde_json::json!({
+        "apiVersion": api_version, "kind": list_kind, "metadata": {}, "items": items,
+    })
+    .to_string()
 }
+
+/// The recorder's one Node, Ready.
+pub const NODE: &str = "cp1";
 
 fn answer(method: &str, target: &str) -> (u16, String) {
     let path = target.split('?').next().unwrap_or("");
     match (method, path) {
         ("GET", "/readyz") => (200, "ok".into()),
-        ("GET", "/apis/apps/v1/deployments") => (200, list(&DEPLOYMENTS)),
-        ("GET", "/apis/apps/v1/daemonsets") => (200, list(&DAEMONSETS)),
-        ("PATCH", p) if p.starts_with("/apis/apps/v1/namespaces/") => (200, "{}".into()),
+        ("GET", "/api/v1/namespaces") => (
+            200,
+            list("NamespaceList", "v1", "Namespace", &[("", "default")]),
+        ),
+        ("GET", "/api/v1/nodes") => (
+            200,
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "NodeList", "metadata": {},
+                "items": [{
+                    "apiVersion": "v1", "kind": "Node", "metadata": { "name": NODE },
+                    "status": { "conditions": [{ "type": "Ready", "status": "True" }] },
+                }],
+            })
+            .to_string(),
+        ),
+        ("GET", "/apis/apps/v1/deployments") => (
+            200,
+            list("DeploymentList", "apps/v1", "Deployment", &DEPLOYMENTS),
+        ),
+        ("GET", "/apis/apps/v1/daemonsets") => (
+            200,
+            list("DaemonSetList", "apps/v1", "DaemonSet", &DAEMONSETS),
+        ),
+        ("PATCH", p) if p.starts_with("/apis/apps/v1/namespaces/") => {
+            let parts: Vec<&str> = p.split('/').collect();
+            let kind = if parts.get(6) == Some(&"daemonsets") {
+                "DaemonSet"
+            } else {
+                "Deployment"
+            };
+            (
+                200,
+                serde_json::json!({
+                    "apiVersion": "apps/v1", "kind": kind,
+                    "metadata": { "namespace": parts.get(5), "name": parts.get(7) },
+                })
+                .to_string(),
+            )
+        }
         ("DELETE", p) if p.starts_with("/api/v1/namespaces/") && p.ends_with("/pods") => (
             200,
-            r#"{"kind":"PodList","items":[{"metadata":{"name":"deleted-1"}}]}"#.into(),
+            list("PodList", "v1", "Pod", &[("kube-system", "deleted-1")]),
         ),
-        _ => (404, r#"{"kind":"Status","code":404}"#.into()),
+        _ => (
+            404,
+            r#"{"kind":"Status","apiVersion":"v1","status":"Failure","code":404}"#.into(),
+        ),
     }
 }
 

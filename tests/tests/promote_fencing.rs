@@ -109,7 +109,7 @@ fn the_api_promotes_once_fences_the_primary_and_calls_the_kubernetes_api() {
         health["detail"]
             .as_str()
             .unwrap()
-            .contains("API server ready"),
+            .contains("kube-apiserver ready and serving lists"),
         "{record:#}"
     );
     assert!(
@@ -125,30 +125,49 @@ fn the_api_promotes_once_fences_the_primary_and_calls_the_kubernetes_api() {
     assert_eq!(again.status, 409, "{}", again.text());
     assert!(again.json()["detail"].as_str().unwrap().contains(&id));
 
-    // The Kubernetes API saw exactly: readiness, then rollout restarts, then pod deletions.
+    // The Kubernetes API saw exactly: readiness and a list, the Nodes, then rollout restarts,
+    // then pod deletions.
     let requests = kube.requests();
-    let first_non_ready = requests.iter().position(|r| r.target != "/readyz").unwrap();
+    let path = |target: &str| target.split('?').next().unwrap_or("").to_string();
+    let first_non_ready = requests
+        .iter()
+        .position(|r| path(&r.target) != "/readyz")
+        .unwrap();
     assert!(first_non_ready >= 1);
     assert!(requests
         .iter()
         .all(|r| r.authorization.as_deref() == Some("Bearer kube-bearer-123")));
     let calls: Vec<String> = requests[first_non_ready..]
         .iter()
-        .map(|r| format!("{} {}", r.method, r.target))
+        .map(|r| format!("{} {}", r.method, path(&r.target)))
         .collect();
     assert_eq!(
         calls,
         [
+            "GET /api/v1/namespaces",
+            "GET /api/v1/nodes",
             "GET /apis/apps/v1/deployments",
             "PATCH /apis/apps/v1/namespaces/default/deployments/web",
             "PATCH /apis/apps/v1/namespaces/shop/deployments/cart",
             "GET /apis/apps/v1/daemonsets",
             "PATCH /apis/apps/v1/namespaces/kube-system/daemonsets/kube-proxy",
-            "DELETE /api/v1/namespaces/kube-system/pods?labelSelector=k8s-app%3Dkube-proxy",
-            "DELETE /api/v1/namespaces/kube-system/pods?labelSelector=component%3Dkube-controller-manager",
-            "DELETE /api/v1/namespaces/kube-system/pods?labelSelector=component%3Dkube-scheduler",
+            "DELETE /api/v1/namespaces/kube-system/pods",
+            "DELETE /api/v1/namespaces/kube-system/pods",
+            "DELETE /api/v1/namespaces/kube-system/pods",
         ]
     );
+    let deletes: Vec<&str> = requests
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .map(|r| r.target.as_str())
+        .collect();
+    for (delete, selector) in deletes.iter().zip([
+        "labelSelector=k8s-app%3Dkube-proxy",
+        "labelSelector=component%3Dkube-controller-manager",
+        "labelSelector=component%3Dkube-scheduler",
+    ]) {
+        assert!(delete.contains(selector), "{delete}");
+    }
     for patch in requests.iter().filter(|r| r.method == "PATCH") {
         assert_eq!(
             patch.content_type.as_deref(),

@@ -119,9 +119,20 @@ impl KubeClient {
                 ))
             }
         }
-        if let Some(token) = &settings.token_file {
-            config.auth_info.token_file = Some(token.display().to_string());
-            config.auth_info.token = None;
+        if let Some(path) = &settings.token_file {
+            // Read here and trimmed: a token file usually ends in a newline, which is not
+            // allowed in a header.
+            let token = std::fs::read_to_string(path)
+                .map_err(|e| PromoteError::local_io("reading", path.display(), e))?;
+            let token = token.trim();
+            if token.is_empty() {
+                return Err(bad_config(
+                    settings,
+                    format!("token_file `{}` is empty", path.display()),
+                ));
+            }
+            config.auth_info.token = Some(secrecy::SecretString::from(token.to_string()));
+            config.auth_info.token_file = None;
         }
         config.connect_timeout = Some(Duration::from_secs(10));
         config.read_timeout = Some(settings.request_timeout);
