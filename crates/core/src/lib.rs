@@ -2,14 +2,19 @@
 //!
 //! - [`SnapshotId`]: the sortable name of one snapshot (UTC time + etcd revision).
 //! - [`SnapshotManifest`]: the JSON commit record written beside each snapshot.
+//! - [`ClusterShape`]: the Kubernetes cluster as its etcd records it (versions, nodes, kubeadm).
 //! - [`PromotionMarker`]: the fence a promotion writes into the store.
 //! - [`ConfigProblem`]: one bad configuration field, so start-up can report all of them at once.
 
+mod cluster_shape;
 mod config_problem;
 mod manifest;
 mod promotion;
 mod snapshot_id;
 
+pub use cluster_shape::{
+    ClusterNode, ClusterShape, CniDaemonSet, KubeadmShape, NodeAddress, ObjectCounts, ResourceCount,
+};
 pub use config_problem::{ConfigProblem, ConfigProblems};
 pub use manifest::{
     Compression, Encryption, EtcdClusterInfo, EtcdMember, MemberStatus, NodeBundle, ObjectDigest,

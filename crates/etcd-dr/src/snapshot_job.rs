@@ -225,6 +225,7 @@ impl SnapshotContext {
                 host: host_name(),
             },
             nodes,
+            kubernetes: None,
         };
         if let Err(error) = commit_manifest(&self.store, &self.layout, &manifest).await {
             if !matches!(error, TransportError::AlreadyExists { .. }) {

@@ -6,6 +6,7 @@
 //! - [`Schedule`]: interval or cron, with jitter; [`run_schedule`] drives a job on it, one at a
 //!   time, until cancelled.
 
+mod cluster_read;
 mod error;
 mod etcd_config;
 mod schedule;
