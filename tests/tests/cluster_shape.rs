@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use etcd_dr_cluster_shape::{cluster_shape, count_objects, ShapeKeys, DEFAULT_KUBERNETES_PREFIX};
-use etcd_dr_e2e::{block_on, EtcdCluster, EtcdOptions, EtcdVersion, FillSpec};
+use etcd_dr_e2e::{block_on, EtcdCluster, EtcdDr, EtcdOptions, EtcdVersion, FillSpec, StoreTarget};
 use etcd_dr_etcd_backend::read_keyspace;
 use etcd_dr_scheduler::{EtcdConfig, EtcdSource};
 use tokio_util::sync::CancellationToken;
@@ -159,4 +159,49 @@ fn only_kept_values_are_held() {
         "kubeadm-config, kubelet-config, 2 nodes, 1 DaemonSet"
     );
     assert!(keyspace.revisions_stored as usize > keyspace.keys.len());
+}
+
+#[test]
+fn inspect_reports_the_shape_and_counts_of_a_stored_snapshot() {
+    let etcd = kubernetes_etcd(EtcdVersion::V3_5);
+    let expected = etcd.dump();
+    let store = tempfile::tempdir().unwrap();
+    let dr = EtcdDr::with_sections(
+        "prod",
+        &etcd.config_section(&etcd.endpoints()),
+        &StoreTarget::Local(store.path()),
+        "",
+    );
+    dr.run_ok(&["snapshot"]);
+
+    let json: serde_json::Value =
+        serde_json::from_str(&dr.run_ok(&["inspect", "latest", "--json"])).expect("JSON");
+    let contents = &json["contents"];
+    assert_eq!(contents["revision"], etcd.revision());
+    assert_eq!(contents["keys"], expected.len());
+    let nodes: Vec<&str> = contents["kubernetes"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["cp1", "worker1"]);
+    assert_eq!(contents["kubernetes"]["kubernetes_version"], "v1.34.4");
+    let deployments = expected
+        .keys()
+        .filter(|k| k.starts_with(b"/registry/deployments/"))
+        .count();
+    assert!(deployments > 0, "the fill wrote Deployments");
+    assert_eq!(
+        contents["objects"]["resources"]["deployments"]["total"],
+        deployments
+    );
+
+    let text = dr.run_ok(&["inspect"]);
+    assert!(text.contains("Kubernetes v1.34.4"), "{text}");
+    assert!(
+        text.contains("network plugin: kube-system/calico-node"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("{} keys", expected.len())), "{text}");
 }

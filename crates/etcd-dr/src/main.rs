@@ -36,6 +36,9 @@ enum Command {
     Verify(cmd::verify::Args),
     /// Download a snapshot as a plain, verified `.db` file for `etcdutl snapshot restore`.
     Fetch(cmd::fetch::Args),
+    /// What a snapshot holds: the Kubernetes cluster it records (version, nodes, kubeadm
+    /// settings, network plugin) and its objects per resource and namespace, read without etcd.
+    Inspect(cmd::inspect::Args),
     /// Apply the retention policy now (or show what it would delete).
     Prune(cmd::prune::Args),
     /// Run the daemon (primary: snapshots on the schedule; secondary: verify and pre-stage) with the HTTP API, until SIGTERM or SIGINT.
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
             Command::List(args) => cmd::list::run(&settings, args).await,
             Command::Verify(args) => cmd::verify::run(&settings, args).await,
             Command::Fetch(args) => cmd::fetch::run(&settings, args).await,
+            Command::Inspect(args) => cmd::inspect::run(&settings, args).await,
             Command::Prune(args) => cmd::prune::run(&settings, args).await,
             Command::Run(args) => cmd::run::run(&settings, args).await,
             Command::Nodes(args) => cmd::nodes::run(&settings, args).await,

@@ -1,6 +1,7 @@
 //! One file per subcommand.
 
 pub mod fetch;
+pub mod inspect;
 pub mod keygen;
 pub mod list;
 pub mod nodes;
