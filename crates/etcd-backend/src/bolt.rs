@@ -35,6 +35,9 @@ pub struct BoltFile {
     root: u64,
 }
 
+/// Called with each leaf element's flags, key and value; `false` stops the walk.
+type LeafVisitor<'a> = dyn FnMut(u32, &[u8], &[u8]) -> bool + 'a;
+
 /// Where a bucket's tree lives: on its own pages, or inline in its parent's leaf.
 enum BucketRoot {
     Page(u64),
@@ -144,7 +147,7 @@ impl BoltFile {
         &self,
         page: &[u8],
         depth: usize,
-        visit: &mut dyn FnMut(u32, &[u8], &[u8]) -> bool,
+        visit: &mut LeafVisitor<'_>,
     ) -> Result<bool, BackendError> {
         if depth > MAX_DEPTH {
             return Err(corrupt(&self.path, "B+tree deeper than 64 levels"));
