@@ -3,7 +3,6 @@
 mod cmd;
 mod daemon;
 mod settings;
-mod snapshot_job;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -38,7 +38,7 @@ pub fn requested_by() -> String {
     let user = std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
         .unwrap_or_else(|_| "root".into());
-    format!("{user}@{}", crate::snapshot_job::host_name())
+    format!("{user}@{}", etcd_dr_scheduler::host_name())
 }
 
 /// The promoter `[promote]`, `[nodes]`, `[store]`, `[encryption]` and `[secondary]` describe.

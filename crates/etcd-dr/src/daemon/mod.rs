@@ -19,6 +19,7 @@ use etcd_dr_control::{
     SnapshotAccepted, SnapshotRequest, Trigger,
 };
 use etcd_dr_core::{PromotionRequest, SnapshotId, SnapshotManifest};
+use etcd_dr_scheduler::SnapshotContext;
 use etcd_dr_transport::{
     list_snapshots, read_manifest, ShipProgress, SnapshotLayout, TransportError,
 };
@@ -26,7 +27,6 @@ use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
 
 use crate::settings::Settings;
-use crate::snapshot_job::SnapshotContext;
 
 /// How long `POST /v1/snapshots` waits for the new snapshot's id (etcd must be surveyed first).
 const TRIGGER_ID_WAIT: Duration = Duration::from_secs(60);
