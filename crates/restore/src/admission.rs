@@ -84,7 +84,7 @@ fn fenced_text(marker: &PromotionMarker, key: &str, in_place: bool) -> String {
     );
     if in_place {
         format!(
-            "{by} fenced this prefix: another cluster was promoted from it, and restoring this one in place would bring back a primary that must not ship. To make this cluster primary again, follow \"Failing back\" in the README; remove `{key}` only if you deliberately want this cluster back as the primary of this prefix"
+            "{by} fenced this prefix: another cluster was promoted from it, and restoring this one in place would bring back a primary that must not ship. To make this cluster primary again, follow \"Failing back\" (docs/runbooks/failback.md); remove `{key}` only if you deliberately want this cluster back as the primary of this prefix"
         )
     } else {
         format!(
