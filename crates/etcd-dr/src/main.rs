@@ -2,6 +2,7 @@
 
 mod cmd;
 mod daemon;
+mod requester;
 mod settings;
 
 use std::path::PathBuf;

@@ -18,7 +18,7 @@ use etcd_dr_control::{
     ActionError, Activity, DaemonStatus, InFlight, LastError, Metrics, PromotionAccepted,
     SnapshotAccepted, SnapshotRequest, Trigger,
 };
-use etcd_dr_core::{PromotionRequest, SnapshotId, SnapshotManifest};
+use etcd_dr_core::{PromotionRecord, PromotionRequest, SnapshotId, SnapshotManifest};
 use etcd_dr_scheduler::SnapshotContext;
 use etcd_dr_transport::{
     list_snapshots, read_manifest, ShipProgress, SnapshotLayout, TransportError,
@@ -259,7 +259,7 @@ impl etcd_dr_control::Daemon for DaemonHandle {
         promote::start(&self.0, request).await
     }
 
-    fn promotion(&self) -> Option<serde_json::Value> {
+    fn promotion(&self) -> Option<PromotionRecord> {
         self.0.promotions.record()
     }
 }
