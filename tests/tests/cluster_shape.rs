@@ -174,8 +174,19 @@ fn inspect_reports_the_shape_and_counts_of_a_stored_snapshot() {
     );
     dr.run_ok(&["snapshot"]);
 
+    // The snapshot run recorded the shape in the manifest, read from etcd at its revision.
+    let list = dr.list_json();
+    let recorded = &list[0]["kubernetes"];
+    assert_eq!(recorded["kubernetes_version"], "v1.34.4");
+    assert_eq!(
+        recorded["kubeadm"]["control_plane_endpoint"],
+        "k8s-api.example.internal:6443"
+    );
+    assert_eq!(recorded["nodes"].as_array().map(Vec::len), Some(2));
+
     let json: serde_json::Value =
         serde_json::from_str(&dr.run_ok(&["inspect", "latest", "--json"])).expect("JSON");
+    assert_eq!(&json["recorded"], recorded);
     let contents = &json["contents"];
     assert_eq!(contents["revision"], etcd.revision());
     assert_eq!(contents["keys"], expected.len());

@@ -2,8 +2,8 @@
 
 mod cmd;
 mod daemon;
+mod requester;
 mod settings;
-mod snapshot_job;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

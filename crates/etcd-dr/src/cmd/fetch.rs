@@ -1,14 +1,14 @@
 //! `etcd-dr fetch`: a verified plain `.db` on local disk, or a node's bundle unpacked into a new
 //! directory.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use etcd_dr_core::{NodeBundle, SnapshotManifest};
 use etcd_dr_transport::{
-    read_object, read_snapshot, resolve_snapshot, Identities, SnapshotLayout, SnapshotSelector,
+    read_object, read_snapshot, resolve_snapshot, Identities, PartialFile, SnapshotLayout,
+    SnapshotSelector,
 };
 use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
@@ -55,43 +55,18 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
         .await;
     }
 
-    let partial = partial_path(&args.output);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&partial)
-        .with_context(|| format!("creating `{}`", partial.display()))?;
-    let result = read_snapshot(
-        &store,
-        &layout,
-        &manifest,
-        &identities,
-        std::io::BufWriter::with_capacity(1 << 20, file),
-        &cancel,
-    )
-    .await;
-    let finished = result
-        .map_err(anyhow::Error::from)
-        .and_then(|(verified, mut writer)| {
-            writer.flush()?;
-            writer.get_ref().sync_all()?;
-            Ok(verified)
-        });
-    let verified = match finished {
-        Ok(verified) => verified,
-        Err(error) => {
-            let _ = std::fs::remove_file(&partial);
-            return Err(error.context(format!("fetching snapshot {}", manifest.id)));
-        }
-    };
-    // A hard link fails if the target appeared meanwhile: nothing is ever replaced.
-    std::fs::hard_link(&partial, &args.output).with_context(|| {
+    let (partial, writer) =
+        PartialFile::create(partial_path(&args.output), args.output.clone(), 0o666)?;
+    let (verified, written) =
+        read_snapshot(&store, &layout, &manifest, &identities, writer, &cancel)
+            .await
+            .with_context(|| format!("fetching snapshot {}", manifest.id))?;
+    partial.commit(written).await.with_context(|| {
         format!(
             "moving the verified snapshot to `{}`",
             args.output.display()
         )
     })?;
-    std::fs::remove_file(&partial).with_context(|| format!("removing `{}`", partial.display()))?;
     println!(
         "snapshot {} written to {} ({}, revision {}, SHA-256 {})",
         manifest.id,
@@ -151,15 +126,7 @@ async fn fetch_bundle(
             partial.display()
         );
     }
-    // The plain tar flows from the decompressor to the unpacker through a small bounded queue.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
-    let unpacker = {
-        let node = node.to_string();
-        let partial = partial.clone();
-        tokio::task::spawn_blocking(move || {
-            etcd_dr_nodes::unpack_bundle(&node, ChannelReader::new(rx), &partial)
-        })
-    };
+    let (sink, unpacking) = etcd_dr_nodes::unpack_bundle_from_sink(node, &partial);
     let read = read_object(
         store,
         layout,
@@ -167,24 +134,20 @@ async fn fetch_bundle(
         object,
         raw,
         identities,
-        ChannelWriter(tx),
+        sink,
         cancel,
     )
     .await;
-    // Closes the queue (on success, the writer comes back; on failure it is already gone).
-    let read = read.map(|(verified, writer)| {
-        drop(writer);
+    // Closes the queue (on success, the sink comes back; on failure it is already gone).
+    let read = read.map(|(verified, sink)| {
+        drop(sink);
         verified
     });
-    let unpacked = unpacker
-        .await
-        .map_err(|e| anyhow::anyhow!("unpacker thread failed: {e}"));
-    let outcome = match (read, unpacked) {
-        (Ok(verified), Ok(Ok(summary))) => Ok((verified, summary)),
+    let outcome = match (read, unpacking.finish().await) {
+        (Ok(verified), Ok(summary)) => Ok((verified, summary)),
         // The unpacker's own error says more than the broken queue it left behind.
-        (_, Ok(Err(error))) => Err(anyhow::Error::from(error)),
+        (_, Err(error)) => Err(anyhow::Error::from(error)),
         (Err(error), _) => Err(anyhow::Error::from(error)),
-        (_, Err(error)) => Err(error),
     };
     let (verified, summary) = match outcome {
         Ok(done) => done,
@@ -217,50 +180,4 @@ async fn fetch_bundle(
         println!("  service-account key: {}", output.join(key).display());
     }
     Ok(())
-}
-
-/// The decompressor's side of the queue to the unpacker.
-struct ChannelWriter(std::sync::mpsc::SyncSender<Vec<u8>>);
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.send(data.to_vec()).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the unpacker stopped")
-        })?;
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The unpacker's side of the queue.
-struct ChannelReader {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
-    current: std::io::Cursor<Vec<u8>>,
-}
-
-impl ChannelReader {
-    fn new(rx: std::sync::mpsc::Receiver<Vec<u8>>) -> Self {
-        Self {
-            rx,
-            current: std::io::Cursor::new(Vec::new()),
-        }
-    }
-}
-
-impl std::io::Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            let read = self.current.read(buf)?;
-            if read > 0 || buf.is_empty() {
-                return Ok(read);
-            }
-            match self.rx.recv() {
-                Ok(chunk) => self.current = std::io::Cursor::new(chunk),
-                Err(_) => return Ok(0),
-            }
-        }
-    }
 }

@@ -15,12 +15,11 @@ pub mod verify;
 use std::sync::Arc;
 
 use anyhow::Context;
-use etcd_dr_scheduler::EtcdSource;
+use etcd_dr_scheduler::{BundlePlan, EtcdSource, SnapshotContext};
 use etcd_dr_transport::SnapshotLayout;
 use object_store::ObjectStore;
 
 use crate::settings::Settings;
-use crate::snapshot_job::{BundlePlan, SnapshotContext};
 
 /// The store client and the cluster's layout in it.
 pub fn open_store(settings: &Settings) -> anyhow::Result<(Arc<dyn ObjectStore>, SnapshotLayout)> {

@@ -7,10 +7,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use etcd_dr_core::{PromotionMode, PromotionRequest};
 use etcd_dr_restore::{
-    new_promotion_id, progress_lines, Promoter, PromotionRecord, PromotionState, PromotionTracker,
+    progress_lines, Promoter, PromotionRecord, PromotionState, PromotionTracker,
 };
 
 use super::{identities, open_store, shutdown_token};
+use crate::requester::requested_by;
 use crate::settings::Settings;
 
 #[derive(clap::Args)]
@@ -31,14 +32,6 @@ pub struct Args {
     /// Print the final record (every step and node) as JSON on stdout; progress goes to stderr.
     #[arg(long)]
     json: bool,
-}
-
-/// `user@host` of this etcd-dr, for the promotion marker.
-pub fn requested_by() -> String {
-    let user = std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "root".into());
-    format!("{user}@{}", crate::snapshot_job::host_name())
 }
 
 /// The promoter `[promote]`, `[nodes]`, `[store]`, `[encryption]` and `[secondary]` describe.
@@ -89,12 +82,7 @@ pub async fn run_printed(
     what: &'static str,
 ) -> anyhow::Result<ExitCode> {
     let cancel = shutdown_token();
-    let mut id = new_promotion_id(chrono::Utc::now());
-    if request.mode == PromotionMode::InPlace {
-        // `r-…` for restores, `p-…` for promotions: the kept files are named after it.
-        id.replace_range(..1, "r");
-    }
-    let tracker = PromotionTracker::new(PromotionRecord::new(id, request, requested_by()));
+    let tracker = PromotionTracker::begin(request, requested_by());
     let say = move |line: &str| {
         if json {
             eprintln!("{line}");

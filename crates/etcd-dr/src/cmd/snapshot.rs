@@ -1,10 +1,10 @@
 //! `etcd-dr snapshot`: one snapshot now.
 
+use etcd_dr_scheduler::SnapshotOutcome;
 use etcd_dr_transport::ShipProgress;
 
 use super::{human_bytes, shutdown_token, snapshot_context};
 use crate::settings::Settings;
-use crate::snapshot_job::SnapshotOutcome;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -18,7 +18,8 @@ use etcd_dr_control::{
     ActionError, Activity, DaemonStatus, InFlight, LastError, Metrics, PromotionAccepted,
     SnapshotAccepted, SnapshotRequest, Trigger,
 };
-use etcd_dr_core::{PromotionRequest, SnapshotId, SnapshotManifest};
+use etcd_dr_core::{PromotionRecord, PromotionRequest, SnapshotId, SnapshotManifest};
+use etcd_dr_scheduler::SnapshotContext;
 use etcd_dr_transport::{
     list_snapshots, read_manifest, ShipProgress, SnapshotLayout, TransportError,
 };
@@ -26,7 +27,6 @@ use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
 
 use crate::settings::Settings;
-use crate::snapshot_job::SnapshotContext;
 
 /// How long `POST /v1/snapshots` waits for the new snapshot's id (etcd must be surveyed first).
 const TRIGGER_ID_WAIT: Duration = Duration::from_secs(60);
@@ -259,7 +259,7 @@ impl etcd_dr_control::Daemon for DaemonHandle {
         promote::start(&self.0, request).await
     }
 
-    fn promotion(&self) -> Option<serde_json::Value> {
+    fn promotion(&self) -> Option<PromotionRecord> {
         self.0.promotions.record()
     }
 }
