@@ -1,10 +1,13 @@
 //! The preflight: every node checked at once (nothing changes), the service-account keys found,
 //! and the plan judged.
 
+use etcd_dr_cluster_shape::{compare_shapes, CheckSeverity, ShapeChecks};
+use etcd_dr_core::ClusterShape;
 use etcd_dr_core::{
     EtcdVersion, PromotionMode, PromotionPlan, RestoreTool, SnapshotManifest, StepName,
 };
 use etcd_dr_nodes::Node;
+use etcd_dr_scheduler::SourceError;
 use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 
@@ -52,19 +55,45 @@ impl Promoter {
             // The judgement reads a node that could not be asked as its error's text.
             facts.map_err(|e| e.to_string())
         }));
-        let revision = async {
+        let in_place = tracker.snapshot().request.mode == PromotionMode::InPlace;
+        let secondary = async {
             match self.etcd.survey(cancel).await {
-                Ok(survey) => survey.revision(),
+                Ok(survey) => {
+                    // In place the machines are the same; a restore after a bad upgrade must
+                    // not be refused for the upgrade's differences.
+                    let shape = match survey.candidates().first() {
+                        Some(member) if !in_place => Some(
+                            self.etcd
+                                .read_cluster_shape(
+                                    &member.endpoint,
+                                    &self.config.etcd.kubernetes_prefix,
+                                    0,
+                                    cancel,
+                                )
+                                .await,
+                        ),
+                        _ => None,
+                    };
+                    (survey.revision(), shape)
+                }
                 Err(error) => {
                     tracing::warn!(%error, "the secondary's etcd does not answer; its revision is unknown");
-                    None
+                    (None, None)
                 }
             }
         };
-        let (facts, secondary_revision) = tokio::join!(facts, revision);
+        let (facts, (secondary_revision, secondary_shape)) = tokio::join!(facts, secondary);
         let mut extra_problems = Vec::new();
         let mut extra_warnings = Vec::new();
-        let in_place = tracker.snapshot().request.mode == PromotionMode::InPlace;
+        if let Some(shape) = secondary_shape {
+            judge_shapes(
+                manifest,
+                shape,
+                &self.config.shape_checks,
+                &mut extra_problems,
+                &mut extra_warnings,
+            );
+        }
         let keys = match &self.service_account_keys {
             // In place the nodes keep their own keys: the cluster's tokens are signed with them.
             _ if in_place => None,
@@ -130,5 +159,49 @@ impl Promoter {
             ),
         );
         Ok((plan, keys))
+    }
+}
+
+/// The secondary's shape against the snapshot's: errors refuse, warnings are recorded.
+fn judge_shapes(
+    manifest: &SnapshotManifest,
+    secondary: Result<Option<ClusterShape>, SourceError>,
+    checks: &ShapeChecks,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) {
+    let recorded = match &manifest.kubernetes {
+        Some(recorded) => recorded,
+        None => {
+            warnings.push(format!(
+                "snapshot {} records no Kubernetes cluster shape (taken before shapes were recorded, or not a Kubernetes etcd): the secondary's nodes, versions and subnets were not compared",
+                manifest.id
+            ));
+            return;
+        }
+    };
+    let secondary = match secondary {
+        Ok(Some(shape)) => shape,
+        Ok(None) => {
+            warnings.push("the secondary's etcd holds no Kubernetes objects: its shape was not compared with the snapshot's".into());
+            return;
+        }
+        Err(error) => {
+            warnings.push(format!(
+                "cannot read the secondary's cluster shape from its etcd ({error}): not compared with the snapshot's"
+            ));
+            return;
+        }
+    };
+    for difference in compare_shapes(recorded, &secondary, checks) {
+        let text = format!("cluster shape, {}: {}", difference.check, difference.detail);
+        match difference.severity {
+            CheckSeverity::Error => problems.push(format!(
+                "{text} (or set [promote.shape_checks] {} = \"warn\")",
+                difference.check
+            )),
+            CheckSeverity::Warn => warnings.push(text),
+            CheckSeverity::Off => {}
+        }
     }
 }
