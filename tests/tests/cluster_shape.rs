@@ -44,7 +44,7 @@ fn kubernetes_etcd(version: EtcdVersion) -> EtcdCluster {
         &fixture("configmap_kubelet_config"),
     );
     etcd.put("/registry/minions/cp1", &fixture("node_cp1"));
-    etcd.put("/registry/minions/worker1", &b"stale".to_vec());
+    etcd.put("/registry/minions/worker1", b"stale");
     etcd.put("/registry/minions/worker1", &fixture("node_worker1"));
     etcd.put("/registry/minions/gone", &fixture("node_worker1"));
     etcd.put(
