@@ -2,6 +2,7 @@
 
 mod cmd;
 mod daemon;
+mod progress;
 mod settings;
 mod snapshot_job;
 

@@ -14,6 +14,7 @@ use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
 
 use super::{human_bytes, identities, open_store, shutdown_token};
+use crate::progress::{on_terminal, TransferBar};
 use crate::settings::Settings;
 
 #[derive(clap::Args)]
@@ -61,18 +62,18 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
         .create_new(true)
         .open(&partial)
         .with_context(|| format!("creating `{}`", partial.display()))?;
-    let result = read_snapshot(
-        &store,
-        &layout,
-        &manifest,
-        &identities,
+    let (bar, sink) = TransferBar::for_sink(
+        format!("fetch {}", manifest.id),
+        manifest.raw.size,
         std::io::BufWriter::with_capacity(1 << 20, file),
-        &cancel,
-    )
-    .await;
+        on_terminal(false),
+    );
+    let result = read_snapshot(&store, &layout, &manifest, &identities, sink, &cancel).await;
+    drop(bar);
     let finished = result
         .map_err(anyhow::Error::from)
-        .and_then(|(verified, mut writer)| {
+        .and_then(|(verified, writer)| {
+            let mut writer = writer.into_inner();
             writer.flush()?;
             writer.get_ref().sync_all()?;
             Ok(verified)
@@ -160,6 +161,12 @@ async fn fetch_bundle(
             etcd_dr_nodes::unpack_bundle(&node, ChannelReader::new(rx), &partial)
         })
     };
+    let (bar, sink) = TransferBar::for_sink(
+        format!("fetch bundle of {node}"),
+        raw.size,
+        ChannelWriter(tx),
+        on_terminal(false),
+    );
     let read = read_object(
         store,
         layout,
@@ -167,10 +174,11 @@ async fn fetch_bundle(
         object,
         raw,
         identities,
-        ChannelWriter(tx),
+        sink,
         cancel,
     )
     .await;
+    drop(bar);
     // Closes the queue (on success, the writer comes back; on failure it is already gone).
     let read = read.map(|(verified, writer)| {
         drop(writer);

@@ -6,8 +6,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -16,9 +15,10 @@ use etcd_dr_control::{
     Activity, PrestagedSnapshot, ScheduleStatus, SecondaryStatus, SnapshotSummary, Trigger,
 };
 use etcd_dr_core::{SnapshotId, SnapshotManifest};
-use etcd_dr_transport::{list_snapshots, read_snapshot, ShipProgress, TransportError};
+use etcd_dr_transport::{list_snapshots, read_snapshot, TransportError};
 
 use super::DaemonState;
+use crate::progress::CountingWriter;
 use crate::settings::SecondarySettings;
 
 /// Creates the pre-staging directory (owner-only: the files hold every Secret of the cluster).
@@ -248,12 +248,12 @@ async fn stream_back<W: Write + Send + 'static>(
         .encryption
         .identities()
         .map_err(|e| VerifyFailure::Unavailable(e.to_string()))?;
-    let sink_failed = Arc::new(AtomicBool::new(false));
-    let counting = CountingWriter {
-        inner: sink,
-        progress: state.progress.clone(),
-        failed: sink_failed.clone(),
-    };
+    state
+        .progress
+        .expected_raw_bytes
+        .store(manifest.raw.size, Ordering::Relaxed);
+    let counting = CountingWriter::new(sink, state.progress.clone());
+    let sink_failed = counting.failed_flag();
     let read = read_snapshot(
         &state.store,
         &state.layout,
@@ -271,7 +271,7 @@ async fn stream_back<W: Write + Send + 'static>(
         Err(error) => Err(error),
     };
     match read {
-        Ok(writer) => Ok(writer.inner),
+        Ok(writer) => Ok(writer.into_inner()),
         Err(TransportError::Cancelled) => Err(VerifyFailure::Cancelled),
         Err(error) if sink_failed.load(Ordering::Relaxed) => {
             Err(VerifyFailure::Local(format!("writing locally: {error}")))
@@ -432,34 +432,4 @@ fn file_sha256(path: &Path) -> std::io::Result<String> {
     let mut hasher = sha2::Sha256::new();
     std::io::copy(&mut file, &mut hasher)?;
     Ok(hex::encode(hasher.finalize()))
-}
-
-/// Counts plain bytes into the progress counters, and remembers whether the sink failed.
-struct CountingWriter<W> {
-    inner: W,
-    progress: Arc<ShipProgress>,
-    failed: Arc<AtomicBool>,
-}
-
-impl<W: Write> Write for CountingWriter<W> {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        match self.inner.write(data) {
-            Ok(written) => {
-                self.progress
-                    .raw_bytes
-                    .fetch_add(written as u64, Ordering::Relaxed);
-                Ok(written)
-            }
-            Err(error) => {
-                self.failed.store(true, Ordering::Relaxed);
-                Err(error)
-            }
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner
-            .flush()
-            .inspect_err(|_| self.failed.store(true, Ordering::Relaxed))
-    }
 }
