@@ -14,6 +14,7 @@ use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
 
 use super::{human_bytes, identities, open_store, shutdown_token};
+use crate::progress::{on_terminal, TransferBar};
 use crate::settings::Settings;
 
 #[derive(clap::Args)]
@@ -57,16 +58,24 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
 
     let (partial, writer) =
         PartialFile::create(partial_path(&args.output), args.output.clone(), 0o666)?;
-    let (verified, written) =
-        read_snapshot(&store, &layout, &manifest, &identities, writer, &cancel)
-            .await
-            .with_context(|| format!("fetching snapshot {}", manifest.id))?;
-    partial.commit(written).await.with_context(|| {
-        format!(
-            "moving the verified snapshot to `{}`",
-            args.output.display()
-        )
-    })?;
+    let (bar, sink) = TransferBar::for_sink(
+        format!("fetch {}", manifest.id),
+        manifest.raw.size,
+        writer,
+        on_terminal(false),
+    );
+    let read = read_snapshot(&store, &layout, &manifest, &identities, sink, &cancel).await;
+    drop(bar);
+    let (verified, written) = read.with_context(|| format!("fetching snapshot {}", manifest.id))?;
+    partial
+        .commit(written.into_inner())
+        .await
+        .with_context(|| {
+            format!(
+                "moving the verified snapshot to `{}`",
+                args.output.display()
+            )
+        })?;
     println!(
         "snapshot {} written to {} ({}, revision {}, SHA-256 {})",
         manifest.id,
@@ -127,6 +136,12 @@ async fn fetch_bundle(
         );
     }
     let (sink, unpacking) = etcd_dr_nodes::unpack_bundle_from_sink(node, &partial);
+    let (bar, sink) = TransferBar::for_sink(
+        format!("fetch bundle of {node}"),
+        raw.size,
+        sink,
+        on_terminal(false),
+    );
     let read = read_object(
         store,
         layout,
@@ -138,6 +153,7 @@ async fn fetch_bundle(
         cancel,
     )
     .await;
+    drop(bar);
     // Closes the queue (on success, the sink comes back; on failure it is already gone).
     let read = read.map(|(verified, sink)| {
         drop(sink);

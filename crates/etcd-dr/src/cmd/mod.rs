@@ -1,9 +1,11 @@
 //! One file per subcommand.
 
+pub mod completions;
 pub mod fetch;
 pub mod inspect;
 pub mod keygen;
 pub mod list;
+pub mod man;
 pub mod nodes;
 pub mod promote;
 pub mod prune;

@@ -1,8 +1,10 @@
 //! The long-running daemon: its shared state, what it offers the HTTP API, and one file per
-//! loop (primary snapshots, secondary polling, store checks, systemd notifications).
+//! loop (primary snapshots, secondary polling, store checks, progress log, systemd
+//! notifications).
 
 pub mod fencing;
 pub mod primary;
+pub mod progress_log;
 pub mod promote;
 pub mod secondary;
 pub mod store_check;
@@ -134,8 +136,7 @@ impl DaemonState {
 
     /// Marks the start of a snapshot or verification: counters reset, status shows it.
     pub fn begin(&self, activity: Activity, trigger: Trigger, id: Option<SnapshotId>) {
-        self.progress.raw_bytes.store(0, Ordering::Relaxed);
-        self.progress.stored_bytes.store(0, Ordering::Relaxed);
+        self.progress.reset();
         self.update(|status| {
             status.in_flight = Some(InFlight {
                 activity,

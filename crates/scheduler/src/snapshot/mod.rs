@@ -159,6 +159,11 @@ impl SnapshotContext {
             .source
             .open_snapshot(&candidate.endpoint, cancel)
             .await?;
+        // The snapshot is the member's database file: its size gives progress an ETA.
+        progress.expected_raw_bytes.store(
+            u64::try_from(candidate.db_size).unwrap_or(0),
+            Ordering::Relaxed,
+        );
         let name = self.upload.stored_name(DATA_OBJECT_NAME);
         let data = upload_snapshot_data(
             &self.store,

@@ -54,6 +54,18 @@ pub struct ShipProgress {
     pub raw_bytes: AtomicU64,
     /// Compressed bytes handed to the store so far.
     pub stored_bytes: AtomicU64,
+    /// Raw bytes the whole transfer is expected to have (etcd's reported database size, a
+    /// manifest's plain size); 0 while unknown. Only for showing an ETA: never checked.
+    pub expected_raw_bytes: AtomicU64,
+}
+
+impl ShipProgress {
+    /// Zero on every counter, for the next transfer.
+    pub fn reset(&self) {
+        self.raw_bytes.store(0, Ordering::Relaxed);
+        self.stored_bytes.store(0, Ordering::Relaxed);
+        self.expected_raw_bytes.store(0, Ordering::Relaxed);
+    }
 }
 
 impl UploadOptions {
