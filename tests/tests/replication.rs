@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp};
-use etcd_dr_e2e::{block_on, EtcdCluster, EtcdOptions, EtcdVersion};
+use etcd_dr_e2e::{block_on, EtcdCluster, EtcdDr, EtcdOptions, EtcdVersion, StoreTarget};
 use etcd_dr_replication::{
     capture_generation, list_segments, CaptureOptions, CaptureProgress, CaptureStart, ChainReader,
     EtcdBinaries, GenerationBreak, GenerationId, ReplayRequest, ReplicationError,
@@ -382,4 +382,113 @@ fn a_capture_that_starts_below_the_compaction_ends_its_generation() {
             "nothing stored"
         );
     });
+}
+
+#[test]
+fn fetch_at_a_revision_writes_the_keyspace_of_that_revision() {
+    let etcd = EtcdCluster::start(EtcdOptions::default());
+    let store_dir = tempfile::tempdir().unwrap();
+    let dr = EtcdDr::with_sections(
+        "prod",
+        &etcd.config_section(&etcd.endpoints()),
+        &StoreTarget::Local(store_dir.path()),
+        "",
+    );
+    etcd.put("k/base", b"in the snapshot");
+    let manifest = dr.snapshot_json(&[]);
+    let base_revision = manifest["etcd"]["revision"].as_i64().unwrap();
+    let (endpoints, options) = etcd.connect_parts();
+    let store_path = store_dir.path().to_path_buf();
+    let (middle, last) = block_on(async move {
+        let client = Client::connect(endpoints, Some(options)).await.unwrap();
+        let mut writer = client.clone();
+        let sink = SegmentStore {
+            store: Arc::new(LocalFileSystem::new_with_prefix(&store_path).unwrap()),
+            layout: ReplicationLayout::new("", "prod").unwrap(),
+            recipients: None,
+        };
+        let start = CaptureStart {
+            generation: GenerationId::new(chrono::Utc::now(), base_revision),
+            resume: None,
+        };
+        let (progress_tx, mut progress_rx) = watch::channel(CaptureProgress::default());
+        let cancel = CancellationToken::new();
+        let capture = {
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                let options = CaptureOptions::default();
+                capture_generation(&client, sink, start, &options, &progress_tx, &cancel).await
+            })
+        };
+        let mut middle = 0;
+        for i in 0..50 {
+            let put = writer
+                .put(format!("k/{}", i % 7), format!("v{i}"), None)
+                .await
+                .unwrap();
+            if i == 25 {
+                middle = put.header().unwrap().revision();
+            }
+        }
+        let last = revision_of(&mut writer).await;
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            progress_rx.wait_for(|p| p.stored_revision >= last),
+        )
+        .await
+        .expect("stored within 30 s")
+        .unwrap();
+        cancel.cancel();
+        capture.await.unwrap().unwrap();
+        (middle, last)
+    });
+
+    let output = dr.dir().join("at-middle.db");
+    let at = middle.to_string();
+    let etcd_bin = EtcdVersion::V3_5.bin("etcd");
+    let etcdutl_bin = EtcdVersion::V3_5.bin("etcdutl");
+    let printed = dr.run_ok(&[
+        "fetch",
+        "--at",
+        &at,
+        "--output",
+        output.to_str().unwrap(),
+        "--etcd-bin",
+        etcd_bin.to_str().unwrap(),
+        "--etcdutl-bin",
+        etcdutl_bin.to_str().unwrap(),
+    ]);
+    assert!(
+        printed.contains(&format!("revision {middle} written to")),
+        "{printed}"
+    );
+    let restored = EtcdCluster::start_restored(&output, EtcdVersion::V3_5);
+    let (source_endpoints, source_options) = etcd.connect_parts();
+    let (restored_endpoints, restored_options) = restored.connect_parts();
+    block_on(async move {
+        let mut source = Client::connect(source_endpoints, Some(source_options))
+            .await
+            .unwrap();
+        let mut copy = Client::connect(restored_endpoints, Some(restored_options))
+            .await
+            .unwrap();
+        assert_eq!(revision_of(&mut copy).await, middle);
+        assert!(keyspace(&mut copy, 0).await == keyspace(&mut source, middle).await);
+    });
+
+    // Beyond what is stored: refused, saying how far it can go; nothing written.
+    let beyond = (last + 10).to_string();
+    let refused = dr.dir().join("beyond.db");
+    let error = dr.run_err(&[
+        "fetch",
+        "--at",
+        &beyond,
+        "--output",
+        refused.to_str().unwrap(),
+    ]);
+    assert!(
+        error.contains(&format!("can restore up to {last}")),
+        "{error}"
+    );
+    assert!(!refused.exists());
 }

@@ -10,6 +10,7 @@ mod chain;
 mod error;
 mod layout;
 mod replay;
+mod restore;
 mod scratch_etcd;
 mod segment;
 mod store;
@@ -21,6 +22,7 @@ pub use chain::{read_chain_tail, ChainLink, ChainReader};
 pub use error::ReplicationError;
 pub use layout::{GenerationId, ReplicationLayout, SegmentName, SEGMENT_SUFFIX};
 pub use replay::{replay_to_revision, ReplayReport, ReplayRequest};
+pub use restore::{fetch_revision, FetchedRevision, RevisionSource};
 pub use scratch_etcd::{EtcdBinaries, ScratchEtcd};
 pub use segment::{
     LeaseRecord, RevisionEvents, Segment, SegmentDigest, SegmentHeader, NO_PREVIOUS_SEGMENT,

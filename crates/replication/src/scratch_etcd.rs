@@ -176,7 +176,31 @@ impl ScratchEtcd {
             path: path.display().to_string(),
             source,
         };
-        let mut file = tokio::fs::File::create(path).await.map_err(io_error)?;
+        // Never replaces a file; a failed write leaves nothing behind.
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .await
+            .map_err(io_error)?;
+        let written = self.stream_snapshot(file, path, cancel).await;
+        if written.is_err() {
+            let _ = tokio::fs::remove_file(path).await;
+        }
+        written
+    }
+
+    async fn stream_snapshot(
+        &self,
+        mut file: tokio::fs::File,
+        path: &Path,
+        cancel: &CancellationToken,
+    ) -> Result<u64, ReplicationError> {
+        let io_error = |source| ReplicationError::LocalIo {
+            action: "writing the replayed snapshot",
+            path: path.display().to_string(),
+            source,
+        };
         let mut stream = self
             .client
             .maintenance_client()

@@ -1,6 +1,7 @@
 //! One file per subcommand.
 
 pub mod fetch;
+mod fetch_at;
 pub mod keygen;
 pub mod list;
 pub mod nodes;
