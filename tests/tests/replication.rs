@@ -122,10 +122,19 @@ async fn random_workload(client: &mut Client, seed: u64) {
             tokio::time::sleep(Duration::from_secs(4)).await;
         }
     }
-    // One revision far larger than a segment's cut size: a range delete of 1,000 keys.
+    // One revision over 4 MiB, far larger than a segment's cut size: a range delete of 1,000
+    // keys with 4 KiB names. etcd sends it in fragments (it is above its 1.5 MiB request limit)
+    // that the capture joins.
+    let long_name = "n".repeat(4096);
     for batch in 0..8 {
         let ops = (0..125)
-            .map(|i| TxnOp::put(format!("big/{batch}/{i:03}"), vec![b'y'; 200], None))
+            .map(|i| {
+                TxnOp::put(
+                    format!("big/{batch}/{i:03}/{long_name}"),
+                    vec![b'y'; 20],
+                    None,
+                )
+            })
             .collect::<Vec<_>>();
         client.txn(Txn::new().and_then(ops)).await.expect("txn");
     }

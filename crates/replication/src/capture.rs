@@ -197,11 +197,9 @@ pub async fn capture_generation(
             Err(ReplicationError::Cancelled)
         }
     };
-    let tail = uploaded?;
-    match watched {
-        Ok(()) => Ok(tail),
-        Err(error) => Err(error),
-    }
+    // Nothing stored by this run: the chain still ends where it started.
+    let tail = uploaded?.or(start.resume);
+    watched.map(|()| tail)
 }
 
 async fn upload_segments(
