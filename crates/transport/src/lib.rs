@@ -29,7 +29,8 @@ pub use catalog::{
 };
 pub use digest::EtcdStreamDigest;
 pub use encryption::{
-    generate_identity, EncryptionConfig, Identities, Recipients, ENCRYPTED_SUFFIX,
+    decrypt_in_memory, encrypt_in_memory, generate_identity, EncryptionConfig, Identities,
+    Recipients, ENCRYPTED_SUFFIX,
 };
 pub use error::TransportError;
 pub use layout::{SnapshotLayout, DATA_OBJECT_NAME, MANIFEST_OBJECT_NAME, NODES_FOLDER};

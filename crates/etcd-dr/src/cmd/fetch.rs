@@ -29,6 +29,16 @@ pub struct Args {
     /// Fetch this control-plane node's bundle instead of the etcd data.
     #[arg(long)]
     node: Option<String>,
+    /// Restore the keyspace at exactly this etcd revision: the newest snapshot at or below it,
+    /// replayed with the stored replication segments in a throw-away etcd (docs/segments.md).
+    #[arg(long, value_name = "REVISION", conflicts_with_all = ["node", "snapshot"])]
+    at: Option<i64>,
+    /// With --at: the `etcd` binary (3.5+) for the throw-away etcd.
+    #[arg(long, default_value = "etcd", requires = "at")]
+    etcd_bin: PathBuf,
+    /// With --at: the `etcdutl` binary (3.5+).
+    #[arg(long, default_value = "etcdutl", requires = "at")]
+    etcdutl_bin: PathBuf,
 }
 
 pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
@@ -38,6 +48,16 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
             "`{}` already exists; choose another --output (etcd-dr never replaces a file)",
             args.output.display()
         );
+    }
+    if let Some(revision) = args.at {
+        return super::fetch_at::run(
+            settings,
+            revision,
+            &args.output,
+            &args.etcd_bin,
+            &args.etcdutl_bin,
+        )
+        .await;
     }
     let (store, layout) = open_store(settings)?;
     let cancel = shutdown_token();

@@ -3,6 +3,7 @@
 pub mod completions;
 pub mod fetch;
 pub mod inspect;
+mod fetch_at;
 pub mod keygen;
 pub mod list;
 pub mod man;
