@@ -21,15 +21,18 @@ mod error;
 mod metrics;
 mod router;
 pub mod routes;
+mod state;
 mod status;
 
 pub use auth::ApiToken;
 pub use config::{HttpConfig, TOKEN_ENV};
 pub use daemon::{ActionError, Daemon, PromotionAccepted, SnapshotAccepted, SnapshotRequest};
 pub use error::{ApiError, ControlError, ErrorBody};
+pub use etcd_dr_core::Role;
 pub use metrics::Metrics;
-pub use router::{bind, router, serve, AppState};
+pub use router::{bind, router, serve};
+pub use state::AppState;
 pub use status::{
-    Activity, DaemonStatus, InFlight, LastError, PrestagedSnapshot, PromotionSummary, Role,
+    Activity, DaemonStatus, InFlight, LastError, PrestagedSnapshot, PromotionSummary,
     ScheduleStatus, SecondaryStatus, SnapshotSummary, StoreHealth, Trigger,
 };

@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::SnapshotId;
+use crate::{ClusterShape, SnapshotId};
 
 /// The manifest format this build writes; readers refuse newer ones rather than guess.
 pub const MANIFEST_FORMAT_VERSION: u32 = 1;
@@ -40,6 +40,10 @@ pub struct SnapshotManifest {
     /// manifests written without bundles).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeBundle>,
+    /// The Kubernetes cluster as its etcd recorded it at the snapshot's revision (absent when
+    /// the etcd holds no Kubernetes objects, or in manifests written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<ClusterShape>,
 }
 
 /// The etcd cluster a snapshot was taken from.
@@ -276,6 +280,7 @@ mod tests {
                 host: "bastion".into(),
             },
             nodes: Vec::new(),
+            kubernetes: None,
         }
     }
 

@@ -1,12 +1,14 @@
 //! Promote: restore a snapshot onto every control-plane node of the secondary region.
 //!
 //! An explicit state machine of steps × nodes ([`PromotionRecord`], live in a
-//! [`PromotionTracker`]): switchover handshake, select, fence, verify, preflight, restore,
-//! health, after-steps, and rollback on failure. The pure parts — reading the etcd static pod
-//! manifest ([`parse_etcd_pod`]), judging the preflight ([`evaluate_preflight`]), the revision
-//! bump ([`bump_revision`]) and the restore command ([`PromotionPlan::restore_argv`]) — are
-//! separate from the parts that run commands on nodes.
+//! [`PromotionTracker`]): admission ([`admit`]: the fence and the restore lock), switchover
+//! handshake, select, fence, verify, preflight, restore, health, after-steps, and rollback on
+//! failure. The pure parts — reading the etcd static pod manifest ([`parse_etcd_pod`]), judging
+//! the preflight ([`evaluate_preflight`]), the revision bump ([`bump_revision`]) and the restore
+//! command ([`PromotionPlan::restore_argv`]) — are separate from the parts that run commands on
+//! nodes. The record's types live in `etcd-dr-core`, so the HTTP API serves them typed.
 
+mod admission;
 mod after_kube;
 mod bundle_keys;
 mod config;
@@ -16,28 +18,28 @@ mod health;
 mod kube;
 mod node_ops;
 mod plan;
+mod progress;
 mod promote;
-mod record;
 mod switchover;
+mod tracker;
 mod verify;
 
+pub use admission::{admit, take_restore_lock, Admission, AdmissionError, LockHolder};
 pub use after_kube::{restart_workloads, wait_nodes_ready, NodesReady, WorkloadResults};
 pub use bundle_keys::service_account_keys_from_bundles;
 pub use config::{AfterConfig, KubernetesConfig, PodSelector, PromoteConfig};
 pub use error::PromoteError;
-pub use etcd_dr_core::{PromotionMode, PromotionRequest};
+pub use etcd_dr_core::{
+    EtcdVersion, NodePlan, NodeRecord, Progress, PromotionMode, PromotionPlan, PromotionRecord,
+    PromotionRequest, PromotionState, RestoreTool, StepName, StepRecord, StepState,
+};
 pub use etcd_pod::{parse_etcd_pod, EtcdPod};
 pub use health::{judge_health, wait_api_ready, wait_healthy, HealthyCluster};
 pub use kube::{KubeClient, RolloutReport};
 pub use node_ops::{gather_facts, ServiceAccountKeys};
-pub use plan::{
-    bump_revision, evaluate_preflight, EtcdVersion, NodeFacts, NodePlan, PreflightInputs,
-    PromotionPlan, RestoreTool,
-};
+pub use plan::{bump_revision, evaluate_preflight, NodeFacts, PreflightInputs};
+pub use progress::progress_lines;
 pub use promote::Promoter;
-pub use record::{
-    new_promotion_id, progress_lines, NodeRecord, Progress, PromotionRecord, PromotionState,
-    PromotionTracker, StepName, StepRecord, StepState,
-};
 pub use switchover::request_final_snapshot;
+pub use tracker::{new_promotion_id, PromotionTracker};
 pub use verify::{local_snapshot, LocalSnapshot};

@@ -4,6 +4,9 @@
 //! no storage trait of our own. Data flows as streams through bounded channels:
 //! raw etcd chunks → SHA-256 → zstd → (age) → multipart upload on the way in, and the reverse on the way
 //! out. The manifest is written last with a create-only put: it is the commit point.
+//!
+//! Verified plain copies on local disk follow one contract, [`PrestageDir`]: written beside
+//! their name, fsynced, linked into place, owner-only.
 
 mod catalog;
 mod digest;
@@ -11,11 +14,14 @@ mod encryption;
 mod error;
 mod json_object;
 mod layout;
+mod prestage;
 mod promotion;
 mod read;
 mod retention;
 mod store_config;
+mod uncommitted;
 mod upload;
+mod verify;
 
 pub use catalog::{
     commit_manifest, list_snapshots, read_manifest, resolve_snapshot, Catalog, IncompleteSnapshot,
@@ -23,10 +29,12 @@ pub use catalog::{
 };
 pub use digest::EtcdStreamDigest;
 pub use encryption::{
-    generate_identity, EncryptionConfig, Identities, Recipients, ENCRYPTED_SUFFIX,
+    decrypt_in_memory, encrypt_in_memory, generate_identity, EncryptionConfig, Identities,
+    Recipients, ENCRYPTED_SUFFIX,
 };
 pub use error::TransportError;
 pub use layout::{SnapshotLayout, DATA_OBJECT_NAME, MANIFEST_OBJECT_NAME, NODES_FOLDER};
+pub use prestage::{file_digest, file_matches, PartialFile, PrestageDir};
 pub use promotion::{
     acquire_restore_lock, promotion_marker_path, read_promotion_marker, read_restore_lock,
     read_switchover_request, release_restore_lock, restore_lock_path, switchover_request_path,
@@ -36,6 +44,8 @@ pub use promotion::{
 pub use read::{read_object, read_snapshot, VerifiedObject, VerifiedSnapshot};
 pub use retention::{apply_retention, plan_retention, RetentionConfig, RetentionPlan};
 pub use store_config::{oci_s3_endpoint, StoreConfig, StoreKind};
+pub use uncommitted::{delete_uncommitted, is_committed};
 pub use upload::{
     upload_object, upload_snapshot_data, ShipProgress, UploadOptions, UploadedData, UploadedObject,
 };
+pub use verify::{StageFailure, Verification, VerifyFailure};
