@@ -25,6 +25,32 @@ pub use net::{free_port, http_request, wait_for_port, HttpResponse, ProxyMode, T
 pub use s3::MotoServer;
 pub use tools::{tools, Tools};
 
+/// Every file under `dir`, as sorted paths relative to it.
+pub fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&next) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found.push(
+                    path.strip_prefix(dir)
+                        .expect("under dir")
+                        .display()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
 /// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout` naming `what`.
 pub fn wait_for<T>(
     what: &str,

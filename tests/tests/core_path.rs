@@ -60,9 +60,11 @@ fn snapshot_to_local_directory_restores_every_key() {
         manifest["stored"]["size"].as_u64().unwrap() < manifest["raw"]["size"].as_u64().unwrap()
     );
 
-    // Documented layout: <prefix>/<cluster>/snapshots/<id>/{etcd.db.zst,manifest.json}
+    // Documented layout: <prefix>/<cluster>/snapshots/<id>/{<attempt>/etcd.db.zst,manifest.json}
     let folder = store.path().join("prod/snapshots").join(id);
-    assert!(folder.join("etcd.db.zst").is_file());
+    let data = manifest["stored"]["name"].as_str().unwrap();
+    assert!(data.ends_with("/etcd.db.zst"), "{data}");
+    assert!(folder.join(data).is_file());
     assert!(folder.join("manifest.json").is_file());
 
     let table = dr.run_ok(&["list"]);
@@ -110,7 +112,10 @@ fn snapshot_of_a_tls_cluster_to_s3_comes_from_the_leader() {
     assert_eq!(
         keys,
         vec![
-            format!("eu/dr/prod/snapshots/{id}/etcd.db.zst"),
+            format!(
+                "eu/dr/prod/snapshots/{id}/{}",
+                manifest["stored"]["name"].as_str().unwrap()
+            ),
             format!("eu/dr/prod/snapshots/{id}/manifest.json"),
         ]
     );
@@ -194,7 +199,10 @@ fn oci_settings_work_against_an_s3_compatible_server() {
     assert_eq!(
         s3.keys("dr-oci", "prod/"),
         vec![
-            format!("prod/snapshots/{id}/etcd.db.zst"),
+            format!(
+                "prod/snapshots/{id}/{}",
+                manifest["stored"]["name"].as_str().unwrap()
+            ),
             format!("prod/snapshots/{id}/manifest.json"),
         ]
     );

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_dr_e2e::nodes::ControlPlaneNodes;
-use etcd_dr_e2e::{EtcdCluster, EtcdDr, EtcdOptions, StoreTarget};
+use etcd_dr_e2e::{files_under, EtcdCluster, EtcdDr, EtcdOptions, StoreTarget};
 use etcd_dr_nodes::{Node, NodeError, NodeRole, SshExecutor};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -134,23 +134,6 @@ fn plain_config(
     )
 }
 
-fn files_under(dir: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(next) = pending.pop() {
-        for entry in std::fs::read_dir(&next).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                found.push(path.strip_prefix(dir).unwrap().display().to_string());
-            }
-        }
-    }
-    found.sort();
-    found
-}
-
 #[test]
 fn bundles_from_three_nodes_round_trip_with_modes_and_owners() {
     let etcd = EtcdCluster::start(EtcdOptions::default());
@@ -168,9 +151,10 @@ fn bundles_from_three_nodes_round_trip_with_modes_and_owners() {
         let name = format!("cp{}", index + 1);
         assert_eq!(bundle["node"], name.as_str());
         assert_eq!(bundle["state"], "stored");
-        assert_eq!(
-            bundle["object"]["name"],
-            format!("nodes/{name}.tar.zst").as_str()
+        let object = bundle["object"]["name"].as_str().unwrap();
+        assert!(
+            object.ends_with(&format!("/nodes/{name}.tar.zst")),
+            "{object}"
         );
         let keys: Vec<&str> = bundle["service_account_keys"]
             .as_array()
@@ -184,14 +168,19 @@ fn bundles_from_three_nodes_round_trip_with_modes_and_owners() {
         );
         assert!(bundle["entries"].as_u64().unwrap() >= 22);
     }
+    // One attempt's folder holds the data and every bundle.
+    let attempt = manifest["stored"]["name"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches("/etcd.db.zst");
     assert_eq!(
         files_under(store.path()),
         [
-            format!("prod/snapshots/{id}/etcd.db.zst"),
+            format!("prod/snapshots/{id}/{attempt}/etcd.db.zst"),
+            format!("prod/snapshots/{id}/{attempt}/nodes/cp1.tar.zst"),
+            format!("prod/snapshots/{id}/{attempt}/nodes/cp2.tar.zst"),
+            format!("prod/snapshots/{id}/{attempt}/nodes/cp3.tar.zst"),
             format!("prod/snapshots/{id}/manifest.json"),
-            format!("prod/snapshots/{id}/nodes/cp1.tar.zst"),
-            format!("prod/snapshots/{id}/nodes/cp2.tar.zst"),
-            format!("prod/snapshots/{id}/nodes/cp3.tar.zst"),
         ]
     );
 
@@ -444,13 +433,17 @@ fn bundles_to_s3_leave_no_object_and_no_pending_upload_when_a_node_fails() {
     let id = manifest["id"].as_str().unwrap();
     let mut keys = s3.keys("dr-nodes", "eu/");
     keys.sort();
+    let attempt = manifest["stored"]["name"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches("/etcd.db.zst");
     assert_eq!(
         keys,
         [
-            format!("eu/prod/snapshots/{id}/etcd.db.zst"),
+            format!("eu/prod/snapshots/{id}/{attempt}/etcd.db.zst"),
+            format!("eu/prod/snapshots/{id}/{attempt}/nodes/cp1.tar.zst"),
+            format!("eu/prod/snapshots/{id}/{attempt}/nodes/cp2.tar.zst"),
             format!("eu/prod/snapshots/{id}/manifest.json"),
-            format!("eu/prod/snapshots/{id}/nodes/cp1.tar.zst"),
-            format!("eu/prod/snapshots/{id}/nodes/cp2.tar.zst"),
         ]
     );
     let out = dr.dir().join("cp2");

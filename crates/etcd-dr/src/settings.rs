@@ -174,6 +174,21 @@ pub struct UploadSettings {
     /// Parts uploaded concurrently.
     #[serde(default = "default_concurrent_parts")]
     pub concurrent_parts: usize,
+    /// How long the producer lease (one snapshot producer per prefix at a time) lives without
+    /// a renewal; the holder renews it every third of this.
+    #[serde(default = "default_producer_lease_ttl", with = "humantime_serde")]
+    pub producer_lease_ttl: Duration,
+    /// On shutdown, how long an upload that is completing may go on before it is aborted.
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+fn default_shutdown_grace() -> Duration {
+    UploadOptions::default().shutdown_grace
+}
+
+fn default_producer_lease_ttl() -> Duration {
+    Duration::from_secs(120)
 }
 
 fn default_zstd_level() -> i32 {
@@ -196,6 +211,8 @@ impl Default for UploadSettings {
             zstd_workers: default_zstd_workers(),
             part_size_mib: default_part_size_mib(),
             concurrent_parts: default_concurrent_parts(),
+            producer_lease_ttl: default_producer_lease_ttl(),
+            shutdown_grace: default_shutdown_grace(),
         }
     }
 }
@@ -210,6 +227,7 @@ impl UploadSettings {
             max_concurrent_parts: self.concurrent_parts,
             // Set from `[encryption]` where snapshots are shipped.
             encrypt_to: None,
+            shutdown_grace: self.shutdown_grace,
         }
     }
 
@@ -231,6 +249,19 @@ impl UploadSettings {
         }
         if !(1..=16).contains(&self.concurrent_parts) {
             problems.push("upload.concurrent_parts", "must be between 1 and 16");
+        }
+        if self.shutdown_grace > Duration::from_secs(300) {
+            problems.push(
+                "upload.shutdown_grace",
+                "must be at most 5m (systemd stops waiting after TimeoutStopSec)",
+            );
+        }
+        if !(Duration::from_secs(15)..=Duration::from_secs(3600)).contains(&self.producer_lease_ttl)
+        {
+            problems.push(
+                "upload.producer_lease_ttl",
+                "must be between 15s and 1h (a crashed producer blocks others this long)",
+            );
         }
     }
 }

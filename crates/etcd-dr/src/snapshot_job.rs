@@ -2,7 +2,7 @@
 //! upload, stream each control-plane node's bundle, commit the manifest.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use etcd_dr_core::{
@@ -14,13 +14,17 @@ use etcd_dr_nodes::{
 };
 use etcd_dr_scheduler::{ClusterSurvey, EndpointStatus, EtcdSource, SourceError};
 use etcd_dr_transport::{
-    commit_manifest, list_snapshots, upload_object, upload_snapshot_data, ShipProgress,
-    SnapshotLayout, TransportError, UploadOptions, DATA_OBJECT_NAME,
+    commit_manifest, list_snapshots, upload_object, upload_snapshot_data, AttemptToken,
+    LeaseKeeper, ProducerLease, ShipProgress, SnapshotLayout, TransportError, UploadOptions,
+    DATA_OBJECT_NAME,
 };
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+/// How long releasing the producer lease may take at the end of a run.
+const LEASE_RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything a snapshot needs, built once from the settings.
 #[derive(Clone)]
@@ -32,6 +36,8 @@ pub struct SnapshotContext {
     pub upload: UploadOptions,
     /// Node bundles taken with every snapshot, when enabled.
     pub bundles: Option<BundlePlan>,
+    /// How long the producer lease lives without a renewal.
+    pub lease_ttl: Duration,
 }
 
 /// What the node bundles take and from where.
@@ -79,7 +85,52 @@ impl SnapshotContext {
     /// Takes one snapshot. With `skip_unchanged`, a cluster whose revision equals that of the
     /// newest stored snapshot is left alone. `on_attempt` hears the id of each attempt (the
     /// id carries the revision of the member streamed from, so a failover changes it).
+    ///
+    /// The producer lease of the prefix is held throughout: while another producer holds it
+    /// this fails at once with [`TransportError::ProducerBusy`] and writes nothing.
     pub async fn take_snapshot(
+        &self,
+        label: Option<String>,
+        skip_unchanged: bool,
+        progress: &ShipProgress,
+        on_attempt: &(dyn Fn(&SnapshotId) + Send + Sync),
+        cancel: &CancellationToken,
+    ) -> Result<SnapshotOutcome, SnapshotError> {
+        let lease = ProducerLease::acquire(
+            &self.store,
+            &self.layout,
+            &host_name(),
+            self.lease_ttl,
+            cancel,
+        )
+        .await?;
+        // Losing the lease stops this snapshot as shutdown would.
+        let leased = cancel.child_token();
+        let keeper = LeaseKeeper::start(lease, leased.clone());
+        let result = self
+            .take_leased(label, skip_unchanged, progress, on_attempt, &leased)
+            .await;
+        let lost = keeper.is_lost();
+        // Released even on shutdown (a token of its own), within a bound: a lease left
+        // behind only expires.
+        let never = CancellationToken::new();
+        let releasing = keeper.release(&never);
+        if tokio::time::timeout(LEASE_RELEASE_TIMEOUT, releasing)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the producer lease was not released in time; it expires on its own");
+        }
+        match result {
+            Err(_) if lost && !cancel.is_cancelled() => Err(TransportError::ProducerLeaseLost {
+                key: etcd_dr_transport::producer_lease_path(&self.layout).to_string(),
+            }
+            .into()),
+            result => result,
+        }
+    }
+
+    async fn take_leased(
         &self,
         label: Option<String>,
         skip_unchanged: bool,
@@ -168,6 +219,10 @@ impl SnapshotContext {
             }
             .into());
         }
+        // Everything this attempt writes goes to a folder of its own: another attempt with the
+        // same id (a second producer in the same second) can never overwrite it, nor this one
+        // what another committed.
+        let attempt = AttemptToken::random();
         tracing::info!(
             revision = candidate.revision,
             leader = candidate.is_leader(),
@@ -177,7 +232,7 @@ impl SnapshotContext {
             .source
             .open_snapshot(&candidate.endpoint, cancel)
             .await?;
-        let name = self.upload.stored_name(DATA_OBJECT_NAME);
+        let name = attempt.object_name(&self.upload.stored_name(DATA_OBJECT_NAME));
         let data = upload_snapshot_data(
             &self.store,
             &self.layout.object_path(id, &name),
@@ -189,10 +244,10 @@ impl SnapshotContext {
         )
         .await?;
         let nodes = match &self.bundles {
-            Some(plan) => match self.take_bundles(plan, survey, id, cancel).await {
+            Some(plan) => match self.take_bundles(plan, survey, id, &attempt, cancel).await {
                 Ok(nodes) => nodes,
                 Err(error) => {
-                    self.remove_uncommitted(id).await;
+                    self.remove_uncommitted(id, &attempt).await;
                     return Err(error);
                 }
             },
@@ -227,9 +282,8 @@ impl SnapshotContext {
             nodes,
         };
         if let Err(error) = commit_manifest(&self.store, &self.layout, &manifest).await {
-            if !matches!(error, TransportError::AlreadyExists { .. }) {
-                self.remove_uncommitted(id).await;
-            }
+            // Only this attempt's folder: a manifest that exists names another attempt's.
+            self.remove_uncommitted(id, &attempt).await;
             return Err(error.into());
         }
         tracing::info!(
@@ -251,6 +305,7 @@ impl SnapshotContext {
         plan: &BundlePlan,
         survey: &ClusterSurvey,
         id: &SnapshotId,
+        attempt: &AttemptToken,
         cancel: &CancellationToken,
     ) -> Result<Vec<NodeBundle>, SnapshotError> {
         let nodes = if plan.nodes.control_plane.is_empty() {
@@ -273,7 +328,9 @@ impl SnapshotContext {
         // upload); dropping them instead would leave orphan parts behind.
         let stop = cancel.child_token();
         let taken = futures::future::join_all(nodes.iter().map(|node| async {
-            let taken = self.take_bundle(&plan.bundle, node, id, &stop).await;
+            let taken = self
+                .take_bundle(&plan.bundle, node, id, attempt, &stop)
+                .await;
             if taken.is_err() {
                 stop.cancel();
             }
@@ -304,11 +361,14 @@ impl SnapshotContext {
         bundle: &BundleConfig,
         node: &Node,
         id: &SnapshotId,
+        attempt: &AttemptToken,
         cancel: &CancellationToken,
     ) -> Result<NodeBundle, SnapshotError> {
-        let name = self
-            .upload
-            .stored_name(&SnapshotLayout::node_bundle_name(node.name()));
+        let name = attempt.object_name(
+            &self
+                .upload
+                .stored_name(&SnapshotLayout::node_bundle_name(node.name())),
+        );
         let mut scanner = TarScanner::new();
         let tar = bundle
             .stream_bundle(node, cancel)
@@ -374,10 +434,11 @@ impl SnapshotContext {
         })
     }
 
-    /// Best effort: deletes what a failed snapshot already stored. It has no manifest, so it
-    /// is invisible anyway; retention would remove it after its grace period.
-    async fn remove_uncommitted(&self, id: &SnapshotId) {
-        let folder = self.layout.snapshot_dir(id);
+    /// Best effort: deletes what a failed attempt already stored (its own folder, nothing
+    /// else). No manifest names it, so it is invisible anyway; retention would remove it after
+    /// its grace period.
+    async fn remove_uncommitted(&self, id: &SnapshotId, attempt: &AttemptToken) {
+        let folder = self.layout.attempt_dir(id, attempt);
         let objects: Vec<_> = match self.store.list(Some(&folder)).try_collect().await {
             Ok(objects) => objects,
             Err(error) => {
@@ -386,9 +447,6 @@ impl SnapshotContext {
             }
         };
         for object in objects {
-            if object.location.filename() == Some(etcd_dr_transport::MANIFEST_OBJECT_NAME) {
-                continue;
-            }
             if let Err(error) = self.store.delete(&object.location).await {
                 tracing::warn!(key = %object.location, %error, "could not delete an object of the failed snapshot; retention will remove it");
             }

@@ -113,6 +113,26 @@ pub enum TransportError {
         /// When.
         locked_at: String,
     },
+    /// Another producer holds the producer lease of this prefix; nothing was written.
+    #[error("another snapshot is in progress: {host} (pid {pid}) holds the producer lease `{key}` since {since}, until {expires_at} unless renewed; nothing was written")]
+    ProducerBusy {
+        /// The lease key.
+        key: String,
+        /// The holder's host.
+        host: String,
+        /// The holder's process id.
+        pid: u32,
+        /// When it took the lease.
+        since: String,
+        /// When the lease expires without a renewal (the store's clock).
+        expires_at: String,
+    },
+    /// Another producer took over this producer's lease (it had expired); the snapshot stopped.
+    #[error("the producer lease `{key}` was taken over by another producer (it was not renewed in time); this snapshot stopped and nothing was committed")]
+    ProducerLeaseLost {
+        /// The lease key.
+        key: String,
+    },
     /// The store configuration cannot be turned into a client.
     #[error("store configuration: {0}")]
     Config(String),
