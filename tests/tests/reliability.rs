@@ -43,7 +43,7 @@ fn metric(addr: SocketAddr, name: &str) -> f64 {
 /// Is a CLI or API answer a clean refusal because another producer is at work?
 fn is_clean_refusal(message: &str) -> bool {
     message.contains("another snapshot is in progress")
-        || message.contains("already exists; nothing was replaced")
+        || (message.contains("already exists") && message.contains("nothing was replaced"))
 }
 
 /// The daemon's trigger and a CLI run, both at once, several times at the same etcd revision:
@@ -235,4 +235,192 @@ fn a_daemon_whose_only_member_never_answers_counts_failures_and_turns_unready() 
     assert!(dr.list_json().is_empty());
     terminate(&daemon);
     let _ = daemon.wait_with_output();
+}
+
+#[test]
+fn sigterm_while_a_small_upload_completes_aborts_it_within_the_grace() {
+    let etcd = EtcdCluster::start(EtcdOptions::default());
+    etcd.fill(FillSpec::objects(100));
+    let s3 = MotoServer::with_bucket("closing");
+    let proxy = TcpProxy::start(s3.addr());
+    let store = format!(
+        "[store]\ntype = \"s3\"\nbucket = \"closing\"\nprefix = \"dr\"\nendpoint = \"http://{}\"\npath_style = true\nrequest_timeout = \"30s\"\nmax_retries = 0\n",
+        proxy.addr()
+    );
+    let dr = EtcdDr::new(&format!(
+        "cluster = \"prod\"\n[upload]\nshutdown_grace = \"2s\"\n{}\n{store}",
+        etcd.config_section(&etcd.endpoints())
+    ));
+    let child = dr.spawn(&["snapshot"], "snapshot.log");
+    wait_for(
+        "the multipart upload to start",
+        Duration::from_secs(20),
+        || (!s3.pending_multipart_uploads("closing").is_empty()).then_some(()),
+    );
+    // The store's answers crawl from now on: the small database's one part and the completion
+    // happen inside `finish`, which shutdown must neither drop nor wait for without bound.
+    proxy.throttle(200);
+    std::thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    terminate(&child);
+    let output = child.wait_with_output().unwrap();
+    let log = dr.log("snapshot.log");
+    assert!(!output.status.success(), "{log}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(45),
+        "shutdown took {:?}: {log}",
+        signalled.elapsed()
+    );
+    assert!(
+        log.contains("multipart upload aborted") || log.contains("deleting it"),
+        "the log says neither abort nor delete: {log}"
+    );
+    proxy.throttle(0);
+    assert!(
+        s3.pending_multipart_uploads("closing").is_empty(),
+        "the upload was stranded: {log}"
+    );
+    assert!(
+        !s3.keys("closing", "dr/")
+            .iter()
+            .any(|k| k.contains("/snapshots/")),
+        "{log}"
+    );
+}
+
+#[test]
+fn retention_keeps_a_good_snapshot_when_the_newest_is_corrupt() {
+    let etcd = EtcdCluster::start(EtcdOptions::default());
+    let store = tempfile::tempdir().unwrap();
+    let dr = EtcdDr::with_sections(
+        "prod",
+        &etcd.config_section(&etcd.endpoints()),
+        &StoreTarget::Local(store.path()),
+        "[retention]\nkeep_last = 1\n",
+    );
+    let mut manifests = Vec::new();
+    for i in 0..3 {
+        etcd.put(&format!("/registry/configmaps/default/c{i}"), b"x");
+        manifests.push(dr.snapshot_json(&[]));
+    }
+    let id = |m: &serde_json::Value| m["id"].as_str().unwrap().to_string();
+    let newest = &manifests[2];
+    let data = store
+        .path()
+        .join("prod/snapshots")
+        .join(id(newest))
+        .join(newest["stored"]["name"].as_str().unwrap());
+    let mut bytes = std::fs::read(&data).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&data, &bytes).unwrap();
+
+    let output = dr.run(&["prune"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("does not match its manifest"), "{stderr}");
+    let left: Vec<String> = dr.list_json().iter().map(id).collect();
+    assert_eq!(left, vec![id(&manifests[1]), id(&manifests[2])]);
+    dr.run_ok(&["verify", &id(&manifests[1])]);
+}
+
+/// Moves a committed snapshot (local store) to where a producer whose clock is `offset` off
+/// would have put it, rewriting its manifest as that producer would have written it now.
+fn as_if_taken_with_a_clock_off_by(
+    store: &std::path::Path,
+    manifest: &serde_json::Value,
+    offset: chrono::Duration,
+) -> String {
+    let old_id = manifest["id"].as_str().unwrap();
+    let shift = |field: &str| {
+        let at: chrono::DateTime<chrono::Utc> = manifest[field].as_str().unwrap().parse().unwrap();
+        (at + offset).to_rfc3339()
+    };
+    let revision = manifest["etcd"]["revision"].as_i64().unwrap();
+    let created: chrono::DateTime<chrono::Utc> = shift("created_at").parse().unwrap();
+    let new_id = format!("{}-r{revision}", created.format("%Y%m%dT%H%M%SZ"));
+    let snapshots = store.join("prod/snapshots");
+    std::fs::rename(snapshots.join(old_id), snapshots.join(&new_id)).unwrap();
+    let mut moved = manifest.clone();
+    moved["id"] = new_id.clone().into();
+    moved["created_at"] = shift("created_at").into();
+    moved["completed_at"] = shift("completed_at").into();
+    std::fs::write(
+        snapshots.join(&new_id).join("manifest.json"),
+        serde_json::to_vec_pretty(&moved).unwrap(),
+    )
+    .unwrap();
+    new_id
+}
+
+#[test]
+fn a_producer_clock_days_off_breaks_neither_latest_nor_retention() {
+    let etcd = EtcdCluster::start(EtcdOptions::default());
+    let store = tempfile::tempdir().unwrap();
+    let dr = EtcdDr::with_sections(
+        "prod",
+        &etcd.config_section(&etcd.endpoints()),
+        &StoreTarget::Local(store.path()),
+        "[retention]\nmax_age = \"1d\"\n",
+    );
+    etcd.put("/registry/configmaps/default/a", b"1");
+    let ahead = as_if_taken_with_a_clock_off_by(
+        store.path(),
+        &dr.snapshot_json(&[]),
+        chrono::Duration::days(30),
+    );
+    etcd.put("/registry/configmaps/default/b", b"2");
+    let behind = as_if_taken_with_a_clock_off_by(
+        store.path(),
+        &dr.snapshot_json(&[]),
+        chrono::Duration::days(-2),
+    );
+    etcd.put("/registry/configmaps/default/c", b"3");
+    let honest = dr.snapshot_json(&[])["id"].as_str().unwrap().to_string();
+
+    // Latest is the highest revision, not the id 30 days in the future.
+    let verified = dr.run_ok(&["verify", "latest"]);
+    assert!(verified.contains(&honest), "{verified}");
+    // Nothing is older than a day by the store's clock: retention deletes nothing, though
+    // one snapshot says it was created two days ago.
+    dr.run_ok(&["prune"]);
+    let mut left: Vec<String> = dr
+        .list_json()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    left.sort();
+    let mut expected = vec![ahead, behind, honest];
+    expected.sort();
+    assert_eq!(left, expected);
+}
+
+#[test]
+fn an_unreadable_newest_manifest_is_never_skipped_by_latest() {
+    let etcd = EtcdCluster::start(EtcdOptions::default());
+    let store = tempfile::tempdir().unwrap();
+    let dr = EtcdDr::with_sections(
+        "prod",
+        &etcd.config_section(&etcd.endpoints()),
+        &StoreTarget::Local(store.path()),
+        "",
+    );
+    dr.run_ok(&["snapshot"]);
+    etcd.put("/registry/configmaps/default/next", b"x");
+    let newest = dr.snapshot_json(&[])["id"].as_str().unwrap().to_string();
+    std::fs::write(
+        store
+            .path()
+            .join("prod/snapshots")
+            .join(&newest)
+            .join("manifest.json"),
+        b"{ not json",
+    )
+    .unwrap();
+    let error = dr.run_err(&["verify", "latest"]);
+    assert!(error.contains(&newest), "{error}");
+    assert!(error.contains("unreadable"), "{error}");
+    let output = dr.dir().join("out.db");
+    let error = dr.run_err(&["fetch", "latest", "--output", output.to_str().unwrap()]);
+    assert!(error.contains(&newest), "{error}");
 }

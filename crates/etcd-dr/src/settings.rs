@@ -231,6 +231,23 @@ impl UploadSettings {
         }
     }
 
+    /// A part must be able to upload within one store request: at 1 MiB/s (a slow link), a
+    /// part of N MiB needs N seconds. Otherwise parts fail with a bare "operation timed out".
+    fn validate_against_store(&self, store: &StoreConfig, problems: &mut ConfigProblems) {
+        let needed = Duration::from_secs(self.part_size_mib as u64);
+        if store.request_timeout < needed {
+            problems.push(
+                "upload.part_size_mib",
+                format!(
+                    "a part of {} MiB needs {}s at 1 MiB/s, longer than store.request_timeout ({}): raise store.request_timeout or lower upload.part_size_mib",
+                    self.part_size_mib,
+                    needed.as_secs(),
+                    humantime::format_duration(store.request_timeout)
+                ),
+            );
+        }
+    }
+
     fn validate(&self, problems: &mut ConfigProblems) {
         if !(1..=19).contains(&self.zstd_level) {
             problems.push(
@@ -402,6 +419,8 @@ impl Settings {
         self.schedule.validate("schedule", &mut problems);
         self.retention.validate("retention", &mut problems);
         self.upload.validate(&mut problems);
+        self.upload
+            .validate_against_store(&self.store, &mut problems);
         self.nodes.validate("nodes", &mut problems);
         self.bundle.validate("bundle", &mut problems);
         self.encryption.validate("encryption", &mut problems);
@@ -503,6 +522,26 @@ path = "/tmp/etcd-dr-test"
         assert_eq!((options.zstd_level, options.zstd_workers), (5, 1));
         let on_thread = parse(&format!("{MINIMAL}\n[upload]\nzstd_workers = 0\n")).unwrap();
         assert_eq!(on_thread.upload.options().zstd_workers, 0);
+    }
+
+    #[test]
+    fn parts_that_cannot_upload_within_a_request_and_bad_reliability_values_are_refused() {
+        let text = format!(
+            "{MINIMAL}request_timeout = \"10s\"\n[upload]\npart_size_mib = 64\nproducer_lease_ttl = \"5s\"\nshutdown_grace = \"1h\"\n"
+        );
+        let problems = parse(&text).unwrap().validate().unwrap_err();
+        let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "upload.shutdown_grace",
+                "upload.producer_lease_ttl",
+                "upload.part_size_mib"
+            ]
+        );
+        assert!(problems.to_string().contains("store.request_timeout (10s)"));
+        let fine = format!("{MINIMAL}request_timeout = \"64s\"\n[upload]\npart_size_mib = 64\n");
+        parse(&fine).unwrap().validate().unwrap();
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub struct UnreadableManifest {
     pub id: SnapshotId,
     /// Why it could not be read.
     pub error: String,
+    /// When the store wrote it (its Last-Modified).
+    pub committed_at: DateTime<Utc>,
 }
 
 impl Catalog {
@@ -180,9 +182,13 @@ pub async fn list_snapshots(
                 catalog.committed_at.insert(id, committed_at);
                 catalog.snapshots.push(manifest);
             }
-            Err(TransportError::BadManifest { detail, .. }) => catalog
-                .unreadable
-                .push(UnreadableManifest { id, error: detail }),
+            Err(TransportError::BadManifest { detail, .. }) => {
+                catalog.unreadable.push(UnreadableManifest {
+                    id,
+                    error: detail,
+                    committed_at,
+                })
+            }
             // Deleted between list and read (retention elsewhere): it no longer exists.
             Err(TransportError::SnapshotNotFound { .. }) => {}
             Err(e) => return Err(e),
@@ -248,13 +254,31 @@ pub async fn resolve_snapshot(
 ) -> Result<SnapshotManifest, TransportError> {
     match selector {
         SnapshotSelector::Id(id) => read_manifest(store, layout, id).await,
-        SnapshotSelector::Latest => list_snapshots(store, layout, cancel)
-            .await?
-            .snapshots
-            .pop()
-            .ok_or_else(|| TransportError::NoSnapshots {
-                prefix: layout.snapshots_prefix().to_string(),
-            }),
+        SnapshotSelector::Latest => {
+            let mut catalog = list_snapshots(store, layout, cancel).await?;
+            let newest_commit = catalog.newest().map(|m| catalog.commit_time(m));
+            // `latest` never skips an unreadable manifest silently: one written after the
+            // newest readable snapshot may well be the newest snapshot.
+            if let Some(bad) = catalog
+                .unreadable
+                .iter()
+                .find(|u| newest_commit.is_none_or(|newest| u.committed_at >= newest))
+            {
+                return Err(TransportError::BadManifest {
+                    key: layout.manifest_path(&bad.id).to_string(),
+                    detail: format!(
+                        "{}; it was written after every readable snapshot, so `latest` cannot be told: repair or delete it, or name a snapshot id",
+                        bad.error
+                    ),
+                });
+            }
+            catalog
+                .snapshots
+                .pop()
+                .ok_or_else(|| TransportError::NoSnapshots {
+                    prefix: layout.snapshots_prefix().to_string(),
+                })
+        }
     }
 }
 

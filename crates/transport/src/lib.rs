@@ -9,14 +9,18 @@ mod catalog;
 mod digest;
 mod encryption;
 mod error;
+#[cfg(test)]
+mod fault_store;
 mod intact;
 mod json_object;
 mod layout;
 mod multipart;
+mod probe;
 mod producer_lease;
 mod promotion;
 mod read;
 mod retention;
+mod staging;
 mod store_config;
 mod upload;
 
@@ -33,6 +37,7 @@ pub use intact::{check_stored_objects, newest_intact, IntactCheck};
 pub use layout::{
     AttemptToken, SnapshotLayout, DATA_OBJECT_NAME, MANIFEST_OBJECT_NAME, NODES_FOLDER,
 };
+pub use probe::probe_create_only;
 pub use producer_lease::{
     producer_lease_path, LeaseKeeper, ProducerLease, ProducerLeaseRecord, PRODUCER_LEASE_NAME,
 };
@@ -46,6 +51,7 @@ pub use read::{read_object, read_snapshot, VerifiedObject, VerifiedSnapshot};
 pub use retention::{
     apply_retention, plan_retention, plan_verified_retention, RetentionConfig, RetentionPlan,
 };
+pub use staging::sweep_local_staging;
 pub use store_config::{oci_s3_endpoint, StoreConfig, StoreKind};
 pub use upload::{
     upload_object, upload_snapshot_data, ShipProgress, UploadOptions, UploadedData, UploadedObject,

@@ -23,6 +23,15 @@ pub(crate) struct PartUploader {
     location: Path,
 }
 
+/// How an abort ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Aborted {
+    Yes,
+    /// The store does not know the upload (completed, or already aborted).
+    UnknownUpload,
+    Failed,
+}
+
 /// How a finish ended.
 #[derive(Debug)]
 pub(crate) enum Finished {
@@ -76,13 +85,24 @@ impl PartUploader {
     }
 
     /// Stops the parts in flight and aborts the upload. A failed abort leaves parts for the
-    /// store's lifecycle rule (AbortIncompleteMultipartUpload) or `prune` to remove.
-    pub(crate) async fn abort(mut self) {
+    /// store's lifecycle rule (AbortIncompleteMultipartUpload) to remove.
+    pub(crate) async fn abort(self) {
+        self.abort_reporting().await;
+    }
+
+    /// [`PartUploader::abort`], saying whether the store no longer knew the upload (it had
+    /// completed after all: a completion abandoned at its deadline may still have landed).
+    async fn abort_reporting(mut self) -> Aborted {
         self.parts.shutdown().await;
         match self.upload.abort().await {
-            Ok(()) => tracing::info!(key = %self.location, "multipart upload aborted"),
+            Ok(()) => {
+                tracing::info!(key = %self.location, "multipart upload aborted");
+                Aborted::Yes
+            }
+            Err(object_store::Error::NotFound { .. }) => Aborted::UnknownUpload,
             Err(error) => {
-                tracing::warn!(key = %self.location, %error, "could not abort multipart upload; `prune` or the store's lifecycle rule must remove its parts")
+                tracing::warn!(key = %self.location, %error, "could not abort multipart upload; the store's lifecycle rule (AbortIncompleteMultipartUpload) must remove its parts");
+                Aborted::Failed
             }
         }
     }
@@ -132,7 +152,14 @@ impl PartUploader {
             }
             None => {
                 tracing::warn!(key = %self.location, grace_seconds = grace.as_secs(), "the upload did not complete within the shutdown grace period; aborting it");
-                self.abort().await;
+                let store = self.store.clone();
+                let location = self.location.clone();
+                if self.abort_reporting().await == Aborted::UnknownUpload {
+                    tracing::info!(key = %location, "the upload had completed after all; deleting it (no manifest names it)");
+                    if let Err(error) = delete_completed(store, location.clone(), grace).await {
+                        tracing::warn!(key = %location, %error, "could not delete the completed upload; no manifest names it and retention removes it");
+                    }
+                }
                 Ok(Finished::Cancelled)
             }
         }
@@ -161,5 +188,106 @@ async fn delete_completed(
         Err(_) => Err(TransportError::Pipeline(format!(
             "deleting `{location}` took longer than {grace:?}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fault_store::{Call, Fault, FaultStore};
+    use object_store::memory::InMemory;
+
+    fn store() -> (FaultStore, Arc<dyn ObjectStore>) {
+        let faults = FaultStore::new(Arc::new(InMemory::new()));
+        let store: Arc<dyn ObjectStore> = Arc::new(faults.clone());
+        (faults, store)
+    }
+
+    async fn upload_two_parts(store: &Arc<dyn ObjectStore>) -> PartUploader {
+        let cancel = CancellationToken::new();
+        let mut upload = PartUploader::start(store, &Path::from("s/x"), &cancel)
+            .await
+            .unwrap();
+        upload.put(bytes::Bytes::from_static(b"part one"));
+        upload.put(bytes::Bytes::from_static(b"part two"));
+        upload
+    }
+
+    async fn exists(store: &Arc<dyn ObjectStore>) -> bool {
+        store.head(&Path::from("s/x")).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_completion_that_fails_is_aborted() {
+        let (faults, store) = store();
+        faults.arm(Call::Complete, 1, Fault::Fail);
+        let upload = upload_two_parts(&store).await;
+        let error = upload
+            .finish(&CancellationToken::new(), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(error.is_transient(), "{error}");
+        assert_eq!(faults.count(Call::Abort), 1);
+        assert!(!exists(&store).await);
+    }
+
+    #[tokio::test]
+    async fn a_failed_part_fails_the_finish_and_aborts() {
+        let (faults, store) = store();
+        faults.arm(Call::Part, 2, Fault::Fail);
+        let upload = upload_two_parts(&store).await;
+        let error = upload
+            .finish(&CancellationToken::new(), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("multipart part"), "{error}");
+        assert_eq!(faults.count(Call::Complete), 0);
+        assert_eq!(faults.count(Call::Abort), 1);
+    }
+
+    #[tokio::test]
+    async fn shutdown_during_a_slow_completion_aborts_it_when_the_grace_runs_out() {
+        let (faults, store) = store();
+        faults.arm(Call::Complete, 1, Fault::Delay(Duration::from_secs(30)));
+        let upload = upload_two_parts(&store).await;
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stop.cancel();
+        });
+        let started = std::time::Instant::now();
+        let finished = upload
+            .finish(&cancel, Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert!(matches!(finished, Finished::Cancelled));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(faults.count(Call::Abort), 1);
+        assert!(!exists(&store).await);
+    }
+
+    #[tokio::test]
+    async fn shutdown_during_a_completion_that_makes_the_grace_leaves_no_object() {
+        let (faults, store) = store();
+        faults.arm(Call::Complete, 1, Fault::Delay(Duration::from_millis(300)));
+        let upload = upload_two_parts(&store).await;
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stop.cancel();
+        });
+        let finished = upload
+            .finish(&cancel, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(matches!(finished, Finished::Cancelled));
+        assert_eq!(faults.count(Call::Complete), 1);
+        assert_eq!(faults.count(Call::Abort), 0);
+        assert!(
+            !exists(&store).await,
+            "the completed object was deleted again"
+        );
     }
 }

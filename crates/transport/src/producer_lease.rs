@@ -309,7 +309,9 @@ impl LeaseKeeper {
                             lost.cancel();
                             return lease;
                         }
-                        Err(error) if last_renewed.elapsed() + every >= ttl => {
+                        Err(error)
+                            if !error.is_transient() || last_renewed.elapsed() + every >= ttl =>
+                        {
                             tracing::error!(%error, "the producer lease could not be renewed before it expires; stopping the snapshot");
                             lost.cancel();
                             return lease;

@@ -38,6 +38,19 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
     if let (Some(intact), false) = (&check.newest_intact, check.corrupt.is_empty()) {
         eprintln!("newest intact snapshot: {intact}");
     }
+    if let Some(dir) = settings.store.local_snapshots_dir(&layout) {
+        let grace = settings.retention.incomplete_grace;
+        if args.dry_run {
+            println!(
+                "(staging leftovers older than {} are deleted by a real run)",
+                humantime::format_duration(grace)
+            );
+        } else {
+            for path in etcd_dr_transport::sweep_local_staging(&dir, grace)? {
+                println!("deleted staging leftover {}", path.display());
+            }
+        }
+    }
     if plan.is_empty() {
         println!(
             "nothing to prune ({} snapshots kept)",

@@ -25,6 +25,9 @@ pub async fn run(settings: &Settings, _args: Args) -> anyhow::Result<()> {
     let metrics = Metrics::new(settings.role)?;
     let token = load_token(&settings.http)?;
     let (store, layout) = open_store(settings)?;
+    etcd_dr_transport::probe_create_only(&store, &layout, &cancel)
+        .await
+        .with_context(|| format!("store start-up probe of {}", settings.store.describe()))?;
     let secondary_config = settings.secondary();
     let (snapshots, schedule) = match settings.role {
         Role::Primary => {

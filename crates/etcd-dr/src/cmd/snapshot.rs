@@ -1,5 +1,6 @@
 //! `etcd-dr snapshot`: one snapshot now.
 
+use anyhow::Context;
 use etcd_dr_transport::ShipProgress;
 
 use super::{human_bytes, shutdown_token, snapshot_context};
@@ -19,6 +20,9 @@ pub struct Args {
 pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
     let context = snapshot_context(settings)?;
     let cancel = shutdown_token();
+    etcd_dr_transport::probe_create_only(&context.store, &context.layout, &cancel)
+        .await
+        .with_context(|| format!("store start-up probe of {}", settings.store.describe()))?;
     let progress = ShipProgress::default();
     let outcome = context
         .take_snapshot(args.label, false, &progress, &|_| {}, &cancel)

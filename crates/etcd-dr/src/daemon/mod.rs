@@ -290,13 +290,12 @@ impl etcd_dr_control::Daemon for DaemonHandle {
     }
 }
 
-/// Store failures are the store being away (503); a missing snapshot is 404.
+/// Transient store failures are the store being away (503); a missing snapshot is 404.
 fn action_error(error: TransportError) -> ActionError {
     match error {
         TransportError::SnapshotNotFound { .. } => ActionError::NotFound(error.to_string()),
-        TransportError::Store { .. } | TransportError::Cancelled => {
-            ActionError::Unavailable(error.to_string())
-        }
+        TransportError::Cancelled => ActionError::Unavailable(error.to_string()),
+        error if error.is_transient() => ActionError::Unavailable(error.to_string()),
         other => ActionError::Failed(other.to_string()),
     }
 }

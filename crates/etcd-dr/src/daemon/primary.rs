@@ -205,6 +205,9 @@ async fn prune(state: &DaemonState) -> anyhow::Result<()> {
                 .map_or_else(|| "every snapshot".to_string(), |id| id.to_string())
         ));
     }
+    if let Some(dir) = state.settings.store.local_snapshots_dir(&state.layout) {
+        etcd_dr_transport::sweep_local_staging(&dir, state.settings.retention.incomplete_grace)?;
+    }
     let mut stored = catalog.snapshots.len();
     if !plan.is_empty() {
         apply_retention(&state.store, &state.layout, &plan, &state.cancel).await?;
