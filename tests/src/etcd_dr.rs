@@ -89,6 +89,14 @@ impl EtcdDr {
         &self.config
     }
 
+    /// Appends TOML (whole sections) to the config file.
+    pub fn append_config(&self, toml: &str) {
+        let mut config = std::fs::read_to_string(&self.config).expect("read config");
+        config.push('\n');
+        config.push_str(toml);
+        std::fs::write(&self.config, config).expect("write config");
+    }
+
     /// A command running `etcd-dr --config <file> <args>`.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(etcd_dr_bin());
@@ -173,6 +181,15 @@ impl EtcdDr {
         let stdout = self.run_ok(&args);
         serde_json::from_str(&stdout).expect("snapshot --json output is JSON")
     }
+}
+
+/// A finished command's stdout followed by its stderr, as text.
+pub fn output_text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 /// Sends SIGTERM to a child process.

@@ -6,50 +6,31 @@
 //! workspace when the variables are unset).
 
 pub mod certs;
+pub mod daemon;
 pub mod etcd;
 pub mod etcd_dr;
+pub mod files;
 pub mod fill;
 pub mod kube_recorder;
 pub mod kubelet;
+pub mod local_secondary;
+pub mod markdown_links;
 pub mod net;
 pub mod nodes;
+pub mod promotion;
 pub mod s3;
 pub mod secondary;
+pub mod store_backend;
 pub mod tools;
 
 pub use certs::TlsFiles;
 pub use etcd::{EtcdCluster, EtcdOptions, EtcdVersion};
-pub use etcd_dr::{terminate, EtcdDr, StoreTarget};
+pub use etcd_dr::{output_text, terminate, EtcdDr, StoreTarget};
 pub use fill::{fill_kubernetes_shaped, kubernetes_object, FillSpec};
 pub use net::{free_port, http_request, wait_for_port, HttpResponse, ProxyMode, TcpProxy};
 pub use s3::MotoServer;
+pub use store_backend::{StoreBackend, StoreUnderTest};
 pub use tools::{tools, Tools};
-
-/// Every file under `dir`, as sorted paths relative to it.
-pub fn files_under(dir: &std::path::Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(next) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&next) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.expect("directory entry").path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                found.push(
-                    path.strip_prefix(dir)
-                        .expect("under dir")
-                        .display()
-                        .to_string(),
-                );
-            }
-        }
-    }
-    found.sort();
-    found
-}
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout` naming `what`.
 pub fn wait_for<T>(

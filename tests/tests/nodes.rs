@@ -6,8 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use etcd_dr_e2e::files::files_under;
 use etcd_dr_e2e::nodes::ControlPlaneNodes;
-use etcd_dr_e2e::{files_under, EtcdCluster, EtcdDr, EtcdOptions, StoreTarget};
+use etcd_dr_e2e::{EtcdCluster, EtcdDr, EtcdOptions, StoreTarget};
 use etcd_dr_nodes::{Node, NodeError, NodeRole, SshExecutor};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;

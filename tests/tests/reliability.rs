@@ -160,7 +160,7 @@ fn a_daemon_trigger_and_a_cli_run_at_once_never_corrupt_a_snapshot_on_s3() {
 fn a_daemon_trigger_and_a_cli_run_at_once_never_corrupt_a_snapshot_on_a_local_store() {
     let dir = tempfile::tempdir().unwrap();
     let store = StoreTarget::Local(dir.path());
-    two_producers_race(&store, || etcd_dr_e2e::files_under(dir.path()));
+    two_producers_race(&store, || etcd_dr_e2e::files::files_under(dir.path()));
 }
 
 #[test]
