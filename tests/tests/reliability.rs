@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use etcd_dr_e2e::{
     free_port, http_request, terminate, wait_for, EtcdCluster, EtcdDr, EtcdOptions, FillSpec,
-    MotoServer, ProxyMode, StoreTarget, TcpProxy,
+    KillOnDrop, MotoServer, ProxyMode, StoreTarget, TcpProxy,
 };
 
 const TOKEN: &str = "reliability-test-token";
@@ -62,7 +62,7 @@ fn two_producers_race(store: &StoreTarget<'_>, keys_left: impl Fn() -> Vec<Strin
             http_section(scratch.path(), addr, "")
         ),
     );
-    let daemon = dr.spawn(&["run"], "daemon.log");
+    let daemon = KillOnDrop::new(dr.spawn(&["run"], "daemon.log"));
     wait_for("the daemon's API", Duration::from_secs(20), || {
         get_json(addr, "/v1/status")
     });
@@ -73,7 +73,7 @@ fn two_producers_race(store: &StoreTarget<'_>, keys_left: impl Fn() -> Vec<Strin
     });
 
     for round in 0..4 {
-        let cli = dr.spawn(&["snapshot", "--json"], &format!("cli-{round}.log"));
+        let cli = KillOnDrop::new(dr.spawn(&["snapshot", "--json"], &format!("cli-{round}.log")));
         let authorization = format!("Bearer {TOKEN}");
         let api = http_request(
             addr,
@@ -83,7 +83,7 @@ fn two_producers_race(store: &StoreTarget<'_>, keys_left: impl Fn() -> Vec<Strin
             b"",
         )
         .unwrap();
-        let cli = cli.wait_with_output().unwrap();
+        let cli = cli.into_inner().wait_with_output().unwrap();
         let cli_log = dr.log(&format!("cli-{round}.log"));
         assert!(
             cli.status.success() || is_clean_refusal(&cli_log),
@@ -139,8 +139,8 @@ fn two_producers_race(store: &StoreTarget<'_>, keys_left: impl Fn() -> Vec<Strin
             "{key} is named by no manifest: {keys:?}"
         );
     }
-    terminate(&daemon);
-    let status = daemon.wait_with_output().unwrap().status;
+    terminate(daemon.child());
+    let status = daemon.into_inner().wait_with_output().unwrap().status;
     assert!(status.success(), "{}", dr.log("daemon.log"));
 }
 
@@ -179,8 +179,8 @@ fn a_member_that_accepts_the_snapshot_call_and_sends_nothing_is_failed_over() {
         "",
     );
     let started = Instant::now();
-    let child = dr.spawn(&["snapshot", "--json"], "snapshot.log");
-    let output = child.wait_with_output().unwrap();
+    let child = KillOnDrop::new(dr.spawn(&["snapshot", "--json"], "snapshot.log"));
+    let output = child.into_inner().wait_with_output().unwrap();
     let log = dr.log("snapshot.log");
     assert!(output.status.success(), "{log}");
     // stall_timeout is 5s in the test config.
@@ -213,7 +213,7 @@ fn a_daemon_whose_only_member_never_answers_counts_failures_and_turns_unready() 
             http_section(scratch.path(), addr, "readiness_grace = \"1s\"")
         ),
     );
-    let daemon = dr.spawn(&["run"], "daemon.log");
+    let daemon = KillOnDrop::new(dr.spawn(&["run"], "daemon.log"));
     let started = Instant::now();
     let status = wait_for("a failed snapshot", Duration::from_secs(30), || {
         get_json(addr, "/v1/status").filter(|s| !s["failing_since"].is_null())
@@ -233,8 +233,8 @@ fn a_daemon_whose_only_member_never_answers_counts_failures_and_turns_unready() 
         (response.status == 503).then_some(())
     });
     assert!(dr.list_json().is_empty());
-    terminate(&daemon);
-    let _ = daemon.wait_with_output();
+    terminate(daemon.child());
+    let _ = daemon.into_inner().wait_with_output();
 }
 
 #[test]
@@ -251,7 +251,7 @@ fn sigterm_while_a_small_upload_completes_aborts_it_within_the_grace() {
         "cluster = \"prod\"\n[upload]\nshutdown_grace = \"2s\"\n{}\n{store}",
         etcd.config_section(&etcd.endpoints())
     ));
-    let child = dr.spawn(&["snapshot"], "snapshot.log");
+    let child = KillOnDrop::new(dr.spawn(&["snapshot"], "snapshot.log"));
     wait_for(
         "the multipart upload to start",
         Duration::from_secs(20),
@@ -262,8 +262,8 @@ fn sigterm_while_a_small_upload_completes_aborts_it_within_the_grace() {
     proxy.throttle(200);
     std::thread::sleep(Duration::from_millis(300));
     let signalled = Instant::now();
-    terminate(&child);
-    let output = child.wait_with_output().unwrap();
+    terminate(child.child());
+    let output = child.into_inner().wait_with_output().unwrap();
     let log = dr.log("snapshot.log");
     assert!(!output.status.success(), "{log}");
     assert!(
