@@ -2,8 +2,8 @@
 
 pub mod completions;
 pub mod fetch;
-pub mod inspect;
 mod fetch_at;
+pub mod inspect;
 pub mod keygen;
 pub mod list;
 pub mod man;
@@ -52,6 +52,7 @@ pub fn snapshot_context(settings: &Settings) -> anyhow::Result<SnapshotContext> 
         layout,
         upload,
         bundles,
+        lease_ttl: settings.upload.producer_lease_ttl,
     })
 }
 

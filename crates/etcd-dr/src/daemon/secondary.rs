@@ -86,19 +86,27 @@ async fn poll_once(
             .get_or_insert_with(SecondaryStatus::default)
             .last_poll_at = Some(Utc::now())
     });
+    state.observe_catalog(&catalog);
     seen.retain(|id| catalog.snapshots.iter().any(|m| &m.id == id));
 
     let newest_verified =
         state.update(|status| status.newest_verified.as_ref().map(|s| s.id.clone()));
-    let mut candidates: Vec<&SnapshotManifest> = catalog
+    if newest_verified.is_none() && seen.is_empty() {
+        // At start-up, the newest only: the history was verified when it arrived.
+        let count = catalog.snapshots.len();
+        seen.extend(
+            catalog.snapshots[..count.saturating_sub(1)]
+                .iter()
+                .map(|m| m.id.clone()),
+        );
+    }
+    // Every snapshot not yet seen, in catalog order (by revision): one with an odd id (a
+    // producer clock off by days) is verified too, not skipped behind a newer-looking id.
+    let candidates: Vec<&SnapshotManifest> = catalog
         .snapshots
         .iter()
-        .filter(|m| newest_verified.as_ref().is_none_or(|n| &m.id > n) && !seen.contains(&m.id))
+        .filter(|m| !seen.contains(&m.id))
         .collect();
-    if newest_verified.is_none() {
-        // At start-up, the newest only: the history was verified when it arrived.
-        candidates = candidates.split_off(candidates.len().saturating_sub(1));
-    }
 
     if !config.verify {
         if let Some(newest) = candidates.last() {
@@ -173,7 +181,7 @@ async fn verify(
             if status
                 .newest_verified
                 .as_ref()
-                .is_none_or(|n| n.id < summary.id)
+                .is_none_or(|n| (n.revision, &n.id) < (summary.revision, &summary.id))
             {
                 status.newest_verified = Some(summary);
             }
