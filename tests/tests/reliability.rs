@@ -239,61 +239,6 @@ fn a_daemon_whose_only_member_never_answers_counts_failures_and_turns_unready() 
 }
 
 #[test]
-fn sigterm_while_a_small_upload_completes_aborts_it_within_the_grace() {
-    let etcd = EtcdCluster::start(EtcdOptions::default());
-    etcd.fill(FillSpec::objects(100));
-    let s3 = MotoServer::with_bucket("closing");
-    let proxy = TcpProxy::start(s3.addr());
-    let store = format!(
-        "[store]\ntype = \"s3\"\nbucket = \"closing\"\nprefix = \"dr\"\nendpoint = \"http://{}\"\npath_style = true\nrequest_timeout = \"30s\"\nmax_retries = 0\n",
-        proxy.addr()
-    );
-    let dr = EtcdDr::new(&format!(
-        "cluster = \"prod\"\n[upload]\nshutdown_grace = \"2s\"\n{}\n{store}",
-        etcd.config_section(&etcd.endpoints())
-    ));
-    let child = KillOnDrop::new(dr.spawn(&["snapshot"], "snapshot.log"));
-    wait_for(
-        "the multipart upload to start",
-        Duration::from_secs(20),
-        || (!s3.pending_multipart_uploads("closing").is_empty()).then_some(()),
-    );
-    // The store's answers crawl from now on: the small database's one part and the completion
-    // happen inside `finish`, which shutdown must neither drop nor wait for without bound.
-    proxy.throttle(200);
-    std::thread::sleep(Duration::from_millis(300));
-    let signalled = Instant::now();
-    terminate(child.child());
-    let output = child.into_inner().wait_with_output().unwrap();
-    let log = dr.log("snapshot.log");
-    assert!(
-        signalled.elapsed() < Duration::from_secs(45),
-        "shutdown took {:?}: {log}",
-        signalled.elapsed()
-    );
-    proxy.throttle(0);
-    assert!(
-        s3.pending_multipart_uploads("closing").is_empty(),
-        "the upload was stranded: {log}"
-    );
-    if output.status.success() {
-        // The upload had completed before the signal: the snapshot is whole.
-        dr.run_ok(&["verify", "latest"]);
-    } else {
-        assert!(
-            log.contains("multipart upload aborted") || log.contains("deleting it"),
-            "the log says neither abort nor delete: {log}"
-        );
-        assert!(
-            !s3.keys("closing", "dr/")
-                .iter()
-                .any(|k| k.contains("/snapshots/")),
-            "{log}"
-        );
-    }
-}
-
-#[test]
 fn retention_keeps_a_good_snapshot_when_the_newest_is_corrupt() {
     let etcd = EtcdCluster::start(EtcdOptions::default());
     let store = tempfile::tempdir().unwrap();
