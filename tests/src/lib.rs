@@ -28,7 +28,7 @@ pub mod tools;
 
 pub use certs::TlsFiles;
 pub use etcd::{EtcdCluster, EtcdOptions, EtcdVersion};
-pub use etcd_dr::{output_text, terminate, EtcdDr, StoreTarget};
+pub use etcd_dr::{output_text, terminate, EtcdDr, KillOnDrop, StoreTarget};
 pub use fill::{fill_kubernetes_shaped, kubernetes_object, FillSpec};
 pub use net::{free_port, http_request, wait_for_port, HttpResponse, ProxyMode, TcpProxy};
 pub use s3::MotoServer;
