@@ -155,7 +155,7 @@ fn a_store_answering_503_fails_the_snapshot_then_recovers() {
     let s3 = MotoServer::with_bucket("flaky");
     let proxy = TcpProxy::start(s3.addr());
     let store = format!(
-        "[store]\ntype = \"s3\"\nbucket = \"flaky\"\nprefix = \"dr\"\nendpoint = \"http://{}\"\npath_style = true\nrequest_timeout = \"5s\"\nmax_retries = 1\n",
+        "[store]\ntype = \"s3\"\nbucket = \"flaky\"\nprefix = \"dr\"\nendpoint = \"http://{}\"\npath_style = true\nrequest_timeout = \"10s\"\nmax_retries = 1\n",
         proxy.addr()
     );
     let dr = EtcdDr::new(&format!(

@@ -262,6 +262,9 @@ fn transfers_show_progress_on_a_terminal_and_nowhere_else() {
         let text = String::from_utf8_lossy(stream);
         assert!(!text.contains("B/s") && !text.contains('\r'), "{text:?}");
     }
+    // A new revision: a snapshot in the same second at the same revision would have the
+    // first one's id (and be refused as already stored).
+    etcd.put("/after-the-first-snapshot", b"x");
     let shown = on_a_terminal(&dr, &["snapshot", "--json"]);
     assert!(!shown.contains("B/s"), "{shown:?}");
     assert!(shown.contains("\"etcd_sha256\""), "{shown:?}");

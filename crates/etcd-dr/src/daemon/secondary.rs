@@ -144,6 +144,8 @@ async fn poll_once(
                         secondary.verify_failures += 1;
                     }
                 });
+                // Named at once: at start-up the walk goes on to an older snapshot.
+                state.cycle_failed(message.clone());
                 failure = Some(message);
             }
             Err(VerifyFailure::Unavailable(message) | VerifyFailure::Local(message)) => {
