@@ -11,6 +11,7 @@ pub mod etcd;
 pub mod etcd_dr;
 pub mod files;
 pub mod fill;
+pub mod k8s_fixtures;
 pub mod kube_ground;
 pub mod kube_informer;
 pub mod kube_pki;

@@ -4,24 +4,11 @@
 use std::collections::BTreeMap;
 
 use etcd_dr_cluster_shape::{cluster_shape, count_objects, ShapeKeys, DEFAULT_KUBERNETES_PREFIX};
+use etcd_dr_e2e::k8s_fixtures::fixture;
 use etcd_dr_e2e::{block_on, EtcdCluster, EtcdDr, EtcdOptions, EtcdVersion, FillSpec, StoreTarget};
 use etcd_dr_etcd_backend::read_keyspace;
 use etcd_dr_scheduler::{EtcdConfig, EtcdSource};
 use tokio_util::sync::CancellationToken;
-
-/// Objects encoded by Kubernetes' own serializer (crates/cluster-shape/tests/fixtures).
-fn fixture(name: &str) -> Vec<u8> {
-    include_str!("../../crates/cluster-shape/tests/fixtures/objects.hex")
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .map(|hex| {
-            (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
-                .collect()
-        })
-        .unwrap_or_else(|| panic!("fixture {name}"))
-}
 
 /// A Kubernetes-shaped etcd: generated objects, the kubeadm objects, overwrites, deletions
 /// and values larger than a page.

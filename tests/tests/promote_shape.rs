@@ -3,24 +3,11 @@
 //! promotion goes on.
 
 use etcd_dr_core::{PromotionRequest, PromotionState};
+use etcd_dr_e2e::k8s_fixtures::fixture;
 use etcd_dr_e2e::kubelet::put_keys;
 use etcd_dr_e2e::local_secondary::{this_host, LocalSecondary};
 use etcd_dr_e2e::promotion::{assert_state, promote_locally};
 use etcd_dr_e2e::{EtcdCluster, EtcdDr, EtcdOptions, EtcdVersion, StoreTarget};
-
-/// Objects encoded by Kubernetes' own serializer (crates/cluster-shape/tests/fixtures).
-fn fixture(name: &str) -> Vec<u8> {
-    include_str!("../../crates/cluster-shape/tests/fixtures/objects.hex")
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .map(|hex| {
-            (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
-                .collect()
-        })
-        .unwrap_or_else(|| panic!("fixture {name}"))
-}
 
 /// The kubeadm cluster of the fixtures (v1.34.4, podSubnet 10.244.0.0/16, nodes cp1 and
 /// worker1 on containerd), in a primary named `host`, snapshotted into a local store.
