@@ -52,9 +52,16 @@ for ns in default kube-system team-a; do
     done
 done
 
+# The key that signs every manifest (readers refuse unsigned snapshots); this demo reads its
+# own snapshots, so its own key is the one trusted.
+[ -f "$DEMO/signing.key" ] || "$BIN" keygen --signing -o "$DEMO/signing.key" >/dev/null 2>&1
+
 cat >"$DEMO/etcd-dr.toml" <<TOML
 # Written by scripts/demo.sh. See config/primary.toml for every key.
 cluster = "demo"
+
+[signing]
+key_file = "$DEMO/signing.key"
 
 [etcd]
 endpoints = ["$ENDPOINT"]

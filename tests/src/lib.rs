@@ -19,7 +19,7 @@ pub mod tools;
 
 pub use certs::TlsFiles;
 pub use etcd::{EtcdCluster, EtcdOptions, EtcdVersion};
-pub use etcd_dr::{terminate, EtcdDr, StoreTarget};
+pub use etcd_dr::{signing_section, terminate, test_signing_key, test_trust, EtcdDr, StoreTarget};
 pub use fill::{fill_kubernetes_shaped, kubernetes_object, FillSpec};
 pub use net::{free_port, http_request, wait_for_port, HttpResponse, ProxyMode, TcpProxy};
 pub use s3::MotoServer;

@@ -233,6 +233,7 @@ fn promote(
     let layout = SnapshotLayout::new("", "prod").unwrap();
     let node = Node::new(NodeRole::ControlPlane, Arc::new(LocalExecutor::new(host)));
     let mut promoter = Promoter::new(config, store, layout, vec![node], vec![]).unwrap();
+    promoter.trust = etcd_dr_e2e::test_trust("prod", false);
     promoter.service_account_keys = Some(keys());
     let tracker = PromotionTracker::new(PromotionRecord::new(
         etcd_dr_restore::new_promotion_id(chrono_now()),
@@ -544,6 +545,7 @@ fn promote_over_ssh(
     let layout = SnapshotLayout::new("", "prod").unwrap();
     let mut promoter = Promoter::new(config, store, layout, secondary.nodes(), vec![]).unwrap();
     promoter.identities = Identities::load(identity).unwrap();
+    promoter.trust = etcd_dr_e2e::test_trust("prod", true);
     let tracker = PromotionTracker::new(PromotionRecord::new(
         etcd_dr_restore::new_promotion_id(chrono_now()),
         PromotionRequest::default(),

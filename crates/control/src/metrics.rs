@@ -39,6 +39,8 @@ pub struct Metrics {
     fenced: IntGauge,
     promotion_state: IntGauge,
     promotion_duration: Gauge,
+    snapshots_refused: IntGauge,
+    unsigned_allowed: IntGauge,
 }
 
 impl Metrics {
@@ -142,6 +144,14 @@ impl Metrics {
             "etcd_dr_promotion_duration_seconds",
             "Duration of the current (so far) or last promotion; 0 before the first.",
         )?;
+        let snapshots_refused = int_gauge(
+            "etcd_dr_snapshots_refused",
+            "Snapshots in the store whose manifest this instance refuses (unsigned, unknown signer, altered, another cluster, plain where encryption is required) at the last listing; never used.",
+        )?;
+        let unsigned_allowed = int_gauge(
+            "etcd_dr_unsigned_snapshots_allowed",
+            "1 when signing.allow_unsigned lets unsigned snapshots through (anyone who can write to the store can plant one), else 0.",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "etcd_dr_build_info",
@@ -179,12 +189,25 @@ impl Metrics {
             fenced,
             promotion_state,
             promotion_duration,
+            snapshots_refused,
+            unsigned_allowed,
         })
     }
 
     /// The registry, for anything else that wants to register metrics.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// How many snapshots in the store the last listing refused.
+    pub fn set_snapshots_refused(&self, count: usize) {
+        self.snapshots_refused
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Whether unsigned snapshots are accepted (`signing.allow_unsigned`).
+    pub fn set_unsigned_allowed(&self, allowed: bool) {
+        self.unsigned_allowed.set(i64::from(allowed));
     }
 
     /// The expected time between snapshots, for the lag alert.

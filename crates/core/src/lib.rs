@@ -7,13 +7,20 @@
 
 mod config_problem;
 mod manifest;
+mod manifest_signature;
+mod private_files;
 mod promotion;
 mod snapshot_id;
 
 pub use config_problem::{ConfigProblem, ConfigProblems};
 pub use manifest::{
     Compression, Encryption, EtcdClusterInfo, EtcdMember, MemberStatus, NodeBundle, ObjectDigest,
-    Producer, SnapshotManifest, StoredObject, MANIFEST_FORMAT_VERSION,
+    Producer, SnapshotManifest, StoredObject, MANIFEST_FORMAT_VERSION, MIN_MANIFEST_FORMAT_VERSION,
+};
+pub use manifest_signature::{ManifestSignature, SIGNED_PAYLOAD_DOMAIN};
+pub use private_files::{
+    check_secret_file, create_private_dir, create_private_file, SecretFileError, SecretFileModes,
+    PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, SECRET_FILE_MODES_SETTING,
 };
 pub use promotion::{
     PromotionMarker, PromotionMode, PromotionRequest, RestoreLock, SwitchoverRequest,

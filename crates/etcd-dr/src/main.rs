@@ -140,8 +140,25 @@ fn main() -> ExitCode {
                         "allowed"
                     }
                 );
+                println!(
+                    "  signing: key file {}, {} trusted key(s), unsigned snapshots {}",
+                    settings
+                        .signing
+                        .key_file
+                        .as_ref()
+                        .map_or("none".to_string(), |p| p.display().to_string()),
+                    settings.signing.trusted_keys.len(),
+                    if settings.signing.allow_unsigned {
+                        "ACCEPTED (anyone who can write to the store can plant one)"
+                    } else {
+                        "refused"
+                    }
+                );
                 if let Err(problems) = settings.validate_for_shipping() {
                     println!("  this configuration cannot ship snapshots: {problems}");
+                }
+                if let Err(problems) = settings.validate_for_reading() {
+                    println!("  this configuration cannot read snapshots: {problems}");
                 }
                 Ok(())
             }

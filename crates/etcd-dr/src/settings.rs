@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use etcd_dr_control::{HttpConfig, Role, TOKEN_ENV};
-use etcd_dr_core::ConfigProblems;
+use etcd_dr_core::{ConfigProblems, SecretFileModes};
 use etcd_dr_nodes::{BundleConfig, NodesConfig};
 use etcd_dr_restore::PromoteConfig;
 use etcd_dr_scheduler::{EtcdConfig, ScheduleConfig};
-use etcd_dr_transport::{EncryptionConfig, RetentionConfig, StoreConfig, UploadOptions};
+use etcd_dr_transport::{
+    EncryptionConfig, RetentionConfig, SigningConfig, StoreConfig, UploadOptions,
+};
 use serde::Deserialize;
 
 /// The whole configuration of one etcd-dr instance.
@@ -47,6 +49,13 @@ pub struct Settings {
     /// Client-side encryption (age).
     #[serde(default)]
     pub encryption: EncryptionConfig,
+    /// Manifest signatures: the primary's signing key, the keys readers trust.
+    #[serde(default)]
+    pub signing: SigningConfig,
+    /// What to do with a secret file (signing key, age identity, API token) that group or
+    /// others can read: `refuse` (default) or `warn`.
+    #[serde(default)]
+    pub secret_file_modes: SecretFileModes,
     /// The HTTP API: listen address, token, readiness.
     #[serde(default)]
     pub http: HttpConfig,
@@ -277,12 +286,29 @@ impl Settings {
         self.bundle.is_enabled(self.nodes.has_control_plane())
     }
 
+    /// Problems that only matter where snapshots are read (every command that lists, verifies,
+    /// fetches, prunes or restores, and the daemon): there must be a trusted signing key.
+    pub fn validate_for_reading(&self) -> Result<(), ConfigProblems> {
+        let mut problems = ConfigProblems::default();
+        self.signing.validate_for_reading("signing", &mut problems);
+        problems.into_result()
+    }
+
+    /// Whether readers refuse a snapshot with a plain object: `encryption.require_encryption`,
+    /// by default on when node bundles are taken or an identity file is set.
+    pub fn requires_encryption_to_read(&self) -> bool {
+        self.encryption
+            .require_encryption
+            .unwrap_or(self.bundles_enabled() || self.encryption.identity_file.is_some())
+    }
+
     /// Problems that only matter where snapshots are shipped from (the primary): with
-    /// encryption required, recipients must be configured.
+    /// encryption required, recipients must be configured; manifests are signed.
     pub fn validate_for_shipping(&self) -> Result<(), ConfigProblems> {
         let mut problems = ConfigProblems::default();
         self.encryption
             .validate_for_shipping("encryption", self.bundles_enabled(), &mut problems);
+        self.signing.validate_for_shipping("signing", &mut problems);
         problems.into_result()
     }
 
@@ -313,7 +339,8 @@ impl Settings {
                     .separator("__")
                     .try_parsing(true)
                     .list_separator(",")
-                    .with_list_parse_key("etcd.endpoints"),
+                    .with_list_parse_key("etcd.endpoints")
+                    .with_list_parse_key("signing.trusted_keys"),
             );
         for (key, value) in overrides {
             builder = builder
@@ -374,6 +401,7 @@ impl Settings {
         self.nodes.validate("nodes", &mut problems);
         self.bundle.validate("bundle", &mut problems);
         self.encryption.validate("encryption", &mut problems);
+        self.signing.validate("signing", &mut problems);
         if let Some(promote) = &self.promote {
             promote.validate("promote", &mut problems);
             if self.nodes.control_plane.is_empty() {
@@ -681,12 +709,12 @@ prestage_dir = "prestage"
 
     #[test]
     fn shipping_needs_recipients_once_bundles_are_on() {
-        let plain = parse(MINIMAL).unwrap();
+        let signed = format!("{MINIMAL}\n[signing]\nkey_file = \"/etc/etcd-dr/signing.key\"\n");
+        let plain = parse(&signed).unwrap();
         assert!(!plain.bundles_enabled());
         plain.validate_for_shipping().unwrap();
 
-        let with_nodes =
-            parse(&format!("{MINIMAL}\n[nodes]\ncontrol_plane = [\"cp1\"]\n")).unwrap();
+        let with_nodes = parse(&format!("{signed}\n[nodes]\ncontrol_plane = [\"cp1\"]\n")).unwrap();
         with_nodes.validate().unwrap();
         assert!(with_nodes.bundles_enabled());
         let problems = with_nodes.validate_for_shipping().unwrap_err();
@@ -695,5 +723,40 @@ prestage_dir = "prestage"
         assert!(problems
             .to_string()
             .contains("encryption.require_encryption"));
+    }
+
+    #[test]
+    fn shipping_and_reading_need_signing_unless_explicitly_allowed() {
+        let unsigned = parse(MINIMAL).unwrap();
+        let fields = |problems: ConfigProblems| -> Vec<String> {
+            problems.iter().map(|p| p.field.clone()).collect()
+        };
+        assert_eq!(
+            fields(unsigned.validate_for_shipping().unwrap_err()),
+            ["signing.key_file"]
+        );
+        assert_eq!(
+            fields(unsigned.validate_for_reading().unwrap_err()),
+            ["signing.trusted_keys"]
+        );
+        let opted_out = parse(&format!("{MINIMAL}\n[signing]\nallow_unsigned = true\n")).unwrap();
+        opted_out.validate_for_shipping().unwrap();
+        opted_out.validate_for_reading().unwrap();
+    }
+
+    #[test]
+    fn an_identity_file_makes_readers_require_encryption() {
+        let plain = parse(MINIMAL).unwrap();
+        assert!(!plain.requires_encryption_to_read());
+        let with_identity = parse(&format!(
+            "{MINIMAL}\n[encryption]\nidentity_file = \"/etc/etcd-dr/age.txt\"\n"
+        ))
+        .unwrap();
+        assert!(with_identity.requires_encryption_to_read());
+        let opted_out = parse(&format!(
+            "{MINIMAL}\n[encryption]\nidentity_file = \"/etc/etcd-dr/age.txt\"\nrequire_encryption = false\n"
+        ))
+        .unwrap();
+        assert!(!opted_out.requires_encryption_to_read());
     }
 }

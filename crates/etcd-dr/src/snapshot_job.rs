@@ -14,8 +14,8 @@ use etcd_dr_nodes::{
 };
 use etcd_dr_scheduler::{ClusterSurvey, EndpointStatus, EtcdSource, SourceError};
 use etcd_dr_transport::{
-    commit_manifest, list_snapshots, upload_object, upload_snapshot_data, ShipProgress,
-    SnapshotLayout, TransportError, UploadOptions, DATA_OBJECT_NAME,
+    commit_manifest, list_snapshots, upload_object, upload_snapshot_data, ManifestSigner,
+    ManifestTrust, ShipProgress, SnapshotLayout, TransportError, UploadOptions, DATA_OBJECT_NAME,
 };
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -32,6 +32,10 @@ pub struct SnapshotContext {
     pub upload: UploadOptions,
     /// Node bundles taken with every snapshot, when enabled.
     pub bundles: Option<BundlePlan>,
+    /// Signs every manifest (`signing.key_file`); `None` only where unsigned ones are allowed.
+    pub signer: Option<Arc<ManifestSigner>>,
+    /// What the primary accepts when it reads the store back (its own signatures).
+    pub trust: ManifestTrust,
 }
 
 /// What the node bundles take and from where.
@@ -96,7 +100,7 @@ impl SnapshotContext {
             }
         }
         if skip_unchanged {
-            let catalog = list_snapshots(&self.store, &self.layout, cancel).await?;
+            let catalog = list_snapshots(&self.store, &self.layout, &self.trust, cancel).await?;
             if let (Some(newest), Some(revision)) = (catalog.newest(), survey.revision()) {
                 if newest.etcd.revision == revision
                     && newest.etcd.cluster_id == etcd_id_hex(survey.cluster_id)
@@ -199,7 +203,7 @@ impl SnapshotContext {
             None => Vec::new(),
         };
         let completed_at = Utc::now();
-        let manifest = SnapshotManifest {
+        let mut manifest = SnapshotManifest {
             format_version: MANIFEST_FORMAT_VERSION,
             id: id.clone(),
             cluster: self.cluster.clone(),
@@ -225,8 +229,16 @@ impl SnapshotContext {
                 host: host_name(),
             },
             nodes,
+            signature: None,
         };
-        if let Err(error) = commit_manifest(&self.store, &self.layout, &manifest).await {
+        if let Err(error) = commit_manifest(
+            &self.store,
+            &self.layout,
+            self.signer.as_deref(),
+            &mut manifest,
+        )
+        .await
+        {
             if !matches!(error, TransportError::AlreadyExists { .. }) {
                 self.remove_uncommitted(id).await;
             }

@@ -1,14 +1,11 @@
 //! The control-plane bundle: a tar of each control-plane node's Kubernetes files, streamed from
 //! the node through its executor.
 
-use std::io::Read;
-use std::path::Path;
-
 use etcd_dr_core::ConfigProblems;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Node, NodeError, OutputStream};
+use crate::{Node, OutputStream};
 
 /// `[bundle]`: which files of each control-plane node travel with every snapshot.
 #[derive(Debug, Clone, Deserialize)]
@@ -311,51 +308,13 @@ fn long_name_from(kind: u8, data: &[u8]) -> Option<String> {
     }
 }
 
-/// Unpacks a bundle's tar from `reader` into `dir`, which must not exist yet: modes and times
-/// are kept, owners too when running as root, existing files are never overwritten and entries
-/// that would land outside `dir` are refused.
-pub fn unpack_bundle<R: Read>(node: &str, reader: R, dir: &Path) -> Result<TarSummary, NodeError> {
-    let fail = |path: &Path, detail: String| NodeError::Unpack {
-        node: node.to_string(),
-        path: path.display().to_string(),
-        detail,
-    };
-    std::fs::create_dir(dir).map_err(|e| fail(dir, e.to_string()))?;
-    let mut scanning = ScanningReader {
-        inner: reader,
-        scanner: TarScanner::new(),
-    };
-    let mut archive = tar::Archive::new(&mut scanning);
-    archive.set_preserve_permissions(true);
-    archive.set_preserve_mtime(true);
-    archive.set_preserve_ownerships(nix::unistd::geteuid().is_root());
-    archive.set_overwrite(false);
-    archive.set_unpack_xattrs(false);
-    archive.unpack(dir).map_err(|e| fail(dir, e.to_string()))?;
-    // Read to the end, so that the caller's checksums cover every byte.
-    std::io::copy(&mut scanning, &mut std::io::sink()).map_err(|e| fail(dir, e.to_string()))?;
-    Ok(scanning.scanner.finish())
-}
-
-struct ScanningReader<R> {
-    inner: R,
-    scanner: TarScanner,
-}
-
-impl<R: Read> Read for ScanningReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let read = self.inner.read(buf)?;
-        self.scanner.update(&buf[..read]);
-        Ok(read)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{LocalExecutor, NodeRole};
+    use crate::{unpack_bundle, LocalExecutor, NodeRole, UnpackOptions};
     use futures::StreamExt;
     use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
     use std::sync::Arc;
 
     #[test]
@@ -445,7 +404,7 @@ mod tests {
         assert!(seen.complete);
 
         let out = root.path().join("out");
-        let unpacked = unpack_bundle("cp1", &tar[..], &out).unwrap();
+        let unpacked = unpack_bundle("cp1", &tar[..], &out, UnpackOptions::default()).unwrap();
         assert_eq!(unpacked, seen);
         let inside = out.join(base.strip_prefix("/").unwrap());
         let relative = |p: &Path| p.strip_prefix("/").unwrap().display().to_string();
@@ -473,7 +432,7 @@ mod tests {
         assert!(inside.join("d".repeat(120)).join("sa.pub").exists());
 
         // Never into an existing directory.
-        let error = unpack_bundle("cp1", &tar[..], &out).unwrap_err();
+        let error = unpack_bundle("cp1", &tar[..], &out, UnpackOptions::default()).unwrap_err();
         assert!(error.to_string().contains("cp1"), "{error}");
     }
 

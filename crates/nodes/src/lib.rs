@@ -15,10 +15,9 @@ mod config;
 mod error;
 mod executor;
 mod quote;
+mod unpack;
 
-pub use bundle::{
-    default_bundle_paths, unpack_bundle, BundleConfig, TarScanner, TarSummary, UnreachablePolicy,
-};
+pub use bundle::{default_bundle_paths, BundleConfig, TarScanner, TarSummary, UnreachablePolicy};
 pub use check::{check_node, FreeSpace, NodeReport};
 pub use command::{
     CommandOutput, Node, NodeCommand, NodeRole, OutputStream, MAX_CAPTURED_STDOUT, STDERR_TAIL,
@@ -27,3 +26,4 @@ pub use config::{is_valid_node_name, AccessConfig, AccessKind, NodesConfig};
 pub use error::NodeError;
 pub use executor::{Executor, LocalExecutor, SshExecutor};
 pub use quote::{shell_join, shell_quote};
+pub use unpack::{unpack_bundle, UnpackOptions};

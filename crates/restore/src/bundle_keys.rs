@@ -61,6 +61,13 @@ fn keys_from_tar(tar: &[u8], key_path: &str, pub_path: &str) -> Result<ServiceAc
         } else {
             continue;
         };
+        if !entry.header().entry_type().is_file() {
+            // A link or device where a key belongs: refused, never followed.
+            return Err(format!(
+                "`{path}` is not a regular file in the tar ({:?}): refused",
+                entry.header().entry_type()
+            ));
+        }
         let mut content = Vec::new();
         entry.read_to_end(&mut content).map_err(|e| e.to_string())?;
         *slot = Some(content);

@@ -483,6 +483,7 @@ mod tests {
                 host: "bastion".into(),
             },
             nodes: Vec::new(),
+            signature: None,
         }
     }
 

@@ -11,7 +11,7 @@ use etcd_dr_scheduler::EtcdSource;
 use etcd_dr_transport::{
     acquire_restore_lock, promotion_marker_path, read_promotion_marker, read_restore_lock,
     release_restore_lock, resolve_snapshot, restore_lock_path, write_promotion_marker, Identities,
-    SnapshotLayout, SnapshotSelector, TransportError,
+    ManifestTrust, SnapshotLayout, SnapshotSelector, TransportError,
 };
 use futures::future::join_all;
 use object_store::ObjectStore;
@@ -54,6 +54,9 @@ pub struct Promoter {
     pub service_account_keys: Option<ServiceAccountKeys>,
     /// The age identities that decrypt the snapshot and its bundles.
     pub identities: Identities,
+    /// What a snapshot must be to be restored (signed by a trusted key, of this cluster,
+    /// encrypted where required); refuses everything until the binary sets it.
+    pub trust: ManifestTrust,
 }
 
 impl Promoter {
@@ -82,6 +85,7 @@ impl Promoter {
             prestage_dir: None,
             service_account_keys: None,
             identities: Identities::none(),
+            trust: ManifestTrust::refuse_all(),
         })
     }
 
@@ -302,10 +306,12 @@ impl Promoter {
 
         // Select.
         tracker.start(StepName::Select, None);
-        let manifest = match resolve_snapshot(&self.store, &self.layout, &selector, cancel).await {
-            Ok(manifest) => manifest,
-            Err(error) => return fail(StepName::Select, error.into()),
-        };
+        let manifest =
+            match resolve_snapshot(&self.store, &self.layout, &self.trust, &selector, cancel).await
+            {
+                Ok(manifest) => manifest,
+                Err(error) => return fail(StepName::Select, error.into()),
+            };
         tracker.update(|r| r.snapshot = Some(manifest.id.clone()));
         tracker.done(
             StepName::Select,
@@ -370,6 +376,8 @@ impl Promoter {
             Ok(local) => local,
             Err(error) => return fail(StepName::Verify, error),
         };
+        // A dry run leaves no plain copy behind, however it ends.
+        let _discard = request.dry_run.then(|| local.discard_on_drop()).flatten();
         tracker.done(
             StepName::Verify,
             format!(

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use etcd_dr_core::SnapshotManifest;
+use etcd_dr_core::{create_private_dir, create_private_file, SnapshotManifest};
 use etcd_dr_transport::{read_snapshot, Identities, SnapshotLayout};
 use object_store::ObjectStore;
 use sha2::{Digest, Sha256};
@@ -23,6 +23,44 @@ pub struct LocalSnapshot {
     pub size: u64,
     /// True when it is the secondary's pre-staged copy.
     pub prestaged: bool,
+    /// True when the download created the work directory.
+    pub created_work_dir: bool,
+}
+
+impl LocalSnapshot {
+    /// For a dry run: a guard that removes a downloaded copy (and the work directory the
+    /// download created, once empty) when dropped, whichever way the run ends. A pre-staged copy
+    /// is the secondary's and stays.
+    pub fn discard_on_drop(&self) -> Option<DiscardOnDrop> {
+        (!self.prestaged).then(|| DiscardOnDrop {
+            file: self.path.clone(),
+            dir: self
+                .created_work_dir
+                .then(|| self.path.parent().map(Path::to_path_buf))
+                .flatten(),
+        })
+    }
+}
+
+/// Removes a plain copy when dropped (see [`LocalSnapshot::discard_on_drop`]).
+#[derive(Debug)]
+pub struct DiscardOnDrop {
+    file: PathBuf,
+    dir: Option<PathBuf>,
+}
+
+impl Drop for DiscardOnDrop {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_file(&self.file) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.file.display(), %error, "cannot remove the dry run's copy of the snapshot");
+            }
+        }
+        if let Some(dir) = &self.dir {
+            // Only when empty: anything else in it is not ours.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }
 
 /// Size and SHA-256 of a local file, hashed on a blocking thread.
@@ -79,6 +117,7 @@ pub async fn local_snapshot(
                 path,
                 size: manifest.raw.size,
                 prestaged: true,
+                created_work_dir: false,
             });
         }
     }
@@ -88,13 +127,21 @@ pub async fn local_snapshot(
             path,
             size: manifest.raw.size,
             prestaged: false,
+            created_work_dir: false,
         });
     }
-    tokio::fs::create_dir_all(work_dir)
-        .await
+    // The plain copy holds every Secret of the cluster: owner-only, whatever the umask.
+    let created_work_dir = !work_dir.exists();
+    create_private_dir(work_dir)
         .map_err(|e| PromoteError::local_io("creating", work_dir.display(), e))?;
     let partial = work_dir.join(format!("{name}.partial"));
-    let file = std::fs::File::create(&partial)
+    // Left by an interrupted attempt: never written into, replaced.
+    match std::fs::remove_file(&partial) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(PromoteError::local_io("removing", partial.display(), e)),
+    }
+    let file = create_private_file(&partial)
         .map_err(|e| PromoteError::local_io("creating", partial.display(), e))?;
     let result = read_snapshot(
         store,
@@ -119,10 +166,14 @@ pub async fn local_snapshot(
                 path,
                 size: manifest.raw.size,
                 prestaged: false,
+                created_work_dir,
             })
         }
         Err(error) => {
             let _ = tokio::fs::remove_file(&partial).await;
+            if created_work_dir {
+                let _ = tokio::fs::remove_dir(work_dir).await;
+            }
             Err(error.into())
         }
     }

@@ -14,12 +14,13 @@ mod layout;
 mod promotion;
 mod read;
 mod retention;
+mod signing;
 mod store_config;
 mod upload;
 
 pub use catalog::{
     commit_manifest, list_snapshots, read_manifest, resolve_snapshot, Catalog, IncompleteSnapshot,
-    SnapshotSelector, UnreadableManifest,
+    RefusedSnapshot, SnapshotSelector, UnreadableManifest,
 };
 pub use digest::EtcdStreamDigest;
 pub use encryption::{
@@ -35,6 +36,10 @@ pub use promotion::{
 };
 pub use read::{read_object, read_snapshot, VerifiedObject, VerifiedSnapshot};
 pub use retention::{apply_retention, plan_retention, RetentionConfig, RetentionPlan};
+pub use signing::{
+    generate_signing_key, parse_public_key, ManifestSigner, ManifestTrust, SigningConfig,
+    PUBLIC_KEY_PREFIX,
+};
 pub use store_config::{oci_s3_endpoint, StoreConfig, StoreKind};
 pub use upload::{
     upload_object, upload_snapshot_data, ShipProgress, UploadOptions, UploadedData, UploadedObject,

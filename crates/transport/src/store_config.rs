@@ -217,11 +217,7 @@ impl StoreConfig {
                     .path
                     .as_ref()
                     .ok_or_else(|| TransportError::Config("store.path is required".into()))?;
-                std::fs::create_dir_all(path).map_err(|source| TransportError::LocalIo {
-                    action: "create store directory",
-                    path: path.display().to_string(),
-                    source,
-                })?;
+                prepare_local_store(path)?;
                 let store = LocalFileSystem::new_with_prefix(path).map_err(|e| {
                     TransportError::Config(format!("store.path `{}`: {e}", path.display()))
                 })?;
@@ -359,6 +355,38 @@ fn parse_credentials(text: &str, profile: &str) -> Option<StaticCredentials> {
         secret_access_key: secret?,
         session_token: token,
     })
+}
+
+/// Creates a local store's directory owner-only (0700), so that the objects in it, plain ones
+/// included, are out of others' reach whatever the umask; an existing directory that others can
+/// enter is used with a warning (it may be shared on purpose, with a group).
+fn prepare_local_store(path: &std::path::Path) -> Result<(), TransportError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let io = |source| TransportError::LocalIo {
+        action: "create store directory",
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::metadata(path) {
+        Ok(metadata) => {
+            let mode = metadata.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{mode:04o}"),
+                    "the local store's directory is open to others; snapshots in it may be read by them: chmod 700 it"
+                );
+            }
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)))
+            .map_err(io),
+        Err(error) => Err(io(error)),
+    }
 }
 
 #[cfg(test)]

@@ -104,6 +104,7 @@ fn manifest(id: SnapshotId, data: etcd_dr_transport::UploadedData) -> SnapshotMa
             host: "test".into(),
         },
         nodes: vec![],
+        signature: None,
     }
 }
 

@@ -13,7 +13,7 @@ use etcd_dr_transport::{
 use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
 
-use super::{human_bytes, identities, open_store, shutdown_token};
+use super::{human_bytes, identities, manifest_trust, open_store, shutdown_token};
 use crate::settings::Settings;
 
 #[derive(clap::Args)]
@@ -28,6 +28,10 @@ pub struct Args {
     /// Fetch this control-plane node's bundle instead of the etcd data.
     #[arg(long)]
     node: Option<String>,
+    /// With --node, run as root: give the files the owners recorded in the bundle (by default
+    /// they belong to whoever fetches).
+    #[arg(long, requires = "node")]
+    keep_owners: bool,
 }
 
 pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
@@ -40,7 +44,14 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
     }
     let (store, layout) = open_store(settings)?;
     let cancel = shutdown_token();
-    let manifest = resolve_snapshot(&store, &layout, &selector, &cancel).await?;
+    let manifest = resolve_snapshot(
+        &store,
+        &layout,
+        &manifest_trust(settings)?,
+        &selector,
+        &cancel,
+    )
+    .await?;
     let identities = identities(settings)?;
     if let Some(node) = &args.node {
         return fetch_bundle(
@@ -50,16 +61,17 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
             node,
             &identities,
             &args.output,
+            etcd_dr_nodes::UnpackOptions {
+                keep_owners: args.keep_owners,
+            },
             &cancel,
         )
         .await;
     }
 
     let partial = partial_path(&args.output);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&partial)
+    // The plain database holds every Secret of the cluster: owner-only whatever the umask.
+    let file = etcd_dr_core::create_private_file(&partial)
         .with_context(|| format!("creating `{}`", partial.display()))?;
     let result = read_snapshot(
         &store,
@@ -110,7 +122,9 @@ fn partial_path(output: &Path) -> PathBuf {
 }
 
 /// Unpacks `node`'s bundle into the new directory `output` (through `<output>.partial`, renamed
-/// only once every checksum matched): modes kept, owners too when run as root.
+/// only once every checksum matched): modes kept less setuid, setgid and world-write, private
+/// keys 0600, owners only when asked; hostile entries fail the fetch.
+#[allow(clippy::too_many_arguments)]
 async fn fetch_bundle(
     store: &Arc<dyn ObjectStore>,
     layout: &SnapshotLayout,
@@ -118,6 +132,7 @@ async fn fetch_bundle(
     node: &str,
     identities: &Identities,
     output: &Path,
+    unpack_options: etcd_dr_nodes::UnpackOptions,
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
     let (object, raw, keys) = match manifest.node_bundle(node) {
@@ -157,7 +172,7 @@ async fn fetch_bundle(
         let node = node.to_string();
         let partial = partial.clone();
         tokio::task::spawn_blocking(move || {
-            etcd_dr_nodes::unpack_bundle(&node, ChannelReader::new(rx), &partial)
+            etcd_dr_nodes::unpack_bundle(&node, ChannelReader::new(rx), &partial, unpack_options)
         })
     };
     let read = read_object(

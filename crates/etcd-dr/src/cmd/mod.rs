@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use etcd_dr_scheduler::EtcdSource;
-use etcd_dr_transport::SnapshotLayout;
+use etcd_dr_transport::{ManifestTrust, SnapshotLayout};
 use object_store::ObjectStore;
 
 use crate::settings::Settings;
@@ -42,7 +42,14 @@ pub fn snapshot_context(settings: &Settings) -> anyhow::Result<SnapshotContext> 
         bundle: settings.bundle.clone(),
         nodes: settings.nodes.clone(),
     });
+    let signer = settings
+        .signing
+        .signer(settings.secret_file_modes)
+        .context("signing.key_file")?
+        .map(Arc::new);
     Ok(SnapshotContext {
+        trust: manifest_trust(settings)?,
+        signer,
         cluster: settings.cluster.clone(),
         source: EtcdSource::new(settings.etcd()?.clone())?,
         store,
@@ -50,6 +57,27 @@ pub fn snapshot_context(settings: &Settings) -> anyhow::Result<SnapshotContext> 
         upload,
         bundles,
     })
+}
+
+/// What this instance accepts from the store: manifests of its cluster signed by a key of
+/// `signing.trusted_keys` (or its own `signing.key_file`), encrypted where required. Warns
+/// loudly when unsigned manifests are allowed.
+pub fn manifest_trust(settings: &Settings) -> anyhow::Result<ManifestTrust> {
+    settings.validate_for_reading().context("configuration")?;
+    let signer = settings
+        .signing
+        .signer(settings.secret_file_modes)
+        .context("signing.key_file")?;
+    let trust = ManifestTrust::new(
+        &settings.cluster,
+        &settings.signing,
+        signer.as_ref(),
+        settings.requires_encryption_to_read(),
+    )?;
+    if trust.allows_unsigned() {
+        tracing::warn!("signing.allow_unsigned = true: unsigned snapshots are accepted, so anyone who can write to the store can plant one; sign manifests and turn it off");
+    }
+    Ok(trust)
 }
 
 /// The age identities of `[encryption]` (none when no identity file is set).

@@ -10,7 +10,7 @@ use etcd_dr_restore::{
     new_promotion_id, progress_lines, Promoter, PromotionRecord, PromotionState, PromotionTracker,
 };
 
-use super::{identities, open_store, shutdown_token};
+use super::{identities, manifest_trust, open_store, shutdown_token};
 use crate::settings::Settings;
 
 #[derive(clap::Args)]
@@ -57,6 +57,7 @@ pub fn promoter(settings: &Settings) -> anyhow::Result<Promoter> {
     )
     .context("promote")?;
     promoter.identities = identities(settings)?;
+    promoter.trust = manifest_trust(settings)?;
     promoter.prestage_dir = settings
         .secondary
         .as_ref()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use etcd_dr_control::{ApiToken, AppState, HttpConfig, Metrics, Role, TOKEN_ENV};
 
-use super::{open_store, shutdown_token, snapshot_context};
+use super::{manifest_trust, open_store, shutdown_token, snapshot_context};
 use crate::daemon::promote::Promotions;
 use crate::daemon::{fencing, primary, secondary, store_check, systemd, DaemonHandle, DaemonState};
 use crate::settings::Settings;
@@ -38,11 +38,17 @@ pub async fn run(settings: &Settings, _args: Args) -> anyhow::Result<()> {
             (None, None)
         }
     };
+    let trust = match &snapshots {
+        Some(context) => context.trust.clone(),
+        None => manifest_trust(settings)?,
+    };
+    metrics.set_unsigned_allowed(trust.allows_unsigned());
     let mut state = DaemonState::new(
         settings.clone(),
         metrics.clone(),
         store,
         layout,
+        trust,
         snapshots,
         cancel.clone(),
     );

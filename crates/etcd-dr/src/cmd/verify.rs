@@ -6,7 +6,7 @@ use anyhow::Context;
 use etcd_dr_core::NodeBundle;
 use etcd_dr_transport::{read_object, read_snapshot, resolve_snapshot, SnapshotSelector};
 
-use super::{human_bytes, identities, open_store, shutdown_token};
+use super::{human_bytes, identities, manifest_trust, open_store, shutdown_token};
 use crate::settings::Settings;
 
 #[derive(clap::Args)]
@@ -20,7 +20,14 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
     let selector: SnapshotSelector = args.snapshot.parse()?;
     let (store, layout) = open_store(settings)?;
     let cancel = shutdown_token();
-    let manifest = resolve_snapshot(&store, &layout, &selector, &cancel).await?;
+    let manifest = resolve_snapshot(
+        &store,
+        &layout,
+        &manifest_trust(settings)?,
+        &selector,
+        &cancel,
+    )
+    .await?;
     let identities = identities(settings)?;
     let started = Instant::now();
     let (verified, _) = read_snapshot(

@@ -4,6 +4,7 @@
 pub mod fencing;
 pub mod primary;
 pub mod promote;
+pub mod refused;
 pub mod secondary;
 pub mod store_check;
 pub mod systemd;
@@ -20,7 +21,7 @@ use etcd_dr_control::{
 };
 use etcd_dr_core::{PromotionRequest, SnapshotId, SnapshotManifest};
 use etcd_dr_transport::{
-    list_snapshots, read_manifest, ShipProgress, SnapshotLayout, TransportError,
+    list_snapshots, read_manifest, ManifestTrust, ShipProgress, SnapshotLayout, TransportError,
 };
 use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
@@ -45,12 +46,16 @@ pub struct DaemonState {
     pub store: Arc<dyn ObjectStore>,
     /// The cluster's folder in the store.
     pub layout: SnapshotLayout,
+    /// What this instance accepts from the store (signatures, cluster, encryption).
+    pub trust: ManifestTrust,
     /// The primary's snapshot machinery; `None` on a secondary.
     pub snapshots: Option<SnapshotContext>,
     /// The configuration.
     pub settings: Settings,
     /// Why this primary does not ship (a promotion fenced its prefix), if it does not.
     fenced: Mutex<Option<String>>,
+    /// Refused snapshots already logged.
+    refused: refused::RefusedSnapshots,
     /// Promotions this instance runs (`[promote]` configured).
     pub promotions: promote::Promotions,
     /// Fires on shutdown.
@@ -64,6 +69,7 @@ impl DaemonState {
         metrics: Metrics,
         store: Arc<dyn ObjectStore>,
         layout: SnapshotLayout,
+        trust: ManifestTrust,
         snapshots: Option<SnapshotContext>,
         cancel: CancellationToken,
     ) -> Self {
@@ -80,9 +86,11 @@ impl DaemonState {
             metrics,
             store,
             layout,
+            trust,
             snapshots,
             settings,
             fenced: Mutex::new(None),
+            refused: refused::RefusedSnapshots::default(),
             promotions: promote::Promotions::default(),
             cancel,
         }
@@ -204,14 +212,17 @@ impl etcd_dr_control::Daemon for DaemonHandle {
 
     async fn list_snapshots(&self) -> Result<Vec<SnapshotManifest>, ActionError> {
         let state = &self.0;
-        list_snapshots(&state.store, &state.layout, &state.cancel)
+        list_snapshots(&state.store, &state.layout, &state.trust, &state.cancel)
             .await
-            .map(|catalog| catalog.snapshots)
+            .map(|catalog| {
+                state.note_refused(&catalog);
+                catalog.snapshots
+            })
             .map_err(action_error)
     }
 
     async fn get_snapshot(&self, id: &SnapshotId) -> Result<SnapshotManifest, ActionError> {
-        read_manifest(&self.0.store, &self.0.layout, id)
+        read_manifest(&self.0.store, &self.0.layout, &self.0.trust, id)
             .await
             .map_err(action_error)
     }
@@ -268,6 +279,7 @@ impl etcd_dr_control::Daemon for DaemonHandle {
 fn action_error(error: TransportError) -> ActionError {
     match error {
         TransportError::SnapshotNotFound { .. } => ActionError::NotFound(error.to_string()),
+        TransportError::Untrusted { .. } => ActionError::Refused(error.to_string()),
         TransportError::Store { .. } | TransportError::Cancelled => {
             ActionError::Unavailable(error.to_string())
         }

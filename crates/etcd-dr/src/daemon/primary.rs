@@ -29,8 +29,9 @@ pub fn expected_interval(schedule: &Schedule) -> Duration {
 
 /// Reads what the store already holds, so status and metrics start from it.
 pub async fn load_baseline(state: &DaemonState) {
-    match list_snapshots(&state.store, &state.layout, &state.cancel).await {
+    match list_snapshots(&state.store, &state.layout, &state.trust, &state.cancel).await {
         Ok(catalog) => {
+            state.note_refused(&catalog);
             state.metrics.set_snapshots_stored(catalog.snapshots.len());
             if let Some(newest) = catalog.newest() {
                 let summary = SnapshotSummary::from(newest);
@@ -163,12 +164,13 @@ pub async fn snapshot_cycle(
 
 /// Applies retention and refreshes the stored count.
 async fn prune(state: &DaemonState) -> anyhow::Result<()> {
-    let catalog = list_snapshots(&state.store, &state.layout, &state.cancel).await?;
+    let catalog = list_snapshots(&state.store, &state.layout, &state.trust, &state.cancel).await?;
+    state.note_refused(&catalog);
     let plan = plan_retention(&catalog, &state.settings.retention, Utc::now());
     let mut stored = catalog.snapshots.len();
     if !plan.is_empty() {
         apply_retention(&state.store, &state.layout, &plan, &state.cancel).await?;
-        stored = list_snapshots(&state.store, &state.layout, &state.cancel)
+        stored = list_snapshots(&state.store, &state.layout, &state.trust, &state.cancel)
             .await?
             .snapshots
             .len();

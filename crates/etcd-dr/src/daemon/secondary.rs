@@ -79,16 +79,18 @@ async fn poll_once(
     config: &SecondarySettings,
     seen: &mut BTreeSet<SnapshotId>,
 ) {
-    let catalog = match list_snapshots(&state.store, &state.layout, &state.cancel).await {
-        Ok(catalog) => catalog,
-        Err(TransportError::Cancelled) => return,
-        Err(error) => {
-            tracing::warn!(%error, "cannot list the store");
-            state.cycle_failed(format!("listing the store failed: {error}"));
-            return;
-        }
-    };
+    let catalog =
+        match list_snapshots(&state.store, &state.layout, &state.trust, &state.cancel).await {
+            Ok(catalog) => catalog,
+            Err(TransportError::Cancelled) => return,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list the store");
+                state.cycle_failed(format!("listing the store failed: {error}"));
+                return;
+            }
+        };
     state.metrics.set_snapshots_stored(catalog.snapshots.len());
+    state.note_refused(&catalog);
     state.update(|status| {
         status
             .secondary
