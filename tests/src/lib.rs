@@ -5,6 +5,8 @@
 //! find them through the `TESTGROUND_*` variables of `.tools/env.sh` (or `.tools/` next to the
 //! workspace when the variables are unset).
 
+#![forbid(unsafe_code)]
+
 pub mod certs;
 pub mod etcd;
 pub mod etcd_dr;

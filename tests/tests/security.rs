@@ -368,6 +368,10 @@ fn plain_copies_are_owner_only_under_umask_022() {
     // The local store's directory keeps others out of every object in it.
     assert_eq!(mode(&store), 0o700);
 
+    // The command line refuses what the API refuses: control characters in a label.
+    let error = dr.run_err(&["snapshot", "--label", "ok\u{1b}[2J"]);
+    assert!(error.contains("without control characters"), "{error}");
+
     let out = root.path().join("fetched.db");
     let output = run_with_umask_022(&dr, &["fetch", &id, "-o", out.to_str().unwrap()]);
     assert!(

@@ -14,6 +14,8 @@
 //! | `GET /v1/promote` | the current or last promotion: every step and node |
 //! | `GET /metrics` | Prometheus text format |
 
+#![forbid(unsafe_code)]
+
 mod auth;
 mod config;
 mod daemon;

@@ -5,12 +5,15 @@
 //! - [`PromotionMarker`]: the fence a promotion writes into the store.
 //! - [`ConfigProblem`]: one bad configuration field, so start-up can report all of them at once.
 
+#![forbid(unsafe_code)]
+
 mod config_problem;
 mod manifest;
 mod manifest_signature;
 mod private_files;
 mod promotion;
 mod snapshot_id;
+mod terminal_text;
 
 pub use config_problem::{ConfigProblem, ConfigProblems};
 pub use manifest::{
@@ -27,6 +30,7 @@ pub use promotion::{
     SWITCHOVER_LABEL,
 };
 pub use snapshot_id::{SnapshotId, SnapshotIdError};
+pub use terminal_text::{printable, validate_label, MAX_LABEL_CHARS};
 
 /// Formats an etcd 64-bit id (cluster or member) the way etcdctl prints it: lower-case hex.
 pub fn etcd_id_hex(id: u64) -> String {

@@ -1,5 +1,7 @@
 //! `etcd-dr`: keeps a Kubernetes control plane recoverable in a second region.
 
+#![forbid(unsafe_code)]
+
 mod cmd;
 mod daemon;
 mod settings;

@@ -8,6 +8,8 @@
 //! - [`BundleConfig`]: the control-plane bundle (a tar of each node's Kubernetes files).
 //! - [`check_node`]: host name, tools and free space of a node.
 
+#![forbid(unsafe_code)]
+
 mod bundle;
 mod check;
 mod command;

@@ -7,6 +7,8 @@
 //! bump ([`bump_revision`]) and the restore command ([`PromotionPlan::restore_argv`]) — are
 //! separate from the parts that run commands on nodes.
 
+#![forbid(unsafe_code)]
+
 mod bundle_keys;
 mod config;
 mod error;

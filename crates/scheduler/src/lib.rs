@@ -6,6 +6,8 @@
 //! - [`Schedule`]: interval or cron, with jitter; [`run_schedule`] drives a job on it, one at a
 //!   time, until cancelled.
 
+#![forbid(unsafe_code)]
+
 mod error;
 mod etcd_config;
 mod schedule;

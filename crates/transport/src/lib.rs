@@ -5,6 +5,8 @@
 //! raw etcd chunks → SHA-256 → zstd → (age) → multipart upload on the way in, and the reverse on the way
 //! out. The manifest is written last with a create-only put: it is the commit point.
 
+#![forbid(unsafe_code)]
+
 mod catalog;
 mod digest;
 mod encryption;

@@ -12,9 +12,6 @@ use serde::{Deserialize, Serialize};
 use crate::router::AppState;
 use crate::{ApiError, ApiToken, SnapshotRequest};
 
-/// Labels longer than this are refused: they end up in every listing.
-const MAX_LABEL_CHARS: usize = 256;
-
 /// The answer of `GET /v1/snapshots`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SnapshotList {
@@ -58,15 +55,8 @@ pub async fn trigger(
     let request: SnapshotRequest =
         super::optional_json_body(body, "nothing or {\"label\": \"...\"}")?;
     if let Some(label) = &request.label {
-        if label.chars().count() > MAX_LABEL_CHARS || label.chars().any(char::is_control) {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_label",
-                format!(
-                    "a label is at most {MAX_LABEL_CHARS} characters, without control characters"
-                ),
-            ));
-        }
+        etcd_dr_core::validate_label(label)
+            .map_err(|detail| ApiError::new(StatusCode::BAD_REQUEST, "bad_label", detail))?;
     }
     let accepted = state.daemon.trigger_snapshot(request).await.map_err(|e| {
         if let crate::ActionError::Busy(detail) = e {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use etcd_dr_core::{NodeBundle, SnapshotManifest};
+use etcd_dr_core::{printable, NodeBundle, SnapshotManifest};
 use etcd_dr_transport::{
     read_object, read_snapshot, resolve_snapshot, Identities, SnapshotLayout, SnapshotSelector,
 };
@@ -143,11 +143,16 @@ async fn fetch_bundle(
             ..
         }) => (object, raw, service_account_keys),
         Some(NodeBundle::Missing { reason, .. }) => bail!(
-            "snapshot {} has no bundle of node {node}: it was not reachable when the snapshot was taken ({reason})",
-            manifest.id
+            "snapshot {} has no bundle of node {node}: it was not reachable when the snapshot was taken ({})",
+            manifest.id,
+            printable(reason)
         ),
         None => {
-            let known: Vec<&str> = manifest.nodes.iter().map(NodeBundle::node).collect();
+            let known: Vec<_> = manifest
+                .nodes
+                .iter()
+                .map(|b| printable(b.node()))
+                .collect();
             bail!(
                 "snapshot {} has no bundle of node {node} (bundles: {})",
                 manifest.id,
@@ -229,7 +234,10 @@ async fn fetch_bundle(
         raw.sha256
     );
     for key in keys {
-        println!("  service-account key: {}", output.join(key).display());
+        println!(
+            "  service-account key: {}",
+            printable(&output.join(key).display().to_string())
+        );
     }
     Ok(())
 }

@@ -44,7 +44,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
                 m.etcd.revision,
                 human_bytes(m.raw.size),
                 human_bytes(m.stored.size),
-                m.label.as_deref().unwrap_or("")
+                etcd_dr_core::printable(m.label.as_deref().unwrap_or(""))
             );
         }
     }

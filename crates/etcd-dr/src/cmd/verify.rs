@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use etcd_dr_core::NodeBundle;
+use etcd_dr_core::{printable, NodeBundle};
 use etcd_dr_transport::{read_object, read_snapshot, resolve_snapshot, SnapshotSelector};
 
 use super::{human_bytes, identities, manifest_trust, open_store, shutdown_token};
@@ -57,6 +57,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
                 entries,
                 ..
             } => {
+                let node = printable(node);
                 let (checked, _) = read_object(
                     &store,
                     &layout,
@@ -81,6 +82,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
                 );
             }
             NodeBundle::Missing { node, reason } => {
+                let (node, reason) = (printable(node), printable(reason));
                 println!(
                     "  node {node} MISSING (not reachable when the snapshot was taken): {reason}"
                 );
