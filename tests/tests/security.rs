@@ -381,3 +381,50 @@ fn plain_copies_are_owner_only_under_umask_022() {
     );
     assert_eq!(mode(&out), 0o600);
 }
+
+#[test]
+fn secrets_stay_out_of_outputs_and_child_environments() {
+    let scratch = tempfile::tempdir().unwrap();
+    let recorded = scratch.path().join("child-env");
+    let token = scratch.path().join("api-token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    // A token file others can read is refused by default, with the fix named.
+    let dr = EtcdDr::new(&format!(
+        "secret_file_modes = \"refuse\"\nrole = \"secondary\"\ncluster = \"prod\"\n{}\n[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
+        StoreTarget::Local(&scratch.path().join("store")).config_section(),
+        token.display()
+    ));
+    let error = dr.run_err(&["run"]);
+    assert!(error.contains("mode 0644"), "{error}");
+    assert!(error.contains(&format!("chmod 600 {}", token.display())), "{error}");
+
+    // Commands on nodes (here `nodes check` on a local node, through a recording prefix) get
+    // an allow-listed environment: none of the daemon's secrets.
+    let dr = EtcdDr::new(&format!(
+        "cluster = \"prod\"\n{}\n[nodes]\ncontrol_plane = [\"cp1\"]\n[nodes.access]\ntype = \"local\"\nsudo = [\"/bin/sh\", \"-c\", \"env >> {}; exec \\\"$@\\\"\", \"sh\"]\n",
+        StoreTarget::Local(&scratch.path().join("store")).config_section(),
+        recorded.display()
+    ))
+    .env("ETCD_DR_API_TOKEN", "api-token-value-must-not-leak")
+    .env("AWS_SECRET_ACCESS_KEY", "aws-secret-value-must-not-leak");
+    let _ = dr.run(&["nodes", "check"]);
+    let seen = std::fs::read_to_string(&recorded).expect("the prefix recorded the environment");
+    assert!(seen.contains("PATH="), "{seen}");
+    assert!(!seen.contains("must-not-leak"), "{seen}");
+
+    // Printed endpoints carry no credentials; config errors echo no secret.
+    let dr = EtcdDr::new(
+        "cluster = \"prod\"\n[store]\ntype = \"s3\"\nbucket = \"b\"\nendpoint = \"https://user:hunter2-secret@s3.example\"\n",
+    );
+    let shown = dr.run_ok(&["check-config"]);
+    assert!(shown.contains("https://s3.example"), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    let dr = EtcdDr::new(
+        "cluster = \"prod\"\n[store]\ntype = \"local\"\npath = \"/tmp/x\"\n[encryption]\nrecipients = \"AGE-SECRET-KEY-1QQQSECRETQQQ\"\n",
+    );
+    let error = dr.run_err(&["check-config"]);
+    assert!(error.contains("recipients") || error.contains("encryption"), "{error}");
+    assert!(!error.contains("QQQSECRETQQQ"), "{error}");
+}

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod cmd;
+mod config_redaction;
 mod daemon;
 mod settings;
 mod snapshot_job;

@@ -350,14 +350,23 @@ impl Settings {
         let loaded = builder
             .build()
             .with_context(|| format!("config file `{}`", path.display()))?;
-        let settings: Settings = loaded.try_deserialize().with_context(|| {
-            format!(
-                "config file `{}` (or an ETCD_DR_… variable)",
-                path.display()
-            )
-        })?;
+        // No message about the configuration echoes a secret it holds.
+        let secrets = crate::config_redaction::sensitive_values(&loaded);
+        let redacted = |error: &dyn std::fmt::Display| {
+            anyhow::anyhow!(crate::config_redaction::redact(&error.to_string(), &secrets))
+        };
+        let settings: Settings = loaded
+            .try_deserialize()
+            .map_err(|e| redacted(&e))
+            .with_context(|| {
+                format!(
+                    "config file `{}` (or an ETCD_DR_… variable)",
+                    path.display()
+                )
+            })?;
         settings
             .validate()
+            .map_err(|e| redacted(&e))
             .with_context(|| format!("config file `{}`", path.display()))?;
         Ok(settings)
     }

@@ -12,6 +12,7 @@
 
 mod bundle;
 mod check;
+mod child_env;
 mod command;
 mod config;
 mod error;
@@ -21,6 +22,7 @@ mod unpack;
 
 pub use bundle::{default_bundle_paths, BundleConfig, TarScanner, TarSummary, UnreachablePolicy};
 pub use check::{check_node, FreeSpace, NodeReport};
+pub use child_env::{is_allowed_in_child, CHILD_ENV_ALLOWED};
 pub use command::{
     CommandOutput, Node, NodeCommand, NodeRole, OutputStream, MAX_CAPTURED_STDOUT, STDERR_TAIL,
 };

@@ -42,7 +42,7 @@ pub use signing::{
     generate_signing_key, parse_public_key, ManifestSigner, ManifestTrust, SigningConfig,
     PUBLIC_KEY_PREFIX,
 };
-pub use store_config::{oci_s3_endpoint, StoreConfig, StoreKind};
+pub use store_config::{oci_s3_endpoint, without_userinfo, StoreConfig, StoreKind};
 pub use upload::{
     upload_object, upload_snapshot_data, ShipProgress, UploadOptions, UploadedData, UploadedObject,
 };

@@ -198,7 +198,9 @@ impl StoreConfig {
             StoreKind::S3 => format!(
                 "s3 bucket {} at {}",
                 self.bucket.as_deref().unwrap_or("?"),
-                self.endpoint.as_deref().unwrap_or("AWS")
+                self.endpoint
+                    .as_deref()
+                    .map_or(std::borrow::Cow::Borrowed("AWS"), without_userinfo)
             ),
             StoreKind::Oci => format!(
                 "oci bucket {} in {}/{}",
@@ -357,6 +359,18 @@ fn parse_credentials(text: &str, profile: &str) -> Option<StaticCredentials> {
     })
 }
 
+/// `url` without `user:password@` (printed endpoints never carry credentials).
+pub fn without_userinfo(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return std::borrow::Cow::Borrowed(url);
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => std::borrow::Cow::Owned(format!("{scheme}://{}", &rest[at + 1..])),
+        None => std::borrow::Cow::Borrowed(url),
+    }
+}
+
 /// Creates a local store's directory owner-only (0700), so that the objects in it, plain ones
 /// included, are out of others' reach whatever the umask; an existing directory that others can
 /// enter is used with a warning (it may be shared on purpose, with a group).
@@ -392,6 +406,21 @@ fn prepare_local_store(path: &std::path::Path) -> Result<(), TransportError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printed_endpoints_never_carry_credentials() {
+        assert_eq!(
+            without_userinfo("https://key:secret@s3.example:9000/path?x=1"),
+            "https://s3.example:9000/path?x=1"
+        );
+        assert_eq!(without_userinfo("http://127.0.0.1:9000"), "http://127.0.0.1:9000");
+        assert_eq!(without_userinfo("no-scheme@host"), "no-scheme@host");
+        let mut config = StoreConfig::local("/tmp/x");
+        config.kind = StoreKind::S3;
+        config.bucket = Some("b".into());
+        config.endpoint = Some("https://user:hunter2@s3.example".into());
+        assert!(!config.describe().contains("hunter2"), "{}", config.describe());
+    }
 
     #[test]
     fn builds_the_oci_compat_endpoint() {

@@ -22,6 +22,9 @@ pub async fn run(settings: &Settings, _args: Args) -> anyhow::Result<()> {
     let cancel = shutdown_token();
     // The one registry of the process.
     let metrics = Metrics::new(settings.role)?;
+    if let Some(path) = &settings.http.token_file {
+        super::check_secret_file(settings, path, "the API token file (http.token_file)")?;
+    }
     let token = load_token(&settings.http)?;
     let (store, layout) = open_store(settings)?;
     let secondary_config = settings.secondary();

@@ -24,12 +24,9 @@ use crate::settings::SecondarySettings;
 /// Creates the pre-staging directory (owner-only: the files hold every Secret of the cluster).
 /// A copy an earlier run staged is reported only once the first poll has checked it.
 pub fn prepare(state: &DaemonState, config: &SecondarySettings) -> anyhow::Result<()> {
-    // An unreadable identity file is a start-up error, not one failed verification per poll.
-    state
-        .settings
-        .encryption
-        .identities()
-        .context("encryption.identity_file")?;
+    // An unreadable (or world-readable) identity file is a start-up error, not one failed
+    // verification per poll.
+    crate::cmd::identities(&state.settings).context("encryption.identity_file")?;
     if let Some(dir) = &config.prestage_dir {
         std::fs::DirBuilder::new()
             .recursive(true)
