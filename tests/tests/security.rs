@@ -398,7 +398,10 @@ fn secrets_stay_out_of_outputs_and_child_environments() {
     ));
     let error = dr.run_err(&["run"]);
     assert!(error.contains("mode 0644"), "{error}");
-    assert!(error.contains(&format!("chmod 600 {}", token.display())), "{error}");
+    assert!(
+        error.contains(&format!("chmod 600 {}", token.display())),
+        "{error}"
+    );
 
     // Commands on nodes (here `nodes check` on a local node, through a recording prefix) get
     // an allow-listed environment: none of the daemon's secrets.
@@ -425,6 +428,61 @@ fn secrets_stay_out_of_outputs_and_child_environments() {
         "cluster = \"prod\"\n[store]\ntype = \"local\"\npath = \"/tmp/x\"\n[encryption]\nrecipients = \"AGE-SECRET-KEY-1QQQSECRETQQQ\"\n",
     );
     let error = dr.run_err(&["check-config"]);
-    assert!(error.contains("recipients") || error.contains("encryption"), "{error}");
+    assert!(
+        error.contains("recipients") || error.contains("encryption"),
+        "{error}"
+    );
     assert!(!error.contains("QQQSECRETQQQ"), "{error}");
+}
+
+#[test]
+fn a_slow_header_client_is_cut_off_while_a_normal_client_is_served() {
+    use std::io::{Read, Write};
+    let scratch = tempfile::tempdir().unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], etcd_dr_e2e::free_port()));
+    let dr = EtcdDr::new(&format!(
+        "role = \"secondary\"\ncluster = \"prod\"\n{}\n[http]\nlisten = \"{addr}\"\nheader_timeout = \"1s\"\nmax_connections = 3\n[secondary]\npoll_interval = \"1s\"\n",
+        StoreTarget::Local(&scratch.path().join("store")).config_section(),
+    ));
+    let child = dr.spawn(&["run"], "daemon.log");
+    assert!(etcd_dr_e2e::wait_for_port(addr, Duration::from_secs(20)));
+
+    // Two clients that never finish their request head.
+    let slow: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream
+                .write_all(b"GET /v1/status HTTP/1.1\r\nHost: etcd-dr\r\nX-Slow: ")
+                .unwrap();
+            stream
+        })
+        .collect();
+    // A normal client is served meanwhile.
+    let started = std::time::Instant::now();
+    let healthy = get(addr, "/healthz").expect("a normal request is served");
+    assert_eq!(healthy.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The slow ones are cut off after the header timeout: the server closes them.
+    for mut stream in slow {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut buffer = Vec::new();
+        let read = stream.read_to_end(&mut buffer);
+        // A read timeout here means the server kept the connection open.
+        assert!(read.is_ok(), "the connection stayed open: {read:?}");
+        let text = String::from_utf8_lossy(&buffer);
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "{text}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    etcd_dr_e2e::terminate(&child);
+    let _ = child.wait_with_output();
 }

@@ -26,6 +26,16 @@ pub struct HttpConfig {
     /// A store check that takes longer than this counts as unreachable.
     #[serde(default = "default_store_check_timeout", with = "humantime_serde")]
     pub store_check_timeout: Duration,
+    /// A client must send its request head within this, or its connection is closed.
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// A request must be answered within this (then 408). Above the 60 s that
+    /// `POST /v1/snapshots` may wait for etcd.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Connections open at once; further clients wait until one closes.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 /// The environment variable holding the API token when `http.token_file` is not set.
@@ -43,6 +53,15 @@ fn default_store_check_interval() -> Duration {
 fn default_store_check_timeout() -> Duration {
     Duration::from_secs(10)
 }
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(90)
+}
+fn default_max_connections() -> usize {
+    64
+}
 
 impl Default for HttpConfig {
     fn default() -> Self {
@@ -52,6 +71,9 @@ impl Default for HttpConfig {
             readiness_grace: default_readiness_grace(),
             store_check_interval: default_store_check_interval(),
             store_check_timeout: default_store_check_timeout(),
+            header_timeout: default_header_timeout(),
+            request_timeout: default_request_timeout(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -83,6 +105,16 @@ impl HttpConfig {
                 self.store_check_timeout,
                 Duration::from_millis(100),
             ),
+            (
+                "header_timeout",
+                self.header_timeout,
+                Duration::from_millis(100),
+            ),
+            (
+                "request_timeout",
+                self.request_timeout,
+                Duration::from_secs(1),
+            ),
         ] {
             if value < minimum {
                 problems.push(
@@ -90,6 +122,12 @@ impl HttpConfig {
                     format!("must be at least {minimum:?}"),
                 );
             }
+        }
+        if !(1..=10_000).contains(&self.max_connections) {
+            problems.push(
+                format!("{field}.max_connections"),
+                "must be between 1 and 10000",
+            );
         }
     }
 }

@@ -23,6 +23,7 @@ mod error;
 mod metrics;
 mod router;
 pub mod routes;
+mod server;
 mod status;
 
 pub use auth::ApiToken;
@@ -30,7 +31,8 @@ pub use config::{HttpConfig, TOKEN_ENV};
 pub use daemon::{ActionError, Daemon, PromotionAccepted, SnapshotAccepted, SnapshotRequest};
 pub use error::{ApiError, ControlError, ErrorBody};
 pub use metrics::Metrics;
-pub use router::{bind, router, serve, AppState};
+pub use router::{bind, router, AppState};
+pub use server::{serve, CallerAddress, ServeLimits};
 pub use status::{
     Activity, DaemonStatus, InFlight, LastError, PrestagedSnapshot, PromotionSummary, Role,
     ScheduleStatus, SecondaryStatus, SnapshotSummary, StoreHealth, Trigger,

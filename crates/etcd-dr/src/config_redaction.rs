@@ -32,9 +32,7 @@ pub fn sensitive_values(config: &config::Config) -> Vec<String> {
 fn collect(value: &serde_json::Value, path: &str, sensitive: bool, found: &mut Vec<String>) {
     let sensitive = sensitive || is_sensitive(path);
     match value {
-        serde_json::Value::String(text) if sensitive && text.len() >= 4 => {
-            found.push(text.clone())
-        }
+        serde_json::Value::String(text) if sensitive && text.len() >= 4 => found.push(text.clone()),
         serde_json::Value::Array(items) => {
             for item in items {
                 collect(item, path, sensitive, found);

@@ -353,7 +353,10 @@ impl Settings {
         // No message about the configuration echoes a secret it holds.
         let secrets = crate::config_redaction::sensitive_values(&loaded);
         let redacted = |error: &dyn std::fmt::Display| {
-            anyhow::anyhow!(crate::config_redaction::redact(&error.to_string(), &secrets))
+            anyhow::anyhow!(crate::config_redaction::redact(
+                &error.to_string(),
+                &secrets
+            ))
         };
         let settings: Settings = loaded
             .try_deserialize()

@@ -413,13 +413,20 @@ mod tests {
             without_userinfo("https://key:secret@s3.example:9000/path?x=1"),
             "https://s3.example:9000/path?x=1"
         );
-        assert_eq!(without_userinfo("http://127.0.0.1:9000"), "http://127.0.0.1:9000");
+        assert_eq!(
+            without_userinfo("http://127.0.0.1:9000"),
+            "http://127.0.0.1:9000"
+        );
         assert_eq!(without_userinfo("no-scheme@host"), "no-scheme@host");
         let mut config = StoreConfig::local("/tmp/x");
         config.kind = StoreKind::S3;
         config.bucket = Some("b".into());
         config.endpoint = Some("https://user:hunter2@s3.example".into());
-        assert!(!config.describe().contains("hunter2"), "{}", config.describe());
+        assert!(
+            !config.describe().contains("hunter2"),
+            "{}",
+            config.describe()
+        );
     }
 
     #[test]

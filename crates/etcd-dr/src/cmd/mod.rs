@@ -84,7 +84,11 @@ pub fn manifest_trust(settings: &Settings) -> anyhow::Result<ManifestTrust> {
 /// others can read is refused (or, with `secret_file_modes = "warn"`, used with a warning).
 pub fn identities(settings: &Settings) -> anyhow::Result<etcd_dr_transport::Identities> {
     if let Some(path) = &settings.encryption.identity_file {
-        check_secret_file(settings, path, "the age identity file (encryption.identity_file)")?;
+        check_secret_file(
+            settings,
+            path,
+            "the age identity file (encryption.identity_file)",
+        )?;
     }
     Ok(settings.encryption.identities()?)
 }
@@ -96,8 +100,7 @@ pub fn check_secret_file(
     path: &std::path::Path,
     what: &str,
 ) -> anyhow::Result<()> {
-    if let Some(warning) =
-        etcd_dr_core::check_secret_file(path, what, settings.secret_file_modes)?
+    if let Some(warning) = etcd_dr_core::check_secret_file(path, what, settings.secret_file_modes)?
     {
         tracing::warn!("{warning}");
     }

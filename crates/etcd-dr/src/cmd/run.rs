@@ -77,7 +77,18 @@ pub async fn run(settings: &Settings, _args: Args) -> anyhow::Result<()> {
         token,
         readiness_grace: settings.http.readiness_grace,
     });
-    let server = tokio::spawn(etcd_dr_control::serve(listener, router, cancel.clone()));
+    if !listen.ip().is_loopback() {
+        tracing::warn!(
+            %listen,
+            "http.listen is not a loopback address: the API (status, snapshot list, metrics, and with a token snapshots and promotion) is reachable from the network; put it behind a firewall or a TLS proxy"
+        );
+    }
+    let server = tokio::spawn(etcd_dr_control::serve(
+        listener,
+        router,
+        etcd_dr_control::ServeLimits::from(&settings.http),
+        cancel.clone(),
+    ));
 
     // Start-up knowledge, bounded so that systemd hears READY in time even with the store away.
     store_check::check_once(&state).await;
