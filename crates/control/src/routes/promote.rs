@@ -17,6 +17,7 @@ use crate::{ActionError, ApiError, ApiToken};
 /// while a promotion marker fences the cluster (unless `force`).
 pub async fn start(
     State(state): State<AppState>,
+    caller: Option<axum::Extension<crate::CallerAddress>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -37,6 +38,7 @@ pub async fn start(
         })?;
     tracing::warn!(
         id = %accepted.id,
+        caller = %caller.map_or_else(|| "unknown".to_string(), |c| c.0 .0.to_string()),
         mode = request.mode.as_str(),
         dry_run = request.dry_run,
         force = request.force,
