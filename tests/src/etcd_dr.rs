@@ -92,6 +92,14 @@ impl EtcdDr {
         &self.config
     }
 
+    /// Appends TOML (whole sections) to the config file.
+    pub fn append_config(&self, toml: &str) {
+        let mut config = std::fs::read_to_string(&self.config).expect("read config");
+        config.push('\n');
+        config.push_str(toml);
+        std::fs::write(&self.config, config).expect("write config");
+    }
+
     /// A command running `etcd-dr --config <file> <args>`.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(etcd_dr_bin());
@@ -230,6 +238,15 @@ pub fn signing_section(dir: &Path) -> String {
         "[signing]\nkey_file = \"{}\"\ntrusted_keys = [\"{}\"]\n",
         dir.join(SIGNING_KEY_FILE).display(),
         test_signing_key().1
+    )
+}
+
+/// A finished command's stdout followed by its stderr, as text.
+pub fn output_text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
     )
 }
 

@@ -84,6 +84,12 @@ pub fn standin_command(
     )
 }
 
+/// Words as a TOML array of strings (`["sh", "/path", …]`), for argv settings in a config.
+pub fn toml_array(words: &[String]) -> String {
+    let quoted: Vec<String> = words.iter().map(|w| format!("\"{w}\"")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
 /// What a kubeadm-shaped etcd static pod manifest needs for one member.
 pub struct EtcdPodSpec<'a> {
     /// `--name` (the host name).

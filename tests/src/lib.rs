@@ -8,23 +8,32 @@
 #![forbid(unsafe_code)]
 
 pub mod certs;
+pub mod daemon;
 pub mod etcd;
 pub mod etcd_dr;
+pub mod files;
 pub mod fill;
 pub mod kube_recorder;
 pub mod kubelet;
+pub mod local_secondary;
+pub mod markdown_links;
 pub mod net;
 pub mod nodes;
+pub mod promotion;
 pub mod s3;
 pub mod secondary;
+pub mod store_backend;
 pub mod tools;
 
 pub use certs::TlsFiles;
 pub use etcd::{EtcdCluster, EtcdOptions, EtcdVersion};
-pub use etcd_dr::{signing_section, terminate, test_signing_key, test_trust, EtcdDr, StoreTarget};
+pub use etcd_dr::{
+    output_text, signing_section, terminate, test_signing_key, test_trust, EtcdDr, StoreTarget,
+};
 pub use fill::{fill_kubernetes_shaped, kubernetes_object, FillSpec};
 pub use net::{free_port, http_request, wait_for_port, HttpResponse, ProxyMode, TcpProxy};
 pub use s3::MotoServer;
+pub use store_backend::{StoreBackend, StoreUnderTest};
 pub use tools::{tools, Tools};
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout` naming `what`.

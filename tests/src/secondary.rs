@@ -11,7 +11,7 @@ use etcd_dr_restore::PromoteConfig;
 use etcd_dr_scheduler::EtcdConfig;
 
 use crate::kubelet::{
-    answers, etcd_pod_manifest, kill_pidfile, member_names, write_standin, EtcdPodSpec,
+    answers, etcd_pod_manifest, kill_pidfile, member_names, toml_array, write_standin, EtcdPodSpec,
 };
 use crate::nodes::{ControlPlaneNodes, KubeadmFiles};
 use crate::{free_port, wait_for, EtcdVersion};
@@ -148,38 +148,20 @@ impl SshSecondary {
     /// `[nodes]` (these nodes over ssh, commands allowed `command_timeout`) and `[promote]`
     /// sections for the binary, the same promotion as [`Self::config`].
     pub fn config_sections(&self, work: &Path, command_timeout: &str) -> String {
-        let argv = |action: &str| {
-            let words: Vec<String> = self
-                .kubelet_argv(action)
-                .iter()
-                .map(|w| format!("\"{w}\""))
-                .collect();
-            format!("[{}]", words.join(", "))
-        };
-        let names: Vec<String> = self
-            .ground
-            .names()
-            .iter()
-            .map(|n| format!("\"{n}\""))
-            .collect();
-        let endpoints: Vec<String> = self
-            .client_urls
-            .iter()
-            .map(|u| format!("\"{u}\""))
-            .collect();
+        let argv = |action: &str| toml_array(&self.kubelet_argv(action));
         format!(
-            "[nodes]\ncontrol_plane = [{names}]\n[nodes.access]\ntype = \"ssh\"\nssh_config = \"{ssh}\"\n\
+            "[nodes]\ncontrol_plane = {names}\n[nodes.access]\ntype = \"ssh\"\nssh_config = \"{ssh}\"\n\
              connect_timeout = \"5s\"\ncommand_timeout = \"{command_timeout}\"\n\
              [promote]\nrequire_service_account_keys = false\nstop_control_plane = [{stop}]\n\
              start_control_plane = [{start}]\netcd_stopped_check = {stopped}\nstop_timeout = \"30s\"\n\
-             health_timeout = \"120s\"\nwork_dir = \"{work}\"\n[promote.etcd]\nendpoints = [{endpoints}]\n",
-            names = names.join(", "),
+             health_timeout = \"120s\"\nwork_dir = \"{work}\"\n[promote.etcd]\nendpoints = {endpoints}\n",
+            names = toml_array(&self.ground.names()),
             ssh = self.ground.ssh_config().display(),
             stop = argv("stop"),
             start = argv("start"),
             stopped = argv("stopped"),
             work = work.display(),
-            endpoints = endpoints.join(", "),
+            endpoints = toml_array(&self.client_urls),
         )
     }
 

@@ -1,11 +1,45 @@
-//! The core path end to end: real etcd → `etcd-dr snapshot` → store → `verify`/`fetch` →
-//! `etcdutl snapshot restore` → a new etcd serving exactly the source's keys and values.
+//! The core path end to end, against every kind of store: real etcd → `etcd-dr snapshot` →
+//! store → `verify`/`fetch` → `etcdutl snapshot restore` → a new etcd serving exactly the
+//! source's keys and values.
+//!
+//! One function per scenario takes the store; `on_every_store!` makes one test per scenario and
+//! store kind (`<scenario>::local`, `::s3`, `::oci`), as object_store's shared backend tests do.
 
 use std::path::Path;
 
 use etcd_dr_e2e::{
-    EtcdCluster, EtcdDr, EtcdOptions, EtcdVersion, FillSpec, MotoServer, StoreTarget,
+    EtcdCluster, EtcdDr, EtcdOptions, EtcdVersion, FillSpec, StoreBackend, StoreUnderTest,
 };
+
+macro_rules! on_every_store {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            use etcd_dr_e2e::StoreBackend;
+
+            #[test]
+            fn local() {
+                super::$scenario(StoreBackend::Local)
+            }
+
+            #[test]
+            fn s3() {
+                super::$scenario(StoreBackend::S3)
+            }
+
+            #[test]
+            fn oci() {
+                super::$scenario(StoreBackend::Oci)
+            }
+        }
+    )*};
+}
+
+on_every_store!(
+    a_labelled_snapshot_restores_every_key,
+    a_tls_cluster_is_snapshotted_from_its_leader,
+    an_etcd_3_4_snapshot_restores_with_etcdctl,
+    fetch_never_replaces_an_existing_file,
+);
 
 /// Fetches `id` from the store to a file, restores it with `version`'s tool into a fresh etcd
 /// and checks that it serves exactly `source`'s data.
@@ -23,23 +57,26 @@ fn fetch_restore_and_compare(dr: &EtcdDr, id: &str, source: &EtcdCluster, versio
     );
 }
 
-fn only_snapshot_id(dr: &EtcdDr) -> String {
-    let list = dr.list_json();
-    assert_eq!(list.len(), 1, "{list:?}");
-    list[0]["id"].as_str().unwrap().to_string()
+/// The documented layout, and nothing else: `<prefix>/<cluster>/snapshots/<id>/` holds
+/// `etcd.db.zst` and `manifest.json`, and no upload is left pending.
+fn assert_stored_exactly(store: &StoreUnderTest, folder: &str, id: &str) {
+    assert_eq!(
+        store.keys(folder),
+        vec![
+            format!("{folder}snapshots/{id}/etcd.db.zst"),
+            format!("{folder}snapshots/{id}/manifest.json"),
+        ],
+        "{}",
+        store.backend()
+    );
+    assert!(store.pending_uploads().is_empty(), "{}", store.backend());
 }
 
-#[test]
-fn snapshot_to_local_directory_restores_every_key() {
+fn a_labelled_snapshot_restores_every_key(backend: StoreBackend) {
     let etcd = EtcdCluster::start(EtcdOptions::default());
     let revision = etcd.fill(FillSpec::objects(3000));
-    let store = tempfile::tempdir().unwrap();
-    let dr = EtcdDr::with_sections(
-        "prod",
-        &etcd.config_section(&etcd.endpoints()),
-        &StoreTarget::Local(store.path()),
-        "",
-    );
+    let store = StoreUnderTest::start(backend, "eu/dr");
+    let dr = store.etcd_dr("prod", &etcd.config_section(&etcd.endpoints()), "");
 
     let summary = dr.run_ok(&["snapshot", "--label", "before upgrade"]);
     assert!(
@@ -59,11 +96,7 @@ fn snapshot_to_local_directory_restores_every_key() {
     assert!(
         manifest["stored"]["size"].as_u64().unwrap() < manifest["raw"]["size"].as_u64().unwrap()
     );
-
-    // Documented layout: <prefix>/<cluster>/snapshots/<id>/{etcd.db.zst,manifest.json}
-    let folder = store.path().join("prod/snapshots").join(id);
-    assert!(folder.join("etcd.db.zst").is_file());
-    assert!(folder.join("manifest.json").is_file());
+    assert_stored_exactly(&store, "eu/dr/prod/", id);
 
     let table = dr.run_ok(&["list"]);
     assert!(
@@ -76,25 +109,15 @@ fn snapshot_to_local_directory_restores_every_key() {
     fetch_restore_and_compare(&dr, id, &etcd, EtcdVersion::V3_5);
 }
 
-#[test]
-fn snapshot_of_a_tls_cluster_to_s3_comes_from_the_leader() {
+fn a_tls_cluster_is_snapshotted_from_its_leader(backend: StoreBackend) {
     let etcd = EtcdCluster::start(EtcdOptions {
         members: 3,
         tls: true,
         ..EtcdOptions::default()
     });
     etcd.fill(FillSpec::objects(2000));
-    let s3 = MotoServer::with_bucket("dr-eu");
-    let dr = EtcdDr::with_sections(
-        "prod",
-        &etcd.config_section(&etcd.endpoints()),
-        &StoreTarget::S3 {
-            server: &s3,
-            bucket: "dr-eu",
-            prefix: "eu/dr",
-        },
-        "",
-    );
+    let store = StoreUnderTest::start(backend, "eu/dr");
+    let dr = store.etcd_dr("prod", &etcd.config_section(&etcd.endpoints()), "");
     let manifest = dr.snapshot_json(&[]);
     let leader = etcd.leader_index();
     assert_eq!(manifest["etcd"]["source_endpoint"], etcd.endpoint(leader));
@@ -106,57 +129,37 @@ fn snapshot_of_a_tls_cluster_to_s3_comes_from_the_leader() {
     assert!(members.iter().all(|m| m["status"]["version"] == "3.5.16"));
 
     let id = manifest["id"].as_str().unwrap();
-    let keys = s3.keys("dr-eu", "eu/dr/prod/snapshots/");
-    assert_eq!(
-        keys,
-        vec![
-            format!("eu/dr/prod/snapshots/{id}/etcd.db.zst"),
-            format!("eu/dr/prod/snapshots/{id}/manifest.json"),
-        ]
-    );
-    assert!(s3.pending_multipart_uploads("dr-eu").is_empty());
+    assert_stored_exactly(&store, "eu/dr/prod/", id);
     dr.run_ok(&["verify", id]);
     fetch_restore_and_compare(&dr, id, &etcd, EtcdVersion::V3_5);
 }
 
-#[test]
-fn etcd_3_4_snapshot_restores_with_etcdctl() {
+fn an_etcd_3_4_snapshot_restores_with_etcdctl(backend: StoreBackend) {
     let etcd = EtcdCluster::start(EtcdOptions {
         version: EtcdVersion::V3_4,
         ..EtcdOptions::default()
     });
     etcd.fill(FillSpec::objects(1500));
-    let s3 = MotoServer::with_bucket("dr34");
-    let dr = EtcdDr::with_sections(
-        "legacy",
-        &etcd.config_section(&etcd.endpoints()),
-        &StoreTarget::S3 {
-            server: &s3,
-            bucket: "dr34",
-            prefix: "",
-        },
-        "",
-    );
+    // No prefix: the cluster's folder sits at the top of the bucket or directory.
+    let store = StoreUnderTest::start(backend, "");
+    let dr = store.etcd_dr("legacy", &etcd.config_section(&etcd.endpoints()), "");
     let manifest = dr.snapshot_json(&[]);
     assert!(manifest["etcd"]["version"]
         .as_str()
         .unwrap()
         .starts_with("3.4."));
-    let id = only_snapshot_id(&dr);
-    fetch_restore_and_compare(&dr, &id, &etcd, EtcdVersion::V3_4);
+    let list = dr.list_json();
+    assert_eq!(list.len(), 1, "{list:?}");
+    let id = list[0]["id"].as_str().unwrap();
+    assert_stored_exactly(&store, "legacy/", id);
+    fetch_restore_and_compare(&dr, id, &etcd, EtcdVersion::V3_4);
 }
 
-#[test]
-fn fetch_never_replaces_an_existing_file() {
+fn fetch_never_replaces_an_existing_file(backend: StoreBackend) {
     let etcd = EtcdCluster::start(EtcdOptions::default());
     etcd.fill(FillSpec::objects(50));
-    let store = tempfile::tempdir().unwrap();
-    let dr = EtcdDr::with_sections(
-        "prod",
-        &etcd.config_section(&etcd.endpoints()),
-        &StoreTarget::Local(store.path()),
-        "",
-    );
+    let store = StoreUnderTest::start(backend, "");
+    let dr = store.etcd_dr("prod", &etcd.config_section(&etcd.endpoints()), "");
     dr.run_ok(&["snapshot"]);
     let target = dr.dir().join("existing.db");
     std::fs::write(&target, b"precious").unwrap();
@@ -164,39 +167,4 @@ fn fetch_never_replaces_an_existing_file() {
     assert!(error.contains("already exists"), "{error}");
     assert_eq!(std::fs::read(&target).unwrap(), b"precious");
     assert!(!Path::new(&format!("{}.partial", target.display())).exists());
-}
-
-#[test]
-fn oci_settings_work_against_an_s3_compatible_server() {
-    // OCI Object Storage is reached through its S3-compatible API with these exact client
-    // settings (namespace, region, path-style, a customer secret key in a credentials file);
-    // only the endpoint is overridden to point at the local server.
-    let etcd = EtcdCluster::start(EtcdOptions::default());
-    etcd.fill(FillSpec::objects(300));
-    let s3 = MotoServer::with_bucket("dr-oci");
-    let credentials = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        credentials.path(),
-        "[oci]\naws_access_key_id = ocid1.credential.test\naws_secret_access_key = customer-secret\n",
-    )
-    .unwrap();
-    let dr = EtcdDr::new(&format!(
-        "cluster = \"prod\"\n{}\n[store]\ntype = \"oci\"\nbucket = \"dr-oci\"\nnamespace = \"axaxnpcrorw5\"\nregion = \"eu-frankfurt-1\"\nendpoint = \"{}\"\ncredentials_file = \"{}\"\nprofile = \"oci\"\n",
-        etcd.config_section(&etcd.endpoints()),
-        s3.endpoint(),
-        credentials.path().display()
-    ))
-    // No key in the environment: the credentials file must be what is used.
-    .env("AWS_ACCESS_KEY_ID", "")
-    .env("AWS_SECRET_ACCESS_KEY", "");
-    let manifest = dr.snapshot_json(&[]);
-    let id = manifest["id"].as_str().unwrap();
-    assert_eq!(
-        s3.keys("dr-oci", "prod/"),
-        vec![
-            format!("prod/snapshots/{id}/etcd.db.zst"),
-            format!("prod/snapshots/{id}/manifest.json"),
-        ]
-    );
-    fetch_restore_and_compare(&dr, id, &etcd, EtcdVersion::V3_5);
 }

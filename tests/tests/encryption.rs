@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use etcd_dr_e2e::files::files_under;
 use etcd_dr_e2e::nodes::ControlPlaneNodes;
 use etcd_dr_e2e::{EtcdCluster, EtcdDr, EtcdOptions, StoreTarget};
 
@@ -30,21 +31,14 @@ fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
     (path, recipient)
 }
 
-fn all_stored_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(next) = pending.pop() {
-        for entry in std::fs::read_dir(&next).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                let bytes = std::fs::read(&path).unwrap();
-                found.push((path, bytes));
-            }
-        }
-    }
-    found
+fn all_stored_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    files_under(dir)
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(dir.join(&path)).unwrap();
+            (path, bytes)
+        })
+        .collect()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -97,9 +91,9 @@ fn encrypted_snapshots_and_bundles_reveal_nothing_and_restore_with_the_identity(
     assert_eq!(stored.len(), 5);
     let sa_marker = files.sa_key.lines().nth(1).unwrap().as_bytes();
     for (path, bytes) in &stored {
-        assert!(!contains(bytes, secret_value), "{}", path.display());
-        assert!(!contains(bytes, sa_marker), "{}", path.display());
-        assert!(!contains(bytes, b"AGE-SECRET-KEY"), "{}", path.display());
+        assert!(!contains(bytes, secret_value), "{path}");
+        assert!(!contains(bytes, sa_marker), "{path}");
+        assert!(!contains(bytes, b"AGE-SECRET-KEY"), "{path}");
     }
     // The primary cannot read its own backups.
     let error = primary.run_err(&["verify", &id]);

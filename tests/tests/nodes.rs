@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use etcd_dr_e2e::files::files_under;
 use etcd_dr_e2e::nodes::ControlPlaneNodes;
 use etcd_dr_e2e::{EtcdCluster, EtcdDr, EtcdOptions, StoreTarget};
 use etcd_dr_nodes::{Node, NodeError, NodeRole, SshExecutor};
@@ -132,23 +133,6 @@ fn plain_config(
             ground.config_section()
         ),
     )
-}
-
-fn files_under(dir: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(next) = pending.pop() {
-        for entry in std::fs::read_dir(&next).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                found.push(path.strip_prefix(dir).unwrap().display().to_string());
-            }
-        }
-    }
-    found.sort();
-    found
 }
 
 #[test]

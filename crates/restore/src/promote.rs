@@ -151,7 +151,7 @@ impl Promoter {
                     return fail(
                         StepName::Fence,
                         PromoteError::Config(format!(
-                            "promotion {} ({}, snapshot {}, by {} at {}) fenced this prefix: another cluster was promoted from it, and restoring this one in place would bring back a primary that must not ship. To make this cluster primary again, follow \"Failing back\" in the README; remove `{}` only if you deliberately want this cluster back as the primary of this prefix",
+                            "promotion {} ({}, snapshot {}, by {} at {}) fenced this prefix: another cluster was promoted from it, and restoring this one in place would bring back a primary that must not ship. To make this cluster primary again, follow \"Failing back\" (docs/runbooks/failback.md); remove `{}` only if you deliberately want this cluster back as the primary of this prefix",
                             marker.promotion_id,
                             marker.mode.as_str(),
                             marker.snapshot,

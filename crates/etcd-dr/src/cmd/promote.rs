@@ -46,7 +46,7 @@ pub fn promoter(settings: &Settings) -> anyhow::Result<Promoter> {
     let config = settings
         .promote
         .clone()
-        .context("this needs a [promote] section: the control-plane nodes' etcd, manifests and commands (README: \"Promote configuration\")")?;
+        .context("this needs a [promote] section: the control-plane nodes' etcd, manifests and commands (docs/configuration.md: [promote])")?;
     let (store, layout) = open_store(settings)?;
     let mut promoter = Promoter::new(
         config,

@@ -82,7 +82,7 @@ pub async fn start(
 ) -> Result<PromotionAccepted, ActionError> {
     let Some(promoter) = state.promotions.promoter.clone() else {
         return Err(ActionError::Unsupported(
-            "this instance has no [promote] section; configure it on the secondary (README: Promote configuration)"
+            "this instance has no [promote] section; configure it on the secondary (docs/configuration.md: [promote])"
                 .into(),
         ));
     };

@@ -1,0 +1,310 @@
+//! The primary daemon (`etcd-dr run`) and its control plane: every HTTP endpoint, the token,
+//! a triggered snapshot and the 409 while one runs, metrics that agree with the manifests,
+//! systemd notifications, and start-up problems named by field.
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd_dr_e2e::daemon::{assert_error, primary_on_s3, stop, write_token, Api, API_TOKEN};
+use etcd_dr_e2e::{
+    terminate, wait_for, EtcdCluster, EtcdDr, EtcdOptions, FillSpec, MotoServer, TcpProxy,
+};
+
+const BUCKET: &str = "dr-backups";
+
+#[test]
+fn the_primary_api_reports_triggers_and_counts_snapshots() {
+    let s3 = MotoServer::with_bucket(BUCKET);
+    let etcd = EtcdCluster::start(EtcdOptions::default());
+    etcd.fill(FillSpec::total_bytes(3 << 20, 4096));
+    // Through a proxy, so that a snapshot can be slowed down enough to be seen running.
+    let proxy = TcpProxy::start(etcd.client_addr(0));
+    let api = Api::on_free_port();
+    let dr = primary_on_s3(
+        &etcd,
+        &[format!("http://{}", proxy.addr())],
+        &s3,
+        BUCKET,
+        &api,
+    );
+    let child = dr.spawn(&["run"], "primary.log");
+    api.wait_ready();
+
+    // The schedule's first run starts at once.
+    let first = wait_for(
+        "the first scheduled snapshot",
+        Duration::from_secs(30),
+        || {
+            let status = api.status();
+            status["last_snapshot"]["id"].as_str().map(String::from)
+        },
+    );
+    assert_eq!(api.get("/healthz").json()["alive"], true);
+    let ready = api.get("/readyz");
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    assert_eq!(ready.json()["ready"], true);
+
+    let status = api.status();
+    assert_eq!(status["role"], "primary");
+    assert_eq!(status["cluster"], "prod");
+    assert_eq!(status["schedule"]["description"], "every 1h");
+    assert!(status["schedule"]["next_run"].is_string(), "{status}");
+    assert_eq!(status["last_snapshot"]["revision"], etcd.revision());
+    assert_eq!(status["store"]["reachable"], true);
+    assert!(status["in_flight"].is_null() && status["last_error"].is_null());
+    let lag = status["replication_lag_seconds"].as_f64().unwrap();
+    assert!((0.0..30.0).contains(&lag), "{lag}");
+
+    let list = api.json("/v1/snapshots");
+    assert_eq!(list["count"], 1);
+    let manifest = api.json(&format!("/v1/snapshots/{first}"));
+    assert_eq!(manifest, list["snapshots"][0]);
+    assert_eq!(manifest["id"], first);
+    assert_error(
+        &api.get("/v1/snapshots/20200101T000000Z-r1"),
+        404,
+        "not_found",
+    );
+    assert_error(
+        &api.get("/v1/snapshots/latest-please"),
+        400,
+        "bad_snapshot_id",
+    );
+    assert_error(&api.get("/v2/anything"), 404, "not_found");
+    assert_error(
+        &api.request("DELETE", "/v1/snapshots", Some(API_TOKEN)),
+        405,
+        "method_not_allowed",
+    );
+
+    let metrics = api.metrics();
+    assert_eq!(metrics["etcd_dr_snapshots_total{result=\"success\"}"], 1.0);
+    assert_eq!(metrics["etcd_dr_snapshots_total{result=\"failure\"}"], 0.0);
+    assert_eq!(metrics["etcd_dr_snapshots_stored"], 1.0);
+    assert_eq!(metrics["etcd_dr_snapshot_interval_seconds"], 3600.0);
+    assert_eq!(metrics["etcd_dr_snapshot_in_progress"], 0.0);
+
+    // Without the token, or with a wrong one: 401, and nothing starts.
+    assert_error(
+        &api.request("POST", "/v1/snapshots", None),
+        401,
+        "unauthorized",
+    );
+    assert_error(
+        &api.request("POST", "/v1/snapshots", Some("not-the-token-0123456789")),
+        401,
+        "unauthorized",
+    );
+    assert!(api.status()["in_flight"].is_null());
+
+    // A slow snapshot (about 3 MiB at 512 KiB/s): triggered, seen running, a second refused.
+    etcd.put("/registry/namespaces/team-a", b"k8s\0ns");
+    proxy.throttle(512 * 1024);
+    let accepted = api.request("POST", "/v1/snapshots", Some(API_TOKEN));
+    assert_eq!(accepted.status, 202, "{}", accepted.text());
+    let id = accepted.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        accepted.header("location"),
+        Some(format!("/v1/snapshots/{id}").as_str())
+    );
+    assert!(id.ends_with(&format!("-r{}", etcd.revision())), "{id}");
+    let running = wait_for("progress bytes", Duration::from_secs(10), || {
+        let status = api.status();
+        (status["in_flight"]["raw_bytes"].as_u64() > Some(0)).then_some(status)
+    });
+    assert_eq!(running["in_flight"]["activity"], "snapshot");
+    assert_eq!(running["in_flight"]["trigger"], "api");
+    assert_eq!(running["in_flight"]["id"], id);
+    assert_eq!(api.metric("etcd_dr_snapshot_in_progress"), 1.0);
+    assert_error(
+        &api.request("POST", "/v1/snapshots", Some(API_TOKEN)),
+        409,
+        "snapshot_in_progress",
+    );
+    // Not yet committed: it does not exist for readers.
+    assert_eq!(api.get(&format!("/v1/snapshots/{id}")).status, 404);
+    proxy.throttle(0);
+
+    wait_for("the triggered snapshot", Duration::from_secs(30), || {
+        (api.get(&format!("/v1/snapshots/{id}")).status == 200).then_some(())
+    });
+    wait_for("the run to finish", Duration::from_secs(10), || {
+        api.status()["in_flight"].is_null().then_some(())
+    });
+    let status = api.status();
+    assert_eq!(status["last_snapshot"]["id"], id);
+    let list = api.json("/v1/snapshots");
+    assert_eq!(list["count"], 2);
+    assert_eq!(list["snapshots"][0]["id"], id, "newest first");
+    assert_eq!(list["snapshots"][1]["id"], first);
+
+    // The metrics agree with the manifests, exactly.
+    let newest = &list["snapshots"][0];
+    let stored_total: u64 = list["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["stored"]["size"].as_u64().unwrap())
+        .sum();
+    let metrics = api.metrics();
+    assert_eq!(metrics["etcd_dr_snapshots_total{result=\"success\"}"], 2.0);
+    assert_eq!(metrics["etcd_dr_snapshots_stored"], 2.0);
+    assert_eq!(metrics["etcd_dr_snapshot_duration_seconds_count"], 2.0);
+    assert_eq!(metrics["etcd_dr_snapshot_in_progress"], 0.0);
+    assert_eq!(metrics["etcd_dr_uploaded_bytes_total"], stored_total as f64);
+    assert_eq!(
+        metrics["etcd_dr_etcd_revision"],
+        newest["etcd"]["revision"].as_f64().unwrap()
+    );
+    assert_eq!(
+        metrics["etcd_dr_snapshot_size_bytes{kind=\"raw\"}"],
+        newest["raw"]["size"].as_f64().unwrap()
+    );
+    assert_eq!(
+        metrics["etcd_dr_snapshot_size_bytes{kind=\"stored\"}"],
+        newest["stored"]["size"].as_f64().unwrap()
+    );
+    let completed =
+        chrono::DateTime::parse_from_rfc3339(newest["completed_at"].as_str().unwrap()).unwrap();
+    let completed = completed.timestamp_micros() as f64 / 1e6;
+    assert!(
+        (metrics["etcd_dr_last_success_timestamp_seconds"] - completed).abs() < 0.01,
+        "{} vs {}",
+        metrics["etcd_dr_last_success_timestamp_seconds"],
+        completed
+    );
+    assert!(metrics["etcd_dr_replication_lag_seconds"] < 30.0);
+
+    stop(child, &dr, "primary.log");
+    assert!(dr.log("primary.log").contains("stopped"));
+}
+
+#[test]
+fn systemd_hears_ready_watchdog_pings_and_stopping() {
+    let store = tempfile::tempdir().unwrap();
+    let api = Api::on_free_port();
+    let dr = EtcdDr::new("");
+    let token = write_token(dr.dir());
+    std::fs::write(
+        dr.config_path(),
+        format!(
+            "role = \"secondary\"\ncluster = \"prod\"\n[store]\ntype = \"local\"\npath = \"{}\"\n{}",
+            store.path().display(),
+            api.section(&token, "")
+        ),
+    )
+    .unwrap();
+    let socket_path = dr.dir().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // systemd sets WATCHDOG_PID to the service's pid; `exec` keeps the shell's.
+    let mut command = Command::new("sh");
+    let inner = dr.command(&["run"]);
+    command
+        .arg("-c")
+        .arg("WATCHDOG_PID=$$; export WATCHDOG_PID; exec \"$@\"")
+        .arg("sh")
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    for (name, value) in inner.get_envs() {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    command
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dr.dir().join("daemon.log")).unwrap());
+    let child = command.spawn().unwrap();
+
+    let mut buffer = [0u8; 4096];
+    let mut receive = || {
+        let n = socket
+            .recv(&mut buffer)
+            .expect("a notification within 10 s");
+        String::from_utf8_lossy(&buffer[..n]).into_owned()
+    };
+    let first = receive();
+    // READY is the first thing systemd hears: the watchdog starts after it.
+    assert!(first.lines().any(|l| l == "READY=1"), "{first}");
+    assert!(
+        first.contains("STATUS=secondary of cluster prod"),
+        "{first}"
+    );
+    // Only after READY does the API answer for sure.
+    assert_eq!(api.get("/healthz").status, 200);
+    let started = Instant::now();
+    let mut pings = 0;
+    while pings < 3 {
+        if receive().lines().any(|l| l == "WATCHDOG=1") {
+            pings += 1;
+        }
+    }
+    // Half the 400 ms period: three pings well within two seconds.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    terminate(&child);
+    let stopping = loop {
+        let message = receive();
+        if !message.lines().any(|l| l == "WATCHDOG=1") {
+            break message;
+        }
+    };
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping}");
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", dr.log("daemon.log"));
+}
+
+#[test]
+fn start_up_problems_stop_the_daemon_naming_the_field() {
+    let store = tempfile::tempdir().unwrap();
+    let config = |listen: &str, token_file: &str| {
+        format!(
+            "role = \"secondary\"\ncluster = \"prod\"\n[store]\ntype = \"local\"\npath = \"{}\"\n[http]\nlisten = \"{listen}\"\ntoken_file = \"{token_file}\"\n",
+            store.path().display()
+        )
+    };
+    // The token file is read at start-up, not by check-config (the examples name files of a
+    // real bastion).
+    let missing = EtcdDr::new(&config("127.0.0.1:0", "/nonexistent/api-token"));
+    missing.run_ok(&["check-config"]);
+    let error = missing.run_err(&["run"]);
+    assert!(error.contains("http.token_file"), "{error}");
+    assert!(error.contains("/nonexistent/api-token"), "{error}");
+
+    let short = EtcdDr::new("");
+    let token = short.dir().join("api-token");
+    std::fs::write(&token, "short\n").unwrap();
+    std::fs::write(
+        short.config_path(),
+        config("127.0.0.1:0", &token.display().to_string()),
+    )
+    .unwrap();
+    let error = short.run_err(&["run"]);
+    assert!(error.contains("shorter than 16"), "{error}");
+
+    // The address is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = EtcdDr::new("");
+    let token = write_token(busy.dir());
+    std::fs::write(
+        busy.config_path(),
+        config(
+            &taken.local_addr().unwrap().to_string(),
+            &token.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let error = busy.run_err(&["run"]);
+    assert!(error.contains("http.listen"), "{error}");
+}
