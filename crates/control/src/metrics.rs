@@ -364,6 +364,8 @@ mod tests {
             "etcd_dr_fenced",
             "etcd_dr_promotion_state",
             "etcd_dr_promotion_duration_seconds",
+            "etcd_dr_snapshots_refused",
+            "etcd_dr_unsigned_snapshots_allowed",
         ] {
             assert_eq!(value(&text, name), 0.0, "{name}");
         }
@@ -372,7 +374,7 @@ mod tests {
             env!("CARGO_PKG_VERSION")
         );
         assert_eq!(value(&text, &build), 1.0);
-        assert_eq!(metrics.family_names().len(), 18);
+        assert_eq!(metrics.family_names().len(), 20);
     }
 
     #[test]
