@@ -406,7 +406,7 @@ fn secrets_stay_out_of_outputs_and_child_environments() {
     // Commands on nodes (here `nodes check` on a local node, through a recording prefix) get
     // an allow-listed environment: none of the daemon's secrets.
     let dr = EtcdDr::new(&format!(
-        "cluster = \"prod\"\n{}\n[nodes]\ncontrol_plane = [\"cp1\"]\n[nodes.access]\ntype = \"local\"\nsudo = [\"/bin/sh\", \"-c\", \"env >> {}; exec \\\"$@\\\"\", \"sh\"]\n",
+        "role = \"secondary\"\ncluster = \"prod\"\n{}\n[nodes]\ncontrol_plane = [\"cp1\"]\n[nodes.access]\ntype = \"local\"\nsudo = [\"/bin/sh\", \"-c\", \"env >> {}; exec \\\"$@\\\"\", \"sh\"]\n",
         StoreTarget::Local(&scratch.path().join("store")).config_section(),
         recorded.display()
     ))
@@ -419,13 +419,13 @@ fn secrets_stay_out_of_outputs_and_child_environments() {
 
     // Printed endpoints carry no credentials; config errors echo no secret.
     let dr = EtcdDr::new(
-        "cluster = \"prod\"\n[store]\ntype = \"s3\"\nbucket = \"b\"\nendpoint = \"https://user:hunter2-secret@s3.example\"\n",
+        "role = \"secondary\"\ncluster = \"prod\"\n[store]\ntype = \"s3\"\nbucket = \"b\"\nendpoint = \"https://user:hunter2-secret@s3.example\"\n",
     );
     let shown = dr.run_ok(&["check-config"]);
     assert!(shown.contains("https://s3.example"), "{shown}");
     assert!(!shown.contains("hunter2"), "{shown}");
     let dr = EtcdDr::new(
-        "cluster = \"prod\"\n[store]\ntype = \"local\"\npath = \"/tmp/x\"\n[encryption]\nrecipients = \"AGE-SECRET-KEY-1QQQSECRETQQQ\"\n",
+        "role = \"secondary\"\ncluster = \"prod\"\n[store]\ntype = \"local\"\npath = \"/tmp/x\"\n[encryption]\nrecipients = \"AGE-SECRET-KEY-1QQQSECRETQQQ\"\n",
     );
     let error = dr.run_err(&["check-config"]);
     assert!(
