@@ -179,6 +179,26 @@ mod tests {
     }
 
     #[test]
+    fn a_link_where_a_key_belongs_is_refused() {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        header.set_mode(0o777);
+        builder
+            .append_link(&mut header, "etc/kubernetes/pki/sa.key", "/etc/shadow")
+            .unwrap();
+        let tar = builder.into_inner().unwrap();
+        let error = keys_from_tar(
+            &tar,
+            "etc/kubernetes/pki/sa.key",
+            "etc/kubernetes/pki/sa.pub",
+        )
+        .unwrap_err();
+        assert!(error.contains("not a regular file"), "{error}");
+    }
+
+    #[test]
     fn bounded_buffer_refuses_more() {
         let mut buffer = BoundedBuffer {
             data: Vec::new(),
