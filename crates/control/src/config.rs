@@ -17,6 +17,10 @@ pub struct HttpConfig {
     /// endpoints answer 403.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// File holding a separate bearer token for `POST /v1/promote`. When set, the
+    /// `token_file` token triggers snapshots but no longer promotes.
+    #[serde(default)]
+    pub promote_token_file: Option<PathBuf>,
     /// `/readyz` turns unready when every cycle has failed for longer than this.
     #[serde(default = "default_readiness_grace", with = "humantime_serde")]
     pub readiness_grace: Duration,
@@ -68,6 +72,7 @@ impl Default for HttpConfig {
         Self {
             listen: default_listen(),
             token_file: None,
+            promote_token_file: None,
             readiness_grace: default_readiness_grace(),
             store_check_interval: default_store_check_interval(),
             store_check_timeout: default_store_check_timeout(),
@@ -82,15 +87,20 @@ impl HttpConfig {
     /// Reports every bad field under `field` (e.g. `http`). The token file itself is read at
     /// start-up of `etcd-dr run`, so a configuration can be checked on another machine.
     pub fn validate(&self, field: &str, problems: &mut ConfigProblems) {
-        if let Some(path) = &self.token_file {
-            if !path.is_absolute() {
-                problems.push(
-                    format!("{field}.token_file"),
-                    format!(
-                        "`{}` must be an absolute path, e.g. /etc/etcd-dr/api-token",
-                        path.display()
-                    ),
-                );
+        for (name, path) in [
+            ("token_file", &self.token_file),
+            ("promote_token_file", &self.promote_token_file),
+        ] {
+            if let Some(path) = path {
+                if !path.is_absolute() {
+                    problems.push(
+                        format!("{field}.{name}"),
+                        format!(
+                            "`{}` must be an absolute path, e.g. /etc/etcd-dr/api-token",
+                            path.display()
+                        ),
+                    );
+                }
             }
         }
         for (name, value, minimum) in [

@@ -26,6 +26,18 @@ pub async fn run(settings: &Settings, _args: Args) -> anyhow::Result<()> {
         super::check_secret_file(settings, path, "the API token file (http.token_file)")?;
     }
     let token = load_token(&settings.http)?;
+    let promote_token = match &settings.http.promote_token_file {
+        Some(path) => {
+            super::check_secret_file(
+                settings,
+                path,
+                "the promote token file (http.promote_token_file)",
+            )?;
+            let token = ApiToken::from_file(path).context("http.promote_token_file")?;
+            Some(token)
+        }
+        None => None,
+    };
     let (store, layout) = open_store(settings)?;
     let secondary_config = settings.secondary();
     let (snapshots, schedule) = match settings.role {
@@ -75,6 +87,7 @@ pub async fn run(settings: &Settings, _args: Args) -> anyhow::Result<()> {
         daemon: Arc::new(DaemonHandle(state.clone())),
         metrics,
         token,
+        promote_token,
         readiness_grace: settings.http.readiness_grace,
     });
     if !listen.ip().is_loopback() {
