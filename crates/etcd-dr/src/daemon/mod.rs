@@ -1,6 +1,7 @@
 //! The long-running daemon: its shared state, what it offers the HTTP API, and one file per
 //! loop (primary snapshots, secondary polling, store checks, systemd notifications).
 
+pub mod catalog_cache;
 pub mod fencing;
 pub mod primary;
 pub mod promote;
@@ -21,7 +22,7 @@ use etcd_dr_control::{
 };
 use etcd_dr_core::{PromotionRequest, SnapshotId, SnapshotManifest};
 use etcd_dr_transport::{
-    list_snapshots, read_manifest, ManifestTrust, ShipProgress, SnapshotLayout, TransportError,
+    read_manifest, ManifestTrust, ShipProgress, SnapshotLayout, TransportError,
 };
 use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
@@ -56,6 +57,8 @@ pub struct DaemonState {
     fenced: Mutex<Option<String>>,
     /// Refused snapshots already logged.
     refused: refused::RefusedSnapshots,
+    /// The last listing of the store, for `GET /v1/snapshots`.
+    catalog_cache: catalog_cache::CatalogCache,
     /// Promotions this instance runs (`[promote]` configured).
     pub promotions: promote::Promotions,
     /// Fires on shutdown.
@@ -91,6 +94,7 @@ impl DaemonState {
             settings,
             fenced: Mutex::new(None),
             refused: refused::RefusedSnapshots::default(),
+            catalog_cache: catalog_cache::CatalogCache::default(),
             promotions: promote::Promotions::default(),
             cancel,
         }
@@ -211,14 +215,7 @@ impl etcd_dr_control::Daemon for DaemonHandle {
     }
 
     async fn list_snapshots(&self) -> Result<Vec<SnapshotManifest>, ActionError> {
-        let state = &self.0;
-        list_snapshots(&state.store, &state.layout, &state.trust, &state.cancel)
-            .await
-            .map(|catalog| {
-                state.note_refused(&catalog);
-                catalog.snapshots
-            })
-            .map_err(action_error)
+        self.0.cached_snapshots().await.map_err(action_error)
     }
 
     async fn get_snapshot(&self, id: &SnapshotId) -> Result<SnapshotManifest, ActionError> {

@@ -31,7 +31,7 @@ pub fn expected_interval(schedule: &Schedule) -> Duration {
 pub async fn load_baseline(state: &DaemonState) {
     match list_snapshots(&state.store, &state.layout, &state.trust, &state.cancel).await {
         Ok(catalog) => {
-            state.note_refused(&catalog);
+            state.cache_catalog(&catalog).await;
             state.metrics.set_snapshots_stored(catalog.snapshots.len());
             if let Some(newest) = catalog.newest() {
                 let summary = SnapshotSummary::from(newest);
@@ -165,15 +165,15 @@ pub async fn snapshot_cycle(
 /// Applies retention and refreshes the stored count.
 async fn prune(state: &DaemonState) -> anyhow::Result<()> {
     let catalog = list_snapshots(&state.store, &state.layout, &state.trust, &state.cancel).await?;
-    state.note_refused(&catalog);
+    state.cache_catalog(&catalog).await;
     let plan = plan_retention(&catalog, &state.settings.retention, Utc::now());
     let mut stored = catalog.snapshots.len();
     if !plan.is_empty() {
         apply_retention(&state.store, &state.layout, &plan, &state.cancel).await?;
-        stored = list_snapshots(&state.store, &state.layout, &state.trust, &state.cancel)
-            .await?
-            .snapshots
-            .len();
+        let pruned =
+            list_snapshots(&state.store, &state.layout, &state.trust, &state.cancel).await?;
+        state.cache_catalog(&pruned).await;
+        stored = pruned.snapshots.len();
     }
     state.metrics.set_snapshots_stored(stored);
     Ok(())

@@ -87,7 +87,7 @@ async fn poll_once(
             }
         };
     state.metrics.set_snapshots_stored(catalog.snapshots.len());
-    state.note_refused(&catalog);
+    state.cache_catalog(&catalog).await;
     state.update(|status| {
         status
             .secondary
