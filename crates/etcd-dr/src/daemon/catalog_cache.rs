@@ -24,6 +24,11 @@ impl DaemonState {
         *self.catalog_cache.0.lock().await = Some((Instant::now(), catalog.snapshots.clone()));
     }
 
+    /// Drops the cached listing (the store changed): the next request lists anew.
+    pub async fn forget_catalog(&self) {
+        *self.catalog_cache.0.lock().await = None;
+    }
+
     /// The complete, trusted snapshots: cached when fresh, else listed once for every request
     /// waiting meanwhile.
     pub async fn cached_snapshots(&self) -> Result<Vec<SnapshotManifest>, TransportError> {

@@ -116,6 +116,8 @@ pub async fn snapshot_cycle(
     let result = context
         .take_snapshot(label, skip_unchanged, &state.progress, &on_attempt, cancel)
         .await;
+    // Before the run shows as finished: the next request lists the new snapshot.
+    state.forget_catalog().await;
     state
         .metrics
         .add_uploaded_bytes(state.progress.stored_bytes.load(Ordering::Relaxed));
