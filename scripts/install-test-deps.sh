@@ -7,7 +7,7 @@
 #
 # What ends up where:
 #   system (apt):   protoc (protobuf-compiler + libprotobuf-dev for the well-known .proto files), sshd (openssh-server), ssh/ssh-keygen
-#                   (openssh-client), openssl, systemd-analyze (systemd)
+#                   (openssh-client), openssl, systemd-analyze (systemd), dpkg-dev, binutils, groff-base
 #   $TOOLS/etcd-3.4/bin/{etcd,etcdctl}          etcd 3.4.x from Debian bookworm (unpacked, not installed)
 #   $TOOLS/etcd-3.5/bin/{etcd,etcdctl,etcdutl}  etcd 3.5.x from Debian trixie (private apt lists,
 #                                                the system's apt sources are not touched)
@@ -180,7 +180,9 @@ phase_begin "system packages"
 # libprotobuf-dev: Debian's protobuf-compiler ships no well-known-type .proto files
 # (google/protobuf/descriptor.proto, struct.proto), which etcd-client's build imports;
 # libprotobuf-dev puts them in /usr/include, where /usr/bin/protoc finds them by default.
-SYS_PKGS=(protobuf-compiler libprotobuf-dev openssh-server openssh-client openssl)
+# dpkg-dev (dpkg-shlibdeps), binutils (strip), groff-base: scripts/build-deb.sh and its test,
+# the manual page test.
+SYS_PKGS=(protobuf-compiler libprotobuf-dev openssh-server openssh-client openssl dpkg-dev binutils groff-base)
 command -v systemd-analyze >/dev/null 2>&1 || SYS_PKGS+=(systemd)
 MISSING=()
 for p in "${SYS_PKGS[@]}"; do

@@ -1,5 +1,5 @@
 use async_trait::async_trait;
-use etcd_dr_core::{PromotionRequest, SnapshotId, SnapshotManifest};
+use etcd_dr_core::{PromotionRecord, PromotionRequest, SnapshotId, SnapshotManifest};
 use serde::{Deserialize, Serialize};
 
 use crate::DaemonStatus;
@@ -44,8 +44,8 @@ pub trait Daemon: Send + Sync + 'static {
         ))
     }
 
-    /// The current or last promotion with every step and node (JSON), if any.
-    fn promotion(&self) -> Option<serde_json::Value> {
+    /// The current or last promotion with every step and node, if any.
+    fn promotion(&self) -> Option<PromotionRecord> {
         None
     }
 }

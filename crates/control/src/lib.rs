@@ -24,16 +24,19 @@ mod metrics;
 mod router;
 pub mod routes;
 mod server;
+mod state;
 mod status;
 
 pub use auth::ApiToken;
 pub use config::{HttpConfig, TOKEN_ENV};
 pub use daemon::{ActionError, Daemon, PromotionAccepted, SnapshotAccepted, SnapshotRequest};
 pub use error::{ApiError, ControlError, ErrorBody};
+pub use etcd_dr_core::Role;
 pub use metrics::Metrics;
-pub use router::{bind, router, AppState};
+pub use router::{bind, router};
 pub use server::{serve, CallerAddress, ServeLimits};
+pub use state::AppState;
 pub use status::{
-    Activity, DaemonStatus, InFlight, LastError, PrestagedSnapshot, PromotionSummary, Role,
+    Activity, DaemonStatus, InFlight, LastError, PrestagedSnapshot, PromotionSummary,
     ScheduleStatus, SecondaryStatus, SnapshotSummary, StoreHealth, Trigger,
 };

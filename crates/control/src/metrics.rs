@@ -1,12 +1,13 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use etcd_dr_core::Role;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
 };
 
-use crate::{ControlError, DaemonStatus, Role, SnapshotSummary};
+use crate::{ControlError, DaemonStatus, SnapshotSummary};
 
 /// Upper bounds of the snapshot duration histogram, in seconds: from a small test cluster to a
 /// multi-GiB production one over a slow link.

@@ -1,6 +1,6 @@
+//! The API's routes and the server that serves them.
+
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -8,23 +8,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::routes::{health, metrics, promote, snapshots, status};
-use crate::{ApiError, ApiToken, ControlError, Daemon, Metrics};
-
-/// What every handler gets.
-#[derive(Clone)]
-pub struct AppState {
-    /// The daemon behind the API.
-    pub daemon: Arc<dyn Daemon>,
-    /// The one registry.
-    pub metrics: Metrics,
-    /// Bearer token of mutating endpoints; `None` disables them (403).
-    pub token: Option<ApiToken>,
-    /// Bearer token of `POST /v1/promote` alone (`http.promote_token_file`); when set, `token`
-    /// no longer promotes.
-    pub promote_token: Option<ApiToken>,
-    /// How long failing cycles keep `/readyz` green.
-    pub readiness_grace: Duration,
-}
+use crate::{ApiError, AppState, ControlError};
 
 /// The API's routes. Every error answer, including unknown paths and methods, is JSON.
 pub fn router(state: AppState) -> Router {

@@ -1,27 +1,6 @@
 use chrono::{DateTime, Utc};
-use etcd_dr_core::{SnapshotId, SnapshotManifest};
+use etcd_dr_core::{Role, SnapshotId, SnapshotManifest};
 use serde::{Deserialize, Serialize};
-
-/// What this instance does: take snapshots, or watch them arrive in the other region.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Takes snapshots of etcd and ships them to the store.
-    #[default]
-    Primary,
-    /// Watches the same store from the other region, verifies each new snapshot, reports lag.
-    Secondary,
-}
-
-impl Role {
-    /// `primary` or `secondary`, as in the config file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Primary => "primary",
-            Role::Secondary => "secondary",
-        }
-    }
-}
 
 /// The daemon's state as the binary reports it; the HTTP API adds what it computes (lag).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -261,18 +240,5 @@ mod tests {
         assert_eq!(status.replication_lag_seconds(now), 30.0);
         // A clock that went backwards never gives a negative lag.
         assert_eq!(status.replication_lag_seconds(start), 0.0);
-    }
-
-    #[test]
-    fn roles_read_as_in_the_config_file() {
-        assert_eq!(
-            serde_json::from_str::<Role>("\"secondary\"").unwrap(),
-            Role::Secondary
-        );
-        assert_eq!(
-            serde_json::to_string(&Role::Primary).unwrap(),
-            "\"primary\""
-        );
-        assert!(serde_json::from_str::<Role>("\"tertiary\"").is_err());
     }
 }

@@ -12,8 +12,9 @@ use etcd_dr_control::{
     SnapshotAccepted, SnapshotRequest, SnapshotSummary,
 };
 use etcd_dr_core::{
-    Compression, EtcdClusterInfo, ObjectDigest, Producer, SnapshotId, SnapshotManifest,
-    StoredObject, MANIFEST_FORMAT_VERSION,
+    Compression, EtcdClusterInfo, ObjectDigest, Producer, PromotionRecord, PromotionRequest,
+    PromotionState, SnapshotId, SnapshotManifest, StepName, StepState, StoredObject,
+    MANIFEST_FORMAT_VERSION,
 };
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -59,6 +60,7 @@ fn manifest(minute: u32, revision: i64) -> SnapshotManifest {
         },
         nodes: vec![],
         signature: None,
+        kubernetes: None,
     }
 }
 
@@ -420,4 +422,72 @@ async fn a_promote_token_alone_promotes_and_the_api_token_no_longer_does() {
         StatusCode::UNAUTHORIZED,
         "the promote token cannot trigger"
     );
+}
+
+/// A daemon that ran one promotion; everything else as [`FakeDaemon`].
+struct PromotedDaemon {
+    inner: Arc<FakeDaemon>,
+    record: PromotionRecord,
+}
+
+#[async_trait]
+impl Daemon for PromotedDaemon {
+    fn status(&self) -> DaemonStatus {
+        self.inner.status()
+    }
+
+    async fn list_snapshots(&self) -> Result<Vec<SnapshotManifest>, ActionError> {
+        self.inner.list_snapshots().await
+    }
+
+    async fn get_snapshot(&self, id: &SnapshotId) -> Result<SnapshotManifest, ActionError> {
+        self.inner.get_snapshot(id).await
+    }
+
+    fn promotion(&self) -> Option<PromotionRecord> {
+        Some(self.record.clone())
+    }
+}
+
+#[tokio::test]
+async fn the_promotion_record_is_served_as_it_serialises() {
+    let mut record = PromotionRecord::new(
+        "p-20261125T120000Z-1a2b".into(),
+        PromotionRequest::default(),
+        "ops@bastion-eu".into(),
+    );
+    record.snapshot = Some(manifest(5, 20).id);
+    record.step_mut(StepName::Select).progress.state = StepState::Done;
+    let node = record.node_mut(StepName::Restore, "cp1");
+    node.progress.state = StepState::Failed;
+    node.progress.error = Some("etcdutl failed".into());
+    record.state = PromotionState::RolledBack;
+    record.warnings.push("after the rollback: no leader".into());
+    let daemon = PromotedDaemon {
+        inner: api(true).daemon,
+        record: record.clone(),
+    };
+    let router = router(AppState {
+        daemon: Arc::new(daemon),
+        metrics: Metrics::new(Role::Secondary).unwrap(),
+        token: None,
+        promote_token: None,
+        readiness_grace: Duration::from_secs(60),
+    });
+    let response = router
+        .oneshot(Request::get("/v1/promote").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body, serde_json::to_value(&record).unwrap());
+    assert_eq!(body["id"], "p-20261125T120000Z-1a2b");
+    assert_eq!(body["state"], "rolled-back");
+    assert_eq!(body["request"]["mode"], "failover");
+    assert_eq!(body["steps"][1]["name"], "select");
+    assert_eq!(body["steps"][1]["state"], "done");
+    assert_eq!(body["steps"][5]["nodes"][0]["node"], "cp1");
+    assert_eq!(body["steps"][5]["nodes"][0]["error"], "etcdutl failed");
+    assert!(body.get("plan").is_none(), "{body}");
 }

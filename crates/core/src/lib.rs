@@ -2,19 +2,30 @@
 //!
 //! - [`SnapshotId`]: the sortable name of one snapshot (UTC time + etcd revision).
 //! - [`SnapshotManifest`]: the JSON commit record written beside each snapshot.
+//! - [`ClusterShape`]: the Kubernetes cluster as its etcd records it (versions, nodes, kubeadm).
 //! - [`PromotionMarker`]: the fence a promotion writes into the store.
+//! - [`PromotionRecord`] and [`PromotionPlan`]: a promotion's steps × nodes and the plan its
+//!   preflight approved, as `GET /v1/promote` shows them.
+//! - [`Role`]: primary or secondary.
 //! - [`ConfigProblem`]: one bad configuration field, so start-up can report all of them at once.
 
 #![forbid(unsafe_code)]
 
+mod cluster_shape;
 mod config_problem;
 mod manifest;
 mod manifest_signature;
 mod private_files;
 mod promotion;
+mod promotion_plan;
+mod promotion_record;
+mod role;
 mod snapshot_id;
 mod terminal_text;
 
+pub use cluster_shape::{
+    ClusterNode, ClusterShape, CniDaemonSet, KubeadmShape, NodeAddress, ObjectCounts, ResourceCount,
+};
 pub use config_problem::{ConfigProblem, ConfigProblems};
 pub use manifest::{
     Compression, Encryption, EtcdClusterInfo, EtcdMember, MemberStatus, NodeBundle, ObjectDigest,
@@ -29,6 +40,11 @@ pub use promotion::{
     PromotionMarker, PromotionMode, PromotionRequest, RestoreLock, SwitchoverRequest,
     SWITCHOVER_LABEL,
 };
+pub use promotion_plan::{EtcdVersion, NodePlan, PromotionPlan, RestoreTool};
+pub use promotion_record::{
+    NodeRecord, Progress, PromotionRecord, PromotionState, StepName, StepRecord, StepState,
+};
+pub use role::Role;
 pub use snapshot_id::{SnapshotId, SnapshotIdError};
 pub use terminal_text::{printable, validate_label, MAX_LABEL_CHARS};
 

@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{ManifestSignature, SnapshotId};
+use crate::{ClusterShape, ManifestSignature, SnapshotId};
 
 /// The manifest format this build writes; readers refuse newer ones rather than guess.
 /// Version 2 added `signature`.
@@ -48,6 +48,10 @@ pub struct SnapshotManifest {
     /// written without a signing key (readers refuse those unless told otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<ManifestSignature>,
+    /// The Kubernetes cluster as its etcd recorded it at the snapshot's revision (absent when
+    /// the etcd holds no Kubernetes objects, or in manifests written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<ClusterShape>,
 }
 
 /// The etcd cluster a snapshot was taken from.
@@ -285,6 +289,7 @@ pub(crate) mod tests {
             },
             nodes: Vec::new(),
             signature: None,
+            kubernetes: None,
         }
     }
 

@@ -9,7 +9,8 @@
 //! Extension point: a later field (continuous capture's segment headers and their chain) is
 //! appended as further named records after the node bundles, written only when present, so
 //! that manifests without it keep verifying with the signatures they already carry. A change
-//! to an existing record changes the domain tag instead.
+//! to an existing record changes the domain tag instead. The first such record is
+//! `kubernetes` (the cluster shape), whose value is the shape's compact JSON.
 
 use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
@@ -128,7 +129,8 @@ impl Payload {
 impl SnapshotManifest {
     /// The bytes a signature covers: id, cluster, label, the etcd cluster (id, version, revision,
     /// raft position, source, members), the plain and stored data (sizes, digests, compression,
-    /// recipients), the times, and every node bundle. Not covered: `producer`,
+    /// recipients), the times, every node bundle and the Kubernetes cluster shape when
+    /// recorded. Not covered: `producer`,
     /// `duration_seconds` and the members' status, which are informational only.
     pub fn signed_payload(&self) -> Vec<u8> {
         let mut payload = Payload(SIGNED_PAYLOAD_DOMAIN.to_vec());
@@ -162,6 +164,12 @@ impl SnapshotManifest {
             payload.node(bundle);
         }
         // Extension point: records of later fields go here, written only when present.
+        if let Some(kubernetes) = &self.kubernetes {
+            // The cluster shape as its JSON (fields in declaration order, absent options
+            // omitted): a preflight decision rests on it, so a signature must cover it.
+            let json = serde_json::to_vec(kubernetes).expect("a cluster shape serialises");
+            payload.record("kubernetes", &json);
+        }
         payload.0
     }
 }
@@ -241,12 +249,38 @@ mod tests {
                 "created_at",
                 change(|m| m.created_at += chrono::Duration::seconds(1)),
             ),
+            (
+                "kubernetes",
+                change(|m| {
+                    m.kubernetes = Some(crate::ClusterShape {
+                        kubernetes_version: Some("v1.31.2".into()),
+                        ..Default::default()
+                    })
+                }),
+            ),
         ];
         for (what, change) in changes {
             let mut changed = base.clone();
             change(&mut changed);
             assert_ne!(changed.signed_payload(), payload, "{what} is not covered");
         }
+    }
+
+    #[test]
+    fn a_recorded_cluster_shape_is_signed_and_its_changes_are_seen() {
+        let mut with_shape = sample();
+        with_shape.kubernetes = Some(crate::ClusterShape {
+            kubernetes_version: Some("v1.31.2".into()),
+            ..Default::default()
+        });
+        let payload = with_shape.signed_payload();
+        // Appended after everything else: a manifest without a shape signs as before.
+        assert!(payload.starts_with(&sample().signed_payload()));
+        let mut changed = with_shape.clone();
+        if let Some(shape) = changed.kubernetes.as_mut() {
+            shape.kubernetes_version = Some("v1.30.0".into());
+        }
+        assert_ne!(changed.signed_payload(), payload);
     }
 
     #[test]

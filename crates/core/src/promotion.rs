@@ -167,4 +167,15 @@ mod tests {
         assert_eq!(request.final_snapshot, None);
         assert_eq!(request.error, None);
     }
+
+    #[test]
+    fn requests_default_to_a_failover_of_the_latest() {
+        let request: PromotionRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(request, PromotionRequest::default());
+        let request: PromotionRequest =
+            serde_json::from_str(r#"{"snapshot":"latest","mode":"switchover","dry_run":true}"#)
+                .unwrap();
+        assert_eq!(request.mode, PromotionMode::Switchover);
+        assert!(serde_json::from_str::<PromotionRequest>(r#"{"mode":"panic"}"#).is_err());
+    }
 }

@@ -5,13 +5,14 @@
 mod cmd;
 mod config_redaction;
 mod daemon;
+mod progress;
+mod requester;
 mod settings;
-mod snapshot_job;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::settings::{default_config_path, LogFormat, Settings};
 
@@ -39,6 +40,9 @@ enum Command {
     Verify(cmd::verify::Args),
     /// Download a snapshot as a plain, verified `.db` file for `etcdutl snapshot restore`.
     Fetch(cmd::fetch::Args),
+    /// What a snapshot holds: the Kubernetes cluster it records (version, nodes, kubeadm
+    /// settings, network plugin) and its objects per resource and namespace, read without etcd.
+    Inspect(cmd::inspect::Args),
     /// Apply the retention policy now (or show what it would delete).
     Prune(cmd::prune::Args),
     /// Run the daemon (primary: snapshots on the schedule; secondary: verify and pre-stage) with the HTTP API, until SIGTERM or SIGINT.
@@ -56,23 +60,32 @@ enum Command {
     Keygen(cmd::keygen::Args),
     /// Check the configuration and print it resolved.
     CheckConfig,
+    /// Print the completion script of a shell (needs no configuration).
+    Completions(cmd::completions::Args),
+    /// Print the manual page, or write every page into a directory (needs no configuration).
+    Man(cmd::man::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let command = match cli.command {
-        Command::Keygen(args) => {
-            return match cmd::keygen::run(args) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("etcd-dr: {}", error_chain(&error));
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        command => command,
+    // The commands that need no configuration.
+    let standalone = match cli.command {
+        Command::Keygen(args) => cmd::keygen::run(args),
+        Command::Completions(args) => cmd::completions::run(args, Cli::command()),
+        Command::Man(args) => cmd::man::run(args, Cli::command()),
+        command => return run_configured(&cli.config, command),
     };
-    let settings = match Settings::load(&cli.config) {
+    match standalone {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("etcd-dr: {}", error_chain(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_configured(config: &std::path::Path, command: Command) -> ExitCode {
+    let settings = match Settings::load(config) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("etcd-dr: {}", error_chain(&error));
@@ -96,12 +109,13 @@ fn main() -> ExitCode {
             Command::List(args) => cmd::list::run(&settings, args).await,
             Command::Verify(args) => cmd::verify::run(&settings, args).await,
             Command::Fetch(args) => cmd::fetch::run(&settings, args).await,
+            Command::Inspect(args) => cmd::inspect::run(&settings, args).await,
             Command::Prune(args) => cmd::prune::run(&settings, args).await,
             Command::Run(args) => cmd::run::run(&settings, args).await,
             Command::Nodes(args) => cmd::nodes::run(&settings, args).await,
             Command::Promote(args) => return cmd::promote::run(&settings, args).await,
             Command::Restore(args) => return cmd::restore::run(&settings, args).await,
-            Command::Keygen(_) => Ok(()),
+            Command::Keygen(_) | Command::Completions(_) | Command::Man(_) => Ok(()),
             Command::CheckConfig => {
                 println!(
                     "configuration OK: role {}, cluster {}, store {}, API on {}",

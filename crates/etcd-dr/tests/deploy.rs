@@ -250,7 +250,7 @@ fn promtool_unit_tests_of_the_lag_alert_pass_and_would_catch_a_wrong_threshold()
 fn unit_with_real_binary(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
     let unit = std::fs::read_to_string(deploy("systemd/etcd-dr.service")).unwrap();
     let binary = env!("CARGO_BIN_EXE_etcd-dr");
-    let unit = edit(unit.replace("/usr/local/bin/etcd-dr", binary));
+    let unit = edit(unit.replace("/usr/bin/etcd-dr", binary));
     let path = dir.join("etcd-dr.service");
     std::fs::write(&path, unit).unwrap();
     path

@@ -5,6 +5,7 @@ use std::time::Duration;
 use etcd_dr_core::ConfigProblems;
 use serde::Deserialize;
 
+use crate::executor::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SSH_PROGRAM};
 use crate::{Executor, LocalExecutor, Node, NodeRole, SshExecutor};
 
 /// The nodes of the cluster and how to reach them (`[nodes]`).
@@ -95,13 +96,13 @@ pub struct AccessConfig {
 }
 
 fn default_ssh_program() -> PathBuf {
-    PathBuf::from("ssh")
+    PathBuf::from(DEFAULT_SSH_PROGRAM)
 }
 fn default_connect_timeout() -> Duration {
-    Duration::from_secs(10)
+    DEFAULT_CONNECT_TIMEOUT
 }
 fn default_command_timeout() -> Duration {
-    Duration::from_secs(600)
+    DEFAULT_COMMAND_TIMEOUT
 }
 
 impl Default for AccessConfig {

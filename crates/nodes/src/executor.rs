@@ -7,10 +7,17 @@ use tokio::process::Command;
 
 use crate::shell_join;
 
+/// The ssh client run unless `[nodes.access] ssh_program` says otherwise.
+pub(crate) const DEFAULT_SSH_PROGRAM: &str = "ssh";
+/// ssh's `ConnectTimeout` unless `[nodes.access] connect_timeout` says otherwise.
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A command's time limit unless `[nodes.access] command_timeout` says otherwise.
+pub(crate) const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// How a command reaches one node: it builds the local process that runs an argv vector there.
 ///
 /// Everything else (timeouts, cancellation, streaming, stderr capture, killing) is shared and
-/// lives in [`crate::NodeCommand`]; implementations only say which process to start.
+/// lives in `NodeCommand`; implementations only say which process to start.
 pub trait Executor: Send + Sync + fmt::Debug {
     /// The node's name, for messages.
     fn node(&self) -> &str;
@@ -110,20 +117,19 @@ pub struct SshExecutor {
 }
 
 impl SshExecutor {
-    /// An ssh executor for `host` with the defaults of [`crate::AccessConfig`].
+    /// An ssh executor for `host` with the defaults of `[nodes.access]`.
     pub fn new(host: impl Into<String>) -> Self {
-        let defaults = crate::AccessConfig::default();
         Self {
             host: host.into(),
-            program: defaults.ssh_program,
+            program: PathBuf::from(DEFAULT_SSH_PROGRAM),
             ssh_config: None,
             user: None,
             port: None,
             identity_file: None,
             options: Vec::new(),
             sudo: Vec::new(),
-            connect_timeout: defaults.connect_timeout,
-            command_timeout: defaults.command_timeout,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
         }
     }
 

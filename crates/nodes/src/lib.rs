@@ -17,17 +17,20 @@ mod command;
 mod config;
 mod error;
 mod executor;
+mod node;
+mod output_stream;
+mod process_group;
 mod quote;
 mod unpack;
 
 pub use bundle::{default_bundle_paths, BundleConfig, TarScanner, TarSummary, UnreachablePolicy};
 pub use check::{check_node, FreeSpace, NodeReport};
 pub use child_env::{is_allowed_in_child, CHILD_ENV_ALLOWED};
-pub use command::{
-    CommandOutput, Node, NodeCommand, NodeRole, OutputStream, MAX_CAPTURED_STDOUT, STDERR_TAIL,
-};
+pub use command::{CommandOutput, NodeCommand, MAX_CAPTURED_STDOUT, STDERR_TAIL};
 pub use config::{is_valid_node_name, AccessConfig, AccessKind, NodesConfig};
 pub use error::NodeError;
 pub use executor::{Executor, LocalExecutor, SshExecutor};
+pub use node::{Node, NodeRole};
+pub use output_stream::OutputStream;
 pub use quote::{shell_join, shell_quote};
-pub use unpack::{unpack_bundle, UnpackOptions};
+pub use unpack::{unpack_bundle, unpack_bundle_from_sink, BundleSink, BundleUnpack, UnpackOptions};

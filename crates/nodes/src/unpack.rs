@@ -6,10 +6,14 @@
 //! entry, and special files (devices, FIFOs, sparse files). Modes lose setuid, setgid, sticky
 //! and world-write; private keys (`*.key`, `sa.key` above all) are at most 0600. Owners are
 //! restored only when asked.
+//!
+//! The tar comes from a reader, or from bytes written into a [`BundleSink`] (the sink a
+//! verified download streams into).
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use tar::EntryType;
 
@@ -23,6 +27,9 @@ pub struct UnpackOptions {
     /// belong to whoever unpacks).
     pub keep_owners: bool,
 }
+
+/// Writes queued between a [`BundleSink`] and the unpacking thread.
+const SINK_QUEUE_WRITES: usize = 8;
 
 /// Mode bits never unpacked: setuid, setgid, sticky (dropped with everything above 0o777) and
 /// world-write.
@@ -221,6 +228,93 @@ impl<R: Read> Read for ScanningReader<R> {
         let read = self.inner.read(buf)?;
         self.scanner.update(&buf[..read]);
         Ok(read)
+    }
+}
+
+/// Starts unpacking `node`'s bundle into `dir` (see [`unpack_bundle`]) on a blocking thread,
+/// fed by what is written into the returned sink through a small bounded queue. Drop the sink
+/// once everything is written, then [`finish`](BundleUnpack::finish).
+pub fn unpack_bundle_from_sink(
+    node: &str,
+    dir: &Path,
+    options: UnpackOptions,
+) -> (BundleSink, BundleUnpack) {
+    let (tx, rx) = sync_channel::<Vec<u8>>(SINK_QUEUE_WRITES);
+    let thread = {
+        let (node, dir) = (node.to_string(), dir.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            unpack_bundle(&node, QueueReader::new(rx), &dir, options)
+        })
+    };
+    let unpack = BundleUnpack {
+        node: node.to_string(),
+        dir: dir.to_path_buf(),
+        thread,
+    };
+    (BundleSink(tx), unpack)
+}
+
+/// The writing side of [`unpack_bundle_from_sink`]; writes fail once the unpacker stopped.
+pub struct BundleSink(SyncSender<Vec<u8>>);
+
+impl Write for BundleSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.send(data.to_vec()).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the unpacker stopped")
+        })?;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A bundle being unpacked by [`unpack_bundle_from_sink`].
+pub struct BundleUnpack {
+    node: String,
+    dir: PathBuf,
+    thread: tokio::task::JoinHandle<Result<TarSummary, NodeError>>,
+}
+
+impl BundleUnpack {
+    /// Waits for the unpacker: what the tar held, or why unpacking failed.
+    pub async fn finish(self) -> Result<TarSummary, NodeError> {
+        self.thread.await.map_err(|e| NodeError::Unpack {
+            node: self.node,
+            path: self.dir.display().to_string(),
+            detail: format!("unpacker thread failed: {e}"),
+        })?
+    }
+}
+
+/// The unpacker's side of the queue.
+struct QueueReader {
+    rx: Receiver<Vec<u8>>,
+    current: std::io::Cursor<Vec<u8>>,
+}
+
+impl QueueReader {
+    fn new(rx: Receiver<Vec<u8>>) -> Self {
+        Self {
+            rx,
+            current: std::io::Cursor::new(Vec::new()),
+        }
+    }
+}
+
+impl Read for QueueReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let read = self.current.read(buf)?;
+            if read > 0 || buf.is_empty() {
+                return Ok(read);
+            }
+            match self.rx.recv() {
+                Ok(chunk) => self.current = std::io::Cursor::new(chunk),
+                Err(_) => return Ok(0),
+            }
+        }
     }
 }
 

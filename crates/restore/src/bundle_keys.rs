@@ -128,10 +128,11 @@ pub async fn service_account_keys_from_bundles(
         )
         .await?;
         let keys = keys_from_tar(&sink.data, &key_path, &pub_path).map_err(|detail| {
-            PromoteError::Config(format!(
-                "snapshot {}: the bundle of node {node}: {detail}",
-                manifest.id
-            ))
+            PromoteError::BadBundle {
+                snapshot: manifest.id.to_string(),
+                node: node.clone(),
+                detail,
+            }
         })?;
         return Ok(Some((node.clone(), keys)));
     }

@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use etcd_dr_cluster_shape::ShapeChecks;
 use etcd_dr_core::ConfigProblems;
 use etcd_dr_scheduler::EtcdConfig;
 use serde::{Deserialize, Serialize};
@@ -66,6 +67,10 @@ pub struct PromoteConfig {
     /// What runs once the restored control plane is healthy.
     #[serde(default)]
     pub after: AfterConfig,
+    /// How preflight judges each difference between the snapshot's cluster and the secondary
+    /// (`error`, `warn`, `off`).
+    #[serde(default)]
+    pub shape_checks: ShapeChecks,
 }
 
 /// `[promote.kubernetes]`: how to reach the secondary's kube-apiserver.
@@ -236,6 +241,7 @@ impl PromoteConfig {
             work_dir: default_work_dir(),
             kubernetes: None,
             after: AfterConfig::default(),
+            shape_checks: ShapeChecks::default(),
         }
     }
 

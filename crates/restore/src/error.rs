@@ -1,6 +1,9 @@
+use etcd_dr_core::SnapshotIdError;
 use etcd_dr_nodes::NodeError;
 use etcd_dr_scheduler::SourceError;
 use etcd_dr_transport::TransportError;
+
+use crate::AdmissionError;
 
 /// What went wrong during a promotion. Every variant says where (node, step, endpoint).
 #[derive(Debug, thiserror::Error)]
@@ -11,6 +14,13 @@ pub enum PromoteError {
     /// A command on a node failed.
     #[error(transparent)]
     Node(#[from] NodeError),
+    /// The fence or the restore lock refuses this run (boxed: it carries the marker or the
+    /// lock's holder, and every other result pays for the largest variant).
+    #[error(transparent)]
+    Admission(Box<AdmissionError>),
+    /// The requested snapshot is neither `latest` nor a snapshot id.
+    #[error(transparent)]
+    SnapshotSelector(#[from] SnapshotIdError),
     /// Talking to the secondary's etcd failed.
     #[error("secondary etcd: {0}")]
     Etcd(#[from] SourceError),
@@ -29,6 +39,51 @@ pub enum PromoteError {
         path: String,
         /// What is wrong.
         detail: String,
+    },
+    /// The restore failed on these nodes (every node is then rolled back).
+    #[error("{}", .failures.join("; "))]
+    NodesFailed {
+        /// `<node>: <error>` for each node that failed on its own (not stopped by another).
+        failures: Vec<String>,
+    },
+    /// A node of the plan is not among the configured control-plane nodes.
+    #[error("node {node} vanished")]
+    UnknownNode {
+        /// The node the plan names.
+        node: String,
+    },
+    /// etcd kept running on a node after its stop commands.
+    #[error("node {node}: etcd is still running {} after the stop commands ([promote] etcd_stopped_check)", humantime::format_duration(*.waited))]
+    EtcdStillRunning {
+        /// The node.
+        node: String,
+        /// How long the check was repeated (`[promote] stop_timeout`).
+        waited: std::time::Duration,
+    },
+    /// The node bundle the service-account keys come from is unusable.
+    #[error("snapshot {snapshot}: the bundle of node {node}: {detail}")]
+    BadBundle {
+        /// The snapshot.
+        snapshot: String,
+        /// The node whose bundle it is.
+        node: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The preflight could not ask a node at all.
+    #[error("{node}: {source}")]
+    Facts {
+        /// The node.
+        node: String,
+        /// Why it could not be asked.
+        #[source]
+        source: NodeError,
+    },
+    /// A node's preflight script printed no host name.
+    #[error("{node}: the preflight printed no host name")]
+    NoHostName {
+        /// The node.
+        node: String,
     },
     /// The switchover handshake with the primary failed.
     #[error("switchover: {0}")]
@@ -61,6 +116,12 @@ pub enum PromoteError {
     /// Shutdown interrupted the promotion.
     #[error("cancelled")]
     Cancelled,
+}
+
+impl From<AdmissionError> for PromoteError {
+    fn from(error: AdmissionError) -> Self {
+        Self::Admission(Box::new(error))
+    }
 }
 
 impl PromoteError {

@@ -8,8 +8,9 @@ use std::time::Duration;
 use etcd_dr_nodes::{Node, NodeError};
 use tokio_util::sync::CancellationToken;
 
-use crate::plan::{EtcdVersion, NodeFacts, NodePlan, PromotionPlan};
-use crate::{parse_etcd_pod, PromoteConfig, PromoteError, PromotionTracker, StepName};
+use etcd_dr_core::{EtcdVersion, NodePlan, PromotionPlan, StepName};
+
+use crate::{parse_etcd_pod, NodeFacts, PromoteConfig, PromoteError, PromotionTracker};
 
 /// The primary's service-account signing keys, from the snapshot's node bundle.
 #[derive(Clone)]
@@ -52,15 +53,18 @@ fi"#;
 
 /// Gathers what the preflight judges on `node`: host name, etcd manifest, data dir, free
 /// space, restore tool and its version. Changes nothing. `Err` only when the node cannot be
-/// asked at all (the text names the node).
+/// asked at all ([`PromoteError::Facts`], [`PromoteError::NoHostName`], naming the node).
 pub async fn gather_facts(
     node: &Node,
     config: &PromoteConfig,
     tool_program: &str,
     cancel: &CancellationToken,
-) -> Result<NodeFacts, String> {
+) -> Result<NodeFacts, PromoteError> {
     let name = node.name().to_string();
-    let fail = |e: NodeError| format!("{name}: {e}");
+    let fail = |source: NodeError| PromoteError::Facts {
+        node: name.clone(),
+        source,
+    };
     let manifest = node
         .command(["cat", config.etcd_manifest.as_str()])
         .label(format!("cat {}", config.etcd_manifest))
@@ -117,7 +121,7 @@ pub async fn gather_facts(
         }
     }
     if facts.host_name.is_empty() {
-        return Err(format!("{name}: the preflight printed no host name"));
+        return Err(PromoteError::NoHostName { node: name });
     }
     Ok(facts)
 }
@@ -215,11 +219,10 @@ pub async fn stop_control_plane(
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(PromoteError::Config(format!(
-                "node {}: etcd is still running {} after the stop commands ([promote] etcd_stopped_check)",
-                node.name(),
-                humantime::format_duration(config.stop_timeout)
-            )));
+            return Err(PromoteError::EtcdStillRunning {
+                node: node.name().to_string(),
+                waited: config.stop_timeout,
+            });
         }
         tokio::select! {
             _ = cancel.cancelled() => return Err(PromoteError::Cancelled),

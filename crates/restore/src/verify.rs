@@ -1,15 +1,13 @@
 //! The verify step: a local copy of the plain snapshot whose size and SHA-256 match the
 //! manifest — the pre-staged one when it matches, else streamed back from the store with every
-//! checksum checked.
+//! checksum checked, written under the pre-stage contract ([`PrestageDir`]).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use etcd_dr_core::{create_private_dir, create_private_file, SnapshotManifest};
-use etcd_dr_transport::{read_snapshot, Identities, SnapshotLayout};
+use etcd_dr_core::SnapshotManifest;
+use etcd_dr_transport::{read_snapshot, Identities, PrestageDir, SnapshotLayout, TransportError};
 use object_store::ObjectStore;
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::PromoteError;
@@ -63,39 +61,20 @@ impl Drop for DiscardOnDrop {
     }
 }
 
-/// Size and SHA-256 of a local file, hashed on a blocking thread.
-async fn file_digest(path: &Path) -> Result<(u64, String), PromoteError> {
-    let owned = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let mut file = std::fs::File::open(&owned)?;
-        let mut hasher = Sha256::new();
-        let mut buffer = vec![0u8; 256 * 1024];
-        let mut size = 0u64;
-        loop {
-            let read = file.read(&mut buffer)?;
-            if read == 0 {
-                break;
-            }
-            size += read as u64;
-            hasher.update(&buffer[..read]);
-        }
-        Ok::<_, std::io::Error>((size, hex::encode(hasher.finalize())))
-    })
-    .await
-    .map_err(|e| PromoteError::local_io("hashing", path.display(), std::io::Error::other(e)))?
-    .map_err(|e| PromoteError::local_io("hashing", path.display(), e))
-}
-
-/// True when `path` exists and holds exactly the manifest's plain snapshot.
-async fn matches(path: &Path, manifest: &SnapshotManifest) -> Result<bool, PromoteError> {
-    match tokio::fs::metadata(path).await {
-        Ok(meta) if meta.len() == manifest.raw.size => {}
-        Ok(_) => return Ok(false),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(PromoteError::local_io("reading", path.display(), e)),
+/// Local file failures keep their own variant; the rest are the store's.
+fn local_error(error: TransportError) -> PromoteError {
+    match error {
+        TransportError::LocalIo {
+            action,
+            path,
+            source,
+        } => PromoteError::LocalIo {
+            action,
+            path,
+            source,
+        },
+        other => PromoteError::Store(other),
     }
-    let (size, sha256) = file_digest(path).await?;
-    Ok(size == manifest.raw.size && sha256 == manifest.raw.sha256)
 }
 
 /// The pre-staged `<prestage_dir>/<id>.db` if it matches the manifest, else a fresh verified
@@ -109,72 +88,46 @@ pub async fn local_snapshot(
     work_dir: &Path,
     cancel: &CancellationToken,
 ) -> Result<LocalSnapshot, PromoteError> {
-    let name = format!("{}.db", manifest.id);
-    if let Some(dir) = prestage_dir {
-        let path = dir.join(&name);
-        if matches(&path, manifest).await? {
-            return Ok(LocalSnapshot {
-                path,
-                size: manifest.raw.size,
-                prestaged: true,
-                created_work_dir: false,
-            });
+    let found = |path, prestaged| LocalSnapshot {
+        path,
+        size: manifest.raw.size,
+        prestaged,
+        created_work_dir: false,
+    };
+    if let Some(dir) = prestage_dir.map(PrestageDir::new) {
+        if dir.holds(manifest).await.map_err(local_error)? {
+            return Ok(found(dir.staged_path(&manifest.id), true));
         }
     }
-    let path = work_dir.join(&name);
-    if matches(&path, manifest).await? {
-        return Ok(LocalSnapshot {
-            path,
-            size: manifest.raw.size,
-            prestaged: false,
-            created_work_dir: false,
-        });
+    let work = PrestageDir::new(work_dir);
+    let path = work.staged_path(&manifest.id);
+    if work.holds(manifest).await.map_err(local_error)? {
+        return Ok(found(path, false));
     }
-    // The plain copy holds every Secret of the cluster: owner-only, whatever the umask.
+    // The plain copy holds every Secret of the cluster: owner-only (0700 directory, 0600 file).
     let created_work_dir = !work_dir.exists();
-    create_private_dir(work_dir)
-        .map_err(|e| PromoteError::local_io("creating", work_dir.display(), e))?;
-    let partial = work_dir.join(format!("{name}.partial"));
-    // Left by an interrupted attempt: never written into, replaced.
-    match std::fs::remove_file(&partial) {
+    work.create().map_err(local_error)?;
+    // A copy that does not match is of no use; the new one never replaces a file.
+    match tokio::fs::remove_file(&path).await {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(PromoteError::local_io("removing", partial.display(), e)),
+        Err(e) => return Err(PromoteError::local_io("removing", path.display(), e)),
     }
-    let file = create_private_file(&partial)
-        .map_err(|e| PromoteError::local_io("creating", partial.display(), e))?;
-    let result = read_snapshot(
-        store,
-        layout,
-        manifest,
-        identities,
-        std::io::BufWriter::new(file),
-        cancel,
-    )
-    .await;
-    match result {
-        Ok((_, writer)) => {
-            let file = writer.into_inner().map_err(|e| {
-                PromoteError::local_io("writing", partial.display(), e.into_error())
-            })?;
-            file.sync_all()
-                .map_err(|e| PromoteError::local_io("syncing", partial.display(), e))?;
-            tokio::fs::rename(&partial, &path)
-                .await
-                .map_err(|e| PromoteError::local_io("renaming", partial.display(), e))?;
-            Ok(LocalSnapshot {
-                path,
-                size: manifest.raw.size,
-                prestaged: false,
-                created_work_dir,
-            })
-        }
+    let (partial, writer) = work.begin(&manifest.id).map_err(local_error)?;
+    // On failure the partial file goes with `partial`.
+    let written = match read_snapshot(store, layout, manifest, identities, writer, cancel).await {
+        Ok((_, written)) => written,
         Err(error) => {
-            let _ = tokio::fs::remove_file(&partial).await;
+            drop(partial);
             if created_work_dir {
                 let _ = tokio::fs::remove_dir(work_dir).await;
             }
-            Err(error.into())
+            return Err(error.into());
         }
-    }
+    };
+    let path = partial.commit(written).await.map_err(local_error)?;
+    Ok(LocalSnapshot {
+        created_work_dir,
+        ..found(path, false)
+    })
 }

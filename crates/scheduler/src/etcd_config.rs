@@ -32,6 +32,14 @@ pub struct EtcdConfig {
     /// A snapshot stream that delivers nothing for this long is abandoned.
     #[serde(default = "default_stall_timeout", with = "humantime_serde")]
     pub stall_timeout: Duration,
+    /// The key prefix kube-apiserver stores objects under (its `--etcd-prefix`): where each
+    /// snapshot reads the cluster's shape.
+    #[serde(default = "default_kubernetes_prefix")]
+    pub kubernetes_prefix: String,
+}
+
+fn default_kubernetes_prefix() -> String {
+    etcd_dr_cluster_shape::DEFAULT_KUBERNETES_PREFIX.to_string()
 }
 
 fn default_connect_timeout() -> Duration {
@@ -56,6 +64,7 @@ impl EtcdConfig {
             connect_timeout: default_connect_timeout(),
             request_timeout: default_request_timeout(),
             stall_timeout: default_stall_timeout(),
+            kubernetes_prefix: default_kubernetes_prefix(),
         }
     }
 
@@ -114,6 +123,15 @@ impl EtcdConfig {
             problems.push(
                 format!("{field}.endpoints"),
                 "TLS files are set but the endpoints are http://; use https:// URLs",
+            );
+        }
+        if !self.kubernetes_prefix.starts_with('/') {
+            problems.push(
+                format!("{field}.kubernetes_prefix"),
+                format!(
+                    "`{}` must start with / (kube-apiserver's default is \"/registry\")",
+                    self.kubernetes_prefix
+                ),
             );
         }
         for (name, value) in [

@@ -14,7 +14,7 @@ use crate::{EtcdConfig, SourceError};
 /// Streams snapshots out of one etcd cluster.
 #[derive(Clone)]
 pub struct EtcdSource {
-    config: EtcdConfig,
+    pub(crate) config: EtcdConfig,
     tls: Option<TlsOptions>,
 }
 
@@ -225,7 +225,7 @@ impl EtcdSource {
         options
     }
 
-    async fn connect(
+    pub(crate) async fn connect(
         &self,
         endpoint: &str,
         request_timeout: Option<Duration>,
@@ -420,7 +420,11 @@ impl SnapshotChunks {
     }
 }
 
-fn endpoint_error(endpoint: &str, action: &'static str, error: etcd_client::Error) -> SourceError {
+pub(crate) fn endpoint_error(
+    endpoint: &str,
+    action: &'static str,
+    error: etcd_client::Error,
+) -> SourceError {
     SourceError::Endpoint {
         endpoint: endpoint.to_string(),
         action,

@@ -221,6 +221,48 @@ impl Identities {
     }
 }
 
+/// Encrypts a small object whole, in memory (a replication segment, bounded by its cut size).
+pub fn encrypt_in_memory(recipients: &Recipients, plain: &[u8]) -> Result<Vec<u8>, TransportError> {
+    use std::io::Write;
+    let pipeline = |e: std::io::Error| TransportError::Pipeline(format!("age encryption: {e}"));
+    let mut out = Vec::with_capacity(plain.len() + 512);
+    let mut writer = recipients
+        .encryptor()?
+        .wrap_output(&mut out)
+        .map_err(pipeline)?;
+    writer.write_all(plain).map_err(pipeline)?;
+    writer.finish().map_err(pipeline)?;
+    Ok(out)
+}
+
+/// Decrypts a small object whole, in memory; `object` names it in errors.
+pub fn decrypt_in_memory(
+    identities: &Identities,
+    object: &str,
+    encrypted: &[u8],
+) -> Result<Vec<u8>, TransportError> {
+    use std::io::Read;
+    if identities.is_empty() {
+        return Err(TransportError::Config(format!(
+            "`{object}` is encrypted (age) and no identity is configured: set encryption.identity_file"
+        )));
+    }
+    let failed = |detail: String| {
+        TransportError::Pipeline(format!(
+            "`{object}` does not decrypt with {}: {detail}",
+            identities.describe()
+        ))
+    };
+    let mut reader = age::Decryptor::new_buffered(encrypted)
+        .and_then(|decryptor| decryptor.decrypt(identities.iter()))
+        .map_err(|e| failed(e.to_string()))?;
+    let mut plain = Vec::with_capacity(encrypted.len());
+    reader
+        .read_to_end(&mut plain)
+        .map_err(|e| failed(e.to_string()))?;
+    Ok(plain)
+}
+
 /// A new X25519 identity: the text of an identity file (comment lines and the secret key) and
 /// its public key (the recipient to put in the primary's config).
 pub fn generate_identity() -> (String, String) {

@@ -4,6 +4,9 @@
 //! no storage trait of our own. Data flows as streams through bounded channels:
 //! raw etcd chunks → SHA-256 → zstd → (age) → multipart upload on the way in, and the reverse on the way
 //! out. The manifest is written last with a create-only put: it is the commit point.
+//!
+//! Verified plain copies on local disk follow one contract, [`PrestageDir`]: written beside
+//! their name, fsynced, linked into place, owner-only.
 
 #![forbid(unsafe_code)]
 
@@ -13,12 +16,15 @@ mod encryption;
 mod error;
 mod json_object;
 mod layout;
+mod prestage;
 mod promotion;
 mod read;
 mod retention;
 mod signing;
 mod store_config;
+mod uncommitted;
 mod upload;
+mod verify;
 
 pub use catalog::{
     commit_manifest, list_snapshots, read_manifest, resolve_snapshot, Catalog, IncompleteSnapshot,
@@ -26,10 +32,12 @@ pub use catalog::{
 };
 pub use digest::EtcdStreamDigest;
 pub use encryption::{
-    generate_identity, EncryptionConfig, Identities, Recipients, ENCRYPTED_SUFFIX,
+    decrypt_in_memory, encrypt_in_memory, generate_identity, EncryptionConfig, Identities,
+    Recipients, ENCRYPTED_SUFFIX,
 };
 pub use error::TransportError;
 pub use layout::{SnapshotLayout, DATA_OBJECT_NAME, MANIFEST_OBJECT_NAME, NODES_FOLDER};
+pub use prestage::{file_digest, file_matches, PartialFile, PrestageDir};
 pub use promotion::{
     acquire_restore_lock, promotion_marker_path, read_promotion_marker, read_restore_lock,
     read_switchover_request, release_restore_lock, restore_lock_path, switchover_request_path,
@@ -43,6 +51,8 @@ pub use signing::{
     PUBLIC_KEY_PREFIX,
 };
 pub use store_config::{oci_s3_endpoint, without_userinfo, StoreConfig, StoreKind};
+pub use uncommitted::{delete_uncommitted, is_committed};
 pub use upload::{
     upload_object, upload_snapshot_data, ShipProgress, UploadOptions, UploadedData, UploadedObject,
 };
+pub use verify::{StageFailure, Verification, VerifyFailure};

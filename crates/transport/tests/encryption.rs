@@ -105,6 +105,7 @@ fn manifest(id: SnapshotId, data: etcd_dr_transport::UploadedData) -> SnapshotMa
         },
         nodes: vec![],
         signature: None,
+        kubernetes: None,
     }
 }
 

@@ -7,8 +7,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::router::AppState;
-use crate::DaemonStatus;
+use crate::{AppState, DaemonStatus};
 
 /// `GET /healthz`: the process is alive and serving.
 pub async fn healthz() -> Json<serde_json::Value> {

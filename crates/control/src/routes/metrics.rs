@@ -5,8 +5,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 
-use crate::router::AppState;
-use crate::ApiError;
+use crate::{ApiError, AppState};
 
 /// `GET /metrics`: the Prometheus text exposition, gauges refreshed from the daemon's state.
 pub async fn metrics(State(state): State<AppState>) -> Response {

@@ -6,10 +6,10 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use etcd_dr_core::PromotionRequest;
+use etcd_dr_core::{PromotionRecord, PromotionRequest};
 
-use crate::router::AppState;
-use crate::{ActionError, ApiError, ApiToken};
+use super::body::optional_json_body;
+use crate::{ActionError, ApiError, ApiToken, AppState};
 
 /// `POST /v1/promote` (token required): promote this secondary. Body (every field optional):
 /// `{"snapshot": "latest" | "<id>", "mode": "failover" | "switchover", "dry_run": false,
@@ -33,7 +33,7 @@ pub async fn start(
             "API token"
         }
     };
-    let request: PromotionRequest = super::optional_json_body(
+    let request: PromotionRequest = optional_json_body(
         body,
         "{\"snapshot\": \"latest\", \"mode\": \"failover\"|\"switchover\", \"dry_run\": false, \"force\": false}",
     )?;
@@ -66,7 +66,7 @@ pub async fn start(
 
 /// `GET /v1/promote`: the current or last promotion with every step and node; 404 before the
 /// first.
-pub async fn current(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn current(State(state): State<AppState>) -> Result<Json<PromotionRecord>, ApiError> {
     state.daemon.promotion().map(Json).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

@@ -9,8 +9,8 @@ use axum::Json;
 use etcd_dr_core::{SnapshotId, SnapshotManifest};
 use serde::{Deserialize, Serialize};
 
-use crate::router::AppState;
-use crate::{ApiError, ApiToken, SnapshotRequest};
+use super::body::optional_json_body;
+use crate::{ActionError, ApiError, ApiToken, AppState, SnapshotRequest};
 
 /// The answer of `GET /v1/snapshots`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,14 +52,13 @@ pub async fn trigger(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     ApiToken::check(state.token.as_ref(), &headers)?;
-    let request: SnapshotRequest =
-        super::optional_json_body(body, "nothing or {\"label\": \"...\"}")?;
+    let request: SnapshotRequest = optional_json_body(body, "nothing or {\"label\": \"...\"}")?;
     if let Some(label) = &request.label {
         etcd_dr_core::validate_label(label)
             .map_err(|detail| ApiError::new(StatusCode::BAD_REQUEST, "bad_label", detail))?;
     }
     let accepted = state.daemon.trigger_snapshot(request).await.map_err(|e| {
-        if let crate::ActionError::Busy(detail) = e {
+        if let ActionError::Busy(detail) = e {
             ApiError::new(StatusCode::CONFLICT, "snapshot_in_progress", detail)
         } else {
             ApiError::from(e)

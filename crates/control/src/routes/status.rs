@@ -5,8 +5,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::router::AppState;
-use crate::DaemonStatus;
+use crate::{AppState, DaemonStatus};
 
 /// The answer of `/v1/status`: the daemon's state plus what the API computes from it.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,19 +1,20 @@
 //! `etcd-dr fetch`: a verified plain `.db` on local disk, or a node's bundle unpacked into a new
 //! directory.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use etcd_dr_core::{printable, NodeBundle, SnapshotManifest};
 use etcd_dr_transport::{
-    read_object, read_snapshot, resolve_snapshot, Identities, SnapshotLayout, SnapshotSelector,
+    read_object, read_snapshot, resolve_snapshot, Identities, PartialFile, SnapshotLayout,
+    SnapshotSelector,
 };
 use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
 
 use super::{human_bytes, identities, manifest_trust, open_store, shutdown_token};
+use crate::progress::{on_terminal, TransferBar};
 use crate::settings::Settings;
 
 #[derive(clap::Args)]
@@ -32,6 +33,16 @@ pub struct Args {
     /// they belong to whoever fetches).
     #[arg(long, requires = "node")]
     keep_owners: bool,
+    /// Restore the keyspace at exactly this etcd revision: the newest snapshot at or below it,
+    /// replayed with the stored replication segments in a throw-away etcd (docs/segments.md).
+    #[arg(long, value_name = "REVISION", conflicts_with_all = ["node", "snapshot"])]
+    at: Option<i64>,
+    /// With --at: the `etcd` binary (3.5+) for the throw-away etcd.
+    #[arg(long, default_value = "etcd", requires = "at")]
+    etcd_bin: PathBuf,
+    /// With --at: the `etcdutl` binary (3.5+).
+    #[arg(long, default_value = "etcdutl", requires = "at")]
+    etcdutl_bin: PathBuf,
 }
 
 pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
@@ -41,6 +52,16 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
             "`{}` already exists; choose another --output (etcd-dr never replaces a file)",
             args.output.display()
         );
+    }
+    if let Some(revision) = args.at {
+        return super::fetch_at::run(
+            settings,
+            revision,
+            &args.output,
+            &args.etcd_bin,
+            &args.etcdutl_bin,
+        )
+        .await;
     }
     let (store, layout) = open_store(settings)?;
     let cancel = shutdown_token();
@@ -69,41 +90,27 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
         .await;
     }
 
-    let partial = partial_path(&args.output);
-    // The plain database holds every Secret of the cluster: owner-only whatever the umask.
-    let file = etcd_dr_core::create_private_file(&partial)
-        .with_context(|| format!("creating `{}`", partial.display()))?;
-    let result = read_snapshot(
-        &store,
-        &layout,
-        &manifest,
-        &identities,
-        std::io::BufWriter::with_capacity(1 << 20, file),
-        &cancel,
-    )
-    .await;
-    let finished = result
-        .map_err(anyhow::Error::from)
-        .and_then(|(verified, mut writer)| {
-            writer.flush()?;
-            writer.get_ref().sync_all()?;
-            Ok(verified)
-        });
-    let verified = match finished {
-        Ok(verified) => verified,
-        Err(error) => {
-            let _ = std::fs::remove_file(&partial);
-            return Err(error.context(format!("fetching snapshot {}", manifest.id)));
-        }
-    };
-    // A hard link fails if the target appeared meanwhile: nothing is ever replaced.
-    std::fs::hard_link(&partial, &args.output).with_context(|| {
-        format!(
-            "moving the verified snapshot to `{}`",
-            args.output.display()
-        )
-    })?;
-    std::fs::remove_file(&partial).with_context(|| format!("removing `{}`", partial.display()))?;
+    // The plain database holds every Secret of the cluster: owner-only (0600 less the umask).
+    let (partial, writer) =
+        PartialFile::create(partial_path(&args.output), args.output.clone(), 0o600)?;
+    let (bar, sink) = TransferBar::for_sink(
+        format!("fetch {}", manifest.id),
+        manifest.raw.size,
+        writer,
+        on_terminal(false),
+    );
+    let read = read_snapshot(&store, &layout, &manifest, &identities, sink, &cancel).await;
+    drop(bar);
+    let (verified, written) = read.with_context(|| format!("fetching snapshot {}", manifest.id))?;
+    partial
+        .commit(written.into_inner())
+        .await
+        .with_context(|| {
+            format!(
+                "moving the verified snapshot to `{}`",
+                args.output.display()
+            )
+        })?;
     println!(
         "snapshot {} written to {} ({}, revision {}, SHA-256 {})",
         manifest.id,
@@ -171,15 +178,13 @@ async fn fetch_bundle(
             partial.display()
         );
     }
-    // The plain tar flows from the decompressor to the unpacker through a small bounded queue.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
-    let unpacker = {
-        let node = node.to_string();
-        let partial = partial.clone();
-        tokio::task::spawn_blocking(move || {
-            etcd_dr_nodes::unpack_bundle(&node, ChannelReader::new(rx), &partial, unpack_options)
-        })
-    };
+    let (sink, unpacking) = etcd_dr_nodes::unpack_bundle_from_sink(node, &partial, unpack_options);
+    let (bar, sink) = TransferBar::for_sink(
+        format!("fetch bundle of {node}"),
+        raw.size,
+        sink,
+        on_terminal(false),
+    );
     let read = read_object(
         store,
         layout,
@@ -187,24 +192,21 @@ async fn fetch_bundle(
         object,
         raw,
         identities,
-        ChannelWriter(tx),
+        sink,
         cancel,
     )
     .await;
-    // Closes the queue (on success, the writer comes back; on failure it is already gone).
-    let read = read.map(|(verified, writer)| {
-        drop(writer);
+    drop(bar);
+    // Closes the queue (on success, the sink comes back; on failure it is already gone).
+    let read = read.map(|(verified, sink)| {
+        drop(sink);
         verified
     });
-    let unpacked = unpacker
-        .await
-        .map_err(|e| anyhow::anyhow!("unpacker thread failed: {e}"));
-    let outcome = match (read, unpacked) {
-        (Ok(verified), Ok(Ok(summary))) => Ok((verified, summary)),
+    let outcome = match (read, unpacking.finish().await) {
+        (Ok(verified), Ok(summary)) => Ok((verified, summary)),
         // The unpacker's own error says more than the broken queue it left behind.
-        (_, Ok(Err(error))) => Err(anyhow::Error::from(error)),
+        (_, Err(error)) => Err(anyhow::Error::from(error)),
         (Err(error), _) => Err(anyhow::Error::from(error)),
-        (_, Err(error)) => Err(error),
     };
     let (verified, summary) = match outcome {
         Ok(done) => done,
@@ -240,50 +242,4 @@ async fn fetch_bundle(
         );
     }
     Ok(())
-}
-
-/// The decompressor's side of the queue to the unpacker.
-struct ChannelWriter(std::sync::mpsc::SyncSender<Vec<u8>>);
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.send(data.to_vec()).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the unpacker stopped")
-        })?;
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The unpacker's side of the queue.
-struct ChannelReader {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
-    current: std::io::Cursor<Vec<u8>>,
-}
-
-impl ChannelReader {
-    fn new(rx: std::sync::mpsc::Receiver<Vec<u8>>) -> Self {
-        Self {
-            rx,
-            current: std::io::Cursor::new(Vec::new()),
-        }
-    }
-}
-
-impl std::io::Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            let read = self.current.read(buf)?;
-            if read > 0 || buf.is_empty() {
-                return Ok(read);
-            }
-            match self.rx.recv() {
-                Ok(chunk) => self.current = std::io::Cursor::new(chunk),
-                Err(_) => return Ok(0),
-            }
-        }
-    }
 }

@@ -1,8 +1,12 @@
 //! One file per subcommand.
 
+pub mod completions;
 pub mod fetch;
+mod fetch_at;
+pub mod inspect;
 pub mod keygen;
 pub mod list;
+pub mod man;
 pub mod nodes;
 pub mod promote;
 pub mod prune;
@@ -14,12 +18,11 @@ pub mod verify;
 use std::sync::Arc;
 
 use anyhow::Context;
-use etcd_dr_scheduler::EtcdSource;
+use etcd_dr_scheduler::{BundlePlan, EtcdSource, SnapshotContext};
 use etcd_dr_transport::{ManifestTrust, SnapshotLayout};
 use object_store::ObjectStore;
 
 use crate::settings::Settings;
-use crate::snapshot_job::{BundlePlan, SnapshotContext};
 
 /// The store client and the cluster's layout in it.
 pub fn open_store(settings: &Settings) -> anyhow::Result<(Arc<dyn ObjectStore>, SnapshotLayout)> {

@@ -7,10 +7,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use etcd_dr_core::{PromotionMode, PromotionRequest};
 use etcd_dr_restore::{
-    new_promotion_id, progress_lines, Promoter, PromotionRecord, PromotionState, PromotionTracker,
+    progress_lines, Promoter, PromotionRecord, PromotionState, PromotionTracker, StepState,
 };
 
 use super::{identities, manifest_trust, open_store, shutdown_token};
+use crate::progress::{on_terminal, ActivitySpinner};
+use crate::requester::requested_by;
 use crate::settings::Settings;
 
 #[derive(clap::Args)]
@@ -31,14 +33,6 @@ pub struct Args {
     /// Print the final record (every step and node) as JSON on stdout; progress goes to stderr.
     #[arg(long)]
     json: bool,
-}
-
-/// `user@host` of this etcd-dr, for the promotion marker.
-pub fn requested_by() -> String {
-    let user = std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "root".into());
-    format!("{user}@{}", crate::snapshot_job::host_name())
 }
 
 /// The promoter `[promote]`, `[nodes]`, `[store]`, `[encryption]` and `[secondary]` describe.
@@ -90,12 +84,7 @@ pub async fn run_printed(
     what: &'static str,
 ) -> anyhow::Result<ExitCode> {
     let cancel = shutdown_token();
-    let mut id = new_promotion_id(chrono::Utc::now());
-    if request.mode == PromotionMode::InPlace {
-        // `r-…` for restores, `p-…` for promotions: the kept files are named after it.
-        id.replace_range(..1, "r");
-    }
-    let tracker = PromotionTracker::new(PromotionRecord::new(id, request, requested_by()));
+    let tracker = PromotionTracker::begin(request, requested_by());
     let say = move |line: &str| {
         if json {
             eprintln!("{line}");
@@ -105,13 +94,17 @@ pub async fn run_printed(
     };
     say(&format!("{what} {}", tracker.id()));
     let mut updates = tracker.subscribe();
+    let spinner = ActivitySpinner::new(on_terminal(json));
     let printer = tokio::spawn(async move {
         let mut last: Option<PromotionRecord> = None;
         loop {
             let record = updates.borrow_and_update().clone();
-            for line in progress_lines(last.as_ref(), &record) {
-                say(&line);
-            }
+            spinner.println(|| {
+                for line in progress_lines(last.as_ref(), &record) {
+                    say(&line);
+                }
+            });
+            spinner.set_activity(running_activity(&record));
             let finished = record.state.is_finished();
             last = Some(record);
             if finished || updates.changed().await.is_err() {
@@ -155,4 +148,67 @@ pub async fn run_printed(
         PromotionState::Succeeded | PromotionState::Planned => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
     })
+}
+
+/// What runs now, for the spinner: each running step with its detail, or with each of its
+/// running nodes and theirs (`restore — cp-1: copying the snapshot (…); cp-2: restoring …`).
+fn running_activity(record: &PromotionRecord) -> Option<String> {
+    let running: Vec<String> = record
+        .steps
+        .iter()
+        .filter(|step| step.progress.state == StepState::Running)
+        .map(|step| {
+            let nodes: Vec<String> = step
+                .nodes
+                .iter()
+                .filter(|node| node.progress.state == StepState::Running)
+                .map(|node| match &node.progress.detail {
+                    Some(detail) => format!("{}: {detail}", node.node),
+                    None => node.node.clone(),
+                })
+                .collect();
+            match (&step.progress.detail, nodes.is_empty()) {
+                (_, false) => format!("{} — {}", step.name.as_str(), nodes.join("; ")),
+                (Some(detail), true) => format!("{} — {detail}", step.name.as_str()),
+                (None, true) => step.name.as_str().to_string(),
+            }
+        })
+        .collect();
+    (!running.is_empty()).then(|| running.join(" | "))
+}
+
+#[cfg(test)]
+mod tests {
+    use etcd_dr_restore::StepName;
+
+    use super::*;
+
+    #[test]
+    fn the_spinner_names_the_running_step_and_each_running_node() {
+        let tracker = PromotionTracker::new(PromotionRecord::new(
+            "r-1".into(),
+            PromotionRequest::default(),
+            "ops@bastion".into(),
+        ));
+        assert_eq!(running_activity(&tracker.snapshot()), None);
+        tracker.start(StepName::Verify, Some("streaming the snapshot back".into()));
+        assert_eq!(
+            running_activity(&tracker.snapshot()).as_deref(),
+            Some("verify — streaming the snapshot back")
+        );
+        tracker.done(StepName::Verify, "checked".to_string());
+        tracker.start(StepName::Restore, None);
+        tracker.add_nodes(StepName::Restore, &["cp-1", "cp-2"]);
+        tracker.node_start(
+            StepName::Restore,
+            "cp-1",
+            "copying the snapshot (512 bytes)",
+        );
+        tracker.node_start(StepName::Restore, "cp-2", "stopping the control plane");
+        tracker.node_done(StepName::Restore, "cp-2", None);
+        assert_eq!(
+            running_activity(&tracker.snapshot()).as_deref(),
+            Some("restore — cp-1: copying the snapshot (512 bytes)")
+        );
+    }
 }

@@ -9,7 +9,9 @@ use etcd_dr_control::{ApiToken, AppState, HttpConfig, Metrics, Role, TOKEN_ENV};
 
 use super::{manifest_trust, open_store, shutdown_token, snapshot_context};
 use crate::daemon::promote::Promotions;
-use crate::daemon::{fencing, primary, secondary, store_check, systemd, DaemonHandle, DaemonState};
+use crate::daemon::{
+    fencing, primary, progress_log, secondary, store_check, systemd, DaemonHandle, DaemonState,
+};
 use crate::settings::Settings;
 
 /// How long an in-flight snapshot gets to abort its upload after a shutdown signal.
@@ -119,6 +121,7 @@ pub async fn run(settings: &Settings, _args: Args) -> anyhow::Result<()> {
         let state = state.clone();
         tokio::spawn(async move { store_check::run(&state).await })
     };
+    let progress_log = tokio::spawn(progress_log::run(state.clone()));
     let fence_watch = (settings.role == Role::Primary).then(|| {
         let state = state.clone();
         let interval = settings.fencing.poll_interval;
@@ -169,6 +172,7 @@ pub async fn run(settings: &Settings, _args: Args) -> anyhow::Result<()> {
     }
     cancel.cancel();
     let _ = checker.await;
+    let _ = progress_log.await;
     if let Some(fence_watch) = fence_watch {
         let _ = fence_watch.await;
     }

@@ -1,10 +1,13 @@
 //! `etcd-dr snapshot`: one snapshot now.
 
+use etcd_dr_scheduler::SnapshotOutcome;
+use std::sync::Arc;
+
 use etcd_dr_transport::ShipProgress;
 
 use super::{human_bytes, shutdown_token, snapshot_context};
+use crate::progress::{on_terminal, TransferBar};
 use crate::settings::Settings;
-use crate::snapshot_job::SnapshotOutcome;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,10 +27,17 @@ fn parse_label(text: &str) -> Result<String, String> {
 pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
     let context = snapshot_context(settings)?;
     let cancel = shutdown_token();
-    let progress = ShipProgress::default();
+    let progress = Arc::new(ShipProgress::default());
+    let bar = TransferBar::follow(
+        format!("snapshot of {}", context.cluster),
+        progress.clone(),
+        on_terminal(args.json),
+    );
     let outcome = context
         .take_snapshot(args.label, false, &progress, &|_| {}, &cancel)
-        .await?;
+        .await;
+    drop(bar);
+    let outcome = outcome?;
     let SnapshotOutcome::Taken(manifest) = outcome else {
         anyhow::bail!("no snapshot was taken");
     };

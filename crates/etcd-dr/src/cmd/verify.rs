@@ -7,6 +7,7 @@ use etcd_dr_core::{printable, NodeBundle};
 use etcd_dr_transport::{read_object, read_snapshot, resolve_snapshot, SnapshotSelector};
 
 use super::{human_bytes, identities, manifest_trust, open_store, shutdown_token};
+use crate::progress::{on_terminal, TransferBar};
 use crate::settings::Settings;
 
 #[derive(clap::Args)]
@@ -29,17 +30,17 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
     )
     .await?;
     let identities = identities(settings)?;
+    let visible = on_terminal(false);
     let started = Instant::now();
-    let (verified, _) = read_snapshot(
-        &store,
-        &layout,
-        &manifest,
-        &identities,
+    let (bar, sink) = TransferBar::for_sink(
+        format!("verify {}", manifest.id),
+        manifest.raw.size,
         std::io::sink(),
-        &cancel,
-    )
-    .await
-    .with_context(|| format!("verifying snapshot {}", manifest.id))?;
+        visible,
+    );
+    let verified = read_snapshot(&store, &layout, &manifest, &identities, sink, &cancel).await;
+    drop(bar);
+    let (verified, _) = verified.with_context(|| format!("verifying snapshot {}", manifest.id))?;
     println!(
         "snapshot {} OK: {} stored, {} plain, SHA-256 {} (etcd trailer matches), {:.2}s",
         manifest.id,
@@ -58,18 +59,25 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
                 ..
             } => {
                 let node = printable(node);
-                let (checked, _) = read_object(
+                let (bar, sink) = TransferBar::for_sink(
+                    format!("verify bundle of {node}"),
+                    raw.size,
+                    std::io::sink(),
+                    visible,
+                );
+                let checked = read_object(
                     &store,
                     &layout,
                     &manifest.id,
                     object,
                     raw,
                     &identities,
-                    std::io::sink(),
+                    sink,
                     &cancel,
                 )
-                .await
-                .with_context(|| {
+                .await;
+                drop(bar);
+                let (checked, _) = checked.with_context(|| {
                     format!(
                         "verifying the bundle of node {node} in snapshot {}",
                         manifest.id

@@ -1,9 +1,11 @@
 //! The long-running daemon: its shared state, what it offers the HTTP API, and one file per
-//! loop (primary snapshots, secondary polling, store checks, systemd notifications).
+//! loop (primary snapshots, secondary polling, store checks, progress log, systemd
+//! notifications).
 
 pub mod catalog_cache;
 pub mod fencing;
 pub mod primary;
+pub mod progress_log;
 pub mod promote;
 pub mod refused;
 pub mod secondary;
@@ -20,7 +22,8 @@ use etcd_dr_control::{
     ActionError, Activity, DaemonStatus, InFlight, LastError, Metrics, PromotionAccepted,
     SnapshotAccepted, SnapshotRequest, Trigger,
 };
-use etcd_dr_core::{PromotionRequest, SnapshotId, SnapshotManifest};
+use etcd_dr_core::{PromotionRecord, PromotionRequest, SnapshotId, SnapshotManifest};
+use etcd_dr_scheduler::SnapshotContext;
 use etcd_dr_transport::{
     read_manifest, ManifestTrust, ShipProgress, SnapshotLayout, TransportError,
 };
@@ -28,7 +31,6 @@ use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
 
 use crate::settings::Settings;
-use crate::snapshot_job::SnapshotContext;
 
 /// How long `POST /v1/snapshots` waits for the new snapshot's id (etcd must be surveyed first).
 const TRIGGER_ID_WAIT: Duration = Duration::from_secs(60);
@@ -146,8 +148,7 @@ impl DaemonState {
 
     /// Marks the start of a snapshot or verification: counters reset, status shows it.
     pub fn begin(&self, activity: Activity, trigger: Trigger, id: Option<SnapshotId>) {
-        self.progress.raw_bytes.store(0, Ordering::Relaxed);
-        self.progress.stored_bytes.store(0, Ordering::Relaxed);
+        self.progress.reset();
         self.update(|status| {
             status.in_flight = Some(InFlight {
                 activity,
@@ -267,7 +268,7 @@ impl etcd_dr_control::Daemon for DaemonHandle {
         promote::start(&self.0, request).await
     }
 
-    fn promotion(&self) -> Option<serde_json::Value> {
+    fn promotion(&self) -> Option<PromotionRecord> {
         self.0.promotions.record()
     }
 }

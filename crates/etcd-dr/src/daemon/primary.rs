@@ -7,12 +7,11 @@ use std::time::Duration;
 use chrono::Utc;
 use etcd_dr_control::{Activity, ScheduleStatus, SnapshotSummary, Trigger};
 use etcd_dr_core::SnapshotId;
-use etcd_dr_scheduler::Schedule;
+use etcd_dr_scheduler::{Schedule, SnapshotOutcome};
 use etcd_dr_transport::{apply_retention, list_snapshots, plan_retention};
 use tokio::sync::oneshot;
 
 use super::DaemonState;
-use crate::snapshot_job::SnapshotOutcome;
 
 /// Tells `POST /v1/snapshots` the id of the snapshot it started, or why none started.
 pub type IdSender = oneshot::Sender<Result<SnapshotId, String>>;

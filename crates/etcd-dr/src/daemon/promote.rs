@@ -4,17 +4,13 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use etcd_dr_control::{ActionError, PromotionAccepted, PromotionSummary};
-use etcd_dr_core::{PromotionMode, PromotionRequest};
-use etcd_dr_restore::{
-    new_promotion_id, Promoter, PromotionRecord, PromotionState, PromotionTracker,
-};
-use etcd_dr_transport::{
-    read_promotion_marker, read_restore_lock, restore_lock_path, SnapshotSelector,
-};
+use etcd_dr_core::{PromotionMode, PromotionRecord, PromotionRequest};
+use etcd_dr_restore::{admit, AdmissionError, Promoter, PromotionState, PromotionTracker};
+use etcd_dr_transport::SnapshotSelector;
 use tokio::task::JoinHandle;
 
 use super::DaemonState;
-use crate::cmd::promote::requested_by;
+use crate::requester::requested_by;
 
 /// The daemon's promotions: the promoter (when `[promote]` is configured) and the current or
 /// last promotion.
@@ -40,12 +36,8 @@ impl Promotions {
     }
 
     /// The current or last promotion, every step and node.
-    pub fn record(&self) -> Option<serde_json::Value> {
-        let record = self
-            .lock()
-            .as_ref()
-            .map(|(tracker, _)| tracker.snapshot())?;
-        serde_json::to_value(record).ok()
+    pub fn record(&self) -> Option<PromotionRecord> {
+        self.lock().as_ref().map(|(tracker, _)| tracker.snapshot())
     }
 
     /// The current or last promotion in short, for status and metrics.
@@ -97,34 +89,17 @@ pub async fn start(
             .parse::<SnapshotSelector>()
             .map_err(|e| ActionError::BadRequest(e.to_string()))?;
     }
+    // The promoter asks again when it runs; asking first answers 409 instead of 202. A dry run
+    // or a forced run is refused by neither the fence nor the lock.
     if !request.dry_run && !request.force {
-        match read_promotion_marker(&state.store, &state.layout).await {
-            Ok(Some(marker)) => {
-                return Err(ActionError::Busy(format!(
-                    "promotion {} ({}, snapshot {}) by {} at {} already fenced this cluster; send \"force\": true to replace it",
-                    marker.promotion_id,
-                    marker.mode.as_str(),
-                    marker.snapshot,
-                    marker.requested_by,
-                    marker.fenced_at
-                )))
+        match admit(&state.store, &state.layout, &request).await {
+            Ok(_) => {}
+            Err(error @ (AdmissionError::Fenced { .. } | AdmissionError::Locked { .. })) => {
+                return Err(ActionError::Busy(error.to_string()))
             }
-            Ok(None) => {}
-            Err(error) => return Err(ActionError::Unavailable(format!("store: {error}"))),
-        }
-        match read_restore_lock(&state.store, &state.layout).await {
-            Ok(Some(lock)) => {
-                return Err(ActionError::Busy(format!(
-                    "{} {} by {} since {} holds the restore lock `{}`; wait for it to end, or if it crashed send \"force\": true to take the lock over",
-                    lock.mode.as_str(),
-                    lock.promotion_id,
-                    lock.requested_by,
-                    lock.locked_at,
-                    restore_lock_path(&state.layout)
-                )))
+            Err(AdmissionError::Store(error)) => {
+                return Err(ActionError::Unavailable(format!("store: {error}")))
             }
-            Ok(None) => {}
-            Err(error) => return Err(ActionError::Unavailable(format!("store: {error}"))),
         }
     }
     let mut current = state.promotions.lock();
@@ -146,11 +121,7 @@ pub async fn start(
             _ => {}
         }
     }
-    let tracker = PromotionTracker::new(PromotionRecord::new(
-        new_promotion_id(chrono::Utc::now()),
-        request,
-        requested_by(),
-    ));
+    let tracker = PromotionTracker::begin(request, requested_by());
     let id = tracker.id();
     let handle = {
         let tracker = tracker.clone();

@@ -3,11 +3,6 @@
 //! measure the lag from it.
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -16,7 +11,9 @@ use etcd_dr_control::{
     Activity, PrestagedSnapshot, ScheduleStatus, SecondaryStatus, SnapshotSummary, Trigger,
 };
 use etcd_dr_core::{SnapshotId, SnapshotManifest};
-use etcd_dr_transport::{list_snapshots, read_snapshot, ShipProgress, TransportError};
+use etcd_dr_transport::{
+    list_snapshots, PrestageDir, StageFailure, TransportError, Verification, VerifyFailure,
+};
 
 use super::DaemonState;
 use crate::settings::SecondarySettings;
@@ -28,15 +25,9 @@ pub fn prepare(state: &DaemonState, config: &SecondarySettings) -> anyhow::Resul
     // verification per poll.
     crate::cmd::identities(&state.settings).context("encryption.identity_file")?;
     if let Some(dir) = &config.prestage_dir {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| {
-                format!("secondary.prestage_dir: cannot create `{}`", dir.display())
-            })?;
-        staged_files(dir)
-            .with_context(|| format!("secondary.prestage_dir: cannot read `{}`", dir.display()))?;
+        PrestageDir::new(dir)
+            .create()
+            .context("secondary.prestage_dir")?;
     }
     state.update(|status| status.secondary = Some(SecondaryStatus::default()));
     Ok(())
@@ -121,14 +112,12 @@ async fn poll_once(
         return;
     }
 
+    let prestage_dir = config.prestage_dir.as_deref().map(PrestageDir::new);
     let mut failure = None;
     let count = candidates.len();
     for (index, manifest) in candidates.into_iter().enumerate() {
         // Only the newest of a batch is worth writing to disk.
-        let stage_dir = config
-            .prestage_dir
-            .as_deref()
-            .filter(|_| index + 1 == count);
+        let stage_dir = prestage_dir.as_ref().filter(|_| index + 1 == count);
         match verify(state, manifest, stage_dir).await {
             Ok(()) => {
                 seen.insert(manifest.id.clone());
@@ -158,22 +147,11 @@ async fn poll_once(
     }
 }
 
-enum VerifyFailure {
-    /// The stored snapshot does not match its manifest.
-    Corrupt(String),
-    /// The store did not answer; try again later.
-    Unavailable(String),
-    /// Writing the local copy failed (disk full, permissions).
-    Local(String),
-    /// Shutdown.
-    Cancelled,
-}
-
-/// Streams one snapshot back and checks it; stages it when `stage_dir` is set.
+/// Verifies one snapshot; stages it when `stage_dir` is set.
 async fn verify(
     state: &DaemonState,
     manifest: &SnapshotManifest,
-    stage_dir: Option<&Path>,
+    stage_dir: Option<&PrestageDir>,
 ) -> Result<(), VerifyFailure> {
     state.begin(
         Activity::Verify,
@@ -181,35 +159,7 @@ async fn verify(
         Some(manifest.id.clone()),
     );
     let started = Instant::now();
-    let result = match stage_dir {
-        Some(dir) => match stage(state, manifest, dir).await {
-            Ok(staged) => {
-                state.update(|status| {
-                    if let Some(secondary) = &mut status.secondary {
-                        secondary.prestaged = Some(staged);
-                    }
-                });
-                Ok(())
-            }
-            Err(StageError::Verify(error)) => Err(error),
-            Err(StageError::Local(message)) => {
-                // A full disk is no reason to stop verifying: check the snapshot without it.
-                tracing::error!(id = %manifest.id, %message, "pre-staging failed; verifying without it");
-                state.note_error(format!("pre-staging {} failed: {message}", manifest.id));
-                state.begin(
-                    Activity::Verify,
-                    Trigger::Schedule,
-                    Some(manifest.id.clone()),
-                );
-                stream_back(state, manifest, std::io::sink())
-                    .await
-                    .map(|_| ())
-            }
-        },
-        None => stream_back(state, manifest, std::io::sink())
-            .await
-            .map(|_| ()),
-    };
+    let result = check_and_stage(state, manifest, stage_dir).await;
     state.finish();
     if result.is_ok() {
         let now = Utc::now();
@@ -234,231 +184,52 @@ async fn verify(
     result
 }
 
-/// Streams the snapshot into `sink` through every check, counting plain bytes as progress. A
-/// failing sink is a local problem, not a corrupt snapshot.
-async fn stream_back<W: Write + Send + 'static>(
+async fn check_and_stage(
     state: &DaemonState,
     manifest: &SnapshotManifest,
-    sink: W,
-) -> Result<W, VerifyFailure> {
+    stage_dir: Option<&PrestageDir>,
+) -> Result<(), VerifyFailure> {
     // Read each time: a rotated identity file is picked up without a restart.
     let identities = state
         .settings
         .encryption
         .identities()
         .map_err(|e| VerifyFailure::Unavailable(e.to_string()))?;
-    let sink_failed = Arc::new(AtomicBool::new(false));
-    let counting = CountingWriter {
-        inner: sink,
-        progress: state.progress.clone(),
-        failed: sink_failed.clone(),
+    let verification = Verification {
+        store: &state.store,
+        layout: &state.layout,
+        identities: &identities,
+        progress: &state.progress,
+        cancel: &state.cancel,
     };
-    let read = read_snapshot(
-        &state.store,
-        &state.layout,
-        manifest,
-        &identities,
-        counting,
-        &state.cancel,
-    )
-    .await;
-    // The node bundles (the service-account keys above all) are part of a usable snapshot.
-    let read = match read {
-        Ok((_, writer)) => verify_bundles(state, manifest, &identities)
-            .await
-            .map(|()| writer),
-        Err(error) => Err(error),
+    let Some(dir) = stage_dir else {
+        return verification.check(manifest).await;
     };
-    match read {
-        Ok(writer) => Ok(writer.inner),
-        Err(TransportError::Cancelled) => Err(VerifyFailure::Cancelled),
-        Err(error) if sink_failed.load(Ordering::Relaxed) => {
-            Err(VerifyFailure::Local(format!("writing locally: {error}")))
-        }
-        Err(error @ TransportError::Corrupt { .. }) => {
-            Err(VerifyFailure::Corrupt(error.to_string()))
-        }
-        Err(error) => Err(VerifyFailure::Unavailable(error.to_string())),
-    }
-}
-
-/// Streams every stored node bundle of the snapshot back through every check.
-async fn verify_bundles(
-    state: &DaemonState,
-    manifest: &SnapshotManifest,
-    identities: &etcd_dr_transport::Identities,
-) -> Result<(), TransportError> {
-    for bundle in &manifest.nodes {
-        if let etcd_dr_core::NodeBundle::Stored { object, raw, .. } = bundle {
-            etcd_dr_transport::read_object(
-                &state.store,
-                &state.layout,
-                &manifest.id,
-                object,
-                raw,
-                identities,
-                std::io::sink(),
-                &state.cancel,
-            )
-            .await?;
-        }
-    }
-    Ok(())
-}
-
-enum StageError {
-    Verify(VerifyFailure),
-    Local(String),
-}
-
-/// Verifies into `<dir>/.<id>.db.partial`, then links it to `<dir>/<id>.db` (never replacing a
-/// file), then removes older staged snapshots: the newest verified copy is always on disk.
-async fn stage(
-    state: &DaemonState,
-    manifest: &SnapshotManifest,
-    dir: &Path,
-) -> Result<PrestagedSnapshot, StageError> {
-    let id = &manifest.id;
-    let target = dir.join(format!("{id}.db"));
-    let staged = PrestagedSnapshot {
-        id: id.clone(),
-        path: target.display().to_string(),
-        bytes: manifest.raw.size,
-    };
-    if target.exists() {
-        // Staged by an earlier run: check the store's copy, then the local one against it.
-        stream_back(state, manifest, std::io::sink())
-            .await
-            .map_err(StageError::Verify)?;
-        let (path, expected) = (target.clone(), manifest.raw.sha256.clone());
-        let actual = tokio::task::spawn_blocking(move || file_sha256(&path))
-            .await
-            .map_err(|e| StageError::Local(e.to_string()))?
-            .map_err(|e| StageError::Local(format!("reading `{}`: {e}", target.display())))?;
-        if actual != expected {
-            return Err(StageError::Local(format!(
-                "`{}` exists but differs from snapshot {id} (SHA-256 {actual}); it was left in place, move it away",
-                target.display()
-            )));
-        }
-        remove_older(dir, id);
-        return Ok(staged);
-    }
-
-    let partial = dir.join(format!(".{id}.db.partial"));
-    // A partial file is ours, left by a crash: it never held a verified snapshot.
-    let _ = std::fs::remove_file(&partial);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&partial)
-        .map_err(|e| StageError::Local(format!("creating `{}`: {e}", partial.display())))?;
-    let writer = std::io::BufWriter::with_capacity(1 << 20, file);
-    let written = match stream_back(state, manifest, writer).await {
-        Ok(writer) => writer,
-        Err(failure) => {
-            let _ = std::fs::remove_file(&partial);
-            return Err(match failure {
-                VerifyFailure::Local(message) => StageError::Local(message),
-                other => StageError::Verify(other),
-            });
-        }
-    };
-    let (from, to) = (partial.clone(), target.clone());
-    let finished = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let file = written.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        // A hard link fails if the target appeared meanwhile: nothing is ever replaced.
-        std::fs::hard_link(&from, &to)?;
-        std::fs::remove_file(&from)?;
-        if let Some(parent) = to.parent() {
-            std::fs::File::open(parent)?.sync_all()?;
-        }
-        Ok(())
-    })
-    .await
-    .map_err(|e| StageError::Local(e.to_string()))
-    .and_then(|r| {
-        r.map_err(|e| StageError::Local(format!("finishing `{}`: {e}", target.display())))
-    });
-    if let Err(error) = finished {
-        let _ = std::fs::remove_file(&partial);
-        return Err(error);
-    }
-    tracing::info!(id = %id, path = %target.display(), "snapshot pre-staged");
-    remove_older(dir, id);
-    Ok(staged)
-}
-
-/// Removes staged snapshots other than `keep` (only files named `<snapshot id>.db`).
-fn remove_older(dir: &Path, keep: &SnapshotId) {
-    let Ok(files) = staged_files(dir) else {
-        return;
-    };
-    for (id, path) in files {
-        if &id != keep {
-            match std::fs::remove_file(&path) {
-                Ok(()) => tracing::info!(id = %id, "older pre-staged snapshot removed"),
-                Err(error) => {
-                    tracing::warn!(path = %path.display(), %error, "cannot remove an older pre-staged snapshot")
+    match verification.stage(manifest, dir).await {
+        Ok(path) => {
+            let staged = PrestagedSnapshot {
+                id: manifest.id.clone(),
+                path: path.display().to_string(),
+                bytes: manifest.raw.size,
+            };
+            state.update(|status| {
+                if let Some(secondary) = &mut status.secondary {
+                    secondary.prestaged = Some(staged);
                 }
-            }
+            });
+            Ok(())
         }
-    }
-}
-
-/// Files named `<snapshot id>.db` in `dir`, oldest first.
-fn staged_files(dir: &Path) -> std::io::Result<Vec<(SnapshotId, PathBuf)>> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".db")) else {
-            continue;
-        };
-        if let Ok(id) = stem.parse::<SnapshotId>() {
-            files.push((id, entry.path()));
+        Err(StageFailure::Verify(error)) => Err(error),
+        Err(StageFailure::Local(message)) => {
+            // A full disk is no reason to stop verifying: check the snapshot without it.
+            tracing::error!(id = %manifest.id, %message, "pre-staging failed; verifying without it");
+            state.note_error(format!("pre-staging {} failed: {message}", manifest.id));
+            state.begin(
+                Activity::Verify,
+                Trigger::Schedule,
+                Some(manifest.id.clone()),
+            );
+            verification.check(manifest).await
         }
-    }
-    files.sort();
-    Ok(files)
-}
-
-fn file_sha256(path: &Path) -> std::io::Result<String> {
-    use sha2::Digest;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = sha2::Sha256::new();
-    std::io::copy(&mut file, &mut hasher)?;
-    Ok(hex::encode(hasher.finalize()))
-}
-
-/// Counts plain bytes into the progress counters, and remembers whether the sink failed.
-struct CountingWriter<W> {
-    inner: W,
-    progress: Arc<ShipProgress>,
-    failed: Arc<AtomicBool>,
-}
-
-impl<W: Write> Write for CountingWriter<W> {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        match self.inner.write(data) {
-            Ok(written) => {
-                self.progress
-                    .raw_bytes
-                    .fetch_add(written as u64, Ordering::Relaxed);
-                Ok(written)
-            }
-            Err(error) => {
-                self.failed.store(true, Ordering::Relaxed);
-                Err(error)
-            }
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner
-            .flush()
-            .inspect_err(|_| self.failed.store(true, Ordering::Relaxed))
     }
 }

@@ -2,6 +2,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use tar::{EntryType, Header};
 
+use std::io::Write;
+
 use super::*;
 
 /// One entry of a hand-made tar: the header is written as is, so names and types the `tar`
@@ -218,4 +220,57 @@ fn owners_are_restored_only_when_asked() {
     let kept = root.path().join("kept");
     unpack_bundle("cp1", &tar[..], &kept, UnpackOptions { keep_owners: true }).unwrap();
     assert_eq!(std::fs::metadata(kept.join("owned")).unwrap().uid(), 4321);
+}
+
+/// A tar of `files` (path, content), as a node's `tar` would stream it.
+fn tar_of_files(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, content) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o600);
+        header.set_uid(u64::from(nix::unistd::geteuid().as_raw()));
+        header.set_gid(u64::from(nix::unistd::getegid().as_raw()));
+        header.set_mtime(1_790_000_000);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, path, content.as_bytes())
+            .unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+#[tokio::test]
+async fn bytes_written_into_the_sink_are_unpacked() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("out");
+    let tar = tar_of_files(&[
+        ("etc/kubernetes/pki/sa.key", "PRIVATE"),
+        ("etc/kubernetes/admin.conf", "admin"),
+    ]);
+    let (mut sink, unpack) = unpack_bundle_from_sink("cp1", &out, UnpackOptions::default());
+    for piece in tar.chunks(700) {
+        sink.write_all(piece).unwrap();
+    }
+    drop(sink);
+    let summary = unpack.finish().await.unwrap();
+    assert!(summary.complete);
+    assert_eq!(summary.entries, 2);
+    assert_eq!(summary.service_account_keys, ["etc/kubernetes/pki/sa.key"]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("etc/kubernetes/admin.conf")).unwrap(),
+        "admin"
+    );
+}
+
+#[tokio::test]
+async fn an_unpacker_that_fails_stops_the_writer() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("exists");
+    std::fs::create_dir(&out).unwrap();
+    let tar = tar_of_files(&[("a", "x")]);
+    let (mut sink, unpack) = unpack_bundle_from_sink("cp1", &out, UnpackOptions::default());
+    let error = unpack.finish().await.unwrap_err();
+    assert!(matches!(error, NodeError::Unpack { .. }), "{error}");
+    assert!(sink.write_all(&tar).is_err());
 }

@@ -48,6 +48,7 @@ fn manifest(cluster: &str, encrypted: bool) -> SnapshotManifest {
         },
         nodes: Vec::new(),
         signature: None,
+        kubernetes: None,
     }
 }
 

@@ -1,18 +1,23 @@
-use std::io::Write;
+//! The streaming upload: plain stream → SHA-256 → zstd → (age) → multipart upload, each stage
+//! on its own thread, joined by bounded channels.
+
+mod compress;
+mod raw_stages;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use etcd_dr_core::{Compression, ObjectDigest, StoredObject};
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::digest::{EtcdStreamDigest, EtcdStreamSums};
 use crate::{Recipients, TransportError};
+use compress::compress_parts;
+use raw_stages::{feed_raw_chunks, hash_raw, RAW_QUEUE_BATCHES};
 
 /// How snapshot data is compressed and uploaded.
 #[derive(Debug, Clone)]
@@ -49,6 +54,18 @@ pub struct ShipProgress {
     pub raw_bytes: AtomicU64,
     /// Compressed bytes handed to the store so far.
     pub stored_bytes: AtomicU64,
+    /// Raw bytes the whole transfer is expected to have (etcd's reported database size, a
+    /// manifest's plain size); 0 while unknown. Only for showing an ETA: never checked.
+    pub expected_raw_bytes: AtomicU64,
+}
+
+impl ShipProgress {
+    /// Zero on every counter, for the next transfer.
+    pub fn reset(&self) {
+        self.raw_bytes.store(0, Ordering::Relaxed);
+        self.stored_bytes.store(0, Ordering::Relaxed);
+        self.expected_raw_bytes.store(0, Ordering::Relaxed);
+    }
 }
 
 impl UploadOptions {
@@ -81,14 +98,6 @@ pub struct UploadedData {
     /// The object as stored.
     pub stored: StoredObject,
 }
-
-/// Raw chunks travel in batches of up to this many: etcd sends 32 KiB messages, and handing each
-/// one to another thread on its own costs a wake-up per message (17,000 per GiB).
-const RAW_BATCH_CHUNKS: usize = 8;
-
-/// Batches queued between two stages (source → hasher → compressor): with 32 KiB messages each
-/// queue holds at most 1 MiB.
-const RAW_QUEUE_BATCHES: usize = 4;
 
 /// Streams `chunks` (an etcd snapshot) through SHA-256, zstd and (with
 /// [`UploadOptions::encrypt_to`]) age into a multipart upload at `location`, stored as `name`
@@ -281,210 +290,12 @@ async fn abort(upload: WriteMultipart, location: &Path) {
     }
 }
 
-async fn feed_raw_chunks<S, E>(
-    chunks: S,
-    raw_tx: mpsc::Sender<Vec<Bytes>>,
-    progress: &ShipProgress,
-) -> Result<(), TransportError>
-where
-    S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
-    E: std::error::Error + Send + Sync + 'static,
-{
-    let mut bytes_read = 0u64;
-    // Batches take what has already arrived, never waiting to fill up.
-    let mut batches = chunks.ready_chunks(RAW_BATCH_CHUNKS);
-    while let Some(batch) = batches.next().await {
-        let mut chunks = Vec::with_capacity(batch.len());
-        for chunk in batch {
-            let chunk = chunk.map_err(|e| TransportError::Source {
-                bytes_read,
-                source: Box::new(e),
-            })?;
-            bytes_read += chunk.len() as u64;
-            progress
-                .raw_bytes
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            chunks.push(chunk);
-        }
-        if raw_tx.send(chunks).await.is_err() {
-            // A later stage stopped; its own error says why.
-            break;
-        }
-    }
-    Ok(())
-}
-
-/// Runs on a blocking thread: hashes the plain stream (and checks etcd's trailer) and passes it
-/// on to the compressor.
-fn hash_raw(
-    mut raw_rx: mpsc::Receiver<Vec<Bytes>>,
-    hashed_tx: mpsc::Sender<Vec<Bytes>>,
-) -> EtcdStreamSums {
-    let mut raw = EtcdStreamDigest::new();
-    while let Some(batch) = raw_rx.blocking_recv() {
-        for chunk in &batch {
-            raw.update(chunk);
-        }
-        if hashed_tx.blocking_send(batch).is_err() {
-            // The compressor stopped; its own error says why.
-            break;
-        }
-    }
-    raw.finish()
-}
-
-struct CompressedSums {
-    stored_size: u64,
-    stored_sha256: String,
-}
-
-/// Input per zstd worker job (with `zstd_workers` > 0). A worker compresses each job from one
-/// contiguous buffer, which zstd's single-threaded streaming cannot do (its input ring keeps it
-/// on the slower split-window path): on a 531 MiB snapshot one worker needed 2.2 CPU-seconds
-/// against 2.7 on the pipeline thread. zstd's default job at level 3 is 8 MiB and it keeps
-/// three jobs' buffers alive (+35 MiB RSS); 4 MiB jobs cost +17 MiB.
-const ZSTD_JOB_SIZE: u32 = 4 * 1024 * 1024;
-
-/// How much of the previous job a job may refer back to, as zstd's overlap log: 8 is half the
-/// level-3 window (1 MiB). zstd's default for level 3 (an eighth) stores 0.02 % more than
-/// `zstd -3` at this job size; with half the window etcd-dr stores slightly less than the CLI.
-const ZSTD_OVERLAP_LOG: u32 = 8;
-
-/// Runs on a blocking thread: compresses (and encrypts) the plain stream and cuts the output
-/// into parts.
-fn compress_parts(
-    mut hashed_rx: mpsc::Receiver<Vec<Bytes>>,
-    part_tx: mpsc::Sender<Bytes>,
-    options: &UploadOptions,
-    encryptor: Option<age::Encryptor>,
-) -> Result<CompressedSums, TransportError> {
-    let pipeline_error =
-        |e: std::io::Error| TransportError::Pipeline(format!("zstd compression: {e}"));
-    let parts = PartWriter::new(part_tx, options.part_size);
-    let stored = match encryptor {
-        Some(encryptor) => StoredWriter::Age(
-            encryptor
-                .wrap_output(parts)
-                .map_err(|e| TransportError::Pipeline(format!("age encryption: {e}")))?,
-        ),
-        None => StoredWriter::Plain(parts),
-    };
-    let mut encoder =
-        zstd::stream::write::Encoder::new(stored, options.zstd_level).map_err(pipeline_error)?;
-    if options.zstd_workers > 0 {
-        encoder
-            .multithread(options.zstd_workers)
-            .map_err(pipeline_error)?;
-        encoder
-            .set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB_SIZE))
-            .map_err(pipeline_error)?;
-        encoder
-            .set_parameter(zstd::zstd_safe::CParameter::OverlapSizeLog(
-                ZSTD_OVERLAP_LOG,
-            ))
-            .map_err(pipeline_error)?;
-    }
-    while let Some(batch) = hashed_rx.blocking_recv() {
-        for chunk in &batch {
-            encoder.write_all(chunk).map_err(pipeline_error)?;
-        }
-    }
-    let mut parts = encoder
-        .finish()
-        .and_then(StoredWriter::finish)
-        .map_err(pipeline_error)?;
-    parts.flush_part().map_err(pipeline_error)?;
-    Ok(CompressedSums {
-        stored_size: parts.size,
-        stored_sha256: hex::encode(parts.sha256.finalize()),
-    })
-}
-
-/// Where zstd's output goes: straight into parts, or through age first.
-enum StoredWriter {
-    Plain(PartWriter),
-    Age(age::stream::StreamWriter<PartWriter>),
-}
-
-impl StoredWriter {
-    /// Ends the age stream (its last chunk is marked final, so truncation is detected).
-    fn finish(self) -> std::io::Result<PartWriter> {
-        match self {
-            Self::Plain(parts) => Ok(parts),
-            Self::Age(writer) => writer.finish(),
-        }
-    }
-}
-
-impl Write for StoredWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Self::Plain(parts) => parts.write(data),
-            Self::Age(writer) => writer.write(data),
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Self::Plain(parts) => parts.flush(),
-            Self::Age(writer) => writer.flush(),
-        }
-    }
-}
-
-/// Collects compressed output into parts of `part_size` bytes and hands them to the uploader.
-struct PartWriter {
-    tx: mpsc::Sender<Bytes>,
-    buffer: Vec<u8>,
-    part_size: usize,
-    sha256: Sha256,
-    size: u64,
-}
-
-impl PartWriter {
-    fn new(tx: mpsc::Sender<Bytes>, part_size: usize) -> Self {
-        Self {
-            tx,
-            buffer: Vec::with_capacity(part_size),
-            part_size,
-            sha256: Sha256::new(),
-            size: 0,
-        }
-    }
-
-    fn flush_part(&mut self) -> std::io::Result<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let part = std::mem::replace(&mut self.buffer, Vec::with_capacity(self.part_size));
-        self.tx.blocking_send(Bytes::from(part)).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the uploader stopped")
-        })
-    }
-}
-
-impl Write for PartWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let room = self.part_size - self.buffer.len();
-        let taken = data.len().min(room);
-        self.buffer.extend_from_slice(&data[..taken]);
-        self.sha256.update(&data[..taken]);
-        self.size += taken as u64;
-        if self.buffer.len() >= self.part_size {
-            self.flush_part()?;
-        }
-        Ok(taken)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::StreamExt;
     use object_store::memory::InMemory;
+    use sha2::{Digest, Sha256};
 
     /// A plain stream shaped like etcd's: content, then the SHA-256 of the content.
     fn etcd_like(len: usize) -> Vec<u8> {

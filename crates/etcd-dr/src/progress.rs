@@ -1,0 +1,242 @@
+//! Progress of long work for a person at a terminal: a bar (bytes, rate, ETA) that follows a
+//! transfer's [`ShipProgress`], or a spinner with what is running. Drawn on stderr, and only
+//! when both stdout and stderr are terminals and `--json` was not asked for: scripts, pipes,
+//! logs and CI see the final summary alone.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_dr_transport::ShipProgress;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// How often a bar reads its counters and redraws.
+const REFRESH: Duration = Duration::from_millis(200);
+
+/// Whether progress is drawn: only for a person watching a terminal.
+pub fn shown(json: bool, stdout_is_terminal: bool, stderr_is_terminal: bool) -> bool {
+    !json && stdout_is_terminal && stderr_is_terminal
+}
+
+/// [`shown`] for this process's stdout and stderr.
+pub fn on_terminal(json: bool) -> bool {
+    shown(
+        json,
+        std::io::stdout().is_terminal(),
+        std::io::stderr().is_terminal(),
+    )
+}
+
+/// A bar on stderr that follows the raw byte counter of a [`ShipProgress`] until dropped: bytes
+/// so far, of the expected total when known (else a spinner), rate and ETA.
+pub struct TransferBar {
+    bar: ProgressBar,
+    follower: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TransferBar {
+    /// Follows `progress` under the label `what` (e.g. `fetch 20261201T…`); draws nothing
+    /// unless `visible`. Needs a Tokio runtime when visible.
+    pub fn follow(what: impl Into<String>, progress: Arc<ShipProgress>, visible: bool) -> Self {
+        if !visible {
+            return Self {
+                bar: ProgressBar::hidden(),
+                follower: None,
+            };
+        }
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(spinner_style());
+        bar.set_message(what.into());
+        bar.tick();
+        let follower = {
+            let bar = bar.clone();
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(REFRESH);
+                let mut known_total = false;
+                loop {
+                    ticks.tick().await;
+                    let done = progress.raw_bytes.load(Ordering::Relaxed);
+                    let expected = progress.expected_raw_bytes.load(Ordering::Relaxed);
+                    if expected > 0 && !known_total {
+                        bar.set_style(bar_style());
+                        known_total = true;
+                    }
+                    if known_total {
+                        // etcd's reported size is close, not exact: never a bar past its end.
+                        bar.set_length(expected.max(done));
+                    }
+                    bar.set_position(done);
+                }
+            })
+        };
+        Self {
+            bar,
+            follower: Some(follower),
+        }
+    }
+
+    /// A bar for a transfer of `total` plain bytes into `sink`, and the sink that counts them.
+    pub fn for_sink<W>(
+        what: impl Into<String>,
+        total: u64,
+        sink: W,
+        visible: bool,
+    ) -> (Self, CountingWriter<W>) {
+        let progress = Arc::new(ShipProgress::default());
+        progress.expected_raw_bytes.store(total, Ordering::Relaxed);
+        let bar = Self::follow(what, progress.clone(), visible);
+        (bar, CountingWriter::new(sink, progress))
+    }
+}
+
+impl Drop for TransferBar {
+    fn drop(&mut self) {
+        if let Some(follower) = self.follower.take() {
+            follower.abort();
+        }
+        // The summary printed next says how it went.
+        self.bar.finish_and_clear();
+    }
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ")
+}
+
+fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} {msg} {binary_bytes} {binary_bytes_per_sec} {elapsed}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+}
+
+/// A spinner on stderr with a message of what is running and for how long (promote and
+/// restore, whose steps run on other machines); lines printed through [`Self::println`] are
+/// written above it. Draws nothing unless visible.
+pub struct ActivitySpinner {
+    bar: ProgressBar,
+}
+
+impl ActivitySpinner {
+    /// A spinner, hidden unless `visible`.
+    pub fn new(visible: bool) -> Self {
+        if !visible {
+            return Self {
+                bar: ProgressBar::hidden(),
+            };
+        }
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(REFRESH);
+        Self { bar }
+    }
+
+    /// What is running now; `None` hides the spinner's line until the next message.
+    pub fn set_activity(&self, activity: Option<String>) {
+        match activity {
+            Some(text) if text != self.bar.message() => {
+                self.bar.reset_elapsed();
+                self.bar.set_message(text);
+            }
+            Some(_) => {}
+            None => self.bar.set_message(""),
+        }
+    }
+
+    /// Runs `print` (which writes whole lines to stdout or stderr) with the spinner out of
+    /// the way.
+    pub fn println(&self, print: impl FnOnce()) {
+        self.bar.suspend(print);
+    }
+}
+
+impl Drop for ActivitySpinner {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// A sink that counts the plain bytes written through it into a [`ShipProgress`].
+pub struct CountingWriter<W> {
+    inner: W,
+    progress: Arc<ShipProgress>,
+}
+
+impl<W> CountingWriter<W> {
+    /// Counts into `progress`.
+    pub fn new(inner: W, progress: Arc<ShipProgress>) -> Self {
+        Self { inner, progress }
+    }
+
+    /// The inner sink back.
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(data)?;
+        self.progress
+            .raw_bytes
+            .fetch_add(written as u64, Ordering::Relaxed);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_drawn_only_for_a_terminal_without_json() {
+        assert!(shown(false, true, true));
+        assert!(!shown(true, true, true), "--json");
+        assert!(!shown(false, false, true), "stdout piped or redirected");
+        assert!(!shown(false, true, false), "stderr redirected");
+        assert!(!shown(false, false, false));
+    }
+
+    #[tokio::test]
+    async fn a_hidden_bar_follows_nothing_and_draws_nothing() {
+        let bar = TransferBar::follow("fetch", Arc::new(ShipProgress::default()), false);
+        assert!(bar.bar.is_hidden());
+        assert!(bar.follower.is_none());
+        // Under `cargo test` stderr is captured, not a terminal: on_terminal says so.
+        if !std::io::stderr().is_terminal() {
+            assert!(!on_terminal(false));
+        }
+    }
+
+    #[test]
+    fn the_counting_writer_counts_only_what_the_sink_took() {
+        let progress = Arc::new(ShipProgress::default());
+        let mut counting = CountingWriter::new(Vec::new(), progress.clone());
+        counting.write_all(b"hello world").unwrap();
+        assert_eq!(progress.raw_bytes.load(Ordering::Relaxed), 11);
+        assert_eq!(counting.into_inner(), b"hello world");
+
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("disk full"))
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut failing = CountingWriter::new(Full, progress.clone());
+        assert!(failing.write_all(b"x").is_err());
+        assert_eq!(progress.raw_bytes.load(Ordering::Relaxed), 11);
+    }
+}

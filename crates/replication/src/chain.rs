@@ -1,0 +1,321 @@
+//! Reading a generation's segments in order, each checked against its predecessor: the chain,
+//! not a mutable index, is the truth.
+
+use std::sync::Arc;
+
+use etcd_dr_transport::Identities;
+use object_store::ObjectStore;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{list_segments, read_segment};
+use crate::{
+    GenerationId, ReplicationError, ReplicationLayout, Segment, SegmentDigest, SegmentName,
+    NO_PREVIOUS_SEGMENT,
+};
+
+/// Where a chain stands after its verified segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainLink {
+    /// The last revision verified.
+    pub last_revision: i64,
+    /// The digest of the segment holding it.
+    pub digest: SegmentDigest,
+    /// The cluster id the chain records.
+    pub cluster_id: u64,
+}
+
+/// Yields a generation's segments oldest first, verified against each other.
+pub struct ChainReader {
+    store: Arc<dyn ObjectStore>,
+    layout: ReplicationLayout,
+    generation: GenerationId,
+    identities: Identities,
+    names: Vec<SegmentName>,
+    next_index: usize,
+    verified: Option<ChainLink>,
+}
+
+impl ChainReader {
+    /// Lists the generation's segments (nothing is read yet).
+    pub async fn open(
+        store: Arc<dyn ObjectStore>,
+        layout: ReplicationLayout,
+        generation: GenerationId,
+        identities: Identities,
+        cancel: &CancellationToken,
+    ) -> Result<Self, ReplicationError> {
+        let names = list_segments(&store, &layout, &generation, cancel).await?;
+        Ok(Self {
+            store,
+            layout,
+            generation,
+            identities,
+            names,
+            next_index: 0,
+            verified: None,
+        })
+    }
+
+    /// The generation.
+    pub fn generation(&self) -> &GenerationId {
+        &self.generation
+    }
+
+    /// The segment names listed, oldest first.
+    pub fn names(&self) -> &[SegmentName] {
+        &self.names
+    }
+
+    /// The newest revision the listing claims (unverified until read).
+    pub fn listed_last_revision(&self) -> Option<i64> {
+        self.names.last().map(|name| name.last_revision)
+    }
+
+    /// Where the verified part of the chain ends (`None` before the first segment).
+    pub fn verified(&self) -> Option<ChainLink> {
+        self.verified
+    }
+
+    /// Reads and verifies the next segment; `None` after the last one. Returns its key too.
+    pub async fn next_segment(
+        &mut self,
+        cancel: &CancellationToken,
+    ) -> Result<Option<(String, Segment)>, ReplicationError> {
+        let Some(name) = self.names.get(self.next_index) else {
+            return Ok(None);
+        };
+        let path = self.layout.segment_path(&self.generation, name);
+        let key = path.to_string();
+        let (segment, digest) = read_segment(&self.store, &path, &self.identities, cancel).await?;
+        let header = &segment.header;
+        let broken = |detail: String| ReplicationError::ChainBroken {
+            generation: self.generation.to_string(),
+            segment: key.clone(),
+            detail,
+        };
+        if header.generation != self.generation {
+            return Err(broken(format!(
+                "it belongs to generation {}",
+                header.generation
+            )));
+        }
+        let (expected_first, expected_previous) = match self.verified {
+            None => (self.generation.base_revision() + 1, NO_PREVIOUS_SEGMENT),
+            Some(link) => {
+                if header.cluster_id != link.cluster_id {
+                    return Err(broken(format!(
+                        "cluster id {:x} where the chain has {:x}",
+                        header.cluster_id, link.cluster_id
+                    )));
+                }
+                (link.last_revision + 1, link.digest)
+            }
+        };
+        if header.first_revision != expected_first {
+            return Err(broken(format!(
+                "it starts at revision {}, the chain continues at {expected_first} (a missing segment)",
+                header.first_revision
+            )));
+        }
+        if header.previous_digest != expected_previous {
+            return Err(broken(
+                "its previous-segment digest does not match the segment before it".into(),
+            ));
+        }
+        self.verified = Some(ChainLink {
+            last_revision: header.last_revision,
+            digest,
+            cluster_id: header.cluster_id,
+        });
+        self.next_index += 1;
+        Ok(Some((key, segment)))
+    }
+}
+
+/// The end of a generation as stored (its newest segment, read and checked on its own), to
+/// continue the chain after a restart. `None` when the generation holds no segment.
+pub async fn read_chain_tail(
+    store: &Arc<dyn ObjectStore>,
+    layout: &ReplicationLayout,
+    generation: &GenerationId,
+    identities: &Identities,
+    cancel: &CancellationToken,
+) -> Result<Option<ChainLink>, ReplicationError> {
+    let names = list_segments(store, layout, generation, cancel).await?;
+    let Some(last) = names.last() else {
+        return Ok(None);
+    };
+    let path = layout.segment_path(generation, last);
+    let (segment, digest) = read_segment(store, &path, identities, cancel).await?;
+    Ok(Some(ChainLink {
+        last_revision: segment.header.last_revision,
+        digest,
+        cluster_id: segment.header.cluster_id,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use object_store::memory::InMemory;
+    use object_store::ObjectStoreExt;
+
+    use super::*;
+    use crate::segment::tests::{generation, sample};
+    use crate::store::SegmentStore;
+
+    async fn stored_chain() -> (SegmentStore, Vec<Segment>) {
+        let sink = SegmentStore {
+            store: Arc::new(InMemory::new()),
+            layout: ReplicationLayout::new("dr", "prod").unwrap(),
+            recipients: None,
+        };
+        let cancel = CancellationToken::new();
+        let mut previous = NO_PREVIOUS_SEGMENT;
+        let mut segments = Vec::new();
+        for first in [11, 14, 17] {
+            let segment = sample(first, 3, previous);
+            previous = sink.put(&segment, &cancel).await.unwrap().digest;
+            segments.push(segment);
+        }
+        (sink, segments)
+    }
+
+    async fn read_all(sink: &SegmentStore) -> Result<Vec<Segment>, ReplicationError> {
+        let cancel = CancellationToken::new();
+        let mut reader = ChainReader::open(
+            sink.store.clone(),
+            sink.layout.clone(),
+            generation(),
+            Identities::none(),
+            &cancel,
+        )
+        .await?;
+        let mut out = Vec::new();
+        while let Some((_, segment)) = reader.next_segment(&cancel).await? {
+            out.push(segment);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn a_stored_chain_reads_back_in_order() {
+        let (sink, segments) = stored_chain().await;
+        assert_eq!(read_all(&sink).await.unwrap(), segments);
+        let tail = read_chain_tail(
+            &sink.store,
+            &sink.layout,
+            &generation(),
+            &Identities::none(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(tail.last_revision, 19);
+    }
+
+    #[tokio::test]
+    async fn a_retried_put_meets_its_own_object_and_a_different_one_conflicts() {
+        let (sink, segments) = stored_chain().await;
+        let cancel = CancellationToken::new();
+        sink.put(&segments[1], &cancel).await.unwrap();
+        let mut other = segments[1].clone();
+        other.revisions[0].observed_unix_ms += 1;
+        other.header.first_observed_unix_ms += 1;
+        let error = sink.put(&other, &cancel).await.unwrap_err();
+        assert!(
+            matches!(error, ReplicationError::SegmentConflict { .. }),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_segment_breaks_the_chain() {
+        let (sink, _) = stored_chain().await;
+        let middle = sink.layout.segment_path(
+            &generation(),
+            &SegmentName {
+                first_revision: 14,
+                last_revision: 16,
+                encrypted: false,
+            },
+        );
+        sink.store.delete(&middle).await.unwrap();
+        let error = read_all(&sink).await.unwrap_err().to_string();
+        assert!(error.contains("a missing segment"), "{error}");
+        assert!(error.contains("0000000000000000017-"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_segment_from_another_chain_breaks_it() {
+        let (sink, segments) = stored_chain().await;
+        let cancel = CancellationToken::new();
+        let last = sink.layout.segment_path(
+            &generation(),
+            &SegmentName {
+                first_revision: 17,
+                last_revision: 19,
+                encrypted: false,
+            },
+        );
+        sink.store.delete(&last).await.unwrap();
+        // Same revisions, but linked to a different predecessor.
+        let forged = sample(17, 3, [1; 32]);
+        assert_ne!(forged, segments[2]);
+        sink.put(&forged, &cancel).await.unwrap();
+        let error = read_all(&sink).await.unwrap_err().to_string();
+        assert!(error.contains("previous-segment digest"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_object_is_named() {
+        let (sink, _) = stored_chain().await;
+        let first = sink.layout.segment_path(
+            &generation(),
+            &SegmentName {
+                first_revision: 11,
+                last_revision: 13,
+                encrypted: false,
+            },
+        );
+        let stored = sink.store.get(&first).await.unwrap().bytes().await.unwrap();
+        let mut plain = zstd::decode_all(&stored[..]).unwrap();
+        let middle = plain.len() / 2;
+        plain[middle] ^= 1;
+        let altered = zstd::encode_all(&plain[..], 3).unwrap();
+        sink.store.put(&first, altered.into()).await.unwrap();
+        let error = read_all(&sink).await.unwrap_err().to_string();
+        assert!(
+            error.contains("0000000000000000011-0000000000000000013.seg.zst` is corrupt"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn encrypted_segments_read_back_only_with_the_identity() {
+        let (identity_file, recipient) = etcd_dr_transport::generate_identity();
+        let dir = tempfile::tempdir().unwrap();
+        let identity_path = dir.path().join("id.txt");
+        std::fs::write(&identity_path, identity_file).unwrap();
+        let sink = SegmentStore {
+            store: Arc::new(InMemory::new()),
+            layout: ReplicationLayout::new("dr", "prod").unwrap(),
+            recipients: Some(etcd_dr_transport::Recipients::parse(&[recipient]).unwrap()),
+        };
+        let cancel = CancellationToken::new();
+        let segment = sample(11, 2, NO_PREVIOUS_SEGMENT);
+        let stored = sink.put(&segment, &cancel).await.unwrap();
+        assert!(stored.key.ends_with(".seg.zst.age"), "{}", stored.key);
+        let path = object_store::path::Path::from(stored.key.as_str());
+        let identities = Identities::load(&identity_path).unwrap();
+        let (read, digest) = read_segment(&sink.store, &path, &identities, &cancel)
+            .await
+            .unwrap();
+        assert_eq!((read, digest), (segment, stored.digest));
+        let error = read_segment(&sink.store, &path, &Identities::none(), &cancel)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("no identity is configured"), "{error}");
+    }
+}

@@ -1,0 +1,253 @@
+//! Segments in the object store: put create-only, read back verified, list a generation's chain.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use etcd_dr_transport::{decrypt_in_memory, encrypt_in_memory, Identities, Recipients};
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    GenerationId, ReplicationError, ReplicationLayout, Segment, SegmentDigest, SegmentName,
+};
+
+/// zstd level of segments: etcd events are small and repetitive; 3 is fast and close to 9.
+const SEGMENT_ZSTD_LEVEL: i32 = 3;
+/// Largest plain segment a reader accepts (a cut is 8 MiB plus one revision by default).
+pub const MAX_PLAIN_SEGMENT_BYTES: u64 = 1 << 30;
+
+/// Where segments are written, and how.
+#[derive(Clone)]
+pub struct SegmentStore {
+    /// The store.
+    pub store: Arc<dyn ObjectStore>,
+    /// The prefix and cluster.
+    pub layout: ReplicationLayout,
+    /// age recipients; `None` stores plain (zstd only) segments.
+    pub recipients: Option<Recipients>,
+}
+
+/// A segment as stored: where, how big, its digest.
+#[derive(Debug, Clone)]
+pub struct StoredSegment {
+    /// The object key.
+    pub key: String,
+    /// Its name (revision range).
+    pub name: SegmentName,
+    /// Bytes in the store.
+    pub stored_bytes: u64,
+    /// Its digest (trailer).
+    pub digest: SegmentDigest,
+}
+
+impl SegmentStore {
+    /// Encodes, compresses, encrypts (with recipients) and puts `segment` create-only. A retry
+    /// that meets its own earlier put (same digest) succeeds; a different object is a conflict.
+    pub async fn put(
+        &self,
+        segment: &Segment,
+        cancel: &CancellationToken,
+    ) -> Result<StoredSegment, ReplicationError> {
+        let (plain, digest) = segment.encode();
+        let header = &segment.header;
+        self.put_encoded(
+            &header.generation,
+            header.first_revision..=header.last_revision,
+            plain,
+            digest,
+            cancel,
+        )
+        .await
+    }
+
+    /// [`put`](Self::put) for a segment already encoded by [`Segment::encode`].
+    pub async fn put_encoded(
+        &self,
+        generation: &GenerationId,
+        revisions: std::ops::RangeInclusive<i64>,
+        plain: Vec<u8>,
+        digest: SegmentDigest,
+        cancel: &CancellationToken,
+    ) -> Result<StoredSegment, ReplicationError> {
+        let name = SegmentName {
+            first_revision: *revisions.start(),
+            last_revision: *revisions.end(),
+            encrypted: self.recipients.is_some(),
+        };
+        let path = self.layout.segment_path(generation, &name);
+        let key = path.to_string();
+        let recipients = self.recipients.clone();
+        let stored = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ReplicationError> {
+            let compressed = zstd::bulk::compress(&plain, SEGMENT_ZSTD_LEVEL).map_err(|e| {
+                ReplicationError::corrupt("new segment", format!("zstd compression: {e}"))
+            })?;
+            Ok(match recipients {
+                Some(recipients) => encrypt_in_memory(&recipients, &compressed)?,
+                None => compressed,
+            })
+        })
+        .await
+        .map_err(|e| ReplicationError::corrupt(&key, format!("compression thread: {e}")))??;
+        let stored = bytes::Bytes::from(stored);
+        let stored_bytes = stored.len() as u64;
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        let put = self
+            .store
+            .put_opts(&path, PutPayload::from(stored.clone()), options);
+        let result = tokio::select! {
+            result = put => result,
+            () = cancel.cancelled() => return Err(ReplicationError::Cancelled),
+        };
+        match result {
+            Ok(_) => {}
+            // A retried put whose first answer was lost meets its own object: same bytes.
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let get = async { self.store.get(&path).await?.bytes().await };
+                let existing = tokio::select! {
+                    result = get => result.map_err(|source| ReplicationError::store("get", &key, source))?,
+                    () = cancel.cancelled() => return Err(ReplicationError::Cancelled),
+                };
+                if existing != stored {
+                    return Err(ReplicationError::SegmentConflict {
+                        segment: key,
+                        existing_bytes: existing.len() as u64,
+                        ours_bytes: stored_bytes,
+                    });
+                }
+            }
+            Err(source) => return Err(ReplicationError::store("put", &key, source)),
+        }
+        Ok(StoredSegment {
+            key,
+            name,
+            stored_bytes,
+            digest,
+        })
+    }
+}
+
+/// Reads one segment object: get, decrypt (`.age`), decompress, decode, and check that its
+/// header agrees with its name.
+pub async fn read_segment(
+    store: &Arc<dyn ObjectStore>,
+    path: &object_store::path::Path,
+    identities: &Identities,
+    cancel: &CancellationToken,
+) -> Result<(Segment, SegmentDigest), ReplicationError> {
+    let key = path.to_string();
+    let file_name = path.filename().unwrap_or_default().to_string();
+    let name = SegmentName::parse(&file_name)
+        .ok_or_else(|| ReplicationError::corrupt(&key, "not a segment name"))?;
+    let get = async {
+        let result = store.get(path).await?;
+        result.bytes().await
+    };
+    let stored = tokio::select! {
+        result = get => result.map_err(|source| ReplicationError::store("get", &key, source))?,
+        () = cancel.cancelled() => return Err(ReplicationError::Cancelled),
+    };
+    let identities = identities.clone();
+    let key_for_thread = key.clone();
+    let (segment, digest) = tokio::task::spawn_blocking(move || {
+        let compressed = if name.encrypted {
+            decrypt_in_memory(&identities, &key_for_thread, &stored)?
+        } else {
+            stored.to_vec()
+        };
+        let mut plain = Vec::new();
+        zstd::stream::read::Decoder::new(&compressed[..])
+            .and_then(|decoder| {
+                decoder
+                    .take(MAX_PLAIN_SEGMENT_BYTES + 1)
+                    .read_to_end(&mut plain)
+            })
+            .map_err(|e| ReplicationError::corrupt(&key_for_thread, format!("zstd: {e}")))?;
+        if plain.len() as u64 > MAX_PLAIN_SEGMENT_BYTES {
+            return Err(ReplicationError::corrupt(
+                &key_for_thread,
+                format!("larger than {MAX_PLAIN_SEGMENT_BYTES} bytes when decompressed"),
+            ));
+        }
+        let (segment, digest) = Segment::decode(&key_for_thread, &plain)?;
+        if segment.header.first_revision != name.first_revision
+            || segment.header.last_revision != name.last_revision
+        {
+            return Err(ReplicationError::corrupt(
+                &key_for_thread,
+                format!(
+                    "its name says revisions {}..={} but it holds {}..={}",
+                    name.first_revision,
+                    name.last_revision,
+                    segment.header.first_revision,
+                    segment.header.last_revision
+                ),
+            ));
+        }
+        Ok((segment, digest))
+    })
+    .await
+    .map_err(|e| ReplicationError::corrupt(&key, format!("decoding thread: {e}")))??;
+    Ok((segment, digest))
+}
+
+/// Every generation with at least one segment, oldest first.
+pub async fn list_generations(
+    store: &Arc<dyn ObjectStore>,
+    layout: &ReplicationLayout,
+    cancel: &CancellationToken,
+) -> Result<Vec<GenerationId>, ReplicationError> {
+    let prefix = layout.segments_prefix();
+    let listing = store.list_with_delimiter(Some(prefix));
+    let listing = tokio::select! {
+        result = listing => result.map_err(|source| ReplicationError::store("list", prefix, source))?,
+        () = cancel.cancelled() => return Err(ReplicationError::Cancelled),
+    };
+    let mut generations: Vec<GenerationId> = listing
+        .common_prefixes
+        .iter()
+        .filter_map(|dir| dir.filename()?.parse().ok())
+        .collect();
+    generations.sort();
+    Ok(generations)
+}
+
+/// The segment objects of one generation, ordered by first revision. Overlapping names (two
+/// writers, or a leftover) are reported, not silently chosen between.
+pub async fn list_segments(
+    store: &Arc<dyn ObjectStore>,
+    layout: &ReplicationLayout,
+    generation: &GenerationId,
+    cancel: &CancellationToken,
+) -> Result<Vec<SegmentName>, ReplicationError> {
+    let dir = layout.generation_dir(generation);
+    let list = store
+        .list(Some(&dir))
+        .map_err(|source| ReplicationError::store("list", &dir, source))
+        .try_filter_map(|meta| {
+            let parsed = layout.parse_key(&meta.location);
+            async move { Ok(parsed.map(|(_, name)| name)) }
+        })
+        .try_collect::<Vec<_>>();
+    let mut names = tokio::select! {
+        result = list => result?,
+        () = cancel.cancelled() => return Err(ReplicationError::Cancelled),
+    };
+    names.sort();
+    for pair in names.windows(2) {
+        if pair[1].first_revision <= pair[0].last_revision {
+            return Err(ReplicationError::ChainBroken {
+                generation: generation.to_string(),
+                segment: layout.segment_path(generation, &pair[1]).to_string(),
+                detail: format!(
+                    "it overlaps `{}`",
+                    layout.segment_path(generation, &pair[0])
+                ),
+            });
+        }
+    }
+    Ok(names)
+}

@@ -1,0 +1,19 @@
+//! The promotion itself, one file per part:
+//!
+//! - `promoter`: what a promotion needs (store, nodes, etcd, Kubernetes API), built once;
+//! - `driver`: the state machine — admission, the steps in order, the restore lock given back;
+//! - `source`: switchover, select, fence, verify (the snapshot, before any node changes);
+//! - `preflight`: every node checked, the plan judged;
+//! - `fan_out`: the restore on every node at once, and the rollback of every node;
+//! - `health`: the restored etcd and API server;
+//! - `after`: kubelet restarts, rollout restarts, pod deletions (failures do not undo).
+
+mod after;
+mod driver;
+mod fan_out;
+mod health;
+mod preflight;
+mod promoter;
+mod source;
+
+pub use promoter::Promoter;

@@ -1,0 +1,265 @@
+//! One snapshot, end to end: survey etcd, stream from the best member (failing over to the
+//! next), upload, stream each control-plane node's bundle, commit the manifest.
+
+mod bundles;
+mod error;
+mod manifest;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use etcd_dr_core::{ClusterShape, SnapshotId, SnapshotManifest};
+use etcd_dr_nodes::{BundleConfig, NodesConfig};
+use etcd_dr_transport::{
+    commit_manifest, delete_uncommitted, is_committed, list_snapshots, upload_snapshot_data,
+    ManifestSigner, ManifestTrust, ShipProgress, SnapshotLayout, TransportError, UploadOptions,
+    DATA_OBJECT_NAME,
+};
+use object_store::ObjectStore;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::{EndpointStatus, EtcdSource};
+pub use error::SnapshotError;
+pub use manifest::host_name;
+use manifest::{build_manifest, producer, unchanged_since, Attempt};
+
+/// How long removing a failed attempt's objects may take. The removal runs to its end even
+/// during shutdown (the attempt's uploads are already gone, so it is short); retention removes
+/// what is left after its grace period.
+const CLEANUP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Everything a snapshot needs, built once from the settings.
+#[derive(Clone)]
+pub struct SnapshotContext {
+    /// The cluster's name, written into each manifest.
+    pub cluster: String,
+    /// Where the snapshot comes from.
+    pub source: EtcdSource,
+    /// Where it goes.
+    pub store: Arc<dyn ObjectStore>,
+    /// The cluster's folder in the store.
+    pub layout: SnapshotLayout,
+    /// Compression, multipart tuning and encryption.
+    pub upload: UploadOptions,
+    /// Node bundles taken with every snapshot, when enabled.
+    pub bundles: Option<BundlePlan>,
+    /// Signs every manifest (`signing.key_file`); `None` only where unsigned ones are allowed.
+    pub signer: Option<Arc<ManifestSigner>>,
+    /// What the primary accepts when it reads the store back (its own signatures).
+    pub trust: ManifestTrust,
+}
+
+/// What the node bundles take and from where.
+#[derive(Clone)]
+pub struct BundlePlan {
+    /// What each bundle holds.
+    pub bundle: BundleConfig,
+    /// The nodes and how they are reached.
+    pub nodes: NodesConfig,
+}
+
+/// How a snapshot run ended when it did not fail.
+#[derive(Debug)]
+pub enum SnapshotOutcome {
+    /// A new snapshot was committed.
+    Taken(Box<SnapshotManifest>),
+    /// Nothing changed since the newest stored snapshot (same revision): nothing was written.
+    Unchanged {
+        /// The revision etcd is at.
+        revision: i64,
+        /// The stored snapshot of that revision.
+        newest: SnapshotId,
+    },
+}
+
+impl SnapshotContext {
+    /// Takes one snapshot. With `skip_unchanged`, a cluster whose revision equals that of the
+    /// newest stored snapshot is left alone. `on_attempt` hears the id of each attempt (the
+    /// id carries the revision of the member streamed from, so a failover changes it).
+    pub async fn take_snapshot(
+        &self,
+        label: Option<String>,
+        skip_unchanged: bool,
+        progress: &ShipProgress,
+        on_attempt: &(dyn Fn(&SnapshotId) + Send + Sync),
+        cancel: &CancellationToken,
+    ) -> Result<SnapshotOutcome, SnapshotError> {
+        let started = Instant::now();
+        let created_at = Utc::now();
+        let survey = self.source.survey(cancel).await?;
+        for report in &survey.endpoints {
+            if let Err(error) = &report.status {
+                tracing::warn!(endpoint = %report.endpoint, %error, "etcd endpoint did not answer");
+            }
+        }
+        if skip_unchanged {
+            let catalog = list_snapshots(&self.store, &self.layout, &self.trust, cancel).await?;
+            if let Some(unchanged) = unchanged_since(catalog.newest(), &survey) {
+                return Ok(unchanged);
+            }
+        }
+
+        let mut failures = Vec::new();
+        for candidate in survey.candidates() {
+            if cancel.is_cancelled() {
+                return Err(SnapshotError::Cancelled);
+            }
+            let attempt = Attempt {
+                survey: &survey,
+                candidate,
+                id: SnapshotId::new(created_at, candidate.revision),
+                label: label.clone(),
+                created_at,
+                started,
+            };
+            on_attempt(&attempt.id);
+            let span =
+                tracing::info_span!("snapshot", id = %attempt.id, endpoint = %candidate.endpoint);
+            match self
+                .stream_from(&attempt, progress, cancel)
+                .instrument(span)
+                .await
+            {
+                Ok(manifest) => return Ok(SnapshotOutcome::Taken(Box::new(manifest))),
+                Err(error) if error.is_source_failure() && !cancel.is_cancelled() => {
+                    tracing::warn!(endpoint = %candidate.endpoint, %error, "snapshot stream failed; trying the next endpoint");
+                    failures.push(format!("{}: {error}", candidate.endpoint));
+                    progress.raw_bytes.store(0, Ordering::Relaxed);
+                    progress.stored_bytes.store(0, Ordering::Relaxed);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(SnapshotError::AllEndpointsFailed(failures.join("; ")))
+    }
+
+    /// Streams one attempt from its member, takes the bundles, commits the manifest.
+    async fn stream_from(
+        &self,
+        attempt: &Attempt<'_>,
+        progress: &ShipProgress,
+        cancel: &CancellationToken,
+    ) -> Result<SnapshotManifest, SnapshotError> {
+        let (id, candidate) = (&attempt.id, attempt.candidate);
+        if matches!(
+            is_committed(&self.store, &self.layout, id, cancel).await,
+            Ok(true)
+        ) {
+            return Err(TransportError::AlreadyExists {
+                id: id.clone(),
+                key: self.layout.manifest_path(id).to_string(),
+            }
+            .into());
+        }
+        tracing::info!(
+            revision = candidate.revision,
+            leader = candidate.is_leader(),
+            "streaming snapshot"
+        );
+        let kubernetes = self.read_shape(candidate, cancel).await;
+        let chunks = self
+            .source
+            .open_snapshot(&candidate.endpoint, cancel)
+            .await?;
+        // The snapshot is the member's database file: its size gives progress an ETA.
+        progress.expected_raw_bytes.store(
+            u64::try_from(candidate.db_size).unwrap_or(0),
+            Ordering::Relaxed,
+        );
+        let name = self.upload.stored_name(DATA_OBJECT_NAME);
+        let data = upload_snapshot_data(
+            &self.store,
+            &self.layout.object_path(id, &name),
+            &name,
+            chunks,
+            &self.upload,
+            progress,
+            cancel,
+        )
+        .await?;
+        let nodes = match &self.bundles {
+            Some(plan) => match self.take_bundles(plan, attempt.survey, id, cancel).await {
+                Ok(nodes) => nodes,
+                Err(error) => {
+                    self.remove_uncommitted(id).await;
+                    return Err(error);
+                }
+            },
+            None => Vec::new(),
+        };
+        let mut manifest =
+            build_manifest(&self.cluster, attempt, data, nodes, kubernetes, producer());
+        if let Err(error) = commit_manifest(
+            &self.store,
+            &self.layout,
+            self.signer.as_deref(),
+            &mut manifest,
+        )
+        .await
+        {
+            if !matches!(error, TransportError::AlreadyExists { .. }) {
+                self.remove_uncommitted(id).await;
+            }
+            return Err(error.into());
+        }
+        tracing::info!(
+            raw_bytes = manifest.raw.size,
+            stored_bytes = manifest.stored.size,
+            seconds = manifest.duration_seconds,
+            "snapshot committed"
+        );
+        Ok(manifest)
+    }
+
+    /// The Kubernetes cluster's shape at the attempt's revision, from the member streamed from.
+    /// Never fails the snapshot: the data comes first, and a shape that cannot be read is
+    /// logged and left out.
+    async fn read_shape(
+        &self,
+        candidate: &EndpointStatus,
+        cancel: &CancellationToken,
+    ) -> Option<ClusterShape> {
+        let prefix = &self.source.config.kubernetes_prefix;
+        match self
+            .source
+            .read_cluster_shape(&candidate.endpoint, prefix, candidate.revision, cancel)
+            .await
+        {
+            Ok(Some(shape)) => {
+                if !shape.unreadable.is_empty() {
+                    tracing::warn!(unreadable = ?shape.unreadable, "parts of the cluster's shape could not be read");
+                }
+                Some(shape)
+            }
+            Ok(None) => {
+                tracing::debug!(%prefix, "no Kubernetes objects in etcd: no cluster shape recorded");
+                None
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the cluster's shape; the snapshot is taken without it");
+                None
+            }
+        }
+    }
+
+    /// Best effort: deletes what a failed attempt already stored. It has no manifest, so it is
+    /// invisible anyway; retention would remove it after its grace period.
+    async fn remove_uncommitted(&self, id: &SnapshotId) {
+        // Not the run's token: a run stopped by shutdown is cleaned up too, after that token
+        // fired. The deadline bounds the removal instead.
+        let never = CancellationToken::new();
+        let removal = delete_uncommitted(&self.store, &self.layout, id, &never);
+        let outcome = tokio::time::timeout(CLEANUP_DEADLINE, removal)
+            .await
+            .unwrap_or(Err(TransportError::Cancelled));
+        match outcome {
+            Ok(deleted) => tracing::debug!(deleted, "the failed snapshot's objects were removed"),
+            Err(error) => {
+                tracing::warn!(%error, "could not remove the failed snapshot's objects; retention will remove them")
+            }
+        }
+    }
+}

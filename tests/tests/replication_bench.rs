@@ -1,0 +1,220 @@
+//! Replication benchmark (ignored by default: `cargo test -p etcd-dr-e2e --test replication_bench
+//! -- --ignored --nocapture`): RPO while writing 1 KiB Kubernetes-shaped objects at a fixed rate,
+//! stored bytes per event against gardener's JSON+gzip on the same events, replay revisions/s.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine;
+use etcd_client::Client;
+use etcd_dr_e2e::{block_on, kubernetes_object, EtcdCluster, EtcdOptions, EtcdVersion, FillSpec};
+use etcd_dr_replication::{
+    capture_generation, list_segments, read_segment, replay_to_revision, CaptureOptions,
+    CaptureProgress, CaptureStart, ChainReader, EtcdBinaries, GenerationId, ReplayRequest,
+    ReplicationLayout, SegmentStore,
+};
+use etcd_dr_transport::Identities;
+use object_store::local::LocalFileSystem;
+use object_store::ObjectStore;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+const RATE_PER_SECOND: u64 = 500;
+const SECONDS: u64 = 10;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// gardener's delta-snapshot shape: a JSON array of events with base64 keys and values and the
+/// time, gzip (default level).
+fn gardener_json_gzip_bytes(events: &[(etcd_client::proto::PbEvent, i64)]) -> usize {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let json: Vec<serde_json::Value> = events
+        .iter()
+        .map(|(event, observed_ms)| {
+            let kv = event.kv.clone().unwrap_or_default();
+            serde_json::json!({
+                "etcdEvent": {
+                    "type": event.r#type,
+                    "kv": {
+                        "key": b64.encode(&kv.key),
+                        "create_revision": kv.create_revision,
+                        "mod_revision": kv.mod_revision,
+                        "version": kv.version,
+                        "value": b64.encode(&kv.value),
+                        "lease": kv.lease,
+                    }
+                },
+                "time": chrono::DateTime::from_timestamp_millis(*observed_ms).unwrap().to_rfc3339(),
+            })
+        })
+        .collect();
+    let text = serde_json::to_vec(&json).unwrap();
+    let mut gzip = Command::new("gzip")
+        .arg("-c")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("gzip");
+    let mut stdin = gzip.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&text).unwrap());
+    let output = gzip.wait_with_output().unwrap();
+    writer.join().unwrap();
+    output.stdout.len()
+}
+
+#[test]
+#[ignore = "benchmark: run explicitly"]
+fn replication_rpo_bytes_per_event_and_replay_speed() {
+    let etcd = EtcdCluster::start(EtcdOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().to_path_buf();
+    let (endpoints, options) = etcd.connect_parts();
+    block_on(async move {
+        let client = Client::connect(endpoints, Some(options)).await.unwrap();
+        let mut writer = client.clone();
+        writer.put("bench/base", "x", None).await.unwrap();
+        let base_db = dir_path.join("base.db");
+        let mut stream = writer.snapshot().await.unwrap();
+        let mut bytes = Vec::new();
+        while let Some(message) = stream.message().await.unwrap() {
+            bytes.extend_from_slice(message.blob());
+        }
+        std::fs::write(&base_db, bytes).unwrap();
+        let base_revision = writer.status().await.unwrap().header().unwrap().revision();
+
+        let store_dir = dir_path.join("store");
+        std::fs::create_dir_all(&store_dir).unwrap();
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(&store_dir).unwrap());
+        let layout = ReplicationLayout::new("", "bench").unwrap();
+        let generation = GenerationId::new(chrono::Utc::now(), base_revision);
+        let sink = SegmentStore {
+            store: store.clone(),
+            layout: layout.clone(),
+            recipients: None,
+        };
+        let (progress_tx, progress_rx) = watch::channel(CaptureProgress::default());
+        let cancel = CancellationToken::new();
+        let capture = {
+            let (cancel, start) = (
+                cancel.clone(),
+                CaptureStart {
+                    generation: generation.clone(),
+                    resume: None,
+                },
+            );
+            tokio::spawn(async move {
+                capture_generation(
+                    &client,
+                    sink,
+                    start,
+                    &CaptureOptions::default(),
+                    &progress_tx,
+                    &cancel,
+                )
+                .await
+            })
+        };
+        let sampler = {
+            let progress_rx = progress_rx.clone();
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                for _ in 0..(SECONDS * 10) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    samples.push(progress_rx.borrow().lag(SystemTime::now()));
+                }
+                samples
+            })
+        };
+        let spec = FillSpec::objects(RATE_PER_SECOND as usize * SECONDS as usize);
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE_PER_SECOND));
+        let started = Instant::now();
+        for index in 0..spec.objects {
+            tick.tick().await;
+            let (key, value) = kubernetes_object(index % 2000, &spec);
+            writer.put(key, value, None).await.unwrap();
+        }
+        let write_seconds = started.elapsed().as_secs_f64();
+        let last = writer.status().await.unwrap().header().unwrap().revision();
+        let mut lags = sampler.await.unwrap();
+        let mut progress_wait = progress_rx.clone();
+        progress_wait
+            .wait_for(|p| p.stored_revision >= last)
+            .await
+            .unwrap();
+        cancel.cancel();
+        capture.await.unwrap().unwrap();
+        lags.sort();
+
+        let names = list_segments(&store, &layout, &generation, &CancellationToken::new())
+            .await
+            .unwrap();
+        let mut stored_bytes = 0usize;
+        let mut events = Vec::new();
+        for name in &names {
+            let path = layout.segment_path(&generation, name);
+            stored_bytes += std::fs::metadata(store_dir.join(path.as_ref()))
+                .unwrap()
+                .len() as usize;
+            let (segment, _) = read_segment(
+                &store,
+                &path,
+                &Identities::none(),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+            for revision in segment.revisions {
+                for event in revision.events {
+                    events.push((event, revision.observed_unix_ms));
+                }
+            }
+        }
+        let gardener = gardener_json_gzip_bytes(&events);
+
+        let cancel = CancellationToken::new();
+        let mut chain = ChainReader::open(
+            store.clone(),
+            layout.clone(),
+            generation.clone(),
+            Identities::none(),
+            &cancel,
+        )
+        .await
+        .unwrap();
+        let request = ReplayRequest {
+            base_db,
+            target_revision: last,
+            output_db: dir_path.join("replayed.db"),
+            work_dir: dir_path.clone(),
+        };
+        let binaries = EtcdBinaries {
+            etcd: EtcdVersion::V3_5.bin("etcd"),
+            etcdutl: EtcdVersion::V3_5.bin("etcdutl"),
+        };
+        let report = replay_to_revision(&binaries, &mut chain, &request, &cancel)
+            .await
+            .unwrap();
+
+        println!("BENCH replication: {} events written at {:.0}/s target {RATE_PER_SECOND}/s (achieved {:.0}/s), 1 KiB Kubernetes-shaped values",
+            events.len(), RATE_PER_SECOND, events.len() as f64 / write_seconds);
+        println!(
+            "BENCH RPO (lag sampled every 100 ms): p50 {:?}, p99 {:?}, max {:?}",
+            percentile(&lags, 0.5),
+            percentile(&lags, 0.99),
+            lags.last().unwrap()
+        );
+        println!("BENCH stored: {} segments, {} bytes, {:.1} bytes/event; gardener JSON+gzip on the same events: {} bytes, {:.1} bytes/event",
+            names.len(), stored_bytes, stored_bytes as f64 / events.len() as f64, gardener, gardener as f64 / events.len() as f64);
+        println!(
+            "BENCH replay: {} revisions in {:.2} s = {:.0} revisions/s",
+            report.replayed_revisions,
+            report.replay_time.as_secs_f64(),
+            report.replayed_revisions as f64 / report.replay_time.as_secs_f64()
+        );
+    });
+}
