@@ -250,6 +250,38 @@ pub fn output_text(output: &Output) -> String {
     )
 }
 
+/// A background process that is killed (and reaped) when dropped, so that a test that fails
+/// midway never leaves it running (it would hold ports, files and the e2e lock).
+pub struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    /// Guards `child`.
+    pub fn new(child: Child) -> Self {
+        Self(Some(child))
+    }
+
+    /// The process.
+    pub fn child(&self) -> &Child {
+        self.0
+            .as_ref()
+            .expect("the child is taken only by into_inner")
+    }
+
+    /// Gives the process back, unguarded (to wait for it).
+    pub fn into_inner(mut self) -> Child {
+        self.0.take().expect("the child is taken only once")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Sends SIGTERM to a child process.
 pub fn terminate(child: &Child) {
     // The `kill` command keeps the harness free of unsafe code.

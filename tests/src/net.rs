@@ -144,6 +144,10 @@ pub enum ProxyMode {
     Refuse,
     /// Answer every request with `503 Service Unavailable` (an unhealthy HTTP server).
     ServiceUnavailable,
+    /// Forward the next `n` connections; after them, forward HTTP/2 connection set-up
+    /// (settings, pings) but withhold every answer (HEADERS, DATA, RST_STREAM frames): a
+    /// gRPC server that accepts calls and never responds. Plain-text HTTP/2 only.
+    SilentAnswersAfter(u32),
 }
 
 struct ProxyState {
@@ -182,7 +186,16 @@ impl TcpProxy {
                     return;
                 }
                 let Ok(client) = client else { continue };
-                let mode = *accept_state.mode.lock().unwrap_or_else(|e| e.into_inner());
+                let mode = {
+                    let mut mode = accept_state.mode.lock().unwrap_or_else(|e| e.into_inner());
+                    match *mode {
+                        ProxyMode::SilentAnswersAfter(n) if n > 0 => {
+                            *mode = ProxyMode::SilentAnswersAfter(n - 1);
+                            ProxyMode::Forward
+                        }
+                        other => other,
+                    }
+                };
                 match mode {
                     ProxyMode::Refuse => {
                         let _ = client.shutdown(Shutdown::Both);
@@ -190,12 +203,13 @@ impl TcpProxy {
                     ProxyMode::ServiceUnavailable => {
                         std::thread::spawn(move || answer_503(client));
                     }
-                    ProxyMode::Forward => {
+                    ProxyMode::Forward | ProxyMode::SilentAnswersAfter(_) => {
                         let Ok(server) = TcpStream::connect(target) else {
                             let _ = client.shutdown(Shutdown::Both);
                             continue;
                         };
-                        forward(client, server, &accept_state);
+                        let silent = mode != ProxyMode::Forward;
+                        forward(client, server, &accept_state, silent);
                     }
                 }
             }
@@ -267,7 +281,7 @@ fn answer_503(mut client: TcpStream) {
     let _ = client.shutdown(Shutdown::Both);
 }
 
-fn forward(client: TcpStream, server: TcpStream, state: &Arc<ProxyState>) {
+fn forward(client: TcpStream, server: TcpStream, state: &Arc<ProxyState>, silent: bool) {
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     {
@@ -284,7 +298,40 @@ fn forward(client: TcpStream, server: TcpStream, state: &Arc<ProxyState>) {
     let up_state = state.clone();
     std::thread::spawn(move || pump(client_read, server, &up_state, false));
     let down_state = state.clone();
-    std::thread::spawn(move || pump(server_read, client, &down_state, true));
+    if silent {
+        std::thread::spawn(move || pump_without_answers(server_read, client));
+    } else {
+        std::thread::spawn(move || pump(server_read, client, &down_state, true));
+    }
+}
+
+/// Forwards a server's HTTP/2 frames to the client except those that answer a request
+/// (DATA, HEADERS, RST_STREAM, CONTINUATION).
+fn pump_without_answers(mut from: TcpStream, mut to: TcpStream) {
+    const ANSWERS: [u8; 4] = [0x0, 0x1, 0x3, 0x9];
+    let mut pending = Vec::new();
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buffer[..n]);
+        // Frames: 3-byte length, type, flags, 4-byte stream id, payload.
+        while pending.len() >= 9 {
+            let length = usize::from(pending[0]) << 16
+                | usize::from(pending[1]) << 8
+                | usize::from(pending[2]);
+            if pending.len() < 9 + length {
+                break;
+            }
+            let frame: Vec<u8> = pending.drain(..9 + length).collect();
+            if !ANSWERS.contains(&frame[3]) && to.write_all(&frame).is_err() {
+                return;
+            }
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
 }
 
 fn pump(mut from: TcpStream, mut to: TcpStream, state: &ProxyState, downstream: bool) {

@@ -162,9 +162,11 @@ fn a_corrupt_snapshot_is_counted_and_the_lag_stays_on_the_good_one() {
     );
     let good = cli.snapshot_json(&[])["id"].as_str().unwrap().to_string();
     etcd.put("/registry/namespaces/team-a", b"k8s\0ns");
-    let bad = cli.snapshot_json(&[])["id"].as_str().unwrap().to_string();
+    let bad_manifest = cli.snapshot_json(&[]);
+    let bad = bad_manifest["id"].as_str().unwrap().to_string();
     // Replace the newest one's data with other bytes; its manifest stays.
-    let key = format!("/{BUCKET}/dr/prod/snapshots/{bad}/etcd.db.zst");
+    let data = bad_manifest["stored"]["name"].as_str().unwrap();
+    let key = format!("/{BUCKET}/dr/prod/snapshots/{bad}/{data}");
     let put = http_request(s3.addr(), "PUT", &key, &[], b"not the snapshot").unwrap();
     assert_eq!(put.status, 200, "{}", put.text());
 

@@ -58,12 +58,16 @@ fn fetch_restore_and_compare(dr: &EtcdDr, id: &str, source: &EtcdCluster, versio
 }
 
 /// The documented layout, and nothing else: `<prefix>/<cluster>/snapshots/<id>/` holds
-/// `etcd.db.zst` and `manifest.json`, and no upload is left pending.
-fn assert_stored_exactly(store: &StoreUnderTest, folder: &str, id: &str) {
+/// `<attempt>/etcd.db.zst` and `manifest.json`, and no upload is left pending.
+fn assert_stored_exactly(store: &StoreUnderTest, folder: &str, manifest: &serde_json::Value) {
+    let id = manifest["id"].as_str().unwrap();
+    let data = manifest["stored"]["name"].as_str().unwrap();
+    let (attempt, name) = data.split_once('/').expect("an attempt folder");
+    assert_eq!((attempt.len(), name), (16, "etcd.db.zst"), "{data}");
     assert_eq!(
         store.keys(folder),
         vec![
-            format!("{folder}snapshots/{id}/etcd.db.zst"),
+            format!("{folder}snapshots/{id}/{data}"),
             format!("{folder}snapshots/{id}/manifest.json"),
         ],
         "{}",
@@ -96,7 +100,7 @@ fn a_labelled_snapshot_restores_every_key(backend: StoreBackend) {
     assert!(
         manifest["stored"]["size"].as_u64().unwrap() < manifest["raw"]["size"].as_u64().unwrap()
     );
-    assert_stored_exactly(&store, "eu/dr/prod/", id);
+    assert_stored_exactly(&store, "eu/dr/prod/", manifest);
 
     let table = dr.run_ok(&["list"]);
     assert!(
@@ -129,7 +133,7 @@ fn a_tls_cluster_is_snapshotted_from_its_leader(backend: StoreBackend) {
     assert!(members.iter().all(|m| m["status"]["version"] == "3.5.16"));
 
     let id = manifest["id"].as_str().unwrap();
-    assert_stored_exactly(&store, "eu/dr/prod/", id);
+    assert_stored_exactly(&store, "eu/dr/prod/", &manifest);
     dr.run_ok(&["verify", id]);
     fetch_restore_and_compare(&dr, id, &etcd, EtcdVersion::V3_5);
 }
@@ -151,7 +155,7 @@ fn an_etcd_3_4_snapshot_restores_with_etcdctl(backend: StoreBackend) {
     let list = dr.list_json();
     assert_eq!(list.len(), 1, "{list:?}");
     let id = list[0]["id"].as_str().unwrap();
-    assert_stored_exactly(&store, "legacy/", id);
+    assert_stored_exactly(&store, "legacy/", &list[0]);
     fetch_restore_and_compare(&dr, id, &etcd, EtcdVersion::V3_4);
 }
 

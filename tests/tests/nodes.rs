@@ -152,9 +152,10 @@ fn bundles_from_three_nodes_round_trip_with_modes_and_owners() {
         let name = format!("cp{}", index + 1);
         assert_eq!(bundle["node"], name.as_str());
         assert_eq!(bundle["state"], "stored");
-        assert_eq!(
-            bundle["object"]["name"],
-            format!("nodes/{name}.tar.zst").as_str()
+        let object = bundle["object"]["name"].as_str().unwrap();
+        assert!(
+            object.ends_with(&format!("/nodes/{name}.tar.zst")),
+            "{object}"
         );
         let keys: Vec<&str> = bundle["service_account_keys"]
             .as_array()
@@ -168,14 +169,19 @@ fn bundles_from_three_nodes_round_trip_with_modes_and_owners() {
         );
         assert!(bundle["entries"].as_u64().unwrap() >= 22);
     }
+    // One attempt's folder holds the data and every bundle.
+    let attempt = manifest["stored"]["name"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches("/etcd.db.zst");
     assert_eq!(
         files_under(store.path()),
         [
-            format!("prod/snapshots/{id}/etcd.db.zst"),
+            format!("prod/snapshots/{id}/{attempt}/etcd.db.zst"),
+            format!("prod/snapshots/{id}/{attempt}/nodes/cp1.tar.zst"),
+            format!("prod/snapshots/{id}/{attempt}/nodes/cp2.tar.zst"),
+            format!("prod/snapshots/{id}/{attempt}/nodes/cp3.tar.zst"),
             format!("prod/snapshots/{id}/manifest.json"),
-            format!("prod/snapshots/{id}/nodes/cp1.tar.zst"),
-            format!("prod/snapshots/{id}/nodes/cp2.tar.zst"),
-            format!("prod/snapshots/{id}/nodes/cp3.tar.zst"),
         ]
     );
 
@@ -428,13 +434,17 @@ fn bundles_to_s3_leave_no_object_and_no_pending_upload_when_a_node_fails() {
     let id = manifest["id"].as_str().unwrap();
     let mut keys = s3.keys("dr-nodes", "eu/");
     keys.sort();
+    let attempt = manifest["stored"]["name"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches("/etcd.db.zst");
     assert_eq!(
         keys,
         [
-            format!("eu/prod/snapshots/{id}/etcd.db.zst"),
+            format!("eu/prod/snapshots/{id}/{attempt}/etcd.db.zst"),
+            format!("eu/prod/snapshots/{id}/{attempt}/nodes/cp1.tar.zst"),
+            format!("eu/prod/snapshots/{id}/{attempt}/nodes/cp2.tar.zst"),
             format!("eu/prod/snapshots/{id}/manifest.json"),
-            format!("eu/prod/snapshots/{id}/nodes/cp1.tar.zst"),
-            format!("eu/prod/snapshots/{id}/nodes/cp2.tar.zst"),
         ]
     );
     let out = dr.dir().join("cp2");

@@ -22,11 +22,12 @@ fn a_corrupt_or_missing_object_fails_verify_and_fetch() {
     let dr = local_dr(&etcd, store.path(), "");
     let manifest = dr.snapshot_json(&[]);
     let id = manifest["id"].as_str().unwrap();
+    // The manifest names the data object (inside its attempt's folder).
     let data = store
         .path()
         .join("prod/snapshots")
         .join(id)
-        .join("etcd.db.zst");
+        .join(manifest["stored"]["name"].as_str().unwrap());
 
     let mut bytes = std::fs::read(&data).unwrap();
     let middle = bytes.len() / 2;
@@ -118,12 +119,11 @@ fn retention_keeps_the_newest_whatever_the_policy() {
             .join(id)
             .join("manifest.json")
             .exists());
-        assert!(!store
-            .path()
-            .join("prod/snapshots")
-            .join(id)
-            .join("etcd.db.zst")
-            .exists());
+        let folder = store.path().join("prod/snapshots").join(id);
+        assert!(
+            !folder.exists() || etcd_dr_e2e::files::files_under(&folder).is_empty(),
+            "{id} left objects behind"
+        );
     }
     dr.run_ok(&["verify", &ids[3]]);
 }

@@ -42,6 +42,8 @@ pub struct Metrics {
     promotion_duration: Gauge,
     snapshots_refused: IntGauge,
     unsigned_allowed: IntGauge,
+    unreadable_manifests: IntGauge,
+    clock_skew: Gauge,
 }
 
 impl Metrics {
@@ -92,7 +94,7 @@ impl Metrics {
         let snapshots = IntCounterVec::new(
             Opts::new(
                 "etcd_dr_snapshots_total",
-                "Snapshot runs by result (success, failure, unchanged: skipped because etcd's revision had not moved).",
+                "Snapshot runs by result (success, failure, unchanged: skipped because etcd's revision had not moved, busy: refused because another producer held the prefix's producer lease).",
             ),
             &["result"],
         )?;
@@ -153,6 +155,14 @@ impl Metrics {
             "etcd_dr_unsigned_snapshots_allowed",
             "1 when signing.allow_unsigned lets unsigned snapshots through (anyone who can write to the store can plant one), else 0.",
         )?;
+        let unreadable_manifests = int_gauge(
+            "etcd_dr_unreadable_manifests",
+            "Manifests in the store that exist but cannot be read (not JSON, newer format, wrong folder) at the last listing; their snapshots count for nothing.",
+        )?;
+        let clock_skew = gauge(
+            "etcd_dr_snapshot_clock_skew_seconds",
+            "For the newest snapshot: the store's commit time (manifest Last-Modified) minus the producer's completed_at. Negative: the producer's clock runs ahead.",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "etcd_dr_build_info",
@@ -168,7 +178,7 @@ impl Metrics {
         for kind in ["raw", "stored"] {
             snapshot_size.with_label_values(&[kind]).set(0);
         }
-        for result in ["success", "failure", "unchanged"] {
+        for result in ["success", "failure", "unchanged", "busy"] {
             snapshots.with_label_values(&[result]).reset();
         }
         Ok(Self {
@@ -192,6 +202,8 @@ impl Metrics {
             promotion_duration,
             snapshots_refused,
             unsigned_allowed,
+            unreadable_manifests,
+            clock_skew,
         })
     }
 
@@ -230,6 +242,11 @@ impl Metrics {
         self.snapshots.with_label_values(&["unchanged"]).inc();
     }
 
+    /// A snapshot run was refused: another producer holds the prefix's producer lease.
+    pub fn snapshot_skipped_busy(&self) {
+        self.snapshots.with_label_values(&["busy"]).inc();
+    }
+
     /// A snapshot run failed.
     pub fn snapshot_failed(&self) {
         self.snapshots.with_label_values(&["failure"]).inc();
@@ -252,6 +269,17 @@ impl Metrics {
     /// A stored snapshot did not match its manifest.
     pub fn verify_failed(&self) {
         self.verify_failures.inc();
+    }
+
+    /// The number of unreadable manifests found by the last listing.
+    pub fn set_unreadable_manifests(&self, count: usize) {
+        self.unreadable_manifests
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// The newest snapshot's clock skew (store commit time minus producer's completed_at).
+    pub fn set_clock_skew(&self, seconds: f64) {
+        self.clock_skew.set(seconds);
     }
 
     /// The number of complete snapshots found by the last listing.
@@ -353,6 +381,7 @@ mod tests {
             "etcd_dr_snapshots_total{result=\"success\"}",
             "etcd_dr_snapshots_total{result=\"failure\"}",
             "etcd_dr_snapshots_total{result=\"unchanged\"}",
+            "etcd_dr_snapshots_total{result=\"busy\"}",
             "etcd_dr_uploaded_bytes_total",
             "etcd_dr_etcd_revision",
             "etcd_dr_snapshots_stored",
@@ -367,6 +396,8 @@ mod tests {
             "etcd_dr_promotion_duration_seconds",
             "etcd_dr_snapshots_refused",
             "etcd_dr_unsigned_snapshots_allowed",
+            "etcd_dr_unreadable_manifests",
+            "etcd_dr_snapshot_clock_skew_seconds",
         ] {
             assert_eq!(value(&text, name), 0.0, "{name}");
         }

@@ -83,12 +83,14 @@ impl DaemonStatus {
 
     /// Seconds between `now` and the creation of the newest verified snapshot. With none known,
     /// the time since start-up: a lower bound that keeps growing, so lag alerts still fire.
+    /// Negative when the snapshot claims to be from the future (the producer's clock runs
+    /// ahead): shown as it is, for an alert, never clamped to 0.
     pub fn replication_lag_seconds(&self, now: DateTime<Utc>) -> f64 {
         let since = self
             .newest_verified
             .as_ref()
             .map_or(self.started_at, |s| s.created_at);
-        ((now - since).num_milliseconds() as f64 / 1000.0).max(0.0)
+        (now - since).num_milliseconds() as f64 / 1000.0
     }
 }
 
@@ -238,7 +240,8 @@ mod tests {
             completed_at: start + chrono::Duration::seconds(61),
         });
         assert_eq!(status.replication_lag_seconds(now), 30.0);
-        // A clock that went backwards never gives a negative lag.
-        assert_eq!(status.replication_lag_seconds(start), 0.0);
+        // A snapshot from the future (its producer's clock ahead) shows as negative lag, for
+        // the alert, rather than as no lag at all.
+        assert_eq!(status.replication_lag_seconds(start), -60.0);
     }
 }

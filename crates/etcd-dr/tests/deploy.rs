@@ -182,6 +182,8 @@ fn every_alert_rule_names_metrics_the_daemon_exports() {
         "EtcdDrReplicationLagHigh",
         "EtcdDrSnapshotFailures",
         "EtcdDrNothingStored",
+        "EtcdDrUnreadableManifest",
+        "EtcdDrClockSkew",
         "EtcdDrVerifyFailures",
         "EtcdDrPromotionFailed",
         "EtcdDrFenced",

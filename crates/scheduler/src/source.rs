@@ -132,14 +132,24 @@ impl ChunkState {
             let stream = match &mut self.stream {
                 Some(stream) => stream,
                 None => {
+                    // Opening is under the same deadline as each message: a member that
+                    // accepts the call and then sends nothing must not hold the run forever.
                     let opened = tokio::select! {
                         biased;
                         _ = self.cancel.cancelled() => return Some(Err(SourceError::Cancelled)),
-                        opened = self.client.snapshot() => opened,
+                        opened = tokio::time::timeout(self.stall_timeout, self.client.snapshot()) => opened,
                     };
                     match opened {
-                        Ok(stream) => self.stream.insert(stream),
-                        Err(e) => return Some(Err(endpoint_error(&self.endpoint, "snapshot", e))),
+                        Ok(Ok(stream)) => self.stream.insert(stream),
+                        Ok(Err(e)) => {
+                            return Some(Err(endpoint_error(&self.endpoint, "snapshot", e)))
+                        }
+                        Err(_) => {
+                            return Some(Err(SourceError::Stalled {
+                                endpoint: self.endpoint.clone(),
+                                seconds: self.stall_timeout.as_secs(),
+                            }))
+                        }
                     }
                 }
             };
@@ -382,7 +392,8 @@ impl EtcdSource {
     }
 
     /// Opens the snapshot stream on `endpoint`. The stream has no overall deadline (a large
-    /// database takes a while) but fails when no data arrives for `stall_timeout`.
+    /// database takes a while) but fails when no data arrives for `stall_timeout`, the answer
+    /// to the call itself included.
     pub async fn open_snapshot(
         &self,
         endpoint: &str,

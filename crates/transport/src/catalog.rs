@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -16,8 +16,14 @@ use crate::{ManifestSigner, ManifestTrust, SnapshotLayout, TransportError, MANIF
 /// What a listing of the store found for one cluster.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    /// Complete snapshots (manifest present and readable), oldest first.
+    /// Complete snapshots (manifest present and readable), oldest first: by etcd revision
+    /// within one etcd cluster id, commit time (the store's clock) breaking ties; clusters
+    /// (an etcd restored into a new cluster id) by their latest commit. A producer's clock
+    /// never decides which snapshot is the newest.
     pub snapshots: Vec<SnapshotManifest>,
+    /// When the store wrote each snapshot's manifest (its Last-Modified): the commit time by
+    /// the store's own clock.
+    pub committed_at: BTreeMap<SnapshotId, DateTime<Utc>>,
     /// Snapshot folders with objects but no manifest: uploads in progress, or left by a crash.
     pub incomplete: Vec<IncompleteSnapshot>,
     /// Manifests that exist but cannot be read.
@@ -35,6 +41,8 @@ pub struct RefusedSnapshot {
     pub id: SnapshotId,
     /// Every reason it is refused.
     pub reason: String,
+    /// When the store wrote its manifest (its Last-Modified).
+    pub committed_at: DateTime<Utc>,
 }
 
 /// Objects of a snapshot that was never committed.
@@ -55,12 +63,60 @@ pub struct UnreadableManifest {
     pub id: SnapshotId,
     /// Why it could not be read.
     pub error: String,
+    /// When the store wrote it (its Last-Modified).
+    pub committed_at: DateTime<Utc>,
 }
 
 impl Catalog {
     /// The newest complete snapshot.
     pub fn newest(&self) -> Option<&SnapshotManifest> {
         self.snapshots.last()
+    }
+
+    /// When the store committed `manifest` (its Last-Modified), else the producer's own
+    /// `completed_at`.
+    pub fn commit_time(&self, manifest: &SnapshotManifest) -> DateTime<Utc> {
+        self.committed_at
+            .get(&manifest.id)
+            .copied()
+            .unwrap_or(manifest.completed_at)
+    }
+
+    /// How far the store's clock was ahead of the producer's when `manifest` was committed
+    /// (its Last-Modified minus the manifest's `completed_at`), in seconds: negative when the
+    /// producer's clock runs ahead. A few seconds is the commit itself; more is a wrong clock.
+    pub fn clock_skew_seconds(&self, manifest: &SnapshotManifest) -> Option<f64> {
+        let committed = self.committed_at.get(&manifest.id)?;
+        Some((*committed - manifest.completed_at).num_milliseconds() as f64 / 1000.0)
+    }
+
+    /// Puts `snapshots` in the documented order (see [`Catalog::snapshots`]).
+    fn order(&mut self) {
+        let commit: HashMap<SnapshotId, DateTime<Utc>> = self
+            .snapshots
+            .iter()
+            .map(|m| (m.id.clone(), self.commit_time(m)))
+            .collect();
+        let mut cluster_rank: HashMap<String, DateTime<Utc>> = HashMap::new();
+        for manifest in &self.snapshots {
+            let at = commit[&manifest.id];
+            cluster_rank
+                .entry(manifest.etcd.cluster_id.clone())
+                .and_modify(|latest| *latest = (*latest).max(at))
+                .or_insert(at);
+        }
+        self.snapshots.sort_by(|a, b| {
+            let key = |m: &SnapshotManifest| {
+                (
+                    cluster_rank[&m.etcd.cluster_id],
+                    m.etcd.cluster_id.clone(),
+                    m.etcd.revision,
+                    commit[&m.id],
+                    m.id.clone(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
     }
 }
 
@@ -116,10 +172,15 @@ pub async fn list_snapshots(
 
     let mut catalog = Catalog::default();
     for (id, objects) in folders {
-        let has_manifest = objects
+        let committed_at = objects
             .iter()
-            .any(|o| o.location.filename() == Some(MANIFEST_OBJECT_NAME));
-        if !has_manifest {
+            .find(|o| {
+                layout
+                    .parse_key(&o.location)
+                    .is_some_and(|(_, name)| name == MANIFEST_OBJECT_NAME)
+            })
+            .map(|o| o.last_modified);
+        let Some(committed_at) = committed_at else {
             let last_modified = objects
                 .iter()
                 .map(|o| o.last_modified)
@@ -131,23 +192,35 @@ pub async fn list_snapshots(
                 last_modified,
             });
             continue;
-        }
+        };
         if cancel.is_cancelled() {
             return Err(TransportError::Cancelled);
         }
         match read_manifest(store, layout, trust, &id).await {
-            Ok(manifest) => catalog.snapshots.push(manifest),
-            Err(TransportError::Untrusted { reason, .. }) => {
-                catalog.refused.push(RefusedSnapshot { id, reason })
+            Ok(manifest) => {
+                catalog.committed_at.insert(id, committed_at);
+                catalog.snapshots.push(manifest);
             }
-            Err(TransportError::BadManifest { detail, .. }) => catalog
-                .unreadable
-                .push(UnreadableManifest { id, error: detail }),
+            Err(TransportError::Untrusted { reason, .. }) => {
+                catalog.refused.push(RefusedSnapshot {
+                    id,
+                    reason,
+                    committed_at,
+                })
+            }
+            Err(TransportError::BadManifest { detail, .. }) => {
+                catalog.unreadable.push(UnreadableManifest {
+                    id,
+                    error: detail,
+                    committed_at,
+                })
+            }
             // Deleted between list and read (retention elsewhere): it no longer exists.
             Err(TransportError::SnapshotNotFound { .. }) => {}
             Err(e) => return Err(e),
         }
     }
+    catalog.order();
     Ok(catalog)
 }
 
@@ -220,19 +293,43 @@ pub async fn resolve_snapshot(
         SnapshotSelector::Id(id) => read_manifest(store, layout, trust, id).await,
         SnapshotSelector::Latest => {
             let mut catalog = list_snapshots(store, layout, trust, cancel).await?;
-            let newest_trusted = catalog.snapshots.last().map(|m| m.id.clone());
-            if let Some(refused) = catalog.refused.pop() {
-                if newest_trusted.as_ref().is_none_or(|id| refused.id > *id) {
-                    let fallback = newest_trusted.map_or_else(String::new, |id| {
-                        format!(
-                            "; the newest snapshot this reader accepts is {id}: name it to use it"
-                        )
-                    });
-                    return Err(TransportError::Untrusted {
-                        id: refused.id,
-                        reason: format!("{}{fallback}", refused.reason),
-                    });
-                }
+            let newest_commit = catalog.newest().map(|m| catalog.commit_time(m));
+            // `latest` never skips an unreadable manifest silently: one written after the
+            // newest readable snapshot may well be the newest snapshot.
+            if let Some(bad) = catalog
+                .unreadable
+                .iter()
+                .find(|u| newest_commit.is_none_or(|newest| u.committed_at >= newest))
+            {
+                return Err(TransportError::BadManifest {
+                    key: layout.manifest_path(&bad.id).to_string(),
+                    detail: format!(
+                        "{}; it was written after every readable snapshot, so `latest` cannot be told: repair or delete it, or name a snapshot id",
+                        bad.error
+                    ),
+                });
+            }
+            // Nor a refused one written after the newest trusted snapshot (the same second: the
+            // later id): that is the error.
+            let newest_trusted = catalog.newest().map(|m| m.id.clone());
+            if let Some(refused) = catalog
+                .refused
+                .iter()
+                .filter(|r| match (newest_commit, &newest_trusted) {
+                    (Some(newest), Some(id)) => {
+                        r.committed_at > newest || (r.committed_at == newest && r.id > *id)
+                    }
+                    _ => true,
+                })
+                .max_by_key(|r| (r.committed_at, r.id.clone()))
+            {
+                let fallback = newest_trusted.map_or_else(String::new, |id| {
+                    format!("; the newest snapshot this reader accepts is {id}: name it to use it")
+                });
+                return Err(TransportError::Untrusted {
+                    id: refused.id.clone(),
+                    reason: format!("{}{fallback}", refused.reason),
+                });
             }
             catalog
                 .snapshots
@@ -265,5 +362,57 @@ pub async fn commit_manifest(
             id: manifest.id.clone(),
             key: key.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn manifest(cluster_id: &str, revision: i64, created_at: DateTime<Utc>) -> SnapshotManifest {
+        serde_json::from_value(serde_json::json!({
+            "format_version": 1,
+            "id": SnapshotId::new(created_at, revision).to_string(),
+            "cluster": "prod",
+            "etcd": {"cluster_id": cluster_id, "version": "3.5.16", "revision": revision, "raft_index": 1,
+                     "raft_term": 1, "source_endpoint": "x", "source_member_id": "1", "members": []},
+            "raw": {"size": 1, "sha256": "00"},
+            "etcd_sha256": "00",
+            "stored": {"name": "etcd.db.zst", "size": 1, "sha256": "00", "compression": {"type": "zstd", "level": 3}},
+            "created_at": created_at.to_rfc3339(),
+            "completed_at": created_at.to_rfc3339(),
+            "duration_seconds": 1.0,
+            "producer": {"tool": "t", "host": "h"},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn order_goes_by_revision_within_a_cluster_whatever_the_producers_clock() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
+        let hours = |h: i64| now + chrono::Duration::hours(h);
+        // A producer 30 days ahead took revision 200; honest ones took 100 before it and 300
+        // after it. An older etcd cluster (before a restore) committed long ago.
+        let ahead = manifest("c2", 200, hours(24 * 30));
+        let before = manifest("c2", 100, hours(-2));
+        let after = manifest("c2", 300, hours(-1));
+        let old_cluster = manifest("c1", 900, hours(-48));
+        let mut catalog = Catalog::default();
+        for (manifest, committed) in [
+            (&ahead, hours(-1) - chrono::Duration::minutes(30)),
+            (&before, hours(-2)),
+            (&after, hours(-1)),
+            (&old_cluster, hours(-48)),
+        ] {
+            catalog.committed_at.insert(manifest.id.clone(), committed);
+            catalog.snapshots.push(manifest.clone());
+        }
+        catalog.order();
+        let revisions: Vec<i64> = catalog.snapshots.iter().map(|m| m.etcd.revision).collect();
+        assert_eq!(revisions, [900, 100, 200, 300]);
+        assert_eq!(catalog.newest().unwrap().id, after.id);
+        let skew = catalog.clock_skew_seconds(&ahead).unwrap();
+        assert!(skew < -29.0 * 86400.0, "{skew}");
     }
 }

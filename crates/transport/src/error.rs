@@ -122,6 +122,33 @@ pub enum TransportError {
         /// When.
         locked_at: String,
     },
+    /// Another producer holds the producer lease of this prefix; nothing was written.
+    #[error("another snapshot is in progress: {host} (pid {pid}) holds the producer lease `{key}` since {since}, until {expires_at} unless renewed; nothing was written")]
+    ProducerBusy {
+        /// The lease key.
+        key: String,
+        /// The holder's host.
+        host: String,
+        /// The holder's process id.
+        pid: u32,
+        /// When it took the lease.
+        since: String,
+        /// When the lease expires without a renewal (the store's clock).
+        expires_at: String,
+    },
+    /// Another producer took over this producer's lease (it had expired); the snapshot stopped.
+    #[error("the producer lease `{key}` was taken over by another producer (it was not renewed in time); this snapshot stopped and nothing was committed")]
+    ProducerLeaseLost {
+        /// The lease key.
+        key: String,
+    },
+    /// The store accepted a second create-only put of the same object: it ignores
+    /// `If-None-Match`, and every commit point would be unsafe on it.
+    #[error("the store ignores create-only puts: a second create-only put of the probe `{key}` was accepted. etcd-dr refuses to run on it, because manifests, the promotion fence, the restore lock and the producer lease depend on create-only puts; use a store (or S3 gateway) that honours If-None-Match: *")]
+    CreateOnlyIgnored {
+        /// The probe object.
+        key: String,
+    },
     /// The store configuration cannot be turned into a client.
     #[error("store configuration: {0}")]
     Config(String),
@@ -145,6 +172,21 @@ pub enum TransportError {
 }
 
 impl TransportError {
+    /// True when trying again later may succeed: the store was unreachable, timed out or
+    /// answered 5xx after object_store's own retries. Missing objects, refused preconditions,
+    /// denied permissions, corrupt data and bad configuration are permanent; so is
+    /// cancellation (nothing to retry).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Store { source, .. } => matches!(
+                source,
+                object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
+            ),
+            Self::Source { .. } => true,
+            _ => false,
+        }
+    }
+
     pub(crate) fn store(
         operation: &'static str,
         key: impl ToString,
@@ -155,5 +197,38 @@ impl TransportError {
             key: key.to_string(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_outages_are_transient_and_refusals_permanent() {
+        let store = |source| TransportError::store("get", "k", source);
+        let outage = object_store::Error::Generic {
+            store: "S3",
+            source: "HTTP error: 503 Service Unavailable after 5 retries".into(),
+        };
+        assert!(store(outage).is_transient());
+        for permanent in [
+            object_store::Error::NotFound {
+                path: "k".into(),
+                source: "gone".into(),
+            },
+            object_store::Error::Precondition {
+                path: "k".into(),
+                source: "etag".into(),
+            },
+            object_store::Error::PermissionDenied {
+                path: "k".into(),
+                source: "403".into(),
+            },
+        ] {
+            assert!(!store(permanent).is_transient());
+        }
+        assert!(!TransportError::Cancelled.is_transient());
+        assert!(!TransportError::Config("x".into()).is_transient());
     }
 }

@@ -20,11 +20,8 @@ pub const SWITCHOVER_REQUEST_NAME: &str = "switchover-request.json";
 /// File name of the restore lock in the cluster's folder.
 pub const RESTORE_LOCK_NAME: &str = "restore-lock.json";
 
-/// The cluster's folder (`<prefix>/<cluster>`), parent of `snapshots/`.
 fn cluster_dir(layout: &SnapshotLayout) -> Path {
-    let parts: Vec<_> = layout.snapshots_prefix().parts().collect();
-    let keep = parts.len().saturating_sub(1);
-    Path::from_iter(parts.into_iter().take(keep))
+    layout.cluster_dir()
 }
 
 /// Where the promotion marker of the cluster lives.

@@ -8,6 +8,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::intact::{newest_intact, IntactCheck};
 use crate::{Catalog, SnapshotLayout, TransportError};
 
 /// How long snapshots are kept (`[retention]`).
@@ -80,11 +81,15 @@ impl RetentionPlan {
 }
 
 /// Decides what to delete. A complete snapshot goes when it is beyond `keep_last` or older than
-/// `max_age`; the newest complete snapshot is never deleted, whatever the policy says.
+/// `max_age` (by the store's commit time, not the producer's clock). Never deleted, whatever
+/// the policy says: the newest complete snapshot, and `newest_intact`, the newest one known
+/// to match its manifest ([`newest_intact`](crate::newest_intact)). Without a known intact
+/// snapshot no complete snapshot is deleted at all.
 pub fn plan_retention(
     catalog: &Catalog,
     policy: &RetentionConfig,
     now: DateTime<Utc>,
+    newest_intact: Option<&SnapshotId>,
 ) -> RetentionPlan {
     let mut plan = RetentionPlan::default();
     let count = catalog.snapshots.len();
@@ -95,10 +100,13 @@ pub fn plan_retention(
         .enumerate()
         .take(count.saturating_sub(1))
     {
+        if newest_intact.is_none_or(|intact| intact == &manifest.id) {
+            continue;
+        }
         let newer = count - 1 - index;
         let beyond_count = policy.keep_last.is_some_and(|keep| newer >= keep);
         let too_old = policy.max_age.is_some_and(|max| {
-            now.signed_duration_since(manifest.created_at)
+            now.signed_duration_since(catalog.commit_time(manifest))
                 .to_std()
                 .is_ok_and(|age| age > max)
         });
@@ -107,16 +115,18 @@ pub fn plan_retention(
         }
     }
     // Snapshots this reader refuses (written before manifests were signed, or planted) go once
-    // they are older than every snapshot the policy keeps; their ids come from the listing.
+    // they were committed before every snapshot the policy keeps (the store's clock); their
+    // ids come from the listing.
     let has_policy = policy.keep_last.is_some() || policy.max_age.is_some();
     let oldest_kept = catalog
         .snapshots
         .iter()
-        .find(|m| !plan.expired.contains(&m.id))
-        .map(|m| &m.id);
+        .filter(|m| !plan.expired.contains(&m.id))
+        .map(|m| catalog.commit_time(m))
+        .min();
     if let (true, Some(oldest_kept)) = (has_policy, oldest_kept) {
         for refused in &catalog.refused {
-            if refused.id < *oldest_kept {
+            if refused.committed_at < oldest_kept {
                 plan.expired.push(refused.id.clone());
             }
         }
@@ -128,6 +138,27 @@ pub fn plan_retention(
         }
     }
     plan
+}
+
+/// Plans retention the safe way: when the policy would delete complete snapshots, the stored
+/// objects are read back newest first until one matches its manifest, and that one is kept
+/// with everything newer. Nothing is read when nothing would be deleted.
+pub async fn plan_verified_retention(
+    store: &Arc<dyn ObjectStore>,
+    layout: &SnapshotLayout,
+    catalog: &Catalog,
+    policy: &RetentionConfig,
+    now: DateTime<Utc>,
+    cancel: &CancellationToken,
+) -> Result<(RetentionPlan, IntactCheck), TransportError> {
+    let newest = catalog.newest().map(|m| m.id.clone());
+    let optimistic = plan_retention(catalog, policy, now, newest.as_ref());
+    if optimistic.expired.is_empty() {
+        return Ok((optimistic, IntactCheck::default()));
+    }
+    let check = newest_intact(store, layout, catalog, cancel).await?;
+    let plan = plan_retention(catalog, policy, now, check.newest_intact.as_ref());
+    Ok((plan, check))
 }
 
 /// Deletes what the plan says: for each snapshot the manifest first (so a half-deleted snapshot
@@ -213,9 +244,16 @@ mod tests {
         serde_json::from_value(json).unwrap()
     }
 
+    /// Snapshots committed (by the store's clock) when their producer says it created them.
     fn catalog(hours_ago: &[i64], now: DateTime<Utc>) -> Catalog {
+        let snapshots: Vec<SnapshotManifest> =
+            hours_ago.iter().map(|h| manifest_at(*h, now)).collect();
         Catalog {
-            snapshots: hours_ago.iter().map(|h| manifest_at(*h, now)).collect(),
+            committed_at: snapshots
+                .iter()
+                .map(|m| (m.id.clone(), m.created_at))
+                .collect(),
+            snapshots,
             ..Catalog::default()
         }
     }
@@ -231,7 +269,7 @@ mod tests {
             keep_last: Some(2),
             ..RetentionConfig::default()
         };
-        let plan = plan_retention(&catalog, &policy, now());
+        let plan = plan_retention(&catalog, &policy, now(), catalog.newest().map(|m| &m.id));
         let ids: Vec<_> = catalog.snapshots.iter().map(|m| m.id.clone()).collect();
         assert_eq!(plan.expired, ids[..3].to_vec());
     }
@@ -243,7 +281,7 @@ mod tests {
             max_age: Some(Duration::from_secs(3600)),
             ..RetentionConfig::default()
         };
-        let plan = plan_retention(&catalog, &policy, now());
+        let plan = plan_retention(&catalog, &policy, now(), catalog.newest().map(|m| &m.id));
         assert_eq!(plan.expired.len(), 2);
         assert!(!plan.expired.contains(&catalog.snapshots[2].id));
     }
@@ -251,7 +289,13 @@ mod tests {
     #[test]
     fn no_policy_deletes_nothing() {
         let catalog = catalog(&[3, 2, 1], now());
-        assert!(plan_retention(&catalog, &RetentionConfig::default(), now()).is_empty());
+        assert!(plan_retention(
+            &catalog,
+            &RetentionConfig::default(),
+            now(),
+            catalog.newest().map(|m| &m.id)
+        )
+        .is_empty());
     }
 
     #[test]
@@ -261,14 +305,22 @@ mod tests {
             catalog.refused.push(crate::RefusedSnapshot {
                 id: SnapshotId::new(now() - chrono::Duration::hours(hours), 200 + hours),
                 reason: "it is not signed".into(),
+                committed_at: now() - chrono::Duration::hours(hours),
             });
         }
-        assert!(plan_retention(&catalog, &RetentionConfig::default(), now()).is_empty());
+        let newest = catalog.newest().map(|m| m.id.clone());
+        assert!(plan_retention(
+            &catalog,
+            &RetentionConfig::default(),
+            now(),
+            newest.as_ref()
+        )
+        .is_empty());
         let policy = RetentionConfig {
             keep_last: Some(2),
             ..RetentionConfig::default()
         };
-        let plan = plan_retention(&catalog, &policy, now());
+        let plan = plan_retention(&catalog, &policy, now(), newest.as_ref());
         // The oldest trusted one expires; of the refused, the two older than the oldest kept
         // (3 h) go, the newest (planted, say) stays for an operator to look at.
         assert_eq!(
@@ -291,8 +343,53 @@ mod tests {
                 last_modified: now() - chrono::Duration::hours(hours),
             });
         }
-        let plan = plan_retention(&catalog, &RetentionConfig::default(), now());
+        let plan = plan_retention(
+            &catalog,
+            &RetentionConfig::default(),
+            now(),
+            catalog.newest().map(|m| &m.id),
+        );
         assert_eq!(plan.leftovers, vec![catalog.incomplete[1].id.clone()]);
+    }
+
+    #[test]
+    fn the_newest_intact_snapshot_stays_and_without_one_nothing_goes() {
+        let catalog = catalog(&[5, 4, 3, 2, 1], now());
+        let ids: Vec<_> = catalog.snapshots.iter().map(|m| m.id.clone()).collect();
+        let policy = RetentionConfig {
+            keep_last: Some(1),
+            ..RetentionConfig::default()
+        };
+        // The two newest are corrupt: the third newest is the newest intact one. The newest
+        // stays whatever it holds; the corrupt one beyond `keep_last` goes.
+        let plan = plan_retention(&catalog, &policy, now(), Some(&ids[2]));
+        assert_eq!(
+            plan.expired,
+            vec![ids[0].clone(), ids[1].clone(), ids[3].clone()]
+        );
+        assert!(plan_retention(&catalog, &policy, now(), None)
+            .expired
+            .is_empty());
+    }
+
+    #[test]
+    fn max_age_goes_by_the_stores_commit_time_not_the_producers_clock() {
+        // A producer two days behind: created_at says 48 h old, the store committed it now.
+        let mut catalog = catalog(&[50, 49, 48], now());
+        for manifest in &catalog.snapshots {
+            catalog.committed_at.insert(manifest.id.clone(), now());
+        }
+        let first = catalog.snapshots[0].id.clone();
+        catalog
+            .committed_at
+            .insert(first, now() - chrono::Duration::hours(50));
+        let policy = RetentionConfig {
+            max_age: Some(Duration::from_secs(24 * 3600)),
+            ..RetentionConfig::default()
+        };
+        let newest = catalog.newest().map(|m| m.id.clone());
+        let plan = plan_retention(&catalog, &policy, now(), newest.as_ref());
+        assert_eq!(plan.expired, vec![catalog.snapshots[0].id.clone()]);
     }
 
     #[test]

@@ -188,6 +188,21 @@ impl StoreConfig {
         );
     }
 
+    /// For a local store: the directory holding this cluster's snapshots (`<path>/<prefix>/…`
+    /// below `layout`), where staging leftovers may hide; `None` for other stores.
+    pub fn local_snapshots_dir(&self, layout: &crate::SnapshotLayout) -> Option<PathBuf> {
+        let root = self
+            .path
+            .as_ref()
+            .filter(|_| self.kind == StoreKind::Local)?;
+        Some(
+            layout
+                .snapshots_prefix()
+                .parts()
+                .fold(root.clone(), |dir, part| dir.join(part.as_ref())),
+        )
+    }
+
     /// A human-readable description of where snapshots go, without credentials.
     pub fn describe(&self) -> String {
         match self.kind {
@@ -220,9 +235,13 @@ impl StoreConfig {
                     .as_ref()
                     .ok_or_else(|| TransportError::Config("store.path is required".into()))?;
                 prepare_local_store(path)?;
-                let store = LocalFileSystem::new_with_prefix(path).map_err(|e| {
-                    TransportError::Config(format!("store.path `{}`: {e}", path.display()))
-                })?;
+                // fsync of data, manifest and their directories before a write returns: a
+                // manifest that counts as committed survives a power cut.
+                let store = LocalFileSystem::new_with_prefix(path)
+                    .map_err(|e| {
+                        TransportError::Config(format!("store.path `{}`: {e}", path.display()))
+                    })?
+                    .with_fsync(true);
                 Ok(Arc::new(store))
             }
             StoreKind::S3 => {

@@ -10,7 +10,7 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::{SnapshotLayout, TransportError, MANIFEST_OBJECT_NAME};
+use crate::{AttemptToken, SnapshotLayout, TransportError, MANIFEST_OBJECT_NAME};
 
 /// True when snapshot `id` has a manifest, i.e. is committed.
 pub async fn is_committed(
@@ -27,15 +27,21 @@ pub async fn is_committed(
     }
 }
 
-/// Deletes every object a failed snapshot attempt stored in its folder, and returns how many.
-/// A folder that holds a manifest is a committed snapshot: nothing in it is deleted.
+/// Deletes every object a failed snapshot attempt stored in its own folder, and returns how
+/// many. A snapshot that has a manifest is committed (perhaps by this very attempt, whose
+/// commit's answer was lost): nothing is deleted then; retention removes what no manifest
+/// names.
 pub async fn delete_uncommitted(
     store: &Arc<dyn ObjectStore>,
     layout: &SnapshotLayout,
     id: &SnapshotId,
+    attempt: &AttemptToken,
     cancel: &CancellationToken,
 ) -> Result<usize, TransportError> {
-    let folder = layout.snapshot_dir(id);
+    if is_committed(store, layout, id, cancel).await? {
+        return Ok(0);
+    }
+    let folder = layout.attempt_dir(id, attempt);
     let objects: Vec<ObjectMeta> = until_cancelled(cancel, store.list(Some(&folder)).try_collect())
         .await?
         .map_err(|e| TransportError::store("list", &folder, e))?;
@@ -106,22 +112,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_uncommitted_folder_is_emptied_and_its_neighbours_kept() {
+    async fn an_uncommitted_attempt_is_emptied_and_its_neighbours_kept() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let layout = SnapshotLayout::new("dr", "prod").unwrap();
         let (failed, other) = (id(7), id(8));
-        put(&store, &layout.data_path(&failed)).await;
-        put(&store, &layout.object_path(&failed, "nodes/cp1.tar.zst")).await;
+        let (attempt, concurrent) = (AttemptToken::random(), AttemptToken::random());
+        let in_attempt = |id: &SnapshotId, attempt: &AttemptToken, name: &str| {
+            layout.object_path(id, &attempt.object_name(name))
+        };
+        put(&store, &in_attempt(&failed, &attempt, "etcd.db.zst")).await;
+        put(&store, &in_attempt(&failed, &attempt, "nodes/cp1.tar.zst")).await;
+        // Another attempt at the same id, and another snapshot: neither is touched.
+        put(&store, &in_attempt(&failed, &concurrent, "etcd.db.zst")).await;
         put(&store, &layout.data_path(&other)).await;
         let cancel = CancellationToken::new();
         assert!(!is_committed(&store, &layout, &failed, &cancel)
             .await
             .unwrap());
-        let deleted = delete_uncommitted(&store, &layout, &failed, &cancel)
+        let deleted = delete_uncommitted(&store, &layout, &failed, &attempt, &cancel)
             .await
             .unwrap();
         assert_eq!(deleted, 2);
-        assert_eq!(keys(&store).await, [layout.data_path(&other).to_string()]);
+        let mut expected = vec![
+            in_attempt(&failed, &concurrent, "etcd.db.zst").to_string(),
+            layout.data_path(&other).to_string(),
+        ];
+        expected.sort();
+        assert_eq!(keys(&store).await, expected);
     }
 
     #[tokio::test]
@@ -129,13 +146,18 @@ mod tests {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let layout = SnapshotLayout::new("dr", "prod").unwrap();
         let committed = id(9);
-        put(&store, &layout.data_path(&committed)).await;
+        let attempt = AttemptToken::random();
+        put(
+            &store,
+            &layout.object_path(&committed, &attempt.object_name("etcd.db.zst")),
+        )
+        .await;
         put(&store, &layout.manifest_path(&committed)).await;
         let cancel = CancellationToken::new();
         assert!(is_committed(&store, &layout, &committed, &cancel)
             .await
             .unwrap());
-        let deleted = delete_uncommitted(&store, &layout, &committed, &cancel)
+        let deleted = delete_uncommitted(&store, &layout, &committed, &attempt, &cancel)
             .await
             .unwrap();
         assert_eq!(deleted, 0);
@@ -150,7 +172,7 @@ mod tests {
         put(&store, &layout.data_path(&failed)).await;
         let cancel = CancellationToken::new();
         cancel.cancel();
-        let error = delete_uncommitted(&store, &layout, &failed, &cancel)
+        let error = delete_uncommitted(&store, &layout, &failed, &AttemptToken::random(), &cancel)
             .await
             .unwrap_err();
         assert!(matches!(error, TransportError::Cancelled), "{error}");

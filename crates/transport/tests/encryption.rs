@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::Utc;
-use etcd_dr_core::{
-    EtcdClusterInfo, Producer, SnapshotId, SnapshotManifest, MANIFEST_FORMAT_VERSION,
-};
+use etcd_dr_core::SnapshotId;
 use etcd_dr_transport::{
     generate_identity, read_object, read_snapshot, upload_object, upload_snapshot_data, Identities,
     Recipients, ShipProgress, SnapshotLayout, TransportError, UploadOptions, DATA_OBJECT_NAME,
@@ -17,6 +15,9 @@ use object_store::memory::InMemory;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
+
+mod common;
+use common::manifest;
 
 const SECRET: &[u8] = b"-----BEGIN RSA PRIVATE KEY----- etcd-dr-distinctive-secret-value";
 
@@ -75,38 +76,6 @@ async fn stored_bytes(store: &Arc<dyn ObjectStore>) -> Vec<u8> {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-fn manifest(id: SnapshotId, data: etcd_dr_transport::UploadedData) -> SnapshotManifest {
-    SnapshotManifest {
-        format_version: MANIFEST_FORMAT_VERSION,
-        id,
-        cluster: "prod".into(),
-        label: None,
-        etcd: EtcdClusterInfo {
-            cluster_id: "1".into(),
-            version: "3.5.16".into(),
-            revision: 7,
-            raft_index: 1,
-            raft_term: 1,
-            source_endpoint: "http://x".into(),
-            source_member_id: "1".into(),
-            members: vec![],
-        },
-        raw: data.raw,
-        etcd_sha256: data.etcd_sha256,
-        stored: data.stored,
-        created_at: Utc::now(),
-        completed_at: Utc::now(),
-        duration_seconds: 0.0,
-        producer: Producer {
-            tool: "test".into(),
-            host: "test".into(),
-        },
-        nodes: vec![],
-        signature: None,
-        kubernetes: None,
-    }
 }
 
 #[tokio::test]

@@ -59,6 +59,7 @@ pub fn snapshot_context(settings: &Settings) -> anyhow::Result<SnapshotContext> 
         layout,
         upload,
         bundles,
+        lease_ttl: settings.upload.producer_lease_ttl,
     })
 }
 

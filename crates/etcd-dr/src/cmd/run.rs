@@ -14,7 +14,8 @@ use crate::daemon::{
 };
 use crate::settings::Settings;
 
-/// How long an in-flight snapshot gets to abort its upload after a shutdown signal.
+/// How long an in-flight snapshot gets to abort its upload after a shutdown signal (beyond
+/// `upload.shutdown_grace`), and open HTTP requests to end.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(clap::Args)]
@@ -41,6 +42,9 @@ pub async fn run(settings: &Settings, _args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let (store, layout) = open_store(settings)?;
+    etcd_dr_transport::probe_create_only(&store, &layout, &cancel)
+        .await
+        .with_context(|| format!("store start-up probe of {}", settings.store.describe()))?;
     let secondary_config = settings.secondary();
     let (snapshots, schedule) = match settings.role {
         Role::Primary => {
@@ -161,13 +165,15 @@ pub async fn run(settings: &Settings, _args: Args) -> anyhow::Result<()> {
     };
     // systemd hears STOPPING at once, while an upload in flight is still being aborted.
     systemd::stopping();
+    // An upload that is completing gets `upload.shutdown_grace`, then its abort some time.
+    let snapshot_grace = settings.upload.shutdown_grace + SHUTDOWN_GRACE;
     if !finished
-        && tokio::time::timeout(SHUTDOWN_GRACE, role_loop)
+        && tokio::time::timeout(snapshot_grace, role_loop)
             .await
             .is_err()
     {
         tracing::warn!(
-            "the running snapshot did not stop within {SHUTDOWN_GRACE:?}; exiting anyway"
+            "the running snapshot did not stop within {snapshot_grace:?}; exiting anyway"
         );
     }
     cancel.cancel();

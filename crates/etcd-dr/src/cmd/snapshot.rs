@@ -1,8 +1,9 @@
 //! `etcd-dr snapshot`: one snapshot now.
 
-use etcd_dr_scheduler::SnapshotOutcome;
 use std::sync::Arc;
 
+use anyhow::Context;
+use etcd_dr_scheduler::SnapshotOutcome;
 use etcd_dr_transport::ShipProgress;
 
 use super::{human_bytes, shutdown_token, snapshot_context};
@@ -27,6 +28,9 @@ fn parse_label(text: &str) -> Result<String, String> {
 pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
     let context = snapshot_context(settings)?;
     let cancel = shutdown_token();
+    etcd_dr_transport::probe_create_only(&context.store, &context.layout, &cancel)
+        .await
+        .with_context(|| format!("store start-up probe of {}", settings.store.describe()))?;
     let progress = Arc::new(ShipProgress::default());
     let bar = TransferBar::follow(
         format!("snapshot of {}", context.cluster),

@@ -25,12 +25,16 @@ use etcd_dr_control::{
 use etcd_dr_core::{PromotionRecord, PromotionRequest, SnapshotId, SnapshotManifest};
 use etcd_dr_scheduler::SnapshotContext;
 use etcd_dr_transport::{
-    read_manifest, ManifestTrust, ShipProgress, SnapshotLayout, TransportError,
+    read_manifest, Catalog, ManifestTrust, ShipProgress, SnapshotLayout, TransportError,
 };
 use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
 
 use crate::settings::Settings;
+
+/// Clock skew between a producer and the store worth a warning in the log (the alert rule
+/// has its own threshold).
+const CLOCK_SKEW_WARN_SECONDS: f64 = 300.0;
 
 /// How long `POST /v1/snapshots` waits for the new snapshot's id (etcd must be surveyed first).
 const TRIGGER_ID_WAIT: Duration = Duration::from_secs(60);
@@ -188,6 +192,28 @@ impl DaemonState {
             .map(|e| e.message.clone())
     }
 
+    /// Exports what a listing found that needs attention: unreadable manifests (counted and
+    /// named in `last_error`, never skipped silently) and the newest snapshot's clock skew.
+    pub fn observe_catalog(&self, catalog: &Catalog) {
+        self.metrics
+            .set_unreadable_manifests(catalog.unreadable.len());
+        if let Some(bad) = catalog.unreadable.last() {
+            tracing::error!(snapshot = %bad.id, error = %bad.error, count = catalog.unreadable.len(), "unreadable manifest in the store");
+            self.note_error(format!(
+                "unreadable manifest of snapshot {} ({} unreadable): {}",
+                bad.id,
+                catalog.unreadable.len(),
+                bad.error
+            ));
+        }
+        if let Some(skew) = catalog.newest().and_then(|m| catalog.clock_skew_seconds(m)) {
+            self.metrics.set_clock_skew(skew);
+            if skew.abs() > CLOCK_SKEW_WARN_SECONDS {
+                tracing::warn!(skew_seconds = skew, "the producer's clock disagrees with the store's (manifest Last-Modified vs completed_at)");
+            }
+        }
+    }
+
     /// Something went wrong that does not make the cycle fail (retention, say).
     pub fn note_error(&self, message: String) {
         self.update(|status| {
@@ -273,14 +299,13 @@ impl etcd_dr_control::Daemon for DaemonHandle {
     }
 }
 
-/// Store failures are the store being away (503); a missing snapshot is 404.
+/// Transient store failures are the store being away (503); a missing snapshot is 404.
 fn action_error(error: TransportError) -> ActionError {
     match error {
         TransportError::SnapshotNotFound { .. } => ActionError::NotFound(error.to_string()),
         TransportError::Untrusted { .. } => ActionError::Refused(error.to_string()),
-        TransportError::Store { .. } | TransportError::Cancelled => {
-            ActionError::Unavailable(error.to_string())
-        }
+        TransportError::Cancelled => ActionError::Unavailable(error.to_string()),
+        error if error.is_transient() => ActionError::Unavailable(error.to_string()),
         other => ActionError::Failed(other.to_string()),
     }
 }

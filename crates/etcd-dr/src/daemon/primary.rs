@@ -7,8 +7,8 @@ use std::time::Duration;
 use chrono::Utc;
 use etcd_dr_control::{Activity, ScheduleStatus, SnapshotSummary, Trigger};
 use etcd_dr_core::SnapshotId;
-use etcd_dr_scheduler::{Schedule, SnapshotOutcome};
-use etcd_dr_transport::{apply_retention, list_snapshots, plan_retention};
+use etcd_dr_scheduler::{Schedule, SnapshotError, SnapshotOutcome};
+use etcd_dr_transport::{apply_retention, list_snapshots, plan_verified_retention, TransportError};
 use tokio::sync::oneshot;
 
 use super::DaemonState;
@@ -31,6 +31,7 @@ pub async fn load_baseline(state: &DaemonState) {
     match list_snapshots(&state.store, &state.layout, &state.trust, &state.cancel).await {
         Ok(catalog) => {
             state.cache_catalog(&catalog).await;
+            state.observe_catalog(&catalog);
             state.metrics.set_snapshots_stored(catalog.snapshots.len());
             if let Some(newest) = catalog.newest() {
                 let summary = SnapshotSummary::from(newest);
@@ -143,6 +144,25 @@ pub async fn snapshot_cycle(
             )));
             return None;
         }
+        Err(error @ SnapshotError::Transport(TransportError::ProducerBusy { .. })) => {
+            // Another producer (a CLI run, a second daemon) is shipping into this prefix: this
+            // run refuses without writing anything; not a failure of this daemon.
+            tracing::warn!(%error, trigger = ?trigger, "snapshot skipped");
+            state.metrics.snapshot_skipped_busy();
+            state.note_error(format!("snapshot skipped: {error}"));
+            send_id(Err(format!("snapshot skipped: {error}")));
+            return None;
+        }
+        Err(SnapshotError::Transport(TransportError::AlreadyExists { id, .. })) => {
+            // Another producer committed this very id (same second, same revision) first.
+            tracing::info!(%id, "another producer committed this snapshot first; nothing was replaced");
+            state.metrics.snapshot_unchanged();
+            state.cycle_succeeded();
+            send_id(Err(format!(
+                "snapshot {id} already exists; nothing was replaced"
+            )));
+            return None;
+        }
         Err(error) if cancel.is_cancelled() => {
             tracing::info!(%error, "snapshot interrupted by shutdown; its upload was aborted");
             send_id(Err("shutting down".into()));
@@ -163,11 +183,34 @@ pub async fn snapshot_cycle(
     taken
 }
 
-/// Applies retention and refreshes the stored count.
+/// Applies retention (keeping the newest snapshot that reads back intact) and refreshes the
+/// stored count.
 async fn prune(state: &DaemonState) -> anyhow::Result<()> {
     let catalog = list_snapshots(&state.store, &state.layout, &state.trust, &state.cancel).await?;
     state.cache_catalog(&catalog).await;
-    let plan = plan_retention(&catalog, &state.settings.retention, Utc::now());
+    state.observe_catalog(&catalog);
+    let (plan, check) = plan_verified_retention(
+        &state.store,
+        &state.layout,
+        &catalog,
+        &state.settings.retention,
+        Utc::now(),
+        &state.cancel,
+    )
+    .await?;
+    if let Some((id, detail)) = check.corrupt.first() {
+        state.metrics.verify_failed();
+        state.note_error(format!(
+            "retention: snapshot {id} does not match its manifest ({detail}); kept {} and everything newer",
+            check
+                .newest_intact
+                .as_ref()
+                .map_or_else(|| "every snapshot".to_string(), |id| id.to_string())
+        ));
+    }
+    if let Some(dir) = state.settings.store.local_snapshots_dir(&state.layout) {
+        etcd_dr_transport::sweep_local_staging(&dir, state.settings.retention.incomplete_grace)?;
+    }
     let mut stored = catalog.snapshots.len();
     if !plan.is_empty() {
         apply_retention(&state.store, &state.layout, &plan, &state.cancel).await?;

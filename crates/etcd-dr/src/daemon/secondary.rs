@@ -85,19 +85,22 @@ async fn poll_once(
             .get_or_insert_with(SecondaryStatus::default)
             .last_poll_at = Some(Utc::now())
     });
+    state.observe_catalog(&catalog);
     seen.retain(|id| catalog.snapshots.iter().any(|m| &m.id == id));
 
     let newest_verified =
         state.update(|status| status.newest_verified.as_ref().map(|s| s.id.clone()));
+    // At start-up one verified snapshot is enough (the history was verified when it arrived):
+    // walk back from the newest until one passes, so a corrupt newest does not leave the
+    // secondary without any.
+    let startup = newest_verified.is_none() && seen.is_empty();
+    // Every snapshot not yet seen, in catalog order (by revision): one with an odd id (a
+    // producer clock off by days) is verified too, not skipped behind a newer-looking id.
     let mut candidates: Vec<&SnapshotManifest> = catalog
         .snapshots
         .iter()
-        .filter(|m| newest_verified.as_ref().is_none_or(|n| &m.id > n) && !seen.contains(&m.id))
+        .filter(|m| !seen.contains(&m.id))
         .collect();
-    if newest_verified.is_none() {
-        // At start-up, the newest only: the history was verified when it arrived.
-        candidates = candidates.split_off(candidates.len().saturating_sub(1));
-    }
 
     if !config.verify {
         if let Some(newest) = candidates.last() {
@@ -111,16 +114,25 @@ async fn poll_once(
         state.cycle_succeeded();
         return;
     }
+    if startup {
+        candidates.reverse();
+    }
 
     let prestage_dir = config.prestage_dir.as_deref().map(PrestageDir::new);
     let mut failure = None;
     let count = candidates.len();
-    for (index, manifest) in candidates.into_iter().enumerate() {
-        // Only the newest of a batch is worth writing to disk.
-        let stage_dir = prestage_dir.as_ref().filter(|_| index + 1 == count);
+    for (index, manifest) in candidates.iter().enumerate() {
+        // Only the newest of a batch is worth writing to disk (at start-up: each one tried).
+        let stage_dir = prestage_dir
+            .as_ref()
+            .filter(|_| startup || index + 1 == count);
         match verify(state, manifest, stage_dir).await {
             Ok(()) => {
                 seen.insert(manifest.id.clone());
+                if startup {
+                    seen.extend(candidates[index + 1..].iter().map(|m| m.id.clone()));
+                    break;
+                }
             }
             Err(VerifyFailure::Corrupt(message)) => {
                 tracing::error!(id = %manifest.id, %message, "stored snapshot failed verification");
@@ -172,7 +184,7 @@ async fn verify(
             if status
                 .newest_verified
                 .as_ref()
-                .is_none_or(|n| n.id < summary.id)
+                .is_none_or(|n| (n.revision, &n.id) < (summary.revision, &summary.id))
             {
                 status.newest_verified = Some(summary);
             }

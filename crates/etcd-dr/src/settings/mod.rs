@@ -204,6 +204,8 @@ impl Settings {
         self.schedule.validate("schedule", &mut problems);
         self.retention.validate("retention", &mut problems);
         self.upload.validate(&mut problems);
+        self.upload
+            .validate_against_store(&self.store, &mut problems);
         self.nodes.validate("nodes", &mut problems);
         self.bundle.validate("bundle", &mut problems);
         self.encryption.validate("encryption", &mut problems);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use etcd_dr_core::ConfigProblems;
-use etcd_dr_transport::UploadOptions;
+use etcd_dr_transport::{StoreConfig, UploadOptions};
 use serde::Deserialize;
 
 /// `[fencing]`: the primary's watch for promotions of its cluster.
@@ -120,6 +120,21 @@ pub struct UploadSettings {
     /// Parts uploaded concurrently.
     #[serde(default = "default_concurrent_parts")]
     pub concurrent_parts: usize,
+    /// How long the producer lease (one snapshot producer per prefix at a time) lives without
+    /// a renewal; the holder renews it every third of this.
+    #[serde(default = "default_producer_lease_ttl", with = "humantime_serde")]
+    pub producer_lease_ttl: Duration,
+    /// On shutdown, how long an upload that is completing may go on before it is aborted.
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+fn default_shutdown_grace() -> Duration {
+    UploadOptions::default().shutdown_grace
+}
+
+fn default_producer_lease_ttl() -> Duration {
+    Duration::from_secs(120)
 }
 
 fn default_zstd_level() -> i32 {
@@ -142,6 +157,8 @@ impl Default for UploadSettings {
             zstd_workers: default_zstd_workers(),
             part_size_mib: default_part_size_mib(),
             concurrent_parts: default_concurrent_parts(),
+            producer_lease_ttl: default_producer_lease_ttl(),
+            shutdown_grace: default_shutdown_grace(),
         }
     }
 }
@@ -156,6 +173,28 @@ impl UploadSettings {
             max_concurrent_parts: self.concurrent_parts,
             // Set from `[encryption]` where snapshots are shipped.
             encrypt_to: None,
+            shutdown_grace: self.shutdown_grace,
+        }
+    }
+
+    /// A part must be able to upload within one store request: at 1 MiB/s (a slow link), a
+    /// part of N MiB needs N seconds. Otherwise parts fail with a bare "operation timed out".
+    pub(super) fn validate_against_store(
+        &self,
+        store: &StoreConfig,
+        problems: &mut ConfigProblems,
+    ) {
+        let needed = Duration::from_secs(self.part_size_mib as u64);
+        if store.request_timeout < needed {
+            problems.push(
+                "upload.part_size_mib",
+                format!(
+                    "a part of {} MiB needs {}s at 1 MiB/s, longer than store.request_timeout ({}): raise store.request_timeout or lower upload.part_size_mib",
+                    self.part_size_mib,
+                    needed.as_secs(),
+                    humantime::format_duration(store.request_timeout)
+                ),
+            );
         }
     }
 
@@ -177,6 +216,19 @@ impl UploadSettings {
         }
         if !(1..=16).contains(&self.concurrent_parts) {
             problems.push("upload.concurrent_parts", "must be between 1 and 16");
+        }
+        if self.shutdown_grace > Duration::from_secs(300) {
+            problems.push(
+                "upload.shutdown_grace",
+                "must be at most 5m (systemd stops waiting after TimeoutStopSec)",
+            );
+        }
+        if !(Duration::from_secs(15)..=Duration::from_secs(3600)).contains(&self.producer_lease_ttl)
+        {
+            problems.push(
+                "upload.producer_lease_ttl",
+                "must be between 15s and 1h (a crashed producer blocks others this long)",
+            );
         }
     }
 }

@@ -40,6 +40,26 @@ fn an_upload_section_without_zstd_workers_keeps_the_one_worker_default() {
 }
 
 #[test]
+fn parts_that_cannot_upload_within_a_request_and_bad_reliability_values_are_refused() {
+    let text = format!(
+        "{MINIMAL}request_timeout = \"10s\"\n[upload]\npart_size_mib = 64\nproducer_lease_ttl = \"5s\"\nshutdown_grace = \"1h\"\n"
+    );
+    let problems = parse(&text).unwrap().validate().unwrap_err();
+    let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "upload.shutdown_grace",
+            "upload.producer_lease_ttl",
+            "upload.part_size_mib"
+        ]
+    );
+    assert!(problems.to_string().contains("store.request_timeout (10s)"));
+    let fine = format!("{MINIMAL}request_timeout = \"64s\"\n[upload]\npart_size_mib = 64\n");
+    parse(&fine).unwrap().validate().unwrap();
+}
+
+#[test]
 fn unknown_keys_are_refused_by_name() {
     let error = parse(&format!("{MINIMAL}\n[retention]\nkeep_lats = 3\n")).unwrap_err();
     assert!(error.contains("keep_lats"), "{error}");

@@ -3,7 +3,9 @@
 
 use etcd_dr_core::{NodeBundle, SnapshotId};
 use etcd_dr_nodes::{BundleConfig, Node, NodeError, NodeRole, TarScanner, UnreachablePolicy};
-use etcd_dr_transport::{upload_object, ShipProgress, SnapshotLayout, TransportError};
+use etcd_dr_transport::{
+    upload_object, AttemptToken, ShipProgress, SnapshotLayout, TransportError,
+};
 use futures::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +21,7 @@ impl SnapshotContext {
         plan: &BundlePlan,
         survey: &ClusterSurvey,
         id: &SnapshotId,
+        attempt: &AttemptToken,
         cancel: &CancellationToken,
     ) -> Result<Vec<NodeBundle>, SnapshotError> {
         let nodes = bundle_nodes(plan, survey);
@@ -29,7 +32,9 @@ impl SnapshotContext {
         // upload); dropping them instead would leave orphan parts behind.
         let stop = cancel.child_token();
         let taken = futures::future::join_all(nodes.iter().map(|node| async {
-            let taken = self.take_bundle(&plan.bundle, node, id, &stop).await;
+            let taken = self
+                .take_bundle(&plan.bundle, node, id, attempt, &stop)
+                .await;
             if taken.is_err() {
                 stop.cancel();
             }
@@ -56,11 +61,14 @@ impl SnapshotContext {
         bundle: &BundleConfig,
         node: &Node,
         id: &SnapshotId,
+        attempt: &AttemptToken,
         cancel: &CancellationToken,
     ) -> Result<NodeBundle, SnapshotError> {
-        let name = self
-            .upload
-            .stored_name(&SnapshotLayout::node_bundle_name(node.name()));
+        let name = attempt.object_name(
+            &self
+                .upload
+                .stored_name(&SnapshotLayout::node_bundle_name(node.name())),
+        );
         let mut scanner = TarScanner::new();
         let tar = bundle
             .stream_bundle(node, cancel)

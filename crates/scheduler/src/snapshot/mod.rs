@@ -13,9 +13,9 @@ use chrono::Utc;
 use etcd_dr_core::{ClusterShape, SnapshotId, SnapshotManifest};
 use etcd_dr_nodes::{BundleConfig, NodesConfig};
 use etcd_dr_transport::{
-    commit_manifest, delete_uncommitted, is_committed, list_snapshots, upload_snapshot_data,
-    ManifestSigner, ManifestTrust, ShipProgress, SnapshotLayout, TransportError, UploadOptions,
-    DATA_OBJECT_NAME,
+    commit_manifest, delete_uncommitted, is_committed, list_snapshots, producer_lease_path,
+    upload_snapshot_data, AttemptToken, LeaseKeeper, ManifestSigner, ManifestTrust, ProducerLease,
+    ShipProgress, SnapshotLayout, TransportError, UploadOptions, DATA_OBJECT_NAME,
 };
 use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +30,9 @@ use manifest::{build_manifest, producer, unchanged_since, Attempt};
 /// during shutdown (the attempt's uploads are already gone, so it is short); retention removes
 /// what is left after its grace period.
 const CLEANUP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How long releasing the producer lease may take at the end of a run.
+const LEASE_RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything a snapshot needs, built once from the settings.
 #[derive(Clone)]
@@ -50,6 +53,8 @@ pub struct SnapshotContext {
     pub signer: Option<Arc<ManifestSigner>>,
     /// What the primary accepts when it reads the store back (its own signatures).
     pub trust: ManifestTrust,
+    /// How long the producer lease lives without a renewal.
+    pub lease_ttl: Duration,
 }
 
 /// What the node bundles take and from where.
@@ -79,7 +84,52 @@ impl SnapshotContext {
     /// Takes one snapshot. With `skip_unchanged`, a cluster whose revision equals that of the
     /// newest stored snapshot is left alone. `on_attempt` hears the id of each attempt (the
     /// id carries the revision of the member streamed from, so a failover changes it).
+    ///
+    /// The producer lease of the prefix is held throughout: while another producer holds it
+    /// this fails at once with [`TransportError::ProducerBusy`] and writes nothing.
     pub async fn take_snapshot(
+        &self,
+        label: Option<String>,
+        skip_unchanged: bool,
+        progress: &ShipProgress,
+        on_attempt: &(dyn Fn(&SnapshotId) + Send + Sync),
+        cancel: &CancellationToken,
+    ) -> Result<SnapshotOutcome, SnapshotError> {
+        let lease = ProducerLease::acquire(
+            &self.store,
+            &self.layout,
+            &host_name(),
+            self.lease_ttl,
+            cancel,
+        )
+        .await?;
+        // Losing the lease stops this snapshot as shutdown would.
+        let leased = cancel.child_token();
+        let keeper = LeaseKeeper::start(lease, leased.clone());
+        let result = self
+            .take_leased(label, skip_unchanged, progress, on_attempt, &leased)
+            .await;
+        let lost = keeper.is_lost();
+        // Released even on shutdown (a token of its own), within a bound: a lease left
+        // behind only expires.
+        let never = CancellationToken::new();
+        let releasing = keeper.release(&never);
+        if tokio::time::timeout(LEASE_RELEASE_TIMEOUT, releasing)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the producer lease was not released in time; it expires on its own");
+        }
+        match result {
+            Err(_) if lost && !cancel.is_cancelled() => Err(TransportError::ProducerLeaseLost {
+                key: producer_lease_path(&self.layout).to_string(),
+            }
+            .into()),
+            result => result,
+        }
+    }
+
+    async fn take_leased(
         &self,
         label: Option<String>,
         skip_unchanged: bool,
@@ -154,6 +204,10 @@ impl SnapshotContext {
             }
             .into());
         }
+        // Everything this attempt writes goes to a folder of its own: another attempt with the
+        // same id (a second producer in the same second) can never overwrite it, nor this one
+        // what another committed.
+        let attempt_token = AttemptToken::random();
         tracing::info!(
             revision = candidate.revision,
             leader = candidate.is_leader(),
@@ -169,7 +223,7 @@ impl SnapshotContext {
             u64::try_from(candidate.db_size).unwrap_or(0),
             Ordering::Relaxed,
         );
-        let name = self.upload.stored_name(DATA_OBJECT_NAME);
+        let name = attempt_token.object_name(&self.upload.stored_name(DATA_OBJECT_NAME));
         let data = upload_snapshot_data(
             &self.store,
             &self.layout.object_path(id, &name),
@@ -181,10 +235,13 @@ impl SnapshotContext {
         )
         .await?;
         let nodes = match &self.bundles {
-            Some(plan) => match self.take_bundles(plan, attempt.survey, id, cancel).await {
+            Some(plan) => match self
+                .take_bundles(plan, attempt.survey, id, &attempt_token, cancel)
+                .await
+            {
                 Ok(nodes) => nodes,
                 Err(error) => {
-                    self.remove_uncommitted(id).await;
+                    self.remove_uncommitted(id, &attempt_token).await;
                     return Err(error);
                 }
             },
@@ -200,9 +257,9 @@ impl SnapshotContext {
         )
         .await
         {
-            if !matches!(error, TransportError::AlreadyExists { .. }) {
-                self.remove_uncommitted(id).await;
-            }
+            // Only this attempt's folder: a manifest that exists names another attempt's (or,
+            // after a lost answer, this one's: then nothing is removed).
+            self.remove_uncommitted(id, &attempt_token).await;
             return Err(error.into());
         }
         tracing::info!(
@@ -247,11 +304,11 @@ impl SnapshotContext {
 
     /// Best effort: deletes what a failed attempt already stored. It has no manifest, so it is
     /// invisible anyway; retention would remove it after its grace period.
-    async fn remove_uncommitted(&self, id: &SnapshotId) {
+    async fn remove_uncommitted(&self, id: &SnapshotId, attempt: &AttemptToken) {
         // Not the run's token: a run stopped by shutdown is cleaned up too, after that token
         // fired. The deadline bounds the removal instead.
         let never = CancellationToken::new();
-        let removal = delete_uncommitted(&self.store, &self.layout, id, &never);
+        let removal = delete_uncommitted(&self.store, &self.layout, id, attempt, &never);
         let outcome = tokio::time::timeout(CLEANUP_DEADLINE, removal)
             .await
             .unwrap_or(Err(TransportError::Cancelled));

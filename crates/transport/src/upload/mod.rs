@@ -11,10 +11,11 @@ use bytes::Bytes;
 use etcd_dr_core::{Compression, ObjectDigest, StoredObject};
 use futures::Stream;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use object_store::ObjectStore;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::multipart::{Finished, PartUploader};
 use crate::{Recipients, TransportError};
 use compress::compress_parts;
 use raw_stages::{feed_raw_chunks, hash_raw, RAW_QUEUE_BATCHES};
@@ -33,6 +34,8 @@ pub struct UploadOptions {
     pub max_concurrent_parts: usize,
     /// age recipients the compressed data is encrypted to; plain when `None`.
     pub encrypt_to: Option<Recipients>,
+    /// On shutdown, how long an upload that is completing may go on before it is aborted.
+    pub shutdown_grace: std::time::Duration,
 }
 
 impl Default for UploadOptions {
@@ -43,6 +46,7 @@ impl Default for UploadOptions {
             part_size: 8 * 1024 * 1024,
             max_concurrent_parts: 2,
             encrypt_to: None,
+            shutdown_grace: std::time::Duration::from_secs(20),
         }
     }
 }
@@ -188,11 +192,7 @@ where
         .as_ref()
         .map(Recipients::encryptor)
         .transpose()?;
-    let upload = store
-        .put_multipart(location)
-        .await
-        .map_err(|e| TransportError::store("multipart start", location, e))?;
-    let mut upload = WriteMultipart::new_with_chunk_size(upload, options.part_size);
+    let mut upload = PartUploader::start(store, location, cancel).await?;
 
     // Three stages, each on its own thread so they overlap: the async side receives, one
     // blocking thread hashes the plain stream, another compresses (and encrypts) and cuts parts.
@@ -212,8 +212,7 @@ where
         loop {
             upload
                 .wait_for_capacity(options.max_concurrent_parts)
-                .await
-                .map_err(|e| TransportError::store("multipart part", location, e))?;
+                .await?;
             let Some(part) = part_rx.recv().await else {
                 break;
             };
@@ -242,12 +241,12 @@ where
     let (raw, sums) = match (outcome, hashed, compressed) {
         (Ok(()), Ok(raw), Ok(Ok(sums))) => (raw, sums),
         (Err(e), _, _) | (Ok(()), Err(e), _) | (Ok(()), _, Err(e)) | (Ok(()), _, Ok(Err(e))) => {
-            abort(upload, location).await;
+            upload.abort().await;
             return Err(e);
         }
     };
     if check_etcd_trailer && raw.etcd_sha256.is_none() {
-        abort(upload, location).await;
+        upload.abort().await;
         return Err(TransportError::EtcdHashMismatch {
             detail: format!(
                 "the last 32 bytes of the {}-byte stream ({}) are not the SHA-256 of the rest",
@@ -256,20 +255,11 @@ where
         });
     };
 
-    let finished = tokio::select! {
-        biased;
-        _ = cancel.cancelled() => None,
-        result = upload.finish() => Some(result),
-    };
-    match finished {
-        Some(Ok(_)) => {}
-        Some(Err(e)) => return Err(TransportError::store("multipart complete", location, e)),
-        None => {
-            // `finish` was dropped mid-way: the upload cannot be reached any more to abort it.
-            // Completing is atomic in every store we support, so either the object exists
-            // without a manifest (invisible, pruned later) or nothing does.
-            return Err(TransportError::Cancelled);
-        }
+    // With a small database the whole upload happens here: shutdown gets a bounded grace,
+    // then an abort, never a dropped upload.
+    match upload.finish(cancel, options.shutdown_grace).await? {
+        Finished::Completed => {}
+        Finished::Cancelled => return Err(TransportError::Cancelled),
     }
 
     let stored = StoredObject {
@@ -284,17 +274,12 @@ where
     Ok((raw, stored))
 }
 
-async fn abort(upload: WriteMultipart, location: &Path) {
-    if let Err(error) = upload.abort().await {
-        tracing::warn!(key = %location, %error, "could not abort multipart upload; the store's lifecycle rules must remove its parts");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use futures::StreamExt;
     use object_store::memory::InMemory;
+    use object_store::ObjectStoreExt;
     use sha2::{Digest, Sha256};
 
     /// A plain stream shaped like etcd's: content, then the SHA-256 of the content.
