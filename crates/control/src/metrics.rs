@@ -406,7 +406,7 @@ mod tests {
             env!("CARGO_PKG_VERSION")
         );
         assert_eq!(value(&text, &build), 1.0);
-        assert_eq!(metrics.family_names().len(), 20);
+        assert_eq!(metrics.family_names().len(), 22);
     }
 
     #[test]
