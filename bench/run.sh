@@ -188,9 +188,13 @@ DB_BYTES=$(db_bytes)
 KEYS=$(etcdctl --endpoints "$ETCD_URL" get /registry --prefix --count-only --write-out=fields | awk '/"Count"/ {print $3}')
 log "database: $DB_BYTES bytes, $KEYS keys"
 
+# Manifests are signed (and read back with the same key) as in production.
+[ -f "$WORK/signing.key" ] || "$EDR" keygen --signing -o "$WORK/signing.key" >/dev/null 2>&1
 write_config() { # file, store section
     cat > "$1" <<TOML
 cluster = "bench"
+[signing]
+key_file = "$WORK/signing.key"
 [etcd]
 endpoints = ["$ETCD_URL"]
 [schedule]

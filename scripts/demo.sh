@@ -136,6 +136,13 @@ start_bg "$DEMO/writer.log" bash -c '
         sleep 0.5
     done' writer "${ETCDCTL[@]}"
 
+# The key that signs every manifest (readers refuse unsigned snapshots): the primary signs with
+# it (and trusts its own key), the secondary trusts its public key.
+if [ ! -f "$DEMO/signing.key" ]; then
+    "$BIN" keygen --signing -o "$DEMO/signing.key" 2>/dev/null >"$DEMO/signing.pub"
+fi
+SIGNING_PUB="$(cat "$DEMO/signing.pub")"
+
 TOKEN_FILE="$DEMO/api-token"
 python3 -c 'import secrets; print(secrets.token_hex(32))' >"$TOKEN_FILE"
 chmod 0600 "$TOKEN_FILE"
@@ -145,6 +152,9 @@ cat >"$DEMO/primary.toml" <<TOML
 # Written by scripts/demo.sh. See config/primary.toml for every key.
 role = "primary"
 cluster = "demo"
+
+[signing]
+key_file = "$DEMO/signing.key"
 
 [etcd]
 endpoints = ["$CLIENT_URL"]
@@ -186,6 +196,9 @@ cat >"$DEMO/secondary.toml" <<TOML
 # Written by scripts/demo.sh. See config/secondary.toml for every key.
 role = "secondary"
 cluster = "demo"
+
+[signing]
+trusted_keys = ["$SIGNING_PUB"]
 
 [store]
 type = "local"

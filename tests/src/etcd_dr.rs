@@ -46,13 +46,16 @@ pub struct EtcdDr {
 
 impl EtcdDr {
     /// Writes `config` (TOML) to a scratch directory. S3 credentials for moto are set in the
-    /// environment of every run.
+    /// environment of every run. A run whose config has no `[signing]` section signs with and
+    /// trusts the test process's signing key (one for every config of the process, so that a
+    /// primary and a secondary trust each other), through `ETCD_DR_SIGNING__…` variables.
     pub fn new(config: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("etcd-dr-run-")
             .tempdir()
             .expect("temp dir");
         let path = dir.path().join("etcd-dr.toml");
+        write_test_signing_key(dir.path());
         std::fs::write(&path, config).expect("write config");
         let env = MotoServer::credentials_env()
             .into_iter()
@@ -104,6 +107,20 @@ impl EtcdDr {
             if name.to_string_lossy().starts_with("ETCD_DR_") {
                 command.env_remove(name);
             }
+        }
+        let config = std::fs::read_to_string(&self.config).unwrap_or_default();
+        if !config.contains("secret_file_modes") {
+            // Tests write their token and identity files with the umask's mode; the refusal
+            // of such files is tested where the config sets `secret_file_modes` itself.
+            command.env("ETCD_DR_SECRET_FILE_MODES", "warn");
+        }
+        if !config.contains("[signing]") {
+            command
+                .env(
+                    "ETCD_DR_SIGNING__KEY_FILE",
+                    self.dir().join(SIGNING_KEY_FILE),
+                )
+                .env("ETCD_DR_SIGNING__TRUSTED_KEYS", &test_signing_key().1);
         }
         command
             .arg("--config")
@@ -181,6 +198,47 @@ impl EtcdDr {
         let stdout = self.run_ok(&args);
         serde_json::from_str(&stdout).expect("snapshot --json output is JSON")
     }
+}
+
+/// The signing key every config of this test process shares: the key file's text and its
+/// public key.
+pub fn test_signing_key() -> &'static (String, String) {
+    static KEY: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    KEY.get_or_init(etcd_dr_transport::generate_signing_key)
+}
+
+/// What an in-process reader of `cluster` trusts: [`test_signing_key`]'s signatures, with
+/// plain objects refused when `require_encryption`.
+pub fn test_trust(cluster: &str, require_encryption: bool) -> etcd_dr_transport::ManifestTrust {
+    let config = etcd_dr_transport::SigningConfig {
+        trusted_keys: vec![test_signing_key().1.clone()],
+        ..Default::default()
+    };
+    etcd_dr_transport::ManifestTrust::new(cluster, &config, None, require_encryption)
+        .expect("the test signing key parses")
+}
+
+/// Name of the test signing key file in each scratch directory.
+const SIGNING_KEY_FILE: &str = "signing.key";
+
+fn write_test_signing_key(dir: &Path) {
+    use std::io::Write;
+    etcd_dr_core::create_private_file(&dir.join(SIGNING_KEY_FILE))
+        .and_then(|mut out| out.write_all(test_signing_key().0.as_bytes()))
+        .expect("write the test signing key");
+}
+
+/// A `[signing]` section that signs with and trusts [`test_signing_key`] (its key file in
+/// `dir`, written there if missing).
+pub fn signing_section(dir: &Path) -> String {
+    if !dir.join(SIGNING_KEY_FILE).exists() {
+        write_test_signing_key(dir);
+    }
+    format!(
+        "[signing]\nkey_file = \"{}\"\ntrusted_keys = [\"{}\"]\n",
+        dir.join(SIGNING_KEY_FILE).display(),
+        test_signing_key().1
+    )
 }
 
 /// A finished command's stdout followed by its stderr, as text.

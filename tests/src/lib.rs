@@ -5,6 +5,8 @@
 //! find them through the `TESTGROUND_*` variables of `.tools/env.sh` (or `.tools/` next to the
 //! workspace when the variables are unset).
 
+#![forbid(unsafe_code)]
+
 pub mod certs;
 pub mod daemon;
 pub mod etcd;
@@ -29,7 +31,10 @@ pub mod tools;
 
 pub use certs::TlsFiles;
 pub use etcd::{EtcdCluster, EtcdOptions, EtcdVersion};
-pub use etcd_dr::{output_text, terminate, EtcdDr, KillOnDrop, StoreTarget};
+pub use etcd_dr::{
+    output_text, signing_section, terminate, test_signing_key, test_trust, EtcdDr, KillOnDrop,
+    StoreTarget,
+};
 pub use fill::{fill_kubernetes_shaped, kubernetes_object, FillSpec};
 pub use net::{free_port, http_request, wait_for_port, HttpResponse, ProxyMode, TcpProxy};
 pub use s3::MotoServer;

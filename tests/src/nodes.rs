@@ -449,16 +449,20 @@ pub struct KubeadmFiles {
 
 impl KubeadmFiles {
     /// Asserts that `dir` (a fetched bundle) holds exactly node `index`'s files, byte for byte,
-    /// with their modes, and the uid 4321 owner where it was set.
+    /// with their modes, owned by whoever fetched them (the uid 4321 owner recorded for one
+    /// file is not restored without `--keep-owners`).
     pub fn assert_unpacked(&self, index: usize, dir: &Path) {
-        for (path, (content, mode)) in &self.per_node[index] {
-            let unpacked = dir.join(path.trim_start_matches('/'));
-            let got = std::fs::read(&unpacked)
-                .unwrap_or_else(|e| panic!("{} in the bundle: {e}", unpacked.display()));
-            assert!(got == *content, "{path} differs after the round trip");
-            let meta = std::fs::metadata(&unpacked).expect("metadata");
-            assert_eq!(meta.permissions().mode() & 0o7777, *mode, "mode of {path}");
-        }
+        self.assert_files(index, dir);
+        let fetcher = std::fs::metadata(dir).expect("metadata").uid();
+        let owned = dir.join("etc/kubernetes/pki/front-proxy-ca.crt");
+        let meta = std::fs::metadata(&owned).expect("metadata");
+        assert_eq!(meta.uid(), fetcher, "owner of {}", owned.display());
+    }
+
+    /// [`Self::assert_unpacked`] for a bundle fetched with `--keep-owners` (as root): the uid
+    /// 4321 owner where it was set.
+    pub fn assert_unpacked_with_owners(&self, index: usize, dir: &Path) {
+        self.assert_files(index, dir);
         let owned = dir.join("etc/kubernetes/pki/front-proxy-ca.crt");
         let meta = std::fs::metadata(&owned).expect("metadata");
         assert_eq!(
@@ -467,6 +471,17 @@ impl KubeadmFiles {
             "owner of {}",
             owned.display()
         );
+    }
+
+    fn assert_files(&self, index: usize, dir: &Path) {
+        for (path, (content, mode)) in &self.per_node[index] {
+            let unpacked = dir.join(path.trim_start_matches('/'));
+            let got = std::fs::read(&unpacked)
+                .unwrap_or_else(|e| panic!("{} in the bundle: {e}", unpacked.display()));
+            assert!(got == *content, "{path} differs after the round trip");
+            let meta = std::fs::metadata(&unpacked).expect("metadata");
+            assert_eq!(meta.permissions().mode() & 0o7777, *mode, "mode of {path}");
+        }
     }
 }
 

@@ -132,6 +132,7 @@ pub fn promote_locally(
         vec![],
     )
     .unwrap();
+    promoter.trust = crate::test_trust("prod", false);
     promoter.service_account_keys = Some(service_account_keys());
     run_promoter(promoter, request)
 }
@@ -153,6 +154,7 @@ pub fn promote_over_ssh(
     )
     .unwrap();
     promoter.identities = Identities::load(identity).unwrap();
+    promoter.trust = crate::test_trust("prod", true);
     run_promoter(promoter, PromotionRequest::default())
 }
 

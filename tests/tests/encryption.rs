@@ -126,6 +126,17 @@ fn encrypted_snapshots_and_bundles_reveal_nothing_and_restore_with_the_identity(
         bundle.to_str().unwrap(),
     ]);
     files.assert_unpacked(1, &bundle);
+    let owned = secondary.dir().join("cp2-owners");
+    secondary.run_ok(&[
+        "fetch",
+        &id,
+        "--node",
+        "cp2",
+        "--keep-owners",
+        "-o",
+        owned.to_str().unwrap(),
+    ]);
+    files.assert_unpacked_with_owners(1, &owned);
 
     // A stranger's identity: a clear error naming the snapshot, and nothing written.
     let wrong = EtcdDr::with_sections(

@@ -10,6 +10,8 @@
 //! Objects are decoded with `prost` from minimal message definitions ([`proto`]), or from
 //! JSON, whichever way the API server stored them.
 
+#![forbid(unsafe_code)]
+
 mod compare;
 mod contents;
 mod counts;

@@ -17,6 +17,10 @@ pub struct HttpConfig {
     /// endpoints answer 403.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// File holding a separate bearer token for `POST /v1/promote`. When set, the
+    /// `token_file` token triggers snapshots but no longer promotes.
+    #[serde(default)]
+    pub promote_token_file: Option<PathBuf>,
     /// `/readyz` turns unready when every cycle has failed for longer than this.
     #[serde(default = "default_readiness_grace", with = "humantime_serde")]
     pub readiness_grace: Duration,
@@ -26,6 +30,16 @@ pub struct HttpConfig {
     /// A store check that takes longer than this counts as unreachable.
     #[serde(default = "default_store_check_timeout", with = "humantime_serde")]
     pub store_check_timeout: Duration,
+    /// A client must send its request head within this, or its connection is closed.
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// A request must be answered within this (then 408). Above the 60 s that
+    /// `POST /v1/snapshots` may wait for etcd.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Connections open at once; further clients wait until one closes.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 /// The environment variable holding the API token when `http.token_file` is not set.
@@ -43,15 +57,28 @@ fn default_store_check_interval() -> Duration {
 fn default_store_check_timeout() -> Duration {
     Duration::from_secs(10)
 }
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(90)
+}
+fn default_max_connections() -> usize {
+    64
+}
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
             token_file: None,
+            promote_token_file: None,
             readiness_grace: default_readiness_grace(),
             store_check_interval: default_store_check_interval(),
             store_check_timeout: default_store_check_timeout(),
+            header_timeout: default_header_timeout(),
+            request_timeout: default_request_timeout(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -60,15 +87,20 @@ impl HttpConfig {
     /// Reports every bad field under `field` (e.g. `http`). The token file itself is read at
     /// start-up of `etcd-dr run`, so a configuration can be checked on another machine.
     pub fn validate(&self, field: &str, problems: &mut ConfigProblems) {
-        if let Some(path) = &self.token_file {
-            if !path.is_absolute() {
-                problems.push(
-                    format!("{field}.token_file"),
-                    format!(
-                        "`{}` must be an absolute path, e.g. /etc/etcd-dr/api-token",
-                        path.display()
-                    ),
-                );
+        for (name, path) in [
+            ("token_file", &self.token_file),
+            ("promote_token_file", &self.promote_token_file),
+        ] {
+            if let Some(path) = path {
+                if !path.is_absolute() {
+                    problems.push(
+                        format!("{field}.{name}"),
+                        format!(
+                            "`{}` must be an absolute path, e.g. /etc/etcd-dr/api-token",
+                            path.display()
+                        ),
+                    );
+                }
             }
         }
         for (name, value, minimum) in [
@@ -83,6 +115,16 @@ impl HttpConfig {
                 self.store_check_timeout,
                 Duration::from_millis(100),
             ),
+            (
+                "header_timeout",
+                self.header_timeout,
+                Duration::from_millis(100),
+            ),
+            (
+                "request_timeout",
+                self.request_timeout,
+                Duration::from_secs(1),
+            ),
         ] {
             if value < minimum {
                 problems.push(
@@ -90,6 +132,12 @@ impl HttpConfig {
                     format!("must be at least {minimum:?}"),
                 );
             }
+        }
+        if !(1..=10_000).contains(&self.max_connections) {
+            problems.push(
+                format!("{field}.max_connections"),
+                "must be between 1 and 10000",
+            );
         }
     }
 }

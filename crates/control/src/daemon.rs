@@ -94,4 +94,8 @@ pub enum ActionError {
     /// The action was attempted and failed: 500.
     #[error("failed: {0}")]
     Failed(String),
+    /// The snapshot exists but this instance refuses it (unsigned, unknown signer, another
+    /// cluster, plain where encryption is required): 422.
+    #[error("refused: {0}")]
+    Refused(String),
 }

@@ -114,6 +114,9 @@ impl From<ActionError> for ApiError {
             ActionError::Failed(detail) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed", detail)
             }
+            ActionError::Refused(detail) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "refused", detail)
+            }
         }
     }
 }

@@ -14,6 +14,8 @@
 //! | `GET /v1/promote` | the current or last promotion: every step and node |
 //! | `GET /metrics` | Prometheus text format |
 
+#![forbid(unsafe_code)]
+
 mod auth;
 mod config;
 mod daemon;
@@ -21,6 +23,7 @@ mod error;
 mod metrics;
 mod router;
 pub mod routes;
+mod server;
 mod state;
 mod status;
 
@@ -30,7 +33,8 @@ pub use daemon::{ActionError, Daemon, PromotionAccepted, SnapshotAccepted, Snaps
 pub use error::{ApiError, ControlError, ErrorBody};
 pub use etcd_dr_core::Role;
 pub use metrics::Metrics;
-pub use router::{bind, router, serve};
+pub use router::{bind, router};
+pub use server::{serve, CallerAddress, ServeLimits};
 pub use state::AppState;
 pub use status::{
     Activity, DaemonStatus, InFlight, LastError, PrestagedSnapshot, PromotionSummary,

@@ -40,6 +40,8 @@ pub struct Metrics {
     fenced: IntGauge,
     promotion_state: IntGauge,
     promotion_duration: Gauge,
+    snapshots_refused: IntGauge,
+    unsigned_allowed: IntGauge,
     unreadable_manifests: IntGauge,
     clock_skew: Gauge,
 }
@@ -145,6 +147,14 @@ impl Metrics {
             "etcd_dr_promotion_duration_seconds",
             "Duration of the current (so far) or last promotion; 0 before the first.",
         )?;
+        let snapshots_refused = int_gauge(
+            "etcd_dr_snapshots_refused",
+            "Snapshots in the store whose manifest this instance refuses (unsigned, unknown signer, altered, another cluster, plain where encryption is required) at the last listing; never used.",
+        )?;
+        let unsigned_allowed = int_gauge(
+            "etcd_dr_unsigned_snapshots_allowed",
+            "1 when signing.allow_unsigned lets unsigned snapshots through (anyone who can write to the store can plant one), else 0.",
+        )?;
         let unreadable_manifests = int_gauge(
             "etcd_dr_unreadable_manifests",
             "Manifests in the store that exist but cannot be read (not JSON, newer format, wrong folder) at the last listing; their snapshots count for nothing.",
@@ -190,6 +200,8 @@ impl Metrics {
             fenced,
             promotion_state,
             promotion_duration,
+            snapshots_refused,
+            unsigned_allowed,
             unreadable_manifests,
             clock_skew,
         })
@@ -198,6 +210,17 @@ impl Metrics {
     /// The registry, for anything else that wants to register metrics.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// How many snapshots in the store the last listing refused.
+    pub fn set_snapshots_refused(&self, count: usize) {
+        self.snapshots_refused
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Whether unsigned snapshots are accepted (`signing.allow_unsigned`).
+    pub fn set_unsigned_allowed(&self, allowed: bool) {
+        self.unsigned_allowed.set(i64::from(allowed));
     }
 
     /// The expected time between snapshots, for the lag alert.
@@ -371,6 +394,8 @@ mod tests {
             "etcd_dr_fenced",
             "etcd_dr_promotion_state",
             "etcd_dr_promotion_duration_seconds",
+            "etcd_dr_snapshots_refused",
+            "etcd_dr_unsigned_snapshots_allowed",
             "etcd_dr_unreadable_manifests",
             "etcd_dr_snapshot_clock_skew_seconds",
         ] {
@@ -381,7 +406,7 @@ mod tests {
             env!("CARGO_PKG_VERSION")
         );
         assert_eq!(value(&text, &build), 1.0);
-        assert_eq!(metrics.family_names().len(), 20);
+        assert_eq!(metrics.family_names().len(), 22);
     }
 
     #[test]

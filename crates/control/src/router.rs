@@ -6,7 +6,6 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::routes::{health, metrics, promote, snapshots, status};
 use crate::{ApiError, AppState, ControlError};
@@ -56,16 +55,4 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, ControlError> {
             address: address.to_string(),
             source,
         })
-}
-
-/// Serves the API on `listener` until `cancel` fires, then finishes open requests.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    cancel: CancellationToken,
-) -> Result<(), ControlError> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
-        .map_err(ControlError::Serve)
 }

@@ -14,6 +14,9 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Bearer token of mutating endpoints; `None` disables them (403).
     pub token: Option<ApiToken>,
+    /// Bearer token of `POST /v1/promote` alone (`http.promote_token_file`); when set, `token`
+    /// no longer promotes.
+    pub promote_token: Option<ApiToken>,
     /// How long failing cycles keep `/readyz` green.
     pub readiness_grace: Duration,
 }

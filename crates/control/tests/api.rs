@@ -59,6 +59,7 @@ fn manifest(minute: u32, revision: i64) -> SnapshotManifest {
             host: "bastion".into(),
         },
         nodes: vec![],
+        signature: None,
         kubernetes: None,
     }
 }
@@ -126,6 +127,7 @@ fn api(token: bool) -> Api {
         daemon: daemon.clone(),
         metrics: metrics.clone(),
         token: token.then(|| ApiToken::new(TOKEN, "test").unwrap()),
+        promote_token: None,
         readiness_grace: Duration::from_secs(60),
     });
     Api {
@@ -392,6 +394,36 @@ async fn promote_needs_the_token_and_a_daemon_that_promotes() {
     assert!(body.contains("[promote]"), "{body}");
 }
 
+#[tokio::test]
+async fn a_promote_token_alone_promotes_and_the_api_token_no_longer_does() {
+    const PROMOTE_TOKEN: &str = "promote-token-0123456789abcdef";
+    let mut api = api(true);
+    // Rebuild the router with both tokens.
+    api.router = router(AppState {
+        daemon: api.daemon.clone(),
+        metrics: api.metrics.clone(),
+        token: Some(ApiToken::new(TOKEN, "test").unwrap()),
+        promote_token: Some(ApiToken::new(PROMOTE_TOKEN, "test").unwrap()),
+        readiness_grace: Duration::from_secs(60),
+    });
+    let body = r#"{"snapshot":"latest","dry_run":true}"#;
+    let (status, _, _) = call(&api, post("/v1/promote", Some(TOKEN), body)).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the API token cannot promote"
+    );
+    let (status, body_text, _) = call(&api, post("/v1/promote", Some(PROMOTE_TOKEN), body)).await;
+    // Past authentication: the fake daemon has no [promote].
+    assert_eq!(status, StatusCode::CONFLICT, "{body_text}");
+    let (status, _, _) = call(&api, post("/v1/snapshots", Some(PROMOTE_TOKEN), "")).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the promote token cannot trigger"
+    );
+}
+
 /// A daemon that ran one promotion; everything else as [`FakeDaemon`].
 struct PromotedDaemon {
     inner: Arc<FakeDaemon>,
@@ -439,6 +471,7 @@ async fn the_promotion_record_is_served_as_it_serialises() {
         daemon: Arc::new(daemon),
         metrics: Metrics::new(Role::Secondary).unwrap(),
         token: None,
+        promote_token: None,
         readiness_grace: Duration::from_secs(60),
     });
     let response = router

@@ -9,14 +9,19 @@
 //! - [`Role`]: primary or secondary.
 //! - [`ConfigProblem`]: one bad configuration field, so start-up can report all of them at once.
 
+#![forbid(unsafe_code)]
+
 mod cluster_shape;
 mod config_problem;
 mod manifest;
+mod manifest_signature;
+mod private_files;
 mod promotion;
 mod promotion_plan;
 mod promotion_record;
 mod role;
 mod snapshot_id;
+mod terminal_text;
 
 pub use cluster_shape::{
     ClusterNode, ClusterShape, CniDaemonSet, KubeadmShape, NodeAddress, ObjectCounts, ResourceCount,
@@ -24,7 +29,12 @@ pub use cluster_shape::{
 pub use config_problem::{ConfigProblem, ConfigProblems};
 pub use manifest::{
     Compression, Encryption, EtcdClusterInfo, EtcdMember, MemberStatus, NodeBundle, ObjectDigest,
-    Producer, SnapshotManifest, StoredObject, MANIFEST_FORMAT_VERSION,
+    Producer, SnapshotManifest, StoredObject, MANIFEST_FORMAT_VERSION, MIN_MANIFEST_FORMAT_VERSION,
+};
+pub use manifest_signature::{ManifestSignature, SIGNED_PAYLOAD_DOMAIN};
+pub use private_files::{
+    check_secret_file, create_private_dir, create_private_file, SecretFileError, SecretFileModes,
+    PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, SECRET_FILE_MODES_SETTING,
 };
 pub use promotion::{
     PromotionMarker, PromotionMode, PromotionRequest, RestoreLock, SwitchoverRequest,
@@ -36,6 +46,7 @@ pub use promotion_record::{
 };
 pub use role::Role;
 pub use snapshot_id::{SnapshotId, SnapshotIdError};
+pub use terminal_text::{printable, validate_label, MAX_LABEL_CHARS};
 
 /// Formats an etcd 64-bit id (cluster or member) the way etcdctl prints it: lower-case hex.
 pub fn etcd_id_hex(id: u64) -> String {

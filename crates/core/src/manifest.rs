@@ -1,10 +1,14 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{ClusterShape, SnapshotId};
+use crate::{ClusterShape, ManifestSignature, SnapshotId};
 
 /// The manifest format this build writes; readers refuse newer ones rather than guess.
-pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+/// Version 2 added `signature`.
+pub const MANIFEST_FORMAT_VERSION: u32 = 2;
+
+/// The oldest manifest format this build reads (version 1 manifests are never signed).
+pub const MIN_MANIFEST_FORMAT_VERSION: u32 = 1;
 
 /// The commit record of one snapshot, stored as `manifest.json` beside the data and written
 /// last: data without a manifest does not exist for readers.
@@ -40,6 +44,10 @@ pub struct SnapshotManifest {
     /// manifests written without bundles).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeBundle>,
+    /// The primary's signature over [`SnapshotManifest::signed_payload`]; absent in manifests
+    /// written without a signing key (readers refuse those unless told otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<ManifestSignature>,
     /// The Kubernetes cluster as its etcd recorded it at the snapshot's revision (absent when
     /// the etcd holds no Kubernetes objects, or in manifests written before it was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -225,7 +233,7 @@ impl SnapshotManifest {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::TimeZone;
 
@@ -280,6 +288,7 @@ mod tests {
                 host: "bastion".into(),
             },
             nodes: Vec::new(),
+            signature: None,
             kubernetes: None,
         }
     }

@@ -5,6 +5,8 @@
 //! `mvccpb.KeyValue` as value. Replaying that bucket in order gives the keyspace at the newest
 //! revision. `etcd-dr inspect` uses it on the bastion, where no etcd binary is needed.
 
+#![forbid(unsafe_code)]
+
 mod bolt;
 
 use std::collections::BTreeMap;

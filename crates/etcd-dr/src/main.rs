@@ -1,6 +1,9 @@
 //! `etcd-dr`: keeps a Kubernetes control plane recoverable in a second region.
 
+#![forbid(unsafe_code)]
+
 mod cmd;
+mod config_redaction;
 mod daemon;
 mod progress;
 mod requester;
@@ -154,8 +157,25 @@ fn run_configured(config: &std::path::Path, command: Command) -> ExitCode {
                         "allowed"
                     }
                 );
+                println!(
+                    "  signing: key file {}, {} trusted key(s), unsigned snapshots {}",
+                    settings
+                        .signing
+                        .key_file
+                        .as_ref()
+                        .map_or("none".to_string(), |p| p.display().to_string()),
+                    settings.signing.trusted_keys.len(),
+                    if settings.signing.allow_unsigned {
+                        "ACCEPTED (anyone who can write to the store can plant one)"
+                    } else {
+                        "refused"
+                    }
+                );
                 if let Err(problems) = settings.validate_for_shipping() {
                     println!("  this configuration cannot ship snapshots: {problems}");
+                }
+                if let Err(problems) = settings.validate_for_reading() {
+                    println!("  this configuration cannot read snapshots: {problems}");
                 }
                 Ok(())
             }

@@ -175,8 +175,10 @@ fn every_alert_rule_names_metrics_the_daemon_exports() {
             in_expr = false;
         }
     }
-    assert_eq!(expressions, 11);
+    assert_eq!(expressions, 13);
     for alert in [
+        "EtcdDrSnapshotRefused",
+        "EtcdDrUnsignedAllowed",
         "EtcdDrReplicationLagHigh",
         "EtcdDrSnapshotFailures",
         "EtcdDrNothingStored",
@@ -201,7 +203,7 @@ fn promtool_accepts_the_rules_and_the_scrape_config() {
         .arg("rules")
         .arg(deploy("prometheus/etcd-dr.rules.yml")));
     assert!(ok, "promtool check rules:\n{output}");
-    assert!(output.contains("SUCCESS: 11 rules found"), "{output}");
+    assert!(output.contains("SUCCESS: 13 rules found"), "{output}");
     let (ok, output) = run(Command::new(&promtool)
         .arg("check")
         .arg("config")

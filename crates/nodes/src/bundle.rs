@@ -311,7 +311,7 @@ fn long_name_from(kind: u8, data: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{unpack_bundle, LocalExecutor, NodeRole};
+    use crate::{unpack_bundle, LocalExecutor, NodeRole, UnpackOptions};
     use futures::StreamExt;
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
@@ -404,7 +404,7 @@ mod tests {
         assert!(seen.complete);
 
         let out = root.path().join("out");
-        let unpacked = unpack_bundle("cp1", &tar[..], &out).unwrap();
+        let unpacked = unpack_bundle("cp1", &tar[..], &out, UnpackOptions::default()).unwrap();
         assert_eq!(unpacked, seen);
         let inside = out.join(base.strip_prefix("/").unwrap());
         let relative = |p: &Path| p.strip_prefix("/").unwrap().display().to_string();
@@ -432,7 +432,7 @@ mod tests {
         assert!(inside.join("d".repeat(120)).join("sa.pub").exists());
 
         // Never into an existing directory.
-        let error = unpack_bundle("cp1", &tar[..], &out).unwrap_err();
+        let error = unpack_bundle("cp1", &tar[..], &out, UnpackOptions::default()).unwrap_err();
         assert!(error.to_string().contains("cp1"), "{error}");
     }
 

@@ -77,6 +77,7 @@ impl Executor for LocalExecutor {
         let program = words.next().map(String::as_str).unwrap_or("true");
         let mut command = Command::new(program);
         command.args(words);
+        crate::child_env::restrict_environment(&mut command);
         command
     }
 
@@ -188,6 +189,7 @@ impl Executor for SshExecutor {
     fn command(&self, argv: &[String]) -> Command {
         let mut command = Command::new(&self.program);
         command.args(self.ssh_args(argv));
+        crate::child_env::restrict_environment(&mut command);
         command
     }
 

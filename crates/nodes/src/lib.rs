@@ -8,8 +8,11 @@
 //! - [`BundleConfig`]: the control-plane bundle (a tar of each node's Kubernetes files).
 //! - [`check_node`]: host name, tools and free space of a node.
 
+#![forbid(unsafe_code)]
+
 mod bundle;
 mod check;
+mod child_env;
 mod command;
 mod config;
 mod error;
@@ -22,6 +25,7 @@ mod unpack;
 
 pub use bundle::{default_bundle_paths, BundleConfig, TarScanner, TarSummary, UnreachablePolicy};
 pub use check::{check_node, FreeSpace, NodeReport};
+pub use child_env::{is_allowed_in_child, CHILD_ENV_ALLOWED};
 pub use command::{CommandOutput, NodeCommand, MAX_CAPTURED_STDOUT, STDERR_TAIL};
 pub use config::{is_valid_node_name, AccessConfig, AccessKind, NodesConfig};
 pub use error::NodeError;
@@ -29,4 +33,4 @@ pub use executor::{Executor, LocalExecutor, SshExecutor};
 pub use node::{Node, NodeRole};
 pub use output_stream::OutputStream;
 pub use quote::{shell_join, shell_quote};
-pub use unpack::{unpack_bundle, unpack_bundle_from_sink, BundleSink, BundleUnpack};
+pub use unpack::{unpack_bundle, unpack_bundle_from_sink, BundleSink, BundleUnpack, UnpackOptions};

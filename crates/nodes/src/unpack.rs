@@ -1,39 +1,221 @@
-//! Unpacking a bundle's tar into a new local directory, from a reader or from bytes written
-//! into a [`BundleSink`] (the sink a verified download streams into).
+//! Unpacking a node bundle into a local directory as if the tar were hostile: it comes from the
+//! store, and root may be the one unpacking it.
+//!
+//! Refused, loudly: entries with `..` or an absolute path, symbolic links that point outside
+//! the directory (absolute, or climbing out with `..`), hard links to anything but an earlier
+//! entry, and special files (devices, FIFOs, sparse files). Modes lose setuid, setgid, sticky
+//! and world-write; private keys (`*.key`, `sa.key` above all) are at most 0600. Owners are
+//! restored only when asked.
+//!
+//! The tar comes from a reader, or from bytes written into a [`BundleSink`] (the sink a
+//! verified download streams into).
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
-use crate::{NodeError, TarScanner, TarSummary};
+use tar::EntryType;
+
+use crate::bundle::TarScanner;
+use crate::{NodeError, TarSummary};
+
+/// How a bundle is unpacked.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnpackOptions {
+    /// Give files the owner and group recorded in the tar (root only; otherwise the files
+    /// belong to whoever unpacks).
+    pub keep_owners: bool,
+}
 
 /// Writes queued between a [`BundleSink`] and the unpacking thread.
 const SINK_QUEUE_WRITES: usize = 8;
 
-/// Unpacks a bundle's tar from `reader` into `dir`, which must not exist yet: modes and times
-/// are kept, owners too when running as root, existing files are never overwritten and entries
-/// that would land outside `dir` are refused.
-pub fn unpack_bundle<R: Read>(node: &str, reader: R, dir: &Path) -> Result<TarSummary, NodeError> {
+/// Mode bits never unpacked: setuid, setgid, sticky (dropped with everything above 0o777) and
+/// world-write.
+const MASKED_MODE_BITS: u32 = 0o002;
+/// Private keys are at most owner read-write.
+const PRIVATE_KEY_MASK: u32 = 0o177;
+
+/// Unpacks a bundle's tar from `reader` into `dir`, which must not exist yet (it is created
+/// 0700). Existing files are never overwritten. Every entry is checked before it is written;
+/// the first bad one fails the whole unpack, naming the entry.
+pub fn unpack_bundle<R: Read>(
+    node: &str,
+    reader: R,
+    dir: &Path,
+    options: UnpackOptions,
+) -> Result<TarSummary, NodeError> {
     let fail = |path: &Path, detail: String| NodeError::Unpack {
         node: node.to_string(),
         path: path.display().to_string(),
         detail,
     };
-    std::fs::create_dir(dir).map_err(|e| fail(dir, e.to_string()))?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| fail(dir, e.to_string()))?;
     let mut scanning = ScanningReader {
         inner: reader,
         scanner: TarScanner::new(),
     };
-    let mut archive = tar::Archive::new(&mut scanning);
-    archive.set_preserve_permissions(true);
-    archive.set_preserve_mtime(true);
-    archive.set_preserve_ownerships(nix::unistd::geteuid().is_root());
-    archive.set_overwrite(false);
-    archive.set_unpack_xattrs(false);
-    archive.unpack(dir).map_err(|e| fail(dir, e.to_string()))?;
+    {
+        let mut archive = tar::Archive::new(&mut scanning);
+        archive.set_preserve_ownerships(options.keep_owners && nix::unistd::geteuid().is_root());
+        archive.set_overwrite(false);
+        archive.set_unpack_xattrs(false);
+        archive.set_preserve_permissions(false);
+        archive.set_preserve_mtime(true);
+        let entries = archive.entries().map_err(|e| fail(dir, e.to_string()))?;
+        // Symbolic links unpacked so far: nothing is written through one, so that a link's
+        // place in the tree is its real place and the check of its target holds.
+        let mut symlinks: Vec<PathBuf> = Vec::new();
+        for entry in entries {
+            let mut entry = entry.map_err(|e| fail(dir, e.to_string()))?;
+            let path = entry
+                .path()
+                .map_err(|e| fail(dir, format!("an entry's name is unreadable: {e}")))?
+                .into_owned();
+            let shown = dir.join(escape_path(&path));
+            check_entry(&entry, &path).map_err(|detail| fail(&shown, detail))?;
+            let normal = normalise(&path);
+            if let Some(link) = symlinks.iter().find(|link| normal.starts_with(link)) {
+                return Err(fail(
+                    &shown,
+                    format!(
+                        "refused: it lies under the symbolic link `{}`",
+                        escape_path(link).display()
+                    ),
+                ));
+            }
+            if entry.header().entry_type() == EntryType::Symlink {
+                symlinks.push(normal);
+            }
+            if matches!(
+                entry.header().entry_type(),
+                EntryType::XHeader | EntryType::XGlobalHeader
+            ) {
+                continue;
+            }
+            let is_key = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.ends_with(".key"));
+            entry.set_mask(if is_key {
+                PRIVATE_KEY_MASK
+            } else {
+                MASKED_MODE_BITS
+            });
+            let unpacked = entry
+                .unpack_in(dir)
+                .map_err(|e| fail(&shown, e.to_string()))?;
+            if !unpacked {
+                return Err(fail(
+                    &shown,
+                    "refused: it would land outside the directory".into(),
+                ));
+            }
+        }
+    }
     // Read to the end, so that the caller's checksums cover every byte.
     std::io::copy(&mut scanning, &mut std::io::sink()).map_err(|e| fail(dir, e.to_string()))?;
     Ok(scanning.scanner.finish())
+}
+
+/// Why an entry may not be unpacked, if it may not.
+fn check_entry<R: Read>(entry: &tar::Entry<'_, R>, path: &Path) -> Result<(), String> {
+    stays_inside(path, Path::new("")).map_err(|why| format!("refused: its name {why}"))?;
+    let kind = entry.header().entry_type();
+    match kind {
+        EntryType::Regular
+        | EntryType::Continuous
+        | EntryType::Directory
+        | EntryType::XHeader
+        | EntryType::XGlobalHeader => Ok(()),
+        EntryType::Symlink | EntryType::Link => {
+            let target = entry
+                .link_name()
+                .map_err(|e| format!("refused: its link target is unreadable: {e}"))?
+                .ok_or_else(|| "refused: a link without a target".to_string())?;
+            let base = if kind == EntryType::Symlink {
+                // A symbolic link resolves from its own directory.
+                path.parent().unwrap_or(Path::new(""))
+            } else {
+                // A hard link names another entry of the archive.
+                Path::new("")
+            };
+            stays_inside(&target, base).map_err(|why| {
+                format!(
+                    "refused: a {} to `{}`, which {why}",
+                    if kind == EntryType::Symlink {
+                        "symbolic link"
+                    } else {
+                        "hard link"
+                    },
+                    escape_path(&target).display()
+                )
+            })
+        }
+        other => Err(format!(
+            "refused: it is a {} (only files, directories and links inside the bundle are unpacked)",
+            describe(other)
+        )),
+    }
+}
+
+/// `path` without `.` components.
+fn normalise(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect()
+}
+
+/// Checks that `path`, taken relative to `base` (both inside the directory), stays inside.
+fn stays_inside(path: &Path, base: &Path) -> Result<(), &'static str> {
+    let mut depth = base.components().count();
+    for component in path.components() {
+        match component {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => {
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or("climbs out of the directory with `..`")?;
+            }
+            Component::RootDir | Component::Prefix(_) => return Err("is an absolute path"),
+        }
+    }
+    if path.components().any(|c| c == Component::ParentDir) && base.as_os_str().is_empty() {
+        // Names of entries and hard-link targets never need `..`.
+        return Err("holds `..`");
+    }
+    Ok(())
+}
+
+fn describe(kind: EntryType) -> &'static str {
+    match kind {
+        EntryType::Char => "character device",
+        EntryType::Block => "block device",
+        EntryType::Fifo => "FIFO",
+        EntryType::GNUSparse => "sparse file",
+        _ => "special entry",
+    }
+}
+
+/// A path from the tar, safe to print: control characters escaped.
+fn escape_path(path: &Path) -> PathBuf {
+    PathBuf::from(
+        path.to_string_lossy()
+            .chars()
+            .flat_map(|c| {
+                if c.is_control() {
+                    c.escape_default().collect::<Vec<_>>()
+                } else {
+                    vec![c]
+                }
+            })
+            .collect::<String>(),
+    )
 }
 
 struct ScanningReader<R> {
@@ -52,11 +234,17 @@ impl<R: Read> Read for ScanningReader<R> {
 /// Starts unpacking `node`'s bundle into `dir` (see [`unpack_bundle`]) on a blocking thread,
 /// fed by what is written into the returned sink through a small bounded queue. Drop the sink
 /// once everything is written, then [`finish`](BundleUnpack::finish).
-pub fn unpack_bundle_from_sink(node: &str, dir: &Path) -> (BundleSink, BundleUnpack) {
+pub fn unpack_bundle_from_sink(
+    node: &str,
+    dir: &Path,
+    options: UnpackOptions,
+) -> (BundleSink, BundleUnpack) {
     let (tx, rx) = sync_channel::<Vec<u8>>(SINK_QUEUE_WRITES);
     let thread = {
         let (node, dir) = (node.to_string(), dir.to_path_buf());
-        tokio::task::spawn_blocking(move || unpack_bundle(&node, QueueReader::new(rx), &dir))
+        tokio::task::spawn_blocking(move || {
+            unpack_bundle(&node, QueueReader::new(rx), &dir, options)
+        })
     };
     let unpack = BundleUnpack {
         node: node.to_string(),
@@ -131,59 +319,4 @@ impl Read for QueueReader {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A tar of `files` (path, content), as a node's `tar` would stream it.
-    fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
-        let mut builder = tar::Builder::new(Vec::new());
-        for (path, content) in files {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(content.len() as u64);
-            header.set_mode(0o600);
-            header.set_uid(u64::from(nix::unistd::geteuid().as_raw()));
-            header.set_gid(u64::from(nix::unistd::getegid().as_raw()));
-            header.set_mtime(1_790_000_000);
-            header.set_cksum();
-            builder
-                .append_data(&mut header, path, content.as_bytes())
-                .unwrap();
-        }
-        builder.into_inner().unwrap()
-    }
-
-    #[tokio::test]
-    async fn bytes_written_into_the_sink_are_unpacked() {
-        let root = tempfile::tempdir().unwrap();
-        let out = root.path().join("out");
-        let tar = tar_of(&[
-            ("etc/kubernetes/pki/sa.key", "PRIVATE"),
-            ("etc/kubernetes/admin.conf", "admin"),
-        ]);
-        let (mut sink, unpack) = unpack_bundle_from_sink("cp1", &out);
-        for piece in tar.chunks(700) {
-            sink.write_all(piece).unwrap();
-        }
-        drop(sink);
-        let summary = unpack.finish().await.unwrap();
-        assert!(summary.complete);
-        assert_eq!(summary.entries, 2);
-        assert_eq!(summary.service_account_keys, ["etc/kubernetes/pki/sa.key"]);
-        assert_eq!(
-            std::fs::read_to_string(out.join("etc/kubernetes/admin.conf")).unwrap(),
-            "admin"
-        );
-    }
-
-    #[tokio::test]
-    async fn an_unpacker_that_fails_stops_the_writer() {
-        let root = tempfile::tempdir().unwrap();
-        let out = root.path().join("exists");
-        std::fs::create_dir(&out).unwrap();
-        let tar = tar_of(&[("a", "x")]);
-        let (mut sink, unpack) = unpack_bundle_from_sink("cp1", &out);
-        let error = unpack.finish().await.unwrap_err();
-        assert!(matches!(error, NodeError::Unpack { .. }), "{error}");
-        assert!(sink.write_all(&tar).is_err());
-    }
-}
+mod tests;

@@ -5,6 +5,8 @@
 //! everything here takes an `Arc<dyn ObjectStore>` and a layout; every long call takes a
 //! `CancellationToken`.
 
+#![forbid(unsafe_code)]
+
 mod capture;
 mod chain;
 mod error;

@@ -1,11 +1,12 @@
 //! Restore to a revision from the store: the generation whose chain covers it, the newest full
 //! snapshot at or below it inside that generation, fetched and verified by transport, then replay.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use etcd_dr_core::SnapshotId;
-use etcd_dr_transport::{list_snapshots, read_snapshot, Identities, SnapshotLayout};
+use etcd_dr_transport::{list_snapshots, read_snapshot, Identities, ManifestTrust, SnapshotLayout};
 use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +27,9 @@ pub struct RevisionSource {
     pub segments: ReplicationLayout,
     /// Identities for encrypted snapshots and segments.
     pub identities: Identities,
+    /// What a base snapshot must be to be used (signed by a trusted key, of this cluster,
+    /// encrypted where required).
+    pub trust: ManifestTrust,
     /// etcd and etcdutl for the throw-away etcd.
     pub binaries: EtcdBinaries,
 }
@@ -51,7 +55,7 @@ pub async fn fetch_revision(
     cancel: &CancellationToken,
 ) -> Result<FetchedRevision, ReplicationError> {
     let generation = covering_generation(source, target, cancel).await?;
-    let catalog = list_snapshots(&source.store, &source.snapshots, cancel).await?;
+    let catalog = list_snapshots(&source.store, &source.snapshots, &source.trust, cancel).await?;
     let manifest = catalog
         .snapshots
         .iter()
@@ -65,9 +69,11 @@ pub async fn fetch_revision(
             ),
         })?;
     let base_db = work_dir.join(format!("base-{}.db", manifest.id));
+    // The plain base snapshot holds every Secret of the cluster: owner-only.
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&base_db)
         .map_err(|source| ReplicationError::LocalIo {
             action: "creating",

@@ -61,6 +61,13 @@ fn keys_from_tar(tar: &[u8], key_path: &str, pub_path: &str) -> Result<ServiceAc
         } else {
             continue;
         };
+        if !entry.header().entry_type().is_file() {
+            // A link or device where a key belongs: refused, never followed.
+            return Err(format!(
+                "`{path}` is not a regular file in the tar ({:?}): refused",
+                entry.header().entry_type()
+            ));
+        }
         let mut content = Vec::new();
         entry.read_to_end(&mut content).map_err(|e| e.to_string())?;
         *slot = Some(content);
@@ -170,6 +177,26 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.contains("missing"), "{error}");
+    }
+
+    #[test]
+    fn a_link_where_a_key_belongs_is_refused() {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        header.set_mode(0o777);
+        builder
+            .append_link(&mut header, "etc/kubernetes/pki/sa.key", "/etc/shadow")
+            .unwrap();
+        let tar = builder.into_inner().unwrap();
+        let error = keys_from_tar(
+            &tar,
+            "etc/kubernetes/pki/sa.key",
+            "etc/kubernetes/pki/sa.pub",
+        )
+        .unwrap_err();
+        assert!(error.contains("not a regular file"), "{error}");
     }
 
     #[test]

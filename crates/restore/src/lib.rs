@@ -8,6 +8,8 @@
 //! command ([`PromotionPlan::restore_argv`]) — are separate from the parts that run commands on
 //! nodes. The record's types live in `etcd-dr-core`, so the HTTP API serves them typed.
 
+#![forbid(unsafe_code)]
+
 mod admission;
 mod after_kube;
 mod bundle_keys;

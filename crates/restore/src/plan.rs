@@ -313,6 +313,7 @@ mod tests {
                 host: "bastion".into(),
             },
             nodes: Vec::new(),
+            signature: None,
             kubernetes: None,
         }
     }

@@ -21,6 +21,44 @@ pub struct LocalSnapshot {
     pub size: u64,
     /// True when it is the secondary's pre-staged copy.
     pub prestaged: bool,
+    /// True when the download created the work directory.
+    pub created_work_dir: bool,
+}
+
+impl LocalSnapshot {
+    /// For a dry run: a guard that removes a downloaded copy (and the work directory the
+    /// download created, once empty) when dropped, whichever way the run ends. A pre-staged copy
+    /// is the secondary's and stays.
+    pub fn discard_on_drop(&self) -> Option<DiscardOnDrop> {
+        (!self.prestaged).then(|| DiscardOnDrop {
+            file: self.path.clone(),
+            dir: self
+                .created_work_dir
+                .then(|| self.path.parent().map(Path::to_path_buf))
+                .flatten(),
+        })
+    }
+}
+
+/// Removes a plain copy when dropped (see [`LocalSnapshot::discard_on_drop`]).
+#[derive(Debug)]
+pub struct DiscardOnDrop {
+    file: PathBuf,
+    dir: Option<PathBuf>,
+}
+
+impl Drop for DiscardOnDrop {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_file(&self.file) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.file.display(), %error, "cannot remove the dry run's copy of the snapshot");
+            }
+        }
+        if let Some(dir) = &self.dir {
+            // Only when empty: anything else in it is not ours.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }
 
 /// Local file failures keep their own variant; the rest are the store's.
@@ -54,6 +92,7 @@ pub async fn local_snapshot(
         path,
         size: manifest.raw.size,
         prestaged,
+        created_work_dir: false,
     };
     if let Some(dir) = prestage_dir.map(PrestageDir::new) {
         if dir.holds(manifest).await.map_err(local_error)? {
@@ -65,6 +104,8 @@ pub async fn local_snapshot(
     if work.holds(manifest).await.map_err(local_error)? {
         return Ok(found(path, false));
     }
+    // The plain copy holds every Secret of the cluster: owner-only (0700 directory, 0600 file).
+    let created_work_dir = !work_dir.exists();
     work.create().map_err(local_error)?;
     // A copy that does not match is of no use; the new one never replaces a file.
     match tokio::fs::remove_file(&path).await {
@@ -74,7 +115,19 @@ pub async fn local_snapshot(
     }
     let (partial, writer) = work.begin(&manifest.id).map_err(local_error)?;
     // On failure the partial file goes with `partial`.
-    let (_, written) = read_snapshot(store, layout, manifest, identities, writer, cancel).await?;
+    let written = match read_snapshot(store, layout, manifest, identities, writer, cancel).await {
+        Ok((_, written)) => written,
+        Err(error) => {
+            drop(partial);
+            if created_work_dir {
+                let _ = tokio::fs::remove_dir(work_dir).await;
+            }
+            return Err(error.into());
+        }
+    };
     let path = partial.commit(written).await.map_err(local_error)?;
-    Ok(found(path, false))
+    Ok(LocalSnapshot {
+        created_work_dir,
+        ..found(path, false)
+    })
 }

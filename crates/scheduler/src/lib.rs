@@ -8,6 +8,8 @@
 //! - [`SnapshotContext::take_snapshot`]: one snapshot end to end (survey, stream with failover,
 //!   node bundles, manifest commit), shipped through `etcd-dr-transport`.
 
+#![forbid(unsafe_code)]
+
 mod cluster_read;
 mod error;
 mod etcd_config;

@@ -3,13 +3,15 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use etcd_dr_core::{SnapshotId, SnapshotManifest, MANIFEST_FORMAT_VERSION};
+use etcd_dr_core::{
+    SnapshotId, SnapshotManifest, MANIFEST_FORMAT_VERSION, MIN_MANIFEST_FORMAT_VERSION,
+};
 use futures::TryStreamExt;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::json_object::put_json;
-use crate::{SnapshotLayout, TransportError, MANIFEST_OBJECT_NAME};
+use crate::{ManifestSigner, ManifestTrust, SnapshotLayout, TransportError, MANIFEST_OBJECT_NAME};
 
 /// What a listing of the store found for one cluster.
 #[derive(Debug, Default)]
@@ -26,6 +28,21 @@ pub struct Catalog {
     pub incomplete: Vec<IncompleteSnapshot>,
     /// Manifests that exist but cannot be read.
     pub unreadable: Vec<UnreadableManifest>,
+    /// Manifests this reader refuses (unsigned, unknown signer, altered, another cluster, plain
+    /// where encryption is required): never used; retention deletes them only once they are
+    /// older than every snapshot it keeps.
+    pub refused: Vec<RefusedSnapshot>,
+}
+
+/// A snapshot whose manifest the reader refuses.
+#[derive(Debug, Clone)]
+pub struct RefusedSnapshot {
+    /// The snapshot id from the folder name.
+    pub id: SnapshotId,
+    /// Every reason it is refused.
+    pub reason: String,
+    /// When the store wrote its manifest (its Last-Modified).
+    pub committed_at: DateTime<Utc>,
 }
 
 /// Objects of a snapshot that was never committed.
@@ -124,10 +141,12 @@ impl FromStr for SnapshotSelector {
     }
 }
 
-/// Lists every snapshot folder of the cluster and reads each manifest.
+/// Lists every snapshot folder of the cluster and reads each manifest; those `trust` refuses
+/// are listed apart, in [`Catalog::refused`].
 pub async fn list_snapshots(
     store: &Arc<dyn ObjectStore>,
     layout: &SnapshotLayout,
+    trust: &ManifestTrust,
     cancel: &CancellationToken,
 ) -> Result<Catalog, TransportError> {
     let prefix = layout.snapshots_prefix();
@@ -177,10 +196,17 @@ pub async fn list_snapshots(
         if cancel.is_cancelled() {
             return Err(TransportError::Cancelled);
         }
-        match read_manifest(store, layout, &id).await {
+        match read_manifest(store, layout, trust, &id).await {
             Ok(manifest) => {
                 catalog.committed_at.insert(id, committed_at);
                 catalog.snapshots.push(manifest);
+            }
+            Err(TransportError::Untrusted { reason, .. }) => {
+                catalog.refused.push(RefusedSnapshot {
+                    id,
+                    reason,
+                    committed_at,
+                })
             }
             Err(TransportError::BadManifest { detail, .. }) => {
                 catalog.unreadable.push(UnreadableManifest {
@@ -198,10 +224,11 @@ pub async fn list_snapshots(
     Ok(catalog)
 }
 
-/// Reads and checks one snapshot's manifest.
+/// Reads and checks one snapshot's manifest: readable, in its own folder, and trusted.
 pub async fn read_manifest(
     store: &Arc<dyn ObjectStore>,
     layout: &SnapshotLayout,
+    trust: &ManifestTrust,
     id: &SnapshotId,
 ) -> Result<SnapshotManifest, TransportError> {
     let key = layout.manifest_path(id);
@@ -226,7 +253,9 @@ pub async fn read_manifest(
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
     let version = value.get("format_version").and_then(|v| v.as_u64());
     match version {
-        Some(v) if v == u64::from(MANIFEST_FORMAT_VERSION) => {}
+        Some(v)
+            if (u64::from(MIN_MANIFEST_FORMAT_VERSION)..=u64::from(MANIFEST_FORMAT_VERSION))
+                .contains(&v) => {}
         Some(v) => {
             return Err(bad(format!(
                 "format version {v}; this etcd-dr reads version {MANIFEST_FORMAT_VERSION}: upgrade etcd-dr"
@@ -242,20 +271,28 @@ pub async fn read_manifest(
             manifest.id
         )));
     }
+    trust
+        .check(&manifest)
+        .map_err(|reason| TransportError::Untrusted {
+            id: id.clone(),
+            reason,
+        })?;
     Ok(manifest)
 }
 
-/// Finds the manifest an operator asked for.
+/// Finds the manifest an operator asked for. `latest` is the newest manifest in the store: when
+/// the reader refuses it, that is the error (an older snapshot is used only when named).
 pub async fn resolve_snapshot(
     store: &Arc<dyn ObjectStore>,
     layout: &SnapshotLayout,
+    trust: &ManifestTrust,
     selector: &SnapshotSelector,
     cancel: &CancellationToken,
 ) -> Result<SnapshotManifest, TransportError> {
     match selector {
-        SnapshotSelector::Id(id) => read_manifest(store, layout, id).await,
+        SnapshotSelector::Id(id) => read_manifest(store, layout, trust, id).await,
         SnapshotSelector::Latest => {
-            let mut catalog = list_snapshots(store, layout, cancel).await?;
+            let mut catalog = list_snapshots(store, layout, trust, cancel).await?;
             let newest_commit = catalog.newest().map(|m| catalog.commit_time(m));
             // `latest` never skips an unreadable manifest silently: one written after the
             // newest readable snapshot may well be the newest snapshot.
@@ -272,6 +309,28 @@ pub async fn resolve_snapshot(
                     ),
                 });
             }
+            // Nor a refused one written after the newest trusted snapshot (the same second: the
+            // later id): that is the error.
+            let newest_trusted = catalog.newest().map(|m| m.id.clone());
+            if let Some(refused) = catalog
+                .refused
+                .iter()
+                .filter(|r| match (newest_commit, &newest_trusted) {
+                    (Some(newest), Some(id)) => {
+                        r.committed_at > newest || (r.committed_at == newest && r.id > *id)
+                    }
+                    _ => true,
+                })
+                .max_by_key(|r| (r.committed_at, r.id.clone()))
+            {
+                let fallback = newest_trusted.map_or_else(String::new, |id| {
+                    format!("; the newest snapshot this reader accepts is {id}: name it to use it")
+                });
+                return Err(TransportError::Untrusted {
+                    id: refused.id.clone(),
+                    reason: format!("{}{fallback}", refused.reason),
+                });
+            }
             catalog
                 .snapshots
                 .pop()
@@ -282,13 +341,19 @@ pub async fn resolve_snapshot(
     }
 }
 
-/// Writes a snapshot's manifest with a create-only put: the commit point. An existing manifest
-/// is never replaced.
+/// Signs a snapshot's manifest with `signer` (unsigned without one, where the configuration
+/// allows it) and writes it with a create-only put: the commit point. An existing manifest is
+/// never replaced.
 pub async fn commit_manifest(
     store: &Arc<dyn ObjectStore>,
     layout: &SnapshotLayout,
-    manifest: &SnapshotManifest,
+    signer: Option<&ManifestSigner>,
+    manifest: &mut SnapshotManifest,
 ) -> Result<(), TransportError> {
+    if let Some(signer) = signer {
+        signer.sign(manifest);
+    }
+    let manifest = &*manifest;
     let key = layout.manifest_path(&manifest.id);
     if put_json(store, &key, manifest, false).await? {
         Ok(())

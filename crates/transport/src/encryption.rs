@@ -26,7 +26,9 @@ pub struct EncryptionConfig {
     /// secondary, never on the primary.
     #[serde(default)]
     pub identity_file: Option<PathBuf>,
-    /// Refuse to ship plain data. Default: on when node bundles are taken.
+    /// Refuse plain data: shipping it (primary) and reading it (a manifest with a plain object
+    /// is refused). Default: on when node bundles are taken or, for readers, an identity file
+    /// is set.
     #[serde(default)]
     pub require_encryption: Option<bool>,
 }

@@ -73,6 +73,15 @@ pub enum TransportError {
         /// The prefix that was listed.
         prefix: String,
     },
+    /// A manifest this reader does not trust: unsigned, signed by an unknown key, altered, of
+    /// another cluster, or with a plain object where encryption is required.
+    #[error("snapshot {id} is refused: {reason}")]
+    Untrusted {
+        /// The snapshot.
+        id: SnapshotId,
+        /// Every reason, joined.
+        reason: String,
+    },
     /// A manifest could not be parsed or is of a newer format.
     #[error("manifest `{key}` is unreadable: {detail}")]
     BadManifest {

@@ -8,6 +8,8 @@
 //! Verified plain copies on local disk follow one contract, [`PrestageDir`]: written beside
 //! their name, fsynced, linked into place, owner-only.
 
+#![forbid(unsafe_code)]
+
 mod catalog;
 mod digest;
 mod encryption;
@@ -24,6 +26,7 @@ mod producer_lease;
 mod promotion;
 mod read;
 mod retention;
+mod signing;
 mod staging;
 mod store_config;
 mod uncommitted;
@@ -32,7 +35,7 @@ mod verify;
 
 pub use catalog::{
     commit_manifest, list_snapshots, read_manifest, resolve_snapshot, Catalog, IncompleteSnapshot,
-    SnapshotSelector, UnreadableManifest,
+    RefusedSnapshot, SnapshotSelector, UnreadableManifest,
 };
 pub use digest::EtcdStreamDigest;
 pub use encryption::{
@@ -59,8 +62,12 @@ pub use read::{read_object, read_snapshot, VerifiedObject, VerifiedSnapshot};
 pub use retention::{
     apply_retention, plan_retention, plan_verified_retention, RetentionConfig, RetentionPlan,
 };
+pub use signing::{
+    generate_signing_key, parse_public_key, ManifestSigner, ManifestTrust, SigningConfig,
+    PUBLIC_KEY_PREFIX,
+};
 pub use staging::sweep_local_staging;
-pub use store_config::{oci_s3_endpoint, StoreConfig, StoreKind};
+pub use store_config::{oci_s3_endpoint, without_userinfo, StoreConfig, StoreKind};
 pub use uncommitted::{delete_uncommitted, is_committed};
 pub use upload::{
     upload_object, upload_snapshot_data, ShipProgress, UploadOptions, UploadedData, UploadedObject,

@@ -114,6 +114,23 @@ pub fn plan_retention(
             plan.expired.push(manifest.id.clone());
         }
     }
+    // Snapshots this reader refuses (written before manifests were signed, or planted) go once
+    // they were committed before every snapshot the policy keeps (the store's clock); their
+    // ids come from the listing.
+    let has_policy = policy.keep_last.is_some() || policy.max_age.is_some();
+    let oldest_kept = catalog
+        .snapshots
+        .iter()
+        .filter(|m| !plan.expired.contains(&m.id))
+        .map(|m| catalog.commit_time(m))
+        .min();
+    if let (true, Some(oldest_kept)) = (has_policy, oldest_kept) {
+        for refused in &catalog.refused {
+            if refused.committed_at < oldest_kept {
+                plan.expired.push(refused.id.clone());
+            }
+        }
+    }
     for leftover in &catalog.incomplete {
         let age = now.signed_duration_since(leftover.last_modified).to_std();
         if age.is_ok_and(|age| age > policy.incomplete_grace) {
@@ -279,6 +296,41 @@ mod tests {
             catalog.newest().map(|m| &m.id)
         )
         .is_empty());
+    }
+
+    #[test]
+    fn refused_snapshots_go_only_when_older_than_everything_kept() {
+        let mut catalog = catalog(&[5, 3, 1], now());
+        for hours in [6, 4, 0] {
+            catalog.refused.push(crate::RefusedSnapshot {
+                id: SnapshotId::new(now() - chrono::Duration::hours(hours), 200 + hours),
+                reason: "it is not signed".into(),
+                committed_at: now() - chrono::Duration::hours(hours),
+            });
+        }
+        let newest = catalog.newest().map(|m| m.id.clone());
+        assert!(plan_retention(
+            &catalog,
+            &RetentionConfig::default(),
+            now(),
+            newest.as_ref()
+        )
+        .is_empty());
+        let policy = RetentionConfig {
+            keep_last: Some(2),
+            ..RetentionConfig::default()
+        };
+        let plan = plan_retention(&catalog, &policy, now(), newest.as_ref());
+        // The oldest trusted one expires; of the refused, the two older than the oldest kept
+        // (3 h) go, the newest (planted, say) stays for an operator to look at.
+        assert_eq!(
+            plan.expired,
+            [
+                catalog.snapshots[0].id.clone(),
+                catalog.refused[0].id.clone(),
+                catalog.refused[1].id.clone()
+            ]
+        );
     }
 
     #[test]

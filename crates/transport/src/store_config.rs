@@ -213,7 +213,9 @@ impl StoreConfig {
             StoreKind::S3 => format!(
                 "s3 bucket {} at {}",
                 self.bucket.as_deref().unwrap_or("?"),
-                self.endpoint.as_deref().unwrap_or("AWS")
+                self.endpoint
+                    .as_deref()
+                    .map_or(std::borrow::Cow::Borrowed("AWS"), without_userinfo)
             ),
             StoreKind::Oci => format!(
                 "oci bucket {} in {}/{}",
@@ -232,11 +234,7 @@ impl StoreConfig {
                     .path
                     .as_ref()
                     .ok_or_else(|| TransportError::Config("store.path is required".into()))?;
-                std::fs::create_dir_all(path).map_err(|source| TransportError::LocalIo {
-                    action: "create store directory",
-                    path: path.display().to_string(),
-                    source,
-                })?;
+                prepare_local_store(path)?;
                 // fsync of data, manifest and their directories before a write returns: a
                 // manifest that counts as committed survives a power cut.
                 let store = LocalFileSystem::new_with_prefix(path)
@@ -380,9 +378,75 @@ fn parse_credentials(text: &str, profile: &str) -> Option<StaticCredentials> {
     })
 }
 
+/// `url` without `user:password@` (printed endpoints never carry credentials).
+pub fn without_userinfo(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return std::borrow::Cow::Borrowed(url);
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => std::borrow::Cow::Owned(format!("{scheme}://{}", &rest[at + 1..])),
+        None => std::borrow::Cow::Borrowed(url),
+    }
+}
+
+/// Creates a local store's directory owner-only (0700), so that the objects in it, plain ones
+/// included, are out of others' reach whatever the umask; an existing directory that others can
+/// enter is used with a warning (it may be shared on purpose, with a group).
+fn prepare_local_store(path: &std::path::Path) -> Result<(), TransportError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let io = |source| TransportError::LocalIo {
+        action: "create store directory",
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::metadata(path) {
+        Ok(metadata) => {
+            let mode = metadata.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{mode:04o}"),
+                    "the local store's directory is open to others; snapshots in it may be read by them: chmod 700 it"
+                );
+            }
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)))
+            .map_err(io),
+        Err(error) => Err(io(error)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printed_endpoints_never_carry_credentials() {
+        assert_eq!(
+            without_userinfo("https://key:secret@s3.example:9000/path?x=1"),
+            "https://s3.example:9000/path?x=1"
+        );
+        assert_eq!(
+            without_userinfo("http://127.0.0.1:9000"),
+            "http://127.0.0.1:9000"
+        );
+        assert_eq!(without_userinfo("no-scheme@host"), "no-scheme@host");
+        let mut config = StoreConfig::local("/tmp/x");
+        config.kind = StoreKind::S3;
+        config.bucket = Some("b".into());
+        config.endpoint = Some("https://user:hunter2@s3.example".into());
+        assert!(
+            !config.describe().contains("hunter2"),
+            "{}",
+            config.describe()
+        );
+    }
 
     #[test]
     fn builds_the_oci_compat_endpoint() {

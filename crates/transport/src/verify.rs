@@ -270,7 +270,7 @@ mod tests {
             )
             .await
             .unwrap();
-            let manifest: SnapshotManifest = serde_json::from_value(serde_json::json!({
+            let mut manifest: SnapshotManifest = serde_json::from_value(serde_json::json!({
                 "format_version": 1,
                 "id": id.to_string(),
                 "cluster": "prod",
@@ -285,7 +285,7 @@ mod tests {
                 "producer": {"tool": "t", "host": "h"},
             }))
             .unwrap();
-            commit_manifest(&self.store, &self.layout, &manifest)
+            commit_manifest(&self.store, &self.layout, None, &mut manifest)
                 .await
                 .unwrap();
             manifest

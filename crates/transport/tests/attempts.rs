@@ -8,8 +8,8 @@ use chrono::Utc;
 use etcd_dr_core::SnapshotId;
 use etcd_dr_transport::{
     commit_manifest, read_snapshot, resolve_snapshot, upload_snapshot_data, AttemptToken,
-    Identities, ShipProgress, SnapshotLayout, SnapshotSelector, TransportError, UploadOptions,
-    DATA_OBJECT_NAME,
+    Identities, ManifestTrust, ShipProgress, SigningConfig, SnapshotLayout, SnapshotSelector,
+    TransportError, UploadOptions, DATA_OBJECT_NAME,
 };
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
@@ -73,20 +73,38 @@ async fn a_second_attempt_at_the_same_id_leaves_the_committed_snapshot_intact() 
         let first_data = upload(&store, &layout, &id, &first, &first_stream).await;
         // The second attempt uploads other bytes while the first commits.
         let second_data = upload(&store, &layout, &id, &second, &etcd_like(5, 200_000)).await;
-        commit_manifest(&store, &layout, &manifest(id.clone(), first_data))
+        // Unsigned: what is tested here is the attempt folders, not the signature.
+        let trust = ManifestTrust::new(
+            "prod",
+            &SigningConfig {
+                key_file: None,
+                trusted_keys: Vec::new(),
+                allow_unsigned: true,
+            },
+            None,
+            false,
+        )
+        .unwrap();
+        commit_manifest(&store, &layout, None, &mut manifest(id.clone(), first_data))
             .await
             .unwrap();
-        let refused = commit_manifest(&store, &layout, &manifest(id.clone(), second_data))
-            .await
-            .unwrap_err();
+        let refused = commit_manifest(
+            &store,
+            &layout,
+            None,
+            &mut manifest(id.clone(), second_data),
+        )
+        .await
+        .unwrap_err();
         assert!(
             matches!(refused, TransportError::AlreadyExists { .. }),
             "{refused}"
         );
 
-        let committed = resolve_snapshot(&store, &layout, &SnapshotSelector::Latest, &cancel)
-            .await
-            .unwrap();
+        let committed =
+            resolve_snapshot(&store, &layout, &trust, &SnapshotSelector::Latest, &cancel)
+                .await
+                .unwrap();
         assert!(committed.stored.name.starts_with(first.as_str()));
         let (verified, plain) = read_snapshot(
             &store,

@@ -17,10 +17,22 @@ use crate::{ActionError, ApiError, ApiToken, AppState};
 /// while a promotion marker fences the cluster (unless `force`).
 pub async fn start(
     State(state): State<AppState>,
+    caller: Option<axum::Extension<crate::CallerAddress>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    ApiToken::check(state.token.as_ref(), &headers)?;
+    // Promotion has its own token when one is configured: the one that triggers snapshots
+    // (held by automation) then cannot promote.
+    let token_name = match &state.promote_token {
+        Some(promote_token) => {
+            ApiToken::check(Some(promote_token), &headers)?;
+            "promote token (http.promote_token_file)"
+        }
+        None => {
+            ApiToken::check(state.token.as_ref(), &headers)?;
+            "API token"
+        }
+    };
     let request: PromotionRequest = optional_json_body(
         body,
         "{\"snapshot\": \"latest\", \"mode\": \"failover\"|\"switchover\", \"dry_run\": false, \"force\": false}",
@@ -37,6 +49,8 @@ pub async fn start(
         })?;
     tracing::warn!(
         id = %accepted.id,
+        caller = %caller.map_or_else(|| "unknown".to_string(), |c| c.0 .0.to_string()),
+        token = token_name,
         mode = request.mode.as_str(),
         dry_run = request.dry_run,
         force = request.force,

@@ -12,9 +12,6 @@ use serde::{Deserialize, Serialize};
 use super::body::optional_json_body;
 use crate::{ActionError, ApiError, ApiToken, AppState, SnapshotRequest};
 
-/// Labels longer than this are refused: they end up in every listing.
-const MAX_LABEL_CHARS: usize = 256;
-
 /// The answer of `GET /v1/snapshots`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SnapshotList {
@@ -57,15 +54,8 @@ pub async fn trigger(
     ApiToken::check(state.token.as_ref(), &headers)?;
     let request: SnapshotRequest = optional_json_body(body, "nothing or {\"label\": \"...\"}")?;
     if let Some(label) = &request.label {
-        if label.chars().count() > MAX_LABEL_CHARS || label.chars().any(char::is_control) {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_label",
-                format!(
-                    "a label is at most {MAX_LABEL_CHARS} characters, without control characters"
-                ),
-            ));
-        }
+        etcd_dr_core::validate_label(label)
+            .map_err(|detail| ApiError::new(StatusCode::BAD_REQUEST, "bad_label", detail))?;
     }
     let accepted = state.daemon.trigger_snapshot(request).await.map_err(|e| {
         if let ActionError::Busy(detail) = e {

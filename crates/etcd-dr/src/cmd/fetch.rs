@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use etcd_dr_core::{NodeBundle, SnapshotManifest};
+use etcd_dr_core::{printable, NodeBundle, SnapshotManifest};
 use etcd_dr_transport::{
     read_object, read_snapshot, resolve_snapshot, Identities, PartialFile, SnapshotLayout,
     SnapshotSelector,
@@ -13,7 +13,7 @@ use etcd_dr_transport::{
 use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
 
-use super::{human_bytes, identities, open_store, shutdown_token};
+use super::{human_bytes, identities, manifest_trust, open_store, shutdown_token};
 use crate::progress::{on_terminal, TransferBar};
 use crate::settings::Settings;
 
@@ -29,6 +29,10 @@ pub struct Args {
     /// Fetch this control-plane node's bundle instead of the etcd data.
     #[arg(long)]
     node: Option<String>,
+    /// With --node, run as root: give the files the owners recorded in the bundle (by default
+    /// they belong to whoever fetches).
+    #[arg(long, requires = "node")]
+    keep_owners: bool,
     /// Restore the keyspace at exactly this etcd revision: the newest snapshot at or below it,
     /// replayed with the stored replication segments in a throw-away etcd (docs/segments.md).
     #[arg(long, value_name = "REVISION", conflicts_with_all = ["node", "snapshot"])]
@@ -61,7 +65,14 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
     }
     let (store, layout) = open_store(settings)?;
     let cancel = shutdown_token();
-    let manifest = resolve_snapshot(&store, &layout, &selector, &cancel).await?;
+    let manifest = resolve_snapshot(
+        &store,
+        &layout,
+        &manifest_trust(settings)?,
+        &selector,
+        &cancel,
+    )
+    .await?;
     let identities = identities(settings)?;
     if let Some(node) = &args.node {
         return fetch_bundle(
@@ -71,13 +82,17 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
             node,
             &identities,
             &args.output,
+            etcd_dr_nodes::UnpackOptions {
+                keep_owners: args.keep_owners,
+            },
             &cancel,
         )
         .await;
     }
 
+    // The plain database holds every Secret of the cluster: owner-only (0600 less the umask).
     let (partial, writer) =
-        PartialFile::create(partial_path(&args.output), args.output.clone(), 0o666)?;
+        PartialFile::create(partial_path(&args.output), args.output.clone(), 0o600)?;
     let (bar, sink) = TransferBar::for_sink(
         format!("fetch {}", manifest.id),
         manifest.raw.size,
@@ -114,7 +129,9 @@ fn partial_path(output: &Path) -> PathBuf {
 }
 
 /// Unpacks `node`'s bundle into the new directory `output` (through `<output>.partial`, renamed
-/// only once every checksum matched): modes kept, owners too when run as root.
+/// only once every checksum matched): modes kept less setuid, setgid and world-write, private
+/// keys 0600, owners only when asked; hostile entries fail the fetch.
+#[allow(clippy::too_many_arguments)]
 async fn fetch_bundle(
     store: &Arc<dyn ObjectStore>,
     layout: &SnapshotLayout,
@@ -122,6 +139,7 @@ async fn fetch_bundle(
     node: &str,
     identities: &Identities,
     output: &Path,
+    unpack_options: etcd_dr_nodes::UnpackOptions,
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
     let (object, raw, keys) = match manifest.node_bundle(node) {
@@ -132,11 +150,16 @@ async fn fetch_bundle(
             ..
         }) => (object, raw, service_account_keys),
         Some(NodeBundle::Missing { reason, .. }) => bail!(
-            "snapshot {} has no bundle of node {node}: it was not reachable when the snapshot was taken ({reason})",
-            manifest.id
+            "snapshot {} has no bundle of node {node}: it was not reachable when the snapshot was taken ({})",
+            manifest.id,
+            printable(reason)
         ),
         None => {
-            let known: Vec<&str> = manifest.nodes.iter().map(NodeBundle::node).collect();
+            let known: Vec<_> = manifest
+                .nodes
+                .iter()
+                .map(|b| printable(b.node()))
+                .collect();
             bail!(
                 "snapshot {} has no bundle of node {node} (bundles: {})",
                 manifest.id,
@@ -155,7 +178,7 @@ async fn fetch_bundle(
             partial.display()
         );
     }
-    let (sink, unpacking) = etcd_dr_nodes::unpack_bundle_from_sink(node, &partial);
+    let (sink, unpacking) = etcd_dr_nodes::unpack_bundle_from_sink(node, &partial, unpack_options);
     let (bar, sink) = TransferBar::for_sink(
         format!("fetch bundle of {node}"),
         raw.size,
@@ -213,7 +236,10 @@ async fn fetch_bundle(
         raw.sha256
     );
     for key in keys {
-        println!("  service-account key: {}", output.join(key).display());
+        println!(
+            "  service-account key: {}",
+            printable(&output.join(key).display().to_string())
+        );
     }
     Ok(())
 }

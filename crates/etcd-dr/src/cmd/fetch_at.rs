@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use etcd_dr_replication::{fetch_revision, EtcdBinaries, ReplicationLayout, RevisionSource};
 
-use super::{identities, open_store, shutdown_token};
+use super::{identities, manifest_trust, open_store, shutdown_token};
 use crate::settings::Settings;
 
 pub async fn run(
@@ -26,6 +26,7 @@ pub async fn run(
         snapshots,
         segments,
         identities: identities(settings)?,
+        trust: manifest_trust(settings)?,
         binaries: EtcdBinaries {
             etcd: etcd.to_path_buf(),
             etcdutl: etcdutl.to_path_buf(),

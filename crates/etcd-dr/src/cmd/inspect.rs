@@ -9,7 +9,7 @@ use etcd_dr_core::{ClusterShape, SnapshotManifest};
 use etcd_dr_transport::{read_snapshot, resolve_snapshot, SnapshotSelector};
 use serde::Serialize;
 
-use super::{human_bytes, identities, open_store, shutdown_token};
+use super::{human_bytes, identities, manifest_trust, open_store, shutdown_token};
 use crate::settings::Settings;
 
 #[derive(clap::Args)]
@@ -40,7 +40,14 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
     let selector: SnapshotSelector = args.snapshot.parse()?;
     let (store, layout) = open_store(settings)?;
     let cancel = shutdown_token();
-    let manifest = resolve_snapshot(&store, &layout, &selector, &cancel).await?;
+    let manifest = resolve_snapshot(
+        &store,
+        &layout,
+        &manifest_trust(settings)?,
+        &selector,
+        &cancel,
+    )
+    .await?;
     let identities = identities(settings)?;
 
     // The plain database only lives in a private temporary directory (0700, file 0600), gone

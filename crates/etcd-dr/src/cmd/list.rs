@@ -1,6 +1,6 @@
 //! `etcd-dr list`: what is stored.
 
-use super::{human_bytes, open_store};
+use super::{human_bytes, manifest_trust, open_store};
 use crate::settings::Settings;
 use etcd_dr_transport::list_snapshots;
 use tokio_util::sync::CancellationToken;
@@ -14,7 +14,13 @@ pub struct Args {
 
 pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
     let (store, layout) = open_store(settings)?;
-    let catalog = list_snapshots(&store, &layout, &CancellationToken::new()).await?;
+    let catalog = list_snapshots(
+        &store,
+        &layout,
+        &manifest_trust(settings)?,
+        &CancellationToken::new(),
+    )
+    .await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&catalog.snapshots)?);
         return Ok(());
@@ -38,7 +44,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
                 m.etcd.revision,
                 human_bytes(m.raw.size),
                 human_bytes(m.stored.size),
-                m.label.as_deref().unwrap_or("")
+                etcd_dr_core::printable(m.label.as_deref().unwrap_or(""))
             );
         }
     }
@@ -51,6 +57,9 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
     }
     for bad in &catalog.unreadable {
         eprintln!("unreadable manifest: {}: {}", bad.id, bad.error);
+    }
+    for refused in &catalog.refused {
+        eprintln!("REFUSED (not used): {}: {}", refused.id, refused.reason);
     }
     Ok(())
 }

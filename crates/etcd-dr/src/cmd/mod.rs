@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use etcd_dr_scheduler::{BundlePlan, EtcdSource, SnapshotContext};
-use etcd_dr_transport::SnapshotLayout;
+use etcd_dr_transport::{ManifestTrust, SnapshotLayout};
 use object_store::ObjectStore;
 
 use crate::settings::Settings;
@@ -45,7 +45,14 @@ pub fn snapshot_context(settings: &Settings) -> anyhow::Result<SnapshotContext> 
         bundle: settings.bundle.clone(),
         nodes: settings.nodes.clone(),
     });
+    let signer = settings
+        .signing
+        .signer(settings.secret_file_modes)
+        .context("signing.key_file")?
+        .map(Arc::new);
     Ok(SnapshotContext {
+        trust: manifest_trust(settings)?,
+        signer,
         cluster: settings.cluster.clone(),
         source: EtcdSource::new(settings.etcd()?.clone())?,
         store,
@@ -56,9 +63,52 @@ pub fn snapshot_context(settings: &Settings) -> anyhow::Result<SnapshotContext> 
     })
 }
 
-/// The age identities of `[encryption]` (none when no identity file is set).
+/// What this instance accepts from the store: manifests of its cluster signed by a key of
+/// `signing.trusted_keys` (or its own `signing.key_file`), encrypted where required. Warns
+/// loudly when unsigned manifests are allowed.
+pub fn manifest_trust(settings: &Settings) -> anyhow::Result<ManifestTrust> {
+    settings.validate_for_reading().context("configuration")?;
+    let signer = settings
+        .signing
+        .signer(settings.secret_file_modes)
+        .context("signing.key_file")?;
+    let trust = ManifestTrust::new(
+        &settings.cluster,
+        &settings.signing,
+        signer.as_ref(),
+        settings.requires_encryption_to_read(),
+    )?;
+    if trust.allows_unsigned() {
+        tracing::warn!("signing.allow_unsigned = true: unsigned snapshots are accepted, so anyone who can write to the store can plant one; sign manifests and turn it off");
+    }
+    Ok(trust)
+}
+
+/// The age identities of `[encryption]` (none when no identity file is set). An identity file
+/// others can read is refused (or, with `secret_file_modes = "warn"`, used with a warning).
 pub fn identities(settings: &Settings) -> anyhow::Result<etcd_dr_transport::Identities> {
+    if let Some(path) = &settings.encryption.identity_file {
+        check_secret_file(
+            settings,
+            path,
+            "the age identity file (encryption.identity_file)",
+        )?;
+    }
     Ok(settings.encryption.identities()?)
+}
+
+/// Refuses a secret file that group or others can read, or warns about it, as
+/// `secret_file_modes` says.
+pub fn check_secret_file(
+    settings: &Settings,
+    path: &std::path::Path,
+    what: &str,
+) -> anyhow::Result<()> {
+    if let Some(warning) = etcd_dr_core::check_secret_file(path, what, settings.secret_file_modes)?
+    {
+        tracing::warn!("{warning}");
+    }
+    Ok(())
 }
 
 /// Cancelled on the first SIGINT or SIGTERM.

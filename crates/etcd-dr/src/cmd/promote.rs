@@ -10,7 +10,7 @@ use etcd_dr_restore::{
     progress_lines, Promoter, PromotionRecord, PromotionState, PromotionTracker, StepState,
 };
 
-use super::{identities, open_store, shutdown_token};
+use super::{identities, manifest_trust, open_store, shutdown_token};
 use crate::progress::{on_terminal, ActivitySpinner};
 use crate::requester::requested_by;
 use crate::settings::Settings;
@@ -51,6 +51,7 @@ pub fn promoter(settings: &Settings) -> anyhow::Result<Promoter> {
     )
     .context("promote")?;
     promoter.identities = identities(settings)?;
+    promoter.trust = manifest_trust(settings)?;
     promoter.prestage_dir = settings
         .secondary
         .as_ref()

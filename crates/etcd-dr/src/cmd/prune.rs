@@ -3,7 +3,7 @@
 use chrono::Utc;
 use etcd_dr_transport::{apply_retention, list_snapshots, plan_verified_retention};
 
-use super::{open_store, shutdown_token};
+use super::{manifest_trust, open_store, shutdown_token};
 use crate::settings::Settings;
 
 #[derive(clap::Args)]
@@ -16,7 +16,7 @@ pub struct Args {
 pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
     let (store, layout) = open_store(settings)?;
     let cancel = shutdown_token();
-    let catalog = list_snapshots(&store, &layout, &cancel).await?;
+    let catalog = list_snapshots(&store, &layout, &manifest_trust(settings)?, &cancel).await?;
     for bad in &catalog.unreadable {
         eprintln!(
             "unreadable manifest (kept, not counted): {}: {}",

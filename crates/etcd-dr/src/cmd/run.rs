@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use etcd_dr_control::{ApiToken, AppState, HttpConfig, Metrics, Role, TOKEN_ENV};
 
-use super::{open_store, shutdown_token, snapshot_context};
+use super::{manifest_trust, open_store, shutdown_token, snapshot_context};
 use crate::daemon::promote::Promotions;
 use crate::daemon::{
     fencing, primary, progress_log, secondary, store_check, systemd, DaemonHandle, DaemonState,
@@ -25,7 +25,22 @@ pub async fn run(settings: &Settings, _args: Args) -> anyhow::Result<()> {
     let cancel = shutdown_token();
     // The one registry of the process.
     let metrics = Metrics::new(settings.role)?;
+    if let Some(path) = &settings.http.token_file {
+        super::check_secret_file(settings, path, "the API token file (http.token_file)")?;
+    }
     let token = load_token(&settings.http)?;
+    let promote_token = match &settings.http.promote_token_file {
+        Some(path) => {
+            super::check_secret_file(
+                settings,
+                path,
+                "the promote token file (http.promote_token_file)",
+            )?;
+            let token = ApiToken::from_file(path).context("http.promote_token_file")?;
+            Some(token)
+        }
+        None => None,
+    };
     let (store, layout) = open_store(settings)?;
     etcd_dr_transport::probe_create_only(&store, &layout, &cancel)
         .await
@@ -44,11 +59,17 @@ pub async fn run(settings: &Settings, _args: Args) -> anyhow::Result<()> {
             (None, None)
         }
     };
+    let trust = match &snapshots {
+        Some(context) => context.trust.clone(),
+        None => manifest_trust(settings)?,
+    };
+    metrics.set_unsigned_allowed(trust.allows_unsigned());
     let mut state = DaemonState::new(
         settings.clone(),
         metrics.clone(),
         store,
         layout,
+        trust,
         snapshots,
         cancel.clone(),
     );
@@ -72,9 +93,21 @@ pub async fn run(settings: &Settings, _args: Args) -> anyhow::Result<()> {
         daemon: Arc::new(DaemonHandle(state.clone())),
         metrics,
         token,
+        promote_token,
         readiness_grace: settings.http.readiness_grace,
     });
-    let server = tokio::spawn(etcd_dr_control::serve(listener, router, cancel.clone()));
+    if !listen.ip().is_loopback() {
+        tracing::warn!(
+            %listen,
+            "http.listen is not a loopback address: the API (status, snapshot list, metrics, and with a token snapshots and promotion) is reachable from the network; put it behind a firewall or a TLS proxy"
+        );
+    }
+    let server = tokio::spawn(etcd_dr_control::serve(
+        listener,
+        router,
+        etcd_dr_control::ServeLimits::from(&settings.http),
+        cancel.clone(),
+    ));
 
     // Start-up knowledge, bounded so that systemd hears READY in time even with the store away.
     store_check::check_once(&state).await;

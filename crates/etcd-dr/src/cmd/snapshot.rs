@@ -12,12 +12,17 @@ use crate::settings::Settings;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Free text stored in the manifest (e.g. "before upgrade to 1.31").
-    #[arg(long)]
+    /// Free text stored in the manifest (e.g. "before upgrade to 1.31"): at most 256
+    /// characters, no control characters.
+    #[arg(long, value_parser = parse_label)]
     label: Option<String>,
     /// Print the manifest as JSON instead of a summary.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_label(text: &str) -> Result<String, String> {
+    etcd_dr_core::validate_label(text).map(|()| text.to_string())
 }
 
 pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {

@@ -3,10 +3,10 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use etcd_dr_core::NodeBundle;
+use etcd_dr_core::{printable, NodeBundle};
 use etcd_dr_transport::{read_object, read_snapshot, resolve_snapshot, SnapshotSelector};
 
-use super::{human_bytes, identities, open_store, shutdown_token};
+use super::{human_bytes, identities, manifest_trust, open_store, shutdown_token};
 use crate::progress::{on_terminal, TransferBar};
 use crate::settings::Settings;
 
@@ -21,7 +21,14 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
     let selector: SnapshotSelector = args.snapshot.parse()?;
     let (store, layout) = open_store(settings)?;
     let cancel = shutdown_token();
-    let manifest = resolve_snapshot(&store, &layout, &selector, &cancel).await?;
+    let manifest = resolve_snapshot(
+        &store,
+        &layout,
+        &manifest_trust(settings)?,
+        &selector,
+        &cancel,
+    )
+    .await?;
     let identities = identities(settings)?;
     let visible = on_terminal(false);
     let started = Instant::now();
@@ -51,6 +58,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
                 entries,
                 ..
             } => {
+                let node = printable(node);
                 let (bar, sink) = TransferBar::for_sink(
                     format!("verify bundle of {node}"),
                     raw.size,
@@ -82,6 +90,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
                 );
             }
             NodeBundle::Missing { node, reason } => {
+                let (node, reason) = (printable(node), printable(reason));
                 println!(
                     "  node {node} MISSING (not reachable when the snapshot was taken): {reason}"
                 );

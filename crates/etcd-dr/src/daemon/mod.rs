@@ -2,10 +2,12 @@
 //! loop (primary snapshots, secondary polling, store checks, progress log, systemd
 //! notifications).
 
+pub mod catalog_cache;
 pub mod fencing;
 pub mod primary;
 pub mod progress_log;
 pub mod promote;
+pub mod refused;
 pub mod secondary;
 pub mod store_check;
 pub mod systemd;
@@ -23,7 +25,7 @@ use etcd_dr_control::{
 use etcd_dr_core::{PromotionRecord, PromotionRequest, SnapshotId, SnapshotManifest};
 use etcd_dr_scheduler::SnapshotContext;
 use etcd_dr_transport::{
-    list_snapshots, read_manifest, Catalog, ShipProgress, SnapshotLayout, TransportError,
+    read_manifest, Catalog, ManifestTrust, ShipProgress, SnapshotLayout, TransportError,
 };
 use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
@@ -51,12 +53,18 @@ pub struct DaemonState {
     pub store: Arc<dyn ObjectStore>,
     /// The cluster's folder in the store.
     pub layout: SnapshotLayout,
+    /// What this instance accepts from the store (signatures, cluster, encryption).
+    pub trust: ManifestTrust,
     /// The primary's snapshot machinery; `None` on a secondary.
     pub snapshots: Option<SnapshotContext>,
     /// The configuration.
     pub settings: Settings,
     /// Why this primary does not ship (a promotion fenced its prefix), if it does not.
     fenced: Mutex<Option<String>>,
+    /// Refused snapshots already logged.
+    refused: refused::RefusedSnapshots,
+    /// The last listing of the store, for `GET /v1/snapshots`.
+    catalog_cache: catalog_cache::CatalogCache,
     /// Promotions this instance runs (`[promote]` configured).
     pub promotions: promote::Promotions,
     /// Fires on shutdown.
@@ -70,6 +78,7 @@ impl DaemonState {
         metrics: Metrics,
         store: Arc<dyn ObjectStore>,
         layout: SnapshotLayout,
+        trust: ManifestTrust,
         snapshots: Option<SnapshotContext>,
         cancel: CancellationToken,
     ) -> Self {
@@ -86,9 +95,12 @@ impl DaemonState {
             metrics,
             store,
             layout,
+            trust,
             snapshots,
             settings,
             fenced: Mutex::new(None),
+            refused: refused::RefusedSnapshots::default(),
+            catalog_cache: catalog_cache::CatalogCache::default(),
             promotions: promote::Promotions::default(),
             cancel,
         }
@@ -230,15 +242,11 @@ impl etcd_dr_control::Daemon for DaemonHandle {
     }
 
     async fn list_snapshots(&self) -> Result<Vec<SnapshotManifest>, ActionError> {
-        let state = &self.0;
-        list_snapshots(&state.store, &state.layout, &state.cancel)
-            .await
-            .map(|catalog| catalog.snapshots)
-            .map_err(action_error)
+        self.0.cached_snapshots().await.map_err(action_error)
     }
 
     async fn get_snapshot(&self, id: &SnapshotId) -> Result<SnapshotManifest, ActionError> {
-        read_manifest(&self.0.store, &self.0.layout, id)
+        read_manifest(&self.0.store, &self.0.layout, &self.0.trust, id)
             .await
             .map_err(action_error)
     }
@@ -295,6 +303,7 @@ impl etcd_dr_control::Daemon for DaemonHandle {
 fn action_error(error: TransportError) -> ActionError {
     match error {
         TransportError::SnapshotNotFound { .. } => ActionError::NotFound(error.to_string()),
+        TransportError::Untrusted { .. } => ActionError::Refused(error.to_string()),
         TransportError::Cancelled => ActionError::Unavailable(error.to_string()),
         error if error.is_transient() => ActionError::Unavailable(error.to_string()),
         other => ActionError::Failed(other.to_string()),

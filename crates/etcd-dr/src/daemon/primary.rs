@@ -28,8 +28,9 @@ pub fn expected_interval(schedule: &Schedule) -> Duration {
 
 /// Reads what the store already holds, so status and metrics start from it.
 pub async fn load_baseline(state: &DaemonState) {
-    match list_snapshots(&state.store, &state.layout, &state.cancel).await {
+    match list_snapshots(&state.store, &state.layout, &state.trust, &state.cancel).await {
         Ok(catalog) => {
+            state.cache_catalog(&catalog).await;
             state.observe_catalog(&catalog);
             state.metrics.set_snapshots_stored(catalog.snapshots.len());
             if let Some(newest) = catalog.newest() {
@@ -115,6 +116,8 @@ pub async fn snapshot_cycle(
     let result = context
         .take_snapshot(label, skip_unchanged, &state.progress, &on_attempt, cancel)
         .await;
+    // Before the run shows as finished: the next request lists the new snapshot.
+    state.forget_catalog().await;
     state
         .metrics
         .add_uploaded_bytes(state.progress.stored_bytes.load(Ordering::Relaxed));
@@ -183,7 +186,8 @@ pub async fn snapshot_cycle(
 /// Applies retention (keeping the newest snapshot that reads back intact) and refreshes the
 /// stored count.
 async fn prune(state: &DaemonState) -> anyhow::Result<()> {
-    let catalog = list_snapshots(&state.store, &state.layout, &state.cancel).await?;
+    let catalog = list_snapshots(&state.store, &state.layout, &state.trust, &state.cancel).await?;
+    state.cache_catalog(&catalog).await;
     state.observe_catalog(&catalog);
     let (plan, check) = plan_verified_retention(
         &state.store,
@@ -210,10 +214,10 @@ async fn prune(state: &DaemonState) -> anyhow::Result<()> {
     let mut stored = catalog.snapshots.len();
     if !plan.is_empty() {
         apply_retention(&state.store, &state.layout, &plan, &state.cancel).await?;
-        stored = list_snapshots(&state.store, &state.layout, &state.cancel)
-            .await?
-            .snapshots
-            .len();
+        let pruned =
+            list_snapshots(&state.store, &state.layout, &state.trust, &state.cancel).await?;
+        state.cache_catalog(&pruned).await;
+        stored = pruned.snapshots.len();
     }
     state.metrics.set_snapshots_stored(stored);
     Ok(())

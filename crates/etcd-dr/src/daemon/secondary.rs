@@ -21,12 +21,9 @@ use crate::settings::SecondarySettings;
 /// Creates the pre-staging directory (owner-only: the files hold every Secret of the cluster).
 /// A copy an earlier run staged is reported only once the first poll has checked it.
 pub fn prepare(state: &DaemonState, config: &SecondarySettings) -> anyhow::Result<()> {
-    // An unreadable identity file is a start-up error, not one failed verification per poll.
-    state
-        .settings
-        .encryption
-        .identities()
-        .context("encryption.identity_file")?;
+    // An unreadable (or world-readable) identity file is a start-up error, not one failed
+    // verification per poll.
+    crate::cmd::identities(&state.settings).context("encryption.identity_file")?;
     if let Some(dir) = &config.prestage_dir {
         PrestageDir::new(dir)
             .create()
@@ -70,16 +67,18 @@ async fn poll_once(
     config: &SecondarySettings,
     seen: &mut BTreeSet<SnapshotId>,
 ) {
-    let catalog = match list_snapshots(&state.store, &state.layout, &state.cancel).await {
-        Ok(catalog) => catalog,
-        Err(TransportError::Cancelled) => return,
-        Err(error) => {
-            tracing::warn!(%error, "cannot list the store");
-            state.cycle_failed(format!("listing the store failed: {error}"));
-            return;
-        }
-    };
+    let catalog =
+        match list_snapshots(&state.store, &state.layout, &state.trust, &state.cancel).await {
+            Ok(catalog) => catalog,
+            Err(TransportError::Cancelled) => return,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list the store");
+                state.cycle_failed(format!("listing the store failed: {error}"));
+                return;
+            }
+        };
     state.metrics.set_snapshots_stored(catalog.snapshots.len());
+    state.cache_catalog(&catalog).await;
     state.update(|status| {
         status
             .secondary

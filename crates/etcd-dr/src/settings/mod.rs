@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use etcd_dr_control::{HttpConfig, Role, TOKEN_ENV};
-use etcd_dr_core::ConfigProblems;
+use etcd_dr_core::{ConfigProblems, SecretFileModes};
 use etcd_dr_nodes::{BundleConfig, NodesConfig};
 use etcd_dr_restore::PromoteConfig;
 use etcd_dr_scheduler::{EtcdConfig, ScheduleConfig};
-use etcd_dr_transport::{EncryptionConfig, RetentionConfig, StoreConfig};
+use etcd_dr_transport::{EncryptionConfig, RetentionConfig, SigningConfig, StoreConfig};
 use serde::Deserialize;
 
 mod sections;
@@ -52,6 +52,13 @@ pub struct Settings {
     /// Client-side encryption (age).
     #[serde(default)]
     pub encryption: EncryptionConfig,
+    /// Manifest signatures: the primary's signing key, the keys readers trust.
+    #[serde(default)]
+    pub signing: SigningConfig,
+    /// What to do with a secret file (signing key, age identity, API token) that group or
+    /// others can read: `refuse` (default) or `warn`.
+    #[serde(default)]
+    pub secret_file_modes: SecretFileModes,
     /// The HTTP API: listen address, token, readiness.
     #[serde(default)]
     pub http: HttpConfig,
@@ -73,12 +80,29 @@ impl Settings {
         self.bundle.is_enabled(self.nodes.has_control_plane())
     }
 
+    /// Problems that only matter where snapshots are read (every command that lists, verifies,
+    /// fetches, prunes or restores, and the daemon): there must be a trusted signing key.
+    pub fn validate_for_reading(&self) -> Result<(), ConfigProblems> {
+        let mut problems = ConfigProblems::default();
+        self.signing.validate_for_reading("signing", &mut problems);
+        problems.into_result()
+    }
+
+    /// Whether readers refuse a snapshot with a plain object: `encryption.require_encryption`,
+    /// by default on when node bundles are taken or an identity file is set.
+    pub fn requires_encryption_to_read(&self) -> bool {
+        self.encryption
+            .require_encryption
+            .unwrap_or(self.bundles_enabled() || self.encryption.identity_file.is_some())
+    }
+
     /// Problems that only matter where snapshots are shipped from (the primary): with
-    /// encryption required, recipients must be configured.
+    /// encryption required, recipients must be configured; manifests are signed.
     pub fn validate_for_shipping(&self) -> Result<(), ConfigProblems> {
         let mut problems = ConfigProblems::default();
         self.encryption
             .validate_for_shipping("encryption", self.bundles_enabled(), &mut problems);
+        self.signing.validate_for_shipping("signing", &mut problems);
         problems.into_result()
     }
 
@@ -109,7 +133,8 @@ impl Settings {
                     .separator("__")
                     .try_parsing(true)
                     .list_separator(",")
-                    .with_list_parse_key("etcd.endpoints"),
+                    .with_list_parse_key("etcd.endpoints")
+                    .with_list_parse_key("signing.trusted_keys"),
             );
         for (key, value) in overrides {
             builder = builder
@@ -119,14 +144,26 @@ impl Settings {
         let loaded = builder
             .build()
             .with_context(|| format!("config file `{}`", path.display()))?;
-        let settings: Settings = loaded.try_deserialize().with_context(|| {
-            format!(
-                "config file `{}` (or an ETCD_DR_… variable)",
-                path.display()
-            )
-        })?;
+        // No message about the configuration echoes a secret it holds.
+        let secrets = crate::config_redaction::sensitive_values(&loaded);
+        let redacted = |error: &dyn std::fmt::Display| {
+            anyhow::anyhow!(crate::config_redaction::redact(
+                &error.to_string(),
+                &secrets
+            ))
+        };
+        let settings: Settings = loaded
+            .try_deserialize()
+            .map_err(|e| redacted(&e))
+            .with_context(|| {
+                format!(
+                    "config file `{}` (or an ETCD_DR_… variable)",
+                    path.display()
+                )
+            })?;
         settings
             .validate()
+            .map_err(|e| redacted(&e))
             .with_context(|| format!("config file `{}`", path.display()))?;
         Ok(settings)
     }
@@ -172,6 +209,7 @@ impl Settings {
         self.nodes.validate("nodes", &mut problems);
         self.bundle.validate("bundle", &mut problems);
         self.encryption.validate("encryption", &mut problems);
+        self.signing.validate("signing", &mut problems);
         if let Some(promote) = &self.promote {
             promote.validate("promote", &mut problems);
             if self.nodes.control_plane.is_empty() {

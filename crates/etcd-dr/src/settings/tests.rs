@@ -266,11 +266,12 @@ fn nodes_bundles_and_encryption_are_validated_by_field() {
 
 #[test]
 fn shipping_needs_recipients_once_bundles_are_on() {
-    let plain = parse(MINIMAL).unwrap();
+    let signed = format!("{MINIMAL}\n[signing]\nkey_file = \"/etc/etcd-dr/signing.key\"\n");
+    let plain = parse(&signed).unwrap();
     assert!(!plain.bundles_enabled());
     plain.validate_for_shipping().unwrap();
 
-    let with_nodes = parse(&format!("{MINIMAL}\n[nodes]\ncontrol_plane = [\"cp1\"]\n")).unwrap();
+    let with_nodes = parse(&format!("{signed}\n[nodes]\ncontrol_plane = [\"cp1\"]\n")).unwrap();
     with_nodes.validate().unwrap();
     assert!(with_nodes.bundles_enabled());
     let problems = with_nodes.validate_for_shipping().unwrap_err();
@@ -279,4 +280,39 @@ fn shipping_needs_recipients_once_bundles_are_on() {
     assert!(problems
         .to_string()
         .contains("encryption.require_encryption"));
+}
+
+#[test]
+fn shipping_and_reading_need_signing_unless_explicitly_allowed() {
+    let unsigned = parse(MINIMAL).unwrap();
+    let fields = |problems: ConfigProblems| -> Vec<String> {
+        problems.iter().map(|p| p.field.clone()).collect()
+    };
+    assert_eq!(
+        fields(unsigned.validate_for_shipping().unwrap_err()),
+        ["signing.key_file"]
+    );
+    assert_eq!(
+        fields(unsigned.validate_for_reading().unwrap_err()),
+        ["signing.trusted_keys"]
+    );
+    let opted_out = parse(&format!("{MINIMAL}\n[signing]\nallow_unsigned = true\n")).unwrap();
+    opted_out.validate_for_shipping().unwrap();
+    opted_out.validate_for_reading().unwrap();
+}
+
+#[test]
+fn an_identity_file_makes_readers_require_encryption() {
+    let plain = parse(MINIMAL).unwrap();
+    assert!(!plain.requires_encryption_to_read());
+    let with_identity = parse(&format!(
+        "{MINIMAL}\n[encryption]\nidentity_file = \"/etc/etcd-dr/age.txt\"\n"
+    ))
+    .unwrap();
+    assert!(with_identity.requires_encryption_to_read());
+    let opted_out = parse(&format!(
+        "{MINIMAL}\n[encryption]\nidentity_file = \"/etc/etcd-dr/age.txt\"\nrequire_encryption = false\n"
+    ))
+    .unwrap();
+    assert!(!opted_out.requires_encryption_to_read());
 }

@@ -128,6 +128,12 @@ impl Promoter {
             Ok(local) => local,
             Err(error) => return fail(tracker, StepName::Verify, error),
         };
+        // A dry run leaves no plain copy behind, however it ends.
+        let _discard = record
+            .request
+            .dry_run
+            .then(|| local.discard_on_drop())
+            .flatten();
         let (plan, keys) = match self.preflight(&record.id, &manifest, tracker, cancel).await {
             Ok(found) => found,
             Err(error) => return fail(tracker, StepName::Preflight, error),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use etcd_dr_nodes::Node;
 use etcd_dr_scheduler::EtcdSource;
-use etcd_dr_transport::{Identities, SnapshotLayout};
+use etcd_dr_transport::{Identities, ManifestTrust, SnapshotLayout};
 use object_store::ObjectStore;
 
 use crate::{KubeClient, PromoteConfig, PromoteError, ServiceAccountKeys};
@@ -25,6 +25,9 @@ pub struct Promoter {
     pub service_account_keys: Option<ServiceAccountKeys>,
     /// The age identities that decrypt the snapshot and its bundles.
     pub identities: Identities,
+    /// What a snapshot must be to be restored (signed by a trusted key, of this cluster,
+    /// encrypted where required); refuses everything until the binary sets it.
+    pub trust: ManifestTrust,
 }
 
 impl Promoter {
@@ -53,6 +56,7 @@ impl Promoter {
             prestage_dir: None,
             service_account_keys: None,
             identities: Identities::none(),
+            trust: ManifestTrust::refuse_all(),
         })
     }
 

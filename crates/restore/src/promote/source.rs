@@ -91,7 +91,8 @@ impl Promoter {
             (None, _) => request.snapshot.parse::<SnapshotSelector>()?,
         };
         tracker.start(step, None);
-        let manifest = resolve_snapshot(&self.store, &self.layout, &selector, cancel).await?;
+        let manifest =
+            resolve_snapshot(&self.store, &self.layout, &self.trust, &selector, cancel).await?;
         tracker.update(|r| r.snapshot = Some(manifest.id.clone()));
         tracker.done(
             step,

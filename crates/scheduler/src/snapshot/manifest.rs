@@ -78,6 +78,7 @@ pub(super) fn build_manifest(
         producer,
         nodes,
         kubernetes,
+        signature: None,
     }
 }
 

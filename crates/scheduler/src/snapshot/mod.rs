@@ -14,8 +14,8 @@ use etcd_dr_core::{ClusterShape, SnapshotId, SnapshotManifest};
 use etcd_dr_nodes::{BundleConfig, NodesConfig};
 use etcd_dr_transport::{
     commit_manifest, delete_uncommitted, is_committed, list_snapshots, producer_lease_path,
-    upload_snapshot_data, AttemptToken, LeaseKeeper, ProducerLease, ShipProgress, SnapshotLayout,
-    TransportError, UploadOptions, DATA_OBJECT_NAME,
+    upload_snapshot_data, AttemptToken, LeaseKeeper, ManifestSigner, ManifestTrust, ProducerLease,
+    ShipProgress, SnapshotLayout, TransportError, UploadOptions, DATA_OBJECT_NAME,
 };
 use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +49,10 @@ pub struct SnapshotContext {
     pub upload: UploadOptions,
     /// Node bundles taken with every snapshot, when enabled.
     pub bundles: Option<BundlePlan>,
+    /// Signs every manifest (`signing.key_file`); `None` only where unsigned ones are allowed.
+    pub signer: Option<Arc<ManifestSigner>>,
+    /// What the primary accepts when it reads the store back (its own signatures).
+    pub trust: ManifestTrust,
     /// How long the producer lease lives without a renewal.
     pub lease_ttl: Duration,
 }
@@ -142,7 +146,7 @@ impl SnapshotContext {
             }
         }
         if skip_unchanged {
-            let catalog = list_snapshots(&self.store, &self.layout, cancel).await?;
+            let catalog = list_snapshots(&self.store, &self.layout, &self.trust, cancel).await?;
             if let Some(unchanged) = unchanged_since(catalog.newest(), &survey) {
                 return Ok(unchanged);
             }
@@ -243,8 +247,16 @@ impl SnapshotContext {
             },
             None => Vec::new(),
         };
-        let manifest = build_manifest(&self.cluster, attempt, data, nodes, kubernetes, producer());
-        if let Err(error) = commit_manifest(&self.store, &self.layout, &manifest).await {
+        let mut manifest =
+            build_manifest(&self.cluster, attempt, data, nodes, kubernetes, producer());
+        if let Err(error) = commit_manifest(
+            &self.store,
+            &self.layout,
+            self.signer.as_deref(),
+            &mut manifest,
+        )
+        .await
+        {
             // Only this attempt's folder: a manifest that exists names another attempt's (or,
             // after a lost answer, this one's: then nothing is removed).
             self.remove_uncommitted(id, &attempt_token).await;

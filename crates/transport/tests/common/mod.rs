@@ -33,6 +33,7 @@ pub fn manifest(id: SnapshotId, data: etcd_dr_transport::UploadedData) -> Snapsh
             host: "test".into(),
         },
         nodes: vec![],
+        signature: None,
         kubernetes: None,
     }
 }
