@@ -29,7 +29,9 @@ mod status;
 
 pub use auth::ApiToken;
 pub use config::{HttpConfig, TOKEN_ENV};
-pub use daemon::{ActionError, Daemon, PromotionAccepted, SnapshotAccepted, SnapshotRequest};
+pub use daemon::{
+    ActionError, ApiCaller, Daemon, PromotionAccepted, SnapshotAccepted, SnapshotRequest,
+};
 pub use error::{ApiError, ControlError, ErrorBody};
 pub use etcd_dr_core::Role;
 pub use metrics::Metrics;

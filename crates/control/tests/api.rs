@@ -38,6 +38,7 @@ fn manifest(minute: u32, revision: i64) -> SnapshotManifest {
             source_endpoint: "http://127.0.0.1:2379".into(),
             source_member_id: "8e9e05c52164694d".into(),
             members: vec![],
+            previous_cluster_id: None,
         },
         raw: ObjectDigest {
             size: 20480,

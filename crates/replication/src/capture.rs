@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use crate::store::{SegmentStore, StoredSegment};
 use crate::{
     ChainLink, GenerationId, LeaseRecord, ReplicationError, RevisionEvents, Segment, SegmentDigest,
-    NO_PREVIOUS_SEGMENT,
+    SegmentSigner, NO_PREVIOUS_SEGMENT,
 };
 
 /// How capture cuts segments and bounds its memory.
@@ -179,14 +179,24 @@ pub async fn capture_generation(
 ) -> Result<Option<ChainLink>, ReplicationError> {
     let upload_cancel = CancellationToken::new();
     let (segments_tx, segments_rx) = mpsc::channel(options.upload_queue_segments.max(1));
+    // Segments are signed where they are cut: the next one's header carries this digest.
+    let signer = sink.signer.clone();
     let uploader = tokio::spawn(upload_segments(
         sink,
         segments_rx,
         progress.clone(),
         upload_cancel.clone(),
     ));
-    let watched =
-        watch_into_segments(client, &start, options, progress, &segments_tx, cancel).await;
+    let watched = watch_into_segments(
+        client,
+        &start,
+        options,
+        signer.as_ref(),
+        progress,
+        &segments_tx,
+        cancel,
+    )
+    .await;
     drop(segments_tx);
     // Whatever was captured is stored before returning, within the grace period.
     let grace = tokio::time::sleep(options.shutdown_grace);
@@ -248,6 +258,7 @@ async fn watch_into_segments(
     client: &Client,
     start: &CaptureStart,
     options: &CaptureOptions,
+    signer: Option<&SegmentSigner>,
     progress: &watch::Sender<CaptureProgress>,
     segments: &mpsc::Sender<PendingSegment>,
     cancel: &CancellationToken,
@@ -300,7 +311,7 @@ async fn watch_into_segments(
             biased;
             () = cancel.cancelled() => break Ok(()),
             () = sleep_until_some(cut_at) => {
-                if let Err(error) = cut(&mut builder, cluster_id, &generation, &mut previous_digest, segments, cancel).await {
+                if let Err(error) = cut(&mut builder, cluster_id, &generation, &mut previous_digest, signer, segments, cancel).await {
                     break Err(error);
                 }
                 // So that an idle cluster shows no lag: etcd answers with its current revision.
@@ -401,6 +412,7 @@ async fn watch_into_segments(
                     cluster_id,
                     &generation,
                     &mut previous_digest,
+                    signer,
                     segments,
                     cancel,
                 )
@@ -421,6 +433,7 @@ async fn watch_into_segments(
         cluster_id,
         &generation,
         &mut previous_digest,
+        signer,
         segments,
         &CancellationToken::new(),
     )
@@ -475,6 +488,7 @@ async fn cut(
     cluster_id: Option<u64>,
     generation: &GenerationId,
     previous_digest: &mut SegmentDigest,
+    signer: Option<&SegmentSigner>,
     segments: &mpsc::Sender<PendingSegment>,
     cancel: &CancellationToken,
 ) -> Result<(), ReplicationError> {
@@ -490,7 +504,10 @@ async fn cut(
         built.leases,
         built.revisions,
     )?;
-    let (plain, digest) = segment.encode();
+    let (plain, digest) = match signer {
+        Some(signer) => segment.encode_signed(signer),
+        None => segment.encode(),
+    };
     *previous_digest = digest;
     let pending = PendingSegment {
         generation: generation.clone(),

@@ -16,6 +16,7 @@ mod bundle_keys;
 mod config;
 mod error;
 mod etcd_pod;
+mod fence_watch;
 mod health;
 mod kube;
 mod node_ops;
@@ -36,6 +37,7 @@ pub use etcd_dr_core::{
     PromotionRequest, PromotionState, RestoreTool, StepName, StepRecord, StepState,
 };
 pub use etcd_pod::{parse_etcd_pod, EtcdPod};
+pub use fence_watch::{check_fence_once, FenceCheckError};
 pub use health::{judge_health, wait_api_ready, wait_healthy, HealthyCluster};
 pub use kube::{KubeClient, RolloutReport};
 pub use node_ops::{gather_facts, ServiceAccountKeys};

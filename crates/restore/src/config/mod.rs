@@ -1,10 +1,25 @@
+//! `[promote]`: how the secondary's control plane is restored, one file per part: the section
+//! itself (paths, tools, timeouts) here, `node_commands` (stopping and starting the control
+//! plane on a node), `kubernetes` (`[promote.kubernetes]`), `after` (`[promote.after]`).
+
+mod after;
+mod kubernetes;
+mod node_commands;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use etcd_dr_cluster_shape::ShapeChecks;
 use etcd_dr_core::ConfigProblems;
 use etcd_dr_scheduler::EtcdConfig;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+
+pub use after::{AfterConfig, PodSelector};
+pub use kubernetes::KubernetesConfig;
+use node_commands::{
+    check_argv, default_etcd_stopped, default_force_stop, default_start_commands,
+    default_stop_commands,
+};
 
 /// `[promote]`: how the secondary's control plane is restored.
 #[derive(Debug, Clone, Deserialize)]
@@ -79,75 +94,6 @@ pub struct PromoteConfig {
     pub shape_checks: ShapeChecks,
 }
 
-/// `[promote.kubernetes]`: how to reach the secondary's kube-apiserver.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KubernetesConfig {
-    /// The API server URL, e.g. `https://k8s-eu.example:6443`. Taken from `kubeconfig` when
-    /// unset.
-    #[serde(default)]
-    pub api_server: Option<String>,
-    /// A kubeconfig (e.g. `/etc/kubernetes/admin.conf`): server, CA and credentials (client
-    /// certificate, token, exec plugin).
-    #[serde(default)]
-    pub kubeconfig: Option<PathBuf>,
-    /// The kubeconfig context to use instead of its `current-context`; one it does not have is
-    /// an error.
-    #[serde(default)]
-    pub context: Option<String>,
-    /// CA bundle of the API server (instead of the kubeconfig's).
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate (instead of the kubeconfig's).
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    /// Client key (instead of the kubeconfig's).
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-    /// A file holding a bearer token.
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
-    /// Time allowed for one request.
-    #[serde(default = "default_request_timeout", with = "humantime_serde")]
-    pub request_timeout: Duration,
-    /// Each control-plane node's own kube-apiserver (e.g. `https://10.1.0.11:6443`): the health
-    /// step waits for `/readyz` and a list on every one. Empty: the kubeconfig's server only.
-    #[serde(default)]
-    pub control_plane_servers: Vec<String>,
-}
-
-/// `[promote.after]`: the steps after a healthy restore; each can be turned off.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AfterConfig {
-    /// How long the first after-step waits for every Node to report Ready; those still not
-    /// Ready then are named in a warning and the promotion goes on.
-    #[serde(default = "default_nodes_ready_timeout", with = "humantime_serde")]
-    pub nodes_ready_timeout: Duration,
-    /// Run `worker_restart_command` on every worker node (`[nodes] workers`).
-    #[serde(default = "default_true")]
-    pub restart_workers: bool,
-    /// What restarts kubelet on a worker.
-    #[serde(default = "default_worker_restart")]
-    pub worker_restart_command: Vec<String>,
-    /// Workload kinds to rollout-restart (`deployments`, `daemonsets`, `statefulsets`).
-    #[serde(default = "default_rollout_kinds")]
-    pub rollout_restart: Vec<String>,
-    /// Pods deleted (by label) so they start fresh.
-    #[serde(default = "default_delete_pods")]
-    pub delete_pods: Vec<PodSelector>,
-}
-
-/// Pods of one namespace chosen by a label selector.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct PodSelector {
-    /// The namespace.
-    pub namespace: String,
-    /// A label selector, e.g. `k8s-app=kube-proxy`.
-    pub label_selector: String,
-}
-
 fn default_etcd_manifest() -> String {
     "/etc/kubernetes/manifests/etcd.yaml".into()
 }
@@ -169,51 +115,6 @@ fn default_free_space_factor() -> u64 {
 fn default_true() -> bool {
     true
 }
-fn words(list: &[&str]) -> Vec<String> {
-    list.iter().map(|w| w.to_string()).collect()
-}
-/// kubeadm: kubelet runs the static pods; without it they keep running until their containers
-/// are stopped.
-fn default_stop_commands() -> Vec<Vec<String>> {
-    vec![
-        words(&["systemctl", "stop", "kubelet"]),
-        words(&[
-            "sh",
-            "-c",
-            "for name in etcd kube-apiserver kube-controller-manager kube-scheduler; do \
-             ids=$(crictl ps -q --name \"^$name\\$\"); \
-             if [ -n \"$ids\" ]; then crictl stop $ids >/dev/null; fi; done",
-        ]),
-    ]
-}
-fn default_etcd_stopped() -> Vec<String> {
-    words(&["sh", "-c", "! pgrep -x etcd >/dev/null"])
-}
-/// The control-plane processes a force stop kills.
-pub const CONTROL_PLANE_PROCESSES: [&str; 4] = [
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-];
-fn default_force_stop() -> Vec<String> {
-    words(&["sh", "-c", &force_stop_script(&CONTROL_PLANE_PROCESSES)])
-}
-/// SIGKILLs every process named `names`, then waits up to 5 s for all of them to be gone;
-/// fails naming those that are not.
-pub(crate) fn force_stop_script(names: &[&str]) -> String {
-    let names = names.join(" ");
-    format!(
-        "for name in {names}; do pkill -KILL -x \"$name\"; done; \
-         for i in 1 2 3 4 5 6 7 8 9 10; do left=''; \
-         for name in {names}; do pgrep -x \"$name\" >/dev/null && left=\"$left $name\"; done; \
-         [ -z \"$left\" ] && exit 0; sleep 0.5; done; \
-         echo \"still running after SIGKILL:$left\" >&2; exit 1"
-    )
-}
-fn default_start_commands() -> Vec<Vec<String>> {
-    vec![words(&["systemctl", "start", "kubelet"])]
-}
 fn default_stop_timeout() -> Duration {
     Duration::from_secs(120)
 }
@@ -223,45 +124,8 @@ fn default_health_timeout() -> Duration {
 fn default_switchover_timeout() -> Duration {
     Duration::from_secs(600)
 }
-fn default_request_timeout() -> Duration {
-    Duration::from_secs(30)
-}
 fn default_work_dir() -> PathBuf {
     PathBuf::from("/var/lib/etcd-dr/promote")
-}
-fn default_nodes_ready_timeout() -> Duration {
-    Duration::from_secs(300)
-}
-fn default_worker_restart() -> Vec<String> {
-    words(&["systemctl", "restart", "kubelet"])
-}
-fn default_rollout_kinds() -> Vec<String> {
-    words(&["deployments", "daemonsets"])
-}
-fn default_delete_pods() -> Vec<PodSelector> {
-    [
-        "k8s-app=kube-proxy",
-        "component=kube-controller-manager",
-        "component=kube-scheduler",
-    ]
-    .iter()
-    .map(|selector| PodSelector {
-        namespace: "kube-system".into(),
-        label_selector: selector.to_string(),
-    })
-    .collect()
-}
-
-impl Default for AfterConfig {
-    fn default() -> Self {
-        Self {
-            nodes_ready_timeout: default_nodes_ready_timeout(),
-            restart_workers: true,
-            worker_restart_command: default_worker_restart(),
-            rollout_restart: default_rollout_kinds(),
-            delete_pods: default_delete_pods(),
-        }
-    }
 }
 
 impl PromoteConfig {
@@ -321,32 +185,27 @@ impl PromoteConfig {
         if self.free_space_factor == 0 {
             problems.push(format!("{field}.free_space_factor"), "must be at least 1");
         }
-        let argv = |problems: &mut ConfigProblems, name: String, words: &[String]| {
-            if words.is_empty() || words.iter().any(String::is_empty) {
-                problems.push(name, "must be a non-empty list of words, e.g. [\"systemctl\", \"stop\", \"kubelet\"]");
-            }
-        };
         for (i, command) in self.stop_control_plane.iter().enumerate() {
-            argv(
+            check_argv(
                 problems,
                 format!("{field}.stop_control_plane[{i}]"),
                 command,
             );
         }
         for (i, command) in self.start_control_plane.iter().enumerate() {
-            argv(
+            check_argv(
                 problems,
                 format!("{field}.start_control_plane[{i}]"),
                 command,
             );
         }
-        argv(
+        check_argv(
             problems,
             format!("{field}.etcd_stopped_check"),
             &self.etcd_stopped_check,
         );
         if !self.force_stop_command.is_empty() {
-            argv(
+            check_argv(
                 problems,
                 format!("{field}.force_stop_command"),
                 &self.force_stop_command,
@@ -373,75 +232,7 @@ impl PromoteConfig {
         if let Some(kube) = &self.kubernetes {
             kube.validate(&format!("{field}.kubernetes"), problems);
         }
-        if self.after.restart_workers {
-            argv(
-                problems,
-                format!("{field}.after.worker_restart_command"),
-                &self.after.worker_restart_command,
-            );
-        }
-        for (i, kind) in self.after.rollout_restart.iter().enumerate() {
-            if !matches!(kind.as_str(), "deployments" | "daemonsets" | "statefulsets") {
-                problems.push(
-                    format!("{field}.after.rollout_restart[{i}]"),
-                    "must be one of \"deployments\", \"daemonsets\", \"statefulsets\"",
-                );
-            }
-        }
-        for (i, pods) in self.after.delete_pods.iter().enumerate() {
-            if pods.namespace.is_empty() || pods.label_selector.is_empty() {
-                problems.push(
-                    format!("{field}.after.delete_pods[{i}]"),
-                    "needs a namespace and a label_selector, e.g. { namespace = \"kube-system\", label_selector = \"k8s-app=kube-proxy\" }",
-                );
-            }
-        }
-    }
-}
-
-impl KubernetesConfig {
-    /// Reports every bad field under `field` (e.g. `promote.kubernetes`).
-    pub fn validate(&self, field: &str, problems: &mut ConfigProblems) {
-        if self.api_server.is_none() && self.kubeconfig.is_none() {
-            problems.push(
-                format!("{field}.api_server"),
-                "set api_server or kubeconfig (e.g. \"/etc/kubernetes/admin.conf\")",
-            );
-        }
-        if let Some(url) = &self.api_server {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                problems.push(
-                    format!("{field}.api_server"),
-                    "must be a URL such as https://k8s.example:6443",
-                );
-            }
-        }
-        for (i, url) in self.control_plane_servers.iter().enumerate() {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                problems.push(
-                    format!("{field}.control_plane_servers[{i}]"),
-                    "must be a URL such as https://10.1.0.11:6443",
-                );
-            }
-        }
-        if self.cert_file.is_some() != self.key_file.is_some() {
-            problems.push(
-                format!("{field}.key_file"),
-                "cert_file and key_file go together: set both or neither",
-            );
-        }
-        for (name, path) in [
-            ("kubeconfig", &self.kubeconfig),
-            ("ca_file", &self.ca_file),
-            ("cert_file", &self.cert_file),
-            ("key_file", &self.key_file),
-            ("token_file", &self.token_file),
-        ] {
-            problems.check_file(format!("{field}.{name}"), path.as_deref());
-        }
-        if self.request_timeout < Duration::from_secs(1) {
-            problems.push(format!("{field}.request_timeout"), "must be at least 1s");
-        }
+        self.after.validate(&format!("{field}.after"), problems);
     }
 }
 
@@ -465,35 +256,6 @@ mod tests {
         let mut problems = ConfigProblems::default();
         config.validate("promote", &mut problems);
         assert!(problems.is_empty(), "{problems}");
-    }
-
-    #[test]
-    fn the_force_stop_kills_and_checks() {
-        // A process of a name no one else uses (pgrep -x compares at most 15 characters).
-        let dir = tempfile::tempdir().unwrap();
-        let name = format!("edrfs{}", std::process::id() % 1_000_000);
-        let program = dir.path().join(&name);
-        std::fs::copy("/bin/sleep", &program).unwrap();
-        let mut child = std::process::Command::new(&program)
-            .arg("60")
-            .spawn()
-            .unwrap();
-        // Reaped at once, as kubelet's container runtime would (pgrep sees zombies).
-        let reaper = std::thread::spawn(move || child.wait().unwrap());
-        let status = std::process::Command::new("sh")
-            .args(["-c", &force_stop_script(&[&name, "edrfs-absent"])])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let waited = reaper.join().unwrap();
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&waited),
-            Some(9)
-        );
-        let default = PromoteConfig::new(EtcdConfig::plain(vec![])).force_stop_command;
-        for name in CONTROL_PLANE_PROCESSES {
-            assert!(default[2].contains(name), "{default:?}");
-        }
     }
 
     #[test]
