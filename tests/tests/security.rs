@@ -530,12 +530,18 @@ fn another_etcds_signed_snapshot_is_refused_unless_it_starts_a_new_generation() 
             "{error}"
         );
     }
-    let listed = reader.run_ok(&["list"]);
+    let output = reader.run(&["list"]);
+    let (listed, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
     assert!(
-        listed
-            .lines()
-            .any(|line| line.contains(&foreign) && line.contains("REFUSED")),
+        listed.contains(&genuine) && !listed.contains(&foreign),
         "{listed}"
+    );
+    assert!(
+        stderr.contains(&format!("REFUSED (not used): {foreign}")),
+        "{stderr}"
     );
     let verified = reader.run_ok(&["verify", &genuine]);
     assert!(
