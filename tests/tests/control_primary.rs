@@ -149,6 +149,10 @@ fn the_primary_api_reports_triggers_and_counts_snapshots() {
         .iter()
         .map(|m| m["stored"]["size"].as_u64().unwrap())
         .sum();
+    // The stored count comes after retention, which runs once the snapshot shows as done.
+    wait_for("retention after the run", Duration::from_secs(10), || {
+        (api.metric("etcd_dr_snapshots_stored") == 2.0).then_some(())
+    });
     let metrics = api.metrics();
     assert_eq!(metrics["etcd_dr_snapshots_total{result=\"success\"}"], 2.0);
     assert_eq!(metrics["etcd_dr_snapshots_stored"], 2.0);

@@ -25,13 +25,13 @@ pub const RECORD_INTERVAL: Duration = Duration::from_millis(500);
 /// sum over its nodes). Nothing is recorded until the first byte moved (a pre-staged copy that
 /// needs no download shows no transfer); the final count is recorded when dropped.
 pub struct TransferWatch {
-    copy: Copy,
+    copy: FollowedCopy,
     watcher: Option<JoinHandle<()>>,
 }
 
 /// What a watcher needs to record a copy.
 #[derive(Clone)]
-struct Copy {
+struct FollowedCopy {
     tracker: PromotionTracker,
     step: StepName,
     node: Option<String>,
@@ -39,7 +39,7 @@ struct Copy {
     transfer: TransferProgress,
 }
 
-impl Copy {
+impl FollowedCopy {
     /// Writes the count into the record, once bytes moved.
     fn record(&self) {
         let done = self.done.load(Ordering::Relaxed);
@@ -96,7 +96,7 @@ impl PromotionTracker {
         node: Option<&str>,
         total_bytes: u64,
     ) -> TransferWatch {
-        let copy = Copy {
+        let copy = FollowedCopy {
             tracker: self.clone(),
             step,
             node: node.map(str::to_string),
