@@ -294,8 +294,7 @@ fn attempts_write_and_remove_only_their_own_folder(store: Store) {
         let failed = AttemptToken::random();
         if store.arm_next(Call::Part, Fault::Fail) {
             let name = failed.object_name(DATA_OBJECT_NAME);
-            let chunks =
-                futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(vec![
+            let chunks = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(vec![
                     3u8;
                     100_000
                 ]))]);
