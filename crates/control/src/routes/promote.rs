@@ -13,9 +13,10 @@ use crate::{ActionError, ApiCaller, ApiError, ApiToken, AppState};
 
 /// `POST /v1/promote` (token required): promote this secondary. Body (every field optional):
 /// `{"snapshot": "latest" | "<id>", "mode": "failover" | "switchover", "dry_run": false,
-/// "force": false}`. 202 with the promotion id; 409 while one runs, after one succeeded or
-/// while a promotion marker fences the cluster (unless `force`). The caller (address and token
-/// name) is recorded as the promotion's `requested_by` and logged.
+/// "force": false}`. 202 with the promotion id; 409 while one (or an in-place restore) runs,
+/// the body's `running` naming it, after one succeeded or while a promotion marker fences the
+/// cluster (unless `force`). The caller (address and token name) is recorded as the
+/// promotion's `requested_by` and logged.
 pub async fn start(
     State(state): State<AppState>,
     caller: Option<axum::Extension<crate::CallerAddress>>,
@@ -47,6 +48,9 @@ pub async fn start(
         .start_promotion(request.clone(), caller)
         .await
         .map_err(|e| match e {
+            ActionError::AlreadyRunning { detail, running } => {
+                ApiError::already_running("promotion_conflict", detail, running)
+            }
             ActionError::Busy(detail) => {
                 ApiError::new(StatusCode::CONFLICT, "promotion_conflict", detail)
             }
