@@ -66,9 +66,12 @@ fn restore_in_place_goes_back_to_an_earlier_snapshot_and_the_primary_keeps_shipp
             ("fence", "skipped"),
             ("verify", "done"),
             ("preflight", "done"),
+            ("hooks-before", "skipped"),
             ("restore", "done"),
+            ("front-end", "skipped"),
             ("health", "done"),
             ("after", "done"),
+            ("hooks-after", "skipped"),
             ("rollback", "skipped"),
         ]
     );
