@@ -44,9 +44,10 @@ fn front_end(address: &str) -> FrontEndConfig {
 
 /// What `name` resolves to on node `index`, through its own resolver.
 fn resolve_on(secondary: &SshSecondary, index: usize, name: &str) -> String {
-    let out = secondary
-        .ground
-        .ssh(index, &format!("getent hosts {name} | awk '{{print $1; exit}}'"));
+    let out = secondary.ground.ssh(
+        index,
+        &format!("getent hosts {name} | awk '{{print $1; exit}}'"),
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -101,10 +102,15 @@ fn a_node_on_another_runtime_is_refused_and_with_warn_the_front_end_points_at_th
     assert_state(&record, PromotionState::Failed);
     let error = record.error.clone().unwrap_or_default();
     for expected in [
-        &format!("node shape, container_runtime: cp2: kubelet's container runtime endpoint is {CRIO}"),
+        &format!(
+            "node shape, container_runtime: cp2: kubelet's container runtime endpoint is {CRIO}"
+        ),
         "[promote.shape_checks] container_runtime = \"warn\"",
     ] {
-        assert!(error.contains(expected), "missing `{expected}` in:\n{error}");
+        assert!(
+            error.contains(expected),
+            "missing `{expected}` in:\n{error}"
+        );
     }
     assert!(!error.contains("cp1: kubelet"), "{error}");
     assert!(!error.contains("cp3: kubelet"), "{error}");
@@ -125,17 +131,33 @@ fn a_node_on_another_runtime_is_refused_and_with_warn_the_front_end_points_at_th
     assert_state(&record, PromotionState::Succeeded);
     let warnings = record.warnings.join("\n");
     assert!(
-        warnings.contains(&format!("container_runtime: cp2: kubelet's container runtime endpoint is {CRIO}")),
+        warnings.contains(&format!(
+            "container_runtime: cp2: kubelet's container runtime endpoint is {CRIO}"
+        )),
         "{warnings}"
     );
     let front = record.step(StepName::FrontEnd);
-    assert_eq!(front.progress.state, StepState::Done, "{}", record_json(&record));
+    assert_eq!(
+        front.progress.state,
+        StepState::Done,
+        "{}",
+        record_json(&record)
+    );
     assert_eq!(front.nodes.len(), 3);
     for (index, node) in secondary.ground.nodes().iter().enumerate() {
-        assert_eq!(resolve_on(&secondary, index, FRONT_END), "127.0.0.11", "{}", node.name);
+        assert_eq!(
+            resolve_on(&secondary, index, FRONT_END),
+            "127.0.0.11",
+            "{}",
+            node.name
+        );
         let hosts = std::fs::read_to_string(node.hosts_file()).unwrap();
         let marked: Vec<&str> = hosts.lines().filter(|l| l.contains(HOSTS_MARK)).collect();
-        assert_eq!(marked, [format!("127.0.0.11 {FRONT_END} {HOSTS_MARK}")], "{hosts}");
+        assert_eq!(
+            marked,
+            [format!("127.0.0.11 {FRONT_END} {HOSTS_MARK}")],
+            "{hosts}"
+        );
         // Every unmarked line as it was.
         let unmarked = |text: &str| -> Vec<String> {
             text.lines()
@@ -156,7 +178,10 @@ fn a_node_on_another_runtime_is_refused_and_with_warn_the_front_end_points_at_th
             "DR_CONTROL_PLANE_NODES=cp1 cp2 cp3".into(),
             "DR_CLUSTER=prod".into(),
         ] {
-            assert!(env.lines().any(|l| l == expected), "missing {expected} in:\n{env}");
+            assert!(
+                env.lines().any(|l| l == expected),
+                "missing {expected} in:\n{env}"
+            );
         }
     }
 }
@@ -215,14 +240,22 @@ fn hooks_run_in_order_and_a_failing_after_hook_rolls_every_node_and_alias_back()
         hook("third", HookPhase::After, &format!("echo third >> {log}")),
         check,
     ];
-    let record = promote_over_ssh(&secondary, config, &primary.store.path().join("bucket"), &identity);
+    let record = promote_over_ssh(
+        &secondary,
+        config,
+        &primary.store.path().join("bucket"),
+        &identity,
+    );
     assert_state(&record, PromotionState::RolledBack);
 
     // In order, with their environment; the failing `warn` hook did not stop the next one.
     let log = std::fs::read_to_string(secondary.ground.dir().join("hooks.log")).unwrap();
     assert_eq!(
         log,
-        format!("first before {} failover cp1 cp2 cp3\nsecond\nthird\n", record.id)
+        format!(
+            "first before {} failover cp1 cp2 cp3\nsecond\nthird\n",
+            record.id
+        )
     );
     let warnings = record.warnings.join("\n");
     assert!(
@@ -246,7 +279,8 @@ fn hooks_run_in_order_and_a_failing_after_hook_rolls_every_node_and_alias_back()
     // The `abort` hook failed on cp2 only (the alias was in place on the others).
     let error = record.error.as_deref().unwrap_or_default();
     assert!(
-        error.contains("hook check (after) failed") && error.contains("check@cp2: exit 4; stderr: cp2 says no"),
+        error.contains("hook check (after) failed")
+            && error.contains("check@cp2: exit 4; stderr: cp2 says no"),
         "{error}"
     );
     let after_hooks = record.step(StepName::HooksAfter);
@@ -265,7 +299,10 @@ fn hooks_run_in_order_and_a_failing_after_hook_rolls_every_node_and_alias_back()
         "{}",
         record_json(&record)
     );
-    assert_eq!(record.step(StepName::Rollback).progress.state, StepState::Done);
+    assert_eq!(
+        record.step(StepName::Rollback).progress.state,
+        StepState::Done
+    );
     for (index, node) in secondary.ground.nodes().iter().enumerate() {
         assert_eq!(
             std::fs::read_to_string(node.hosts_file()).unwrap(),

@@ -81,8 +81,8 @@ fn socket(endpoint: &str) -> &str {
 }
 
 /// Compares one secondary node with the snapshot's recorded shape; every difference names the
-/// node. `snapshot_etcd_version` is the manifest's etcd version (the image minor to expect
-/// when the ClusterConfiguration names no etcd image). `front_end_managed`: the promotion
+/// node. `snapshot_etcd_version` is the manifest's etcd version (the etcd image minor to
+/// expect). `front_end_managed`: the promotion
 /// points the front-end name itself, so what it resolves to now is not judged.
 pub fn compare_node(
     recorded: &ClusterShape,
@@ -159,25 +159,15 @@ pub fn compare_node(
         }
     }
     if node.control_plane {
+        // The etcd that was snapshotted, not the ClusterConfiguration's imageTag (which may
+        // lag behind an upgrade): what the restored data was written by.
         if let Some(image) = &node.etcd_image {
-            let wanted = recorded
-                .kubeadm
-                .as_ref()
-                .and_then(|k| k.etcd_image.as_deref())
-                .map(|i| (image_minor(i), i.to_string()))
-                .unwrap_or_else(|| {
-                    (
-                        minor(snapshot_etcd_version),
-                        format!("etcd {snapshot_etcd_version}"),
-                    )
-                });
-            if image_minor(image) != wanted.0 {
+            if image_minor(image) != minor(snapshot_etcd_version) {
                 add(
                     "etcd_image",
                     checks.etcd_image,
                     format!(
-                        "the etcd static pod runs {image}, the snapshot is of {} (restoring onto another etcd minor is unsupported)",
-                        wanted.1
+                        "the etcd static pod runs {image}, the snapshot is of etcd {snapshot_etcd_version} (restoring onto another etcd minor is unsupported)"
                     ),
                 );
             }
@@ -284,11 +274,16 @@ mod tests {
             Some("unix:///run/crio/crio.sock")
         );
         assert_eq!(
-            parse_kubeadm_flags("KUBELET_KUBEADM_ARGS=\"--container-runtime-endpoint unix:///a.sock\"")
-                .as_deref(),
+            parse_kubeadm_flags(
+                "KUBELET_KUBEADM_ARGS=\"--container-runtime-endpoint unix:///a.sock\""
+            )
+            .as_deref(),
             Some("unix:///a.sock")
         );
-        assert_eq!(parse_kubeadm_flags("KUBELET_KUBEADM_ARGS=\"--node-ip=10.0.0.1\""), None);
+        assert_eq!(
+            parse_kubeadm_flags("KUBELET_KUBEADM_ARGS=\"--node-ip=10.0.0.1\""),
+            None
+        );
         assert_eq!(front_end_host("k8s-api.example:6443"), "k8s-api.example");
         assert_eq!(front_end_host("[fd00::10]:6443"), "fd00::10");
         assert_eq!(front_end_host("k8s-api"), "k8s-api");
@@ -343,10 +338,14 @@ mod tests {
             front_end_addresses: Some(vec![]),
             ..matching()
         };
-        assert!(
-            compare_node(&recorded(), "3.6.4", &unresolved, &ShapeChecks::default(), true)
-                .is_empty()
-        );
+        assert!(compare_node(
+            &recorded(),
+            "3.6.4",
+            &unresolved,
+            &ShapeChecks::default(),
+            true
+        )
+        .is_empty());
         let found = compare_node(
             &recorded(),
             "3.6.4",

@@ -229,11 +229,16 @@ mod tests {
             .unwrap();
         assert_eq!(
             std::fs::read_to_string(&hosts).unwrap(),
-            format!("10.0.0.1 k8s-api {HOSTS_MARK}\n127.0.0.1 localhost\n# a comment\n10.9.9.9 other\n")
+            format!(
+                "10.0.0.1 k8s-api {HOSTS_MARK}\n127.0.0.1 localhost\n# a comment\n10.9.9.9 other\n"
+            )
         );
         let error = replace_marked_lines(&node, "/nonexistent/hosts", None, &[], &cancel)
             .await
             .unwrap_err();
-        assert!(error.to_string().contains("cannot read and write"), "{error}");
+        assert!(
+            error.to_string().contains("cannot read and write"),
+            "{error}"
+        );
     }
 }

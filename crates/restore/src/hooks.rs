@@ -234,8 +234,16 @@ mod tests {
         )
         .await;
         assert!(!run.succeeded);
-        assert!(run.report.starts_with("exit 7; stdout: …"), "{}", run.report);
-        assert!(run.report.ends_with("5000; stderr: broken"), "{}", run.report);
+        assert!(
+            run.report.starts_with("exit 7; stdout: …"),
+            "{}",
+            run.report
+        );
+        assert!(
+            run.report.ends_with("5000; stderr: broken"),
+            "{}",
+            run.report
+        );
         assert!(run.report.len() < 2 * HOOK_OUTPUT_KEPT + 100);
 
         let mut slow = hook(&["sleep", "30"]);

@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use super::front_end::FrontEndChanges;
 use super::promoter::Promoter;
-use crate::{admit, HookPhase, take_restore_lock, PromoteError, PromotionTracker};
+use crate::{admit, take_restore_lock, HookPhase, PromoteError, PromotionTracker};
 
 /// Records the failure of `step` before any node changed and ends the promotion.
 fn fail(tracker: &PromotionTracker, step: StepName, error: PromoteError) -> PromotionState {

@@ -21,7 +21,11 @@ impl Promoter {
     /// What a dry run's front-end step would do.
     pub(super) fn plan_front_end(&self, manifest: &SnapshotManifest, tracker: &PromotionTracker) {
         let config = &self.config.front_end;
-        let why = match (config.enabled, self.front_end_name(manifest), &config.address) {
+        let why = match (
+            config.enabled,
+            self.front_end_name(manifest),
+            &config.address,
+        ) {
             (true, Some(name), Some(address)) => format!(
                 "dry run: would point {name} at {address} on {} node(s) ({})",
                 self.every_node().count(),
@@ -57,7 +61,10 @@ impl Promoter {
         };
         tracker.start(
             step,
-            format!("pointing {name} at {address} on every node ({})", config.hosts_file),
+            format!(
+                "pointing {name} at {address} on every node ({})",
+                config.hosts_file
+            ),
         );
         let names: Vec<&str> = self.every_node().map(|n| n.name()).collect();
         tracker.add_nodes(step, &names);
@@ -142,11 +149,7 @@ impl Promoter {
                     }
                     Err(error) => {
                         tracing::error!(node = %name, %error, "could not put the hosts file back");
-                        tracker.node_failed(
-                            StepName::FrontEnd,
-                            name,
-                            format!("rollback: {error}"),
-                        );
+                        tracker.node_failed(StepName::FrontEnd, name, format!("rollback: {error}"));
                         Some(name.clone())
                     }
                 }

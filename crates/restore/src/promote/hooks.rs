@@ -46,7 +46,12 @@ impl Promoter {
         cancel: &CancellationToken,
     ) -> Result<(), PromoteError> {
         let step = Self::hook_step(phase);
-        let hooks: Vec<_> = self.config.hooks.iter().filter(|h| h.phase == phase).collect();
+        let hooks: Vec<_> = self
+            .config
+            .hooks
+            .iter()
+            .filter(|h| h.phase == phase)
+            .collect();
         if hooks.is_empty() {
             tracker.skipped(step, "no hooks");
             return Ok(());

@@ -73,17 +73,13 @@ impl Promoter {
                 .and_then(|f| f.pod.as_ref().ok());
             let name = name.as_deref();
             async move {
-                let shape = read_node_shape(
-                    node,
-                    &self.config.kubeadm_flags_file,
-                    name,
-                    pod,
-                    cancel,
-                )
-                .await;
+                let shape =
+                    read_node_shape(node, &self.config.kubeadm_flags_file, name, pod, cancel).await;
                 if node.role() == etcd_dr_nodes::NodeRole::Worker {
                     match &shape {
-                        Ok(shape) => tracker.node_done(step, node.name(), describe_node_shape(shape)),
+                        Ok(shape) => {
+                            tracker.node_done(step, node.name(), describe_node_shape(shape))
+                        }
                         Err(error) => tracker.node_failed(step, node.name(), error),
                     }
                 }
