@@ -211,14 +211,14 @@ mod tests {
         let node = Node::new(NodeRole::Worker, Arc::new(LocalExecutor::new("w1")));
         let cancel = CancellationToken::new();
         let line = alias_line("10.1.0.10", "k8s-api");
-        let first = replace_marked_lines(&node, file, None, &[line.clone()], &cancel)
+        let first = replace_marked_lines(&node, file, None, std::slice::from_ref(&line), &cancel)
             .await
             .unwrap();
         assert_eq!(first.previous, [format!("10.0.0.1 k8s-api {HOSTS_MARK}")]);
         let expected = format!("{line}\n127.0.0.1 localhost\n# a comment\n10.9.9.9 other\n");
         assert_eq!(std::fs::read_to_string(&hosts).unwrap(), expected);
         // Again: replaced, not duplicated.
-        let second = replace_marked_lines(&node, file, None, &[line.clone()], &cancel)
+        let second = replace_marked_lines(&node, file, None, std::slice::from_ref(&line), &cancel)
             .await
             .unwrap();
         assert_eq!(second.previous, [line]);
