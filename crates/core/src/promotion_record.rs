@@ -434,7 +434,7 @@ mod tests {
         assert_eq!(json["steps"][6]["nodes"][0]["state"], "done");
         assert_eq!(json["steps"][0]["state"], "pending");
         assert!(json.get("plan").is_none());
-        assert!(json["steps"][5]["nodes"][0].get("transfer").is_none());
+        assert!(json["steps"][6]["nodes"][0].get("transfer").is_none());
     }
 
     #[test]
