@@ -243,6 +243,7 @@ async fn restore_at(
         target_revision: target,
         output_db: output_db.clone(),
         work_dir: dir.to_path_buf(),
+        base_cluster_id: None,
     };
     let report =
         etcd_dr_replication::replay_to_revision(&binaries(), &mut chain, &request, &cancel).await?;

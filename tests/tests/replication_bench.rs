@@ -24,6 +24,35 @@ use tokio_util::sync::CancellationToken;
 const RATE_PER_SECOND: u64 = 500;
 const SECONDS: u64 = 10;
 
+/// CPU seconds (user + system) of this process, and of its children that have been waited for
+/// (the throw-away etcd and etcdutl once stopped), from /proc/self/stat.
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<f64> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    let ticks = String::from_utf8(
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse::<f64>()
+    .unwrap();
+    // After the `)`: field 3 (state) is index 0, so utime (14) is 11, stime 12, cutime 13, cstime 14.
+    (
+        (fields[11] + fields[12]) / ticks,
+        (fields[13] + fields[14]) / ticks,
+    )
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -191,14 +220,19 @@ fn replication_rpo_bytes_per_event_and_replay_speed() {
             target_revision: last,
             output_db: dir_path.join("replayed.db"),
             work_dir: dir_path.clone(),
+            base_cluster_id: None,
         };
         let binaries = EtcdBinaries {
             etcd: EtcdVersion::V3_5.bin("etcd"),
             etcdutl: EtcdVersion::V3_5.bin("etcdutl"),
         };
+        let (own_before, children_before) = cpu_seconds();
+        let replay_started = Instant::now();
         let report = replay_to_revision(&binaries, &mut chain, &request, &cancel)
             .await
             .unwrap();
+        let replay_wall = replay_started.elapsed().as_secs_f64();
+        let (own_after, children_after) = cpu_seconds();
 
         println!("BENCH replication: {} events written at {:.0}/s target {RATE_PER_SECOND}/s (achieved {:.0}/s), 1 KiB Kubernetes-shaped values",
             events.len(), RATE_PER_SECOND, events.len() as f64 / write_seconds);
@@ -211,10 +245,17 @@ fn replication_rpo_bytes_per_event_and_replay_speed() {
         println!("BENCH stored: {} segments, {} bytes, {:.1} bytes/event; gardener JSON+gzip on the same events: {} bytes, {:.1} bytes/event",
             names.len(), stored_bytes, stored_bytes as f64 / events.len() as f64, gardener, gardener as f64 / events.len() as f64);
         println!(
-            "BENCH replay: {} revisions in {:.2} s = {:.0} revisions/s",
+            "BENCH replay: {} revisions in {:.2} s = {:.0} revisions/s ({} sent again after overtaking), {} segments",
             report.replayed_revisions,
             report.replay_time.as_secs_f64(),
-            report.replayed_revisions as f64 / report.replay_time.as_secs_f64()
+            report.replayed_revisions as f64 / report.replay_time.as_secs_f64(),
+            report.resent_transactions,
+            report.segments_read
+        );
+        println!(
+            "BENCH replay end to end (etcdutl restore, etcd start, replay, snapshot): {replay_wall:.2} s wall; CPU: etcd-dr {:.2} s, throw-away etcd + etcdutl {:.2} s",
+            own_after - own_before,
+            children_after - children_before
         );
     });
 }

@@ -3,6 +3,7 @@
 //! - `promoter`: what a promotion needs (store, nodes, etcd, Kubernetes API), built once;
 //! - `driver`: the state machine — admission, the steps in order, the restore lock given back;
 //! - `source`: switchover, select, fence, verify (the snapshot, before any node changes);
+//! - `point_in_time`: with `at`, the plan (base snapshot, segments, target) and the replay;
 //! - `preflight`: every node checked, the plan judged;
 //! - `fan_out`: the restore on every node at once, and the rollback of every node;
 //! - `health`: the restored etcd and API server;
@@ -12,6 +13,7 @@ mod after;
 mod driver;
 mod fan_out;
 mod health;
+mod point_in_time;
 mod preflight;
 mod promoter;
 mod source;
