@@ -24,6 +24,7 @@ pub mod markdown_links;
 pub mod net;
 pub mod nodes;
 pub mod promotion;
+pub mod replication_ground;
 pub mod s3;
 pub mod secondary;
 pub mod store_backend;

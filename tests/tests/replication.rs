@@ -1,16 +1,18 @@
-//! Continuous replication against real etcd 3.5: a random workload captured into segments, then
-//! restored at random revisions and compared with the source's own read at that revision.
+//! Continuous replication against real etcd 3.5 and 3.6: a random workload captured into
+//! segments, then restored at random revisions and compared with the source's own read at that
+//! revision.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{Client, DeleteOptions, PutOptions, Txn, TxnOp};
+use etcd_dr_e2e::replication_ground::{keyspace, replay_binaries, revision_of, snapshot_to};
 use etcd_dr_e2e::{block_on, EtcdCluster, EtcdDr, EtcdOptions, EtcdVersion, StoreTarget};
 use etcd_dr_replication::{
     capture_generation, list_segments, CaptureOptions, CaptureProgress, CaptureStart, ChainReader,
-    EtcdBinaries, GenerationBreak, GenerationId, ReplayRequest, ReplicationError,
-    ReplicationLayout, SegmentStore,
+    GenerationBreak, GenerationId, ReplayRequest, ReplicationError, ReplicationLayout,
+    SegmentStore,
 };
 use etcd_dr_transport::Identities;
 use object_store::local::LocalFileSystem;
@@ -19,46 +21,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-
-/// One key as etcd reports it: key, value, create and mod revision, version, lease.
-type KeyState = (Vec<u8>, Vec<u8>, i64, i64, i64, i64);
-
-async fn keyspace(client: &mut Client, revision: i64) -> Vec<KeyState> {
-    let mut options = GetOptions::new().with_all_keys();
-    if revision > 0 {
-        options = options.with_revision(revision);
-    }
-    let response = client.get("", Some(options)).await.expect("range");
-    response
-        .kvs()
-        .iter()
-        .map(|kv| {
-            (
-                kv.key().to_vec(),
-                kv.value().to_vec(),
-                kv.create_revision(),
-                kv.mod_revision(),
-                kv.version(),
-                kv.lease(),
-            )
-        })
-        .collect()
-}
-
-async fn revision_of(client: &mut Client) -> i64 {
-    let status = client.status().await.expect("status");
-    status.header().expect("header").revision()
-}
-
-/// Writes etcd's snapshot of `client`'s member to `path`.
-async fn snapshot(client: &mut Client, path: &Path) {
-    let mut stream = client.snapshot().await.expect("snapshot");
-    let mut bytes = Vec::new();
-    while let Some(message) = stream.message().await.expect("snapshot message") {
-        bytes.extend_from_slice(message.blob());
-    }
-    std::fs::write(path, bytes).expect("write base snapshot");
-}
 
 /// Puts, deletes, multi-key txns, a range delete, a long lease and a short lease that expires
 /// while the capture runs. Returns every revision written.
@@ -154,20 +116,13 @@ struct Captured {
     last_revision: i64,
 }
 
-fn binaries() -> EtcdBinaries {
-    EtcdBinaries {
-        etcd: EtcdVersion::V3_5.bin("etcd"),
-        etcdutl: EtcdVersion::V3_5.bin("etcdutl"),
-    }
-}
-
 /// Takes a base snapshot, captures while the workload runs, and waits until every revision is
 /// stored.
 async fn capture_workload(client: Client, dir: PathBuf, seed: u64) -> Captured {
     let mut writer = client.clone();
     writer.put("k/before", "base", None).await.expect("put");
     let base_db = dir.join("base.db");
-    snapshot(&mut writer, &base_db).await;
+    snapshot_to(&mut writer, &base_db).await;
     let base_revision = revision_of(&mut writer).await;
     let store_dir = dir.join("store");
     std::fs::create_dir_all(&store_dir).unwrap();
@@ -227,6 +182,7 @@ async fn restore_at(
     captured: &Captured,
     dir: &Path,
     target: i64,
+    version: EtcdVersion,
 ) -> Result<PathBuf, ReplicationError> {
     let cancel = CancellationToken::new();
     let mut chain = ChainReader::open(
@@ -245,16 +201,33 @@ async fn restore_at(
         work_dir: dir.to_path_buf(),
         base_cluster_id: None,
     };
-    let report =
-        etcd_dr_replication::replay_to_revision(&binaries(), &mut chain, &request, &cancel).await?;
+    let report = etcd_dr_replication::replay_to_revision(
+        &replay_binaries(version),
+        &mut chain,
+        &request,
+        &cancel,
+    )
+    .await?;
     assert_eq!(report.revision, target);
     assert_eq!(report.base_revision, captured.base_revision);
     Ok(output_db)
 }
 
 #[test]
-fn the_restored_keyspace_at_any_captured_revision_equals_the_source() {
-    let etcd = EtcdCluster::start(EtcdOptions::default());
+fn the_restored_keyspace_at_any_captured_revision_equals_the_source_on_etcd_3_5() {
+    restored_keyspaces_equal_the_source(EtcdVersion::V3_5);
+}
+
+#[test]
+fn the_restored_keyspace_at_any_captured_revision_equals_the_source_on_etcd_3_6() {
+    restored_keyspaces_equal_the_source(EtcdVersion::V3_6);
+}
+
+fn restored_keyspaces_equal_the_source(version: EtcdVersion) {
+    let etcd = EtcdCluster::start(EtcdOptions {
+        version,
+        ..EtcdOptions::default()
+    });
     let dir = tempfile::tempdir().unwrap();
     let dir_path = dir.path().to_path_buf();
     let (endpoints, options) = etcd.connect_parts();
@@ -301,11 +274,11 @@ fn the_restored_keyspace_at_any_captured_revision_equals_the_source() {
             }
         }
         for target in targets {
-            let restored_db = restore_at(&captured, &dir_path, target)
+            let restored_db = restore_at(&captured, &dir_path, target, version)
                 .await
                 .expect("restore");
             let expected = keyspace(&mut reader, target).await;
-            let restored = EtcdCluster::start_restored(&restored_db, EtcdVersion::V3_5);
+            let restored = EtcdCluster::start_restored(&restored_db, version);
             let mut restored_client = restored.client().await;
             assert_eq!(revision_of(&mut restored_client).await, target);
             let got = keyspace(&mut restored_client, 0).await;
@@ -319,7 +292,7 @@ fn the_restored_keyspace_at_any_captured_revision_equals_the_source() {
             .layout
             .segment_path(&captured.generation, &names[missing]);
         captured.store.delete(&path).await.unwrap();
-        let error = restore_at(&captured, &dir_path, captured.last_revision)
+        let error = restore_at(&captured, &dir_path, captured.last_revision, version)
             .await
             .unwrap_err();
         let reachable = names[missing - 1].last_revision;
@@ -334,7 +307,7 @@ fn the_restored_keyspace_at_any_captured_revision_equals_the_source() {
             "{error}"
         );
         // Below the hole, the chain still restores.
-        restore_at(&captured, &dir_path, reachable)
+        restore_at(&captured, &dir_path, reachable, version)
             .await
             .expect("restore below the hole");
     });

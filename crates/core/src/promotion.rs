@@ -186,6 +186,6 @@ mod tests {
         assert_eq!(request.at, Some(RestorePoint::Revision(4821)));
         assert!(!serde_json::to_string(&PromotionRequest::default())
             .unwrap()
-            .contains("at"));
+            .contains("\"at\""));
     }
 }

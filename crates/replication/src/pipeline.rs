@@ -12,6 +12,7 @@
 //! created): it is sent alone, once everything before it is applied. Whatever the path, a
 //! transaction must answer with the recorded revision.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use etcd_client::{Compare, CompareOp, KvClient, PutOptions, Txn, TxnOp, TxnResponse};
@@ -21,8 +22,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{ReplicationError, RevisionEvents};
 
-/// Transactions in flight at most.
+/// Transactions in flight at most. The window starts small, grows by one after a window's
+/// worth of transactions landed in order, and halves when one overtook its predecessor (all
+/// sent after it are then sent again): it settles where etcd rarely reorders.
 pub(crate) const MAX_TXNS_IN_FLIGHT: usize = 128;
+/// The window at the start.
+const FIRST_WINDOW: usize = 4;
 /// Bytes of keys and values in flight at most (one larger revision still goes, alone).
 pub(crate) const MAX_BYTES_IN_FLIGHT: usize = 64 << 20;
 
@@ -107,6 +112,10 @@ pub(crate) struct TxnPipeline {
     kv: KvClient,
     in_flight: FuturesOrdered<BoxFuture<'static, Answer>>,
     bytes_in_flight: usize,
+    /// Built, not yet sent (bounded by the window: [`Self::push`] returns once it is empty).
+    queue: VecDeque<ReplayTxn>,
+    window: usize,
+    in_order_streak: usize,
     /// The newest revision confirmed applied.
     pub applied: i64,
     /// Transactions that overtook their predecessor and were sent again.
@@ -119,6 +128,9 @@ impl TxnPipeline {
             kv,
             in_flight: FuturesOrdered::new(),
             bytes_in_flight: 0,
+            queue: VecDeque::new(),
+            window: FIRST_WINDOW,
+            in_order_streak: 0,
             applied,
             resent: 0,
         }
@@ -131,26 +143,43 @@ impl TxnPipeline {
         txn: ReplayTxn,
         cancel: &CancellationToken,
     ) -> Result<(), ReplicationError> {
-        while !self.in_flight.is_empty()
-            && (!txn.guarded
-                || self.in_flight.len() >= MAX_TXNS_IN_FLIGHT
-                || self.bytes_in_flight + txn.bytes > MAX_BYTES_IN_FLIGHT)
-        {
-            self.settle_next(cancel).await?;
-        }
-        self.send(txn);
-        Ok(())
+        self.queue.push_back(txn);
+        self.pump(false, cancel).await
     }
 
-    /// Waits for every transaction in flight.
+    /// Waits for every transaction to be applied.
     pub(crate) async fn finish(
         &mut self,
         cancel: &CancellationToken,
     ) -> Result<(), ReplicationError> {
-        while !self.in_flight.is_empty() {
+        self.pump(true, cancel).await
+    }
+
+    /// Sends what the window allows and settles answers until the queue is empty (and, with
+    /// `drain`, nothing is in flight).
+    async fn pump(
+        &mut self,
+        drain: bool,
+        cancel: &CancellationToken,
+    ) -> Result<(), ReplicationError> {
+        loop {
+            while let Some(next) = self.queue.front() {
+                let room = self.in_flight.is_empty()
+                    || (next.guarded
+                        && self.in_flight.len() < self.window
+                        && self.bytes_in_flight + next.bytes <= MAX_BYTES_IN_FLIGHT);
+                if !room {
+                    break;
+                }
+                if let Some(next) = self.queue.pop_front() {
+                    self.send(next);
+                }
+            }
+            if self.queue.is_empty() && (!drain || self.in_flight.is_empty()) {
+                return Ok(());
+            }
             self.settle_next(cancel).await?;
         }
-        Ok(())
     }
 
     fn send(&mut self, txn: ReplayTxn) {
@@ -215,8 +244,10 @@ impl TxnPipeline {
         }
         self.confirm(&txn, &response)?;
         self.resent += 1 + again.len() as u64;
-        for later in again {
-            self.send(later);
+        self.window = (self.window / 2).max(1);
+        self.in_order_streak = 0;
+        for later in again.into_iter().rev() {
+            self.queue.push_front(later);
         }
         Ok(())
     }
@@ -231,6 +262,11 @@ impl TxnPipeline {
             });
         }
         self.applied = got;
+        self.in_order_streak += 1;
+        if self.in_order_streak >= self.window {
+            self.window = (self.window + 1).min(MAX_TXNS_IN_FLIGHT);
+            self.in_order_streak = 0;
+        }
         Ok(())
     }
 }
@@ -244,5 +280,51 @@ fn refused(txn: &ReplayTxn, error: etcd_client::Error) -> ReplicationError {
         segment: txn.segment.to_string(),
         revision: txn.revision,
         detail: format!("the throw-away etcd refused its transaction: {error}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment::tests::{delete, put};
+
+    fn revision(number: i64, events: Vec<etcd_client::proto::PbEvent>) -> RevisionEvents {
+        RevisionEvents {
+            revision: number,
+            observed_unix_ms: 0,
+            events,
+        }
+    }
+
+    #[test]
+    fn a_put_proves_its_revision_and_a_delete_only_revision_cannot() {
+        let segment: Arc<str> = Arc::from("seg");
+        let (first, guard) =
+            revision_txn(&segment, revision(5, vec![put(5, "a", b"1", 0)]), None).unwrap();
+        assert!(
+            !first.guarded,
+            "the first after the base waits for nothing before it"
+        );
+        let guard = guard.expect("a put proves its revision");
+        let (second, after_delete) = revision_txn(
+            &segment,
+            revision(6, vec![delete(6, "a"), delete(6, "b")]),
+            Some(guard),
+        )
+        .unwrap();
+        assert!(second.guarded);
+        assert_eq!(second.bytes, 2);
+        assert!(
+            after_delete.is_none(),
+            "a delete-only revision proves nothing"
+        );
+        let (third, _) =
+            revision_txn(&segment, revision(7, vec![put(7, "c", b"22", 0)]), None).unwrap();
+        assert!(!third.guarded, "after a delete-only revision: sent alone");
+        let error = revision_txn(&segment, revision(8, Vec::new()), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("without events"), "{error}");
     }
 }

@@ -190,6 +190,7 @@ mod tests {
             mode,
             dry_run,
             force,
+            at: None,
         }
     }
 
