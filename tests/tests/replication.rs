@@ -382,7 +382,7 @@ fn fetch_at_a_revision_writes_the_keyspace_of_that_revision() {
     let base_revision = manifest["etcd"]["revision"].as_i64().unwrap();
     let (endpoints, options) = etcd.connect_parts();
     let store_path = store_dir.path().to_path_buf();
-    let (middle, last) = block_on(async move {
+    let (middle, last, after_middle) = block_on(async move {
         let client = Client::connect(endpoints, Some(options)).await.unwrap();
         let mut writer = client.clone();
         let sink = SegmentStore {
@@ -404,6 +404,7 @@ fn fetch_at_a_revision_writes_the_keyspace_of_that_revision() {
             })
         };
         let mut middle = 0;
+        let mut after_middle = chrono::Utc::now();
         for i in 0..50 {
             let put = writer
                 .put(format!("k/{}", i % 7), format!("v{i}"), None)
@@ -411,6 +412,10 @@ fn fetch_at_a_revision_writes_the_keyspace_of_that_revision() {
                 .unwrap();
             if i == 25 {
                 middle = put.header().unwrap().revision();
+                // A moment after the capture saw `middle` and before the next revision.
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                after_middle = chrono::Utc::now();
+                tokio::time::sleep(Duration::from_millis(400)).await;
             }
         }
         let last = revision_of(&mut writer).await;
@@ -423,7 +428,7 @@ fn fetch_at_a_revision_writes_the_keyspace_of_that_revision() {
         .unwrap();
         cancel.cancel();
         capture.await.unwrap().unwrap();
-        (middle, last)
+        (middle, last, after_middle)
     });
 
     let output = dr.dir().join("at-middle.db");
@@ -458,6 +463,41 @@ fn fetch_at_a_revision_writes_the_keyspace_of_that_revision() {
         assert_eq!(revision_of(&mut copy).await, middle);
         assert!(keyspace(&mut copy, 0).await == keyspace(&mut source, middle).await);
     });
+
+    // A time: the newest revision observed at or before it. `newest`: the newest stored.
+    let at_time = dr.dir().join("at-time.db");
+    let time = after_middle.to_rfc3339();
+    let printed = dr.run_ok(&[
+        "fetch",
+        "--at",
+        &time,
+        "--output",
+        at_time.to_str().unwrap(),
+        "--etcd-bin",
+        etcd_bin.to_str().unwrap(),
+        "--etcdutl-bin",
+        etcdutl_bin.to_str().unwrap(),
+    ]);
+    assert!(
+        printed.contains(&format!("revision {middle} written to")),
+        "{printed}"
+    );
+    let at_newest = dr.dir().join("at-newest.db");
+    let printed = dr.run_ok(&[
+        "fetch",
+        "--at",
+        "newest",
+        "--output",
+        at_newest.to_str().unwrap(),
+        "--etcd-bin",
+        etcd_bin.to_str().unwrap(),
+        "--etcdutl-bin",
+        etcdutl_bin.to_str().unwrap(),
+    ]);
+    assert!(
+        printed.contains(&format!("revision {last} written to")),
+        "{printed}"
+    );
 
     // Beyond what is stored: refused, saying how far it can go; nothing written.
     let beyond = (last + 10).to_string();

@@ -147,8 +147,7 @@ async fn replay_into(
         let applying = apply_segments(
             &client,
             segments_rx,
-            request.base_cluster_id,
-            target,
+            request,
             existing_leases,
             &keep_tx,
             &mut report,
@@ -254,13 +253,13 @@ async fn read_chain(
 async fn apply_segments(
     client: &Client,
     mut segments: mpsc::Receiver<(Arc<str>, Segment)>,
-    base_cluster_id: Option<u64>,
-    target: i64,
+    request: &ReplayRequest,
     mut existing_leases: HashSet<i64>,
     keep_alive: &mpsc::Sender<i64>,
     report: &mut ReplayReport,
     cancel: &CancellationToken,
 ) -> Result<(), ReplicationError> {
+    let target = request.target_revision;
     let mut pipeline = TxnPipeline::new(client.kv_client(), report.revision);
     let mut lease_client = client.lease_client();
     let mut recorded_ttls: HashMap<i64, i64> = HashMap::new();
@@ -276,7 +275,7 @@ async fn apply_segments(
         let Some((key, segment)) = received else {
             return Err(ReplicationError::Cancelled);
         };
-        if let Some(expected) = base_cluster_id {
+        if let Some(expected) = request.base_cluster_id {
             if segment.header.cluster_id != expected {
                 return Err(ReplicationError::NoCoverage {
                     requested: target,
