@@ -13,7 +13,10 @@ use etcd_client::{Client, DeleteOptions, PutOptions, Txn, TxnOp};
 use etcd_dr_e2e::replication_ground::{
     keyspace, revision_of, CaptureRun, CaptureTarget, LostAnswerStore,
 };
-use etcd_dr_e2e::{block_on, EtcdCluster, EtcdOptions, EtcdVersion, KillOnDrop};
+use etcd_dr_e2e::{
+    block_on, EtcdCluster, EtcdDr, EtcdOptions, EtcdVersion, KillOnDrop, MotoServer, ProxyMode,
+    TcpProxy,
+};
 use etcd_dr_replication::{
     list_segments, CaptureOptions, ChainReader, ReplicationError, SegmentName,
 };
@@ -391,4 +394,34 @@ fn a_corrupt_segment_stops_the_restore_where_the_chain_is_intact() {
         let mut source = client.clone();
         assert_restores(&captured, &dir, &mut source, reachable).await;
     });
+}
+
+#[test]
+fn a_store_that_ignores_create_only_puts_is_refused_before_anything_runs() {
+    let etcd = EtcdCluster::start(EtcdOptions::default());
+    let s3 = MotoServer::with_bucket("clone");
+    // moto honours If-None-Match; the proxy in front drops the header, as some S3 clones do.
+    let proxy = TcpProxy::start(s3.addr());
+    proxy.set_mode(ProxyMode::StripIfNoneMatch);
+    let store = format!(
+        "[store]\ntype = \"s3\"\nbucket = \"clone\"\nprefix = \"dr\"\nendpoint = \"http://{}\"\nregion = \"us-east-1\"\npath_style = true\nrequest_timeout = \"10s\"\nmax_retries = 1\n",
+        proxy.addr()
+    );
+    let dr = EtcdDr::new(&format!(
+        "cluster = \"prod\"\n[schedule]\ninterval = \"1h\"\n[http]\nlisten = \"127.0.0.1:0\"\n{}\n{store}",
+        etcd.config_section(&etcd.endpoints())
+    ));
+    // The daemon (which runs the capture) and a one-off snapshot both refuse to start.
+    for command in [&["run"][..], &["snapshot"][..]] {
+        let error = dr.run_err(command);
+        assert!(
+            error.contains("ignores create-only puts"),
+            "{command:?}: {error}"
+        );
+    }
+    assert!(
+        s3.keys("clone", "dr/").is_empty(),
+        "nothing stays behind: {:?}",
+        s3.keys("clone", "dr/")
+    );
 }
