@@ -191,6 +191,7 @@ impl Promoter {
     ) -> Result<(LocalSnapshot, Option<LocalSnapshot>), PromoteError> {
         let step = StepName::Verify;
         tracker.start(step, None);
+        let download = tracker.watch_transfer(step, None, manifest.raw.size);
         let local = local_snapshot(
             &self.store,
             &self.layout,
@@ -198,9 +199,12 @@ impl Promoter {
             &self.identities,
             self.prestage_dir.as_deref(),
             &self.config.work_dir,
+            download.counter(),
             cancel,
         )
-        .await?;
+        .await;
+        drop(download);
+        let local = local?;
         let checked = format!(
             "{} ({} bytes, SHA-256 matches the manifest{})",
             local.path.display(),
