@@ -53,6 +53,8 @@ pub struct EtcdOptions {
     pub quota_bytes: Option<u64>,
     /// Member names (kubeadm: host names); `m1`, `m2`… when empty.
     pub member_names: Vec<String>,
+    /// More flags for every member (`--max-request-bytes=…`, `--max-txn-ops=…`).
+    pub extra_args: Vec<String>,
 }
 
 impl Default for EtcdOptions {
@@ -63,6 +65,7 @@ impl Default for EtcdOptions {
             version: EtcdVersion::V3_5,
             quota_bytes: None,
             member_names: Vec::new(),
+            extra_args: Vec::new(),
         }
     }
 }
@@ -91,6 +94,7 @@ pub struct EtcdCluster {
     version: EtcdVersion,
     token: String,
     quota_bytes: Option<u64>,
+    extra_args: Vec<String>,
 }
 
 impl EtcdCluster {
@@ -128,6 +132,7 @@ impl EtcdCluster {
             version: options.version,
             token: format!("etcd-dr-test-{}", rand::random::<u32>()),
             quota_bytes: options.quota_bytes,
+            extra_args: options.extra_args,
         };
         for index in 0..cluster.members.len() {
             cluster.spawn_member(index, "new");
@@ -189,6 +194,7 @@ impl EtcdCluster {
             version,
             token,
             quota_bytes: None,
+            extra_args: Vec::new(),
         };
         cluster.spawn_member(0, "existing");
         cluster.wait_healthy();
@@ -247,6 +253,7 @@ impl EtcdCluster {
         if let Some(quota) = self.quota_bytes {
             command.arg(format!("--quota-backend-bytes={quota}"));
         }
+        command.args(&self.extra_args);
         if let Some(tls) = &self.tls {
             command
                 .arg("--cert-file")

@@ -232,6 +232,15 @@ pub fn segment_signer(key_file_text: &str, cluster: &str) -> etcd_dr_replication
     etcd_dr_replication::SegmentSigner::new(std::sync::Arc::new(signer), cluster)
 }
 
+/// The file of [`test_signing_key`] in `dir` (written there if missing), for processes other
+/// than the test's own that must sign as it does.
+pub fn test_signing_key_file(dir: &Path) -> PathBuf {
+    if !dir.join(SIGNING_KEY_FILE).exists() {
+        write_test_signing_key(dir);
+    }
+    dir.join(SIGNING_KEY_FILE)
+}
+
 /// Signs `manifest` with [`test_signing_key`], as a primary of the test process would: for
 /// tests that rewrite a manifest to stage what a real producer could have written.
 pub fn sign_with_test_key(manifest: &mut etcd_dr_core::SnapshotManifest) {

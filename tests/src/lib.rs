@@ -24,6 +24,7 @@ pub mod markdown_links;
 pub mod net;
 pub mod nodes;
 pub mod promotion;
+pub mod replication_ground;
 pub mod s3;
 pub mod secondary;
 pub mod store_backend;
@@ -33,7 +34,7 @@ pub use certs::TlsFiles;
 pub use etcd::{EtcdCluster, EtcdOptions, EtcdVersion};
 pub use etcd_dr::{
     output_text, segment_signer, sign_with_test_key, signing_section, terminate, test_signing_key,
-    test_trust, EtcdDr, KillOnDrop, StoreTarget,
+    test_signing_key_file, test_trust, EtcdDr, KillOnDrop, StoreTarget,
 };
 pub use fill::{fill_kubernetes_shaped, kubernetes_object, FillSpec};
 pub use net::{free_port, http_request, wait_for_port, HttpResponse, ProxyMode, TcpProxy};

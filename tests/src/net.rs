@@ -148,6 +148,10 @@ pub enum ProxyMode {
     /// (settings, pings) but withhold every answer (HEADERS, DATA, RST_STREAM frames): a
     /// gRPC server that accepts calls and never responds. Plain-text HTTP/2 only.
     SilentAnswersAfter(u32),
+    /// Forward, but drop every `If-None-Match` header from HTTP/1.1 requests: an S3 server
+    /// that ignores create-only puts (request heads must arrive whole in one read, as hyper
+    /// writes them on loopback).
+    StripIfNoneMatch,
 }
 
 struct ProxyState {
@@ -203,13 +207,16 @@ impl TcpProxy {
                     ProxyMode::ServiceUnavailable => {
                         std::thread::spawn(move || answer_503(client));
                     }
-                    ProxyMode::Forward | ProxyMode::SilentAnswersAfter(_) => {
+                    ProxyMode::Forward
+                    | ProxyMode::SilentAnswersAfter(_)
+                    | ProxyMode::StripIfNoneMatch => {
                         let Ok(server) = TcpStream::connect(target) else {
                             let _ = client.shutdown(Shutdown::Both);
                             continue;
                         };
-                        let silent = mode != ProxyMode::Forward;
-                        forward(client, server, &accept_state, silent);
+                        let silent = matches!(mode, ProxyMode::SilentAnswersAfter(_));
+                        let strip = mode == ProxyMode::StripIfNoneMatch;
+                        forward(client, server, &accept_state, silent, strip);
                     }
                 }
             }
@@ -281,7 +288,13 @@ fn answer_503(mut client: TcpStream) {
     let _ = client.shutdown(Shutdown::Both);
 }
 
-fn forward(client: TcpStream, server: TcpStream, state: &Arc<ProxyState>, silent: bool) {
+fn forward(
+    client: TcpStream,
+    server: TcpStream,
+    state: &Arc<ProxyState>,
+    silent: bool,
+    strip_if_none_match: bool,
+) {
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     {
@@ -296,7 +309,13 @@ fn forward(client: TcpStream, server: TcpStream, state: &Arc<ProxyState>, silent
         return;
     };
     let up_state = state.clone();
-    std::thread::spawn(move || pump(client_read, server, &up_state, false));
+    std::thread::spawn(move || {
+        if strip_if_none_match {
+            pump_without_if_none_match(client_read, server)
+        } else {
+            pump(client_read, server, &up_state, false)
+        }
+    });
     let down_state = state.clone();
     if silent {
         std::thread::spawn(move || pump_without_answers(server_read, client));
@@ -334,6 +353,44 @@ fn pump_without_answers(mut from: TcpStream, mut to: TcpStream) {
     let _ = to.shutdown(Shutdown::Write);
 }
 
+/// Forwards requests without their `If-None-Match` header lines.
+fn pump_without_if_none_match(mut from: TcpStream, mut to: TcpStream) {
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if to.write_all(&without_if_none_match(&buffer[..n])).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+    let _ = from.shutdown(Shutdown::Read);
+}
+
+/// `bytes` without any `\r\nIf-None-Match: …` line (case-insensitive name).
+fn without_if_none_match(bytes: &[u8]) -> Vec<u8> {
+    const NAME: &[u8] = b"\r\nif-none-match:";
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        if rest.len() >= NAME.len() && rest[..NAME.len()].eq_ignore_ascii_case(NAME) {
+            // Skip to the CRLF that ends the line (kept: it starts the next line).
+            let line_end = rest[2..]
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .map_or(rest.len(), |p| p + 2);
+            at += line_end;
+            continue;
+        }
+        out.push(bytes[at]);
+        at += 1;
+    }
+    out
+}
+
 fn pump(mut from: TcpStream, mut to: TcpStream, state: &ProxyState, downstream: bool) {
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
@@ -369,6 +426,18 @@ fn pump(mut from: TcpStream, mut to: TcpStream, state: &ProxyState, downstream: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drops_if_none_match_lines() {
+        let head =
+            b"PUT /b/k HTTP/1.1\r\nhost: x\r\nIf-None-Match: *\r\ncontent-length: 2\r\n\r\nok";
+        assert_eq!(
+            without_if_none_match(head),
+            b"PUT /b/k HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nok"
+        );
+        let lower = b"GET / HTTP/1.1\r\nif-none-match: \"e\"\r\n\r\n";
+        assert_eq!(without_if_none_match(lower), b"GET / HTTP/1.1\r\n\r\n");
+    }
 
     #[test]
     fn parses_chunked_bodies() {

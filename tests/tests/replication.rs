@@ -1,19 +1,21 @@
-//! Continuous replication against real etcd 3.5: a random workload captured into segments, then
-//! restored at random revisions and compared with the source's own read at that revision.
+//! Continuous replication against real etcd 3.5 and 3.6: a random workload captured into
+//! segments, then restored at random revisions and compared with the source's own read at that
+//! revision.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{Client, DeleteOptions, PutOptions, Txn, TxnOp};
+use etcd_dr_e2e::replication_ground::{keyspace, replay_binaries, revision_of, snapshot_to};
 use etcd_dr_e2e::{
     block_on, segment_signer, test_signing_key, test_trust, EtcdCluster, EtcdDr, EtcdOptions,
     EtcdVersion, StoreTarget,
 };
 use etcd_dr_replication::{
     capture_generation, list_generations, list_segments, read_segment, CaptureOptions,
-    CaptureProgress, CaptureStart, ChainReader, EtcdBinaries, GenerationBreak, GenerationId,
-    ReplayRequest, ReplicationError, ReplicationLayout, SegmentStore,
+    CaptureProgress, CaptureStart, ChainReader, GenerationBreak, GenerationId, ReplayRequest,
+    ReplicationError, ReplicationLayout, SegmentStore,
 };
 use etcd_dr_transport::Identities;
 use object_store::local::LocalFileSystem;
@@ -22,46 +24,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-
-/// One key as etcd reports it: key, value, create and mod revision, version, lease.
-type KeyState = (Vec<u8>, Vec<u8>, i64, i64, i64, i64);
-
-async fn keyspace(client: &mut Client, revision: i64) -> Vec<KeyState> {
-    let mut options = GetOptions::new().with_all_keys();
-    if revision > 0 {
-        options = options.with_revision(revision);
-    }
-    let response = client.get("", Some(options)).await.expect("range");
-    response
-        .kvs()
-        .iter()
-        .map(|kv| {
-            (
-                kv.key().to_vec(),
-                kv.value().to_vec(),
-                kv.create_revision(),
-                kv.mod_revision(),
-                kv.version(),
-                kv.lease(),
-            )
-        })
-        .collect()
-}
-
-async fn revision_of(client: &mut Client) -> i64 {
-    let status = client.status().await.expect("status");
-    status.header().expect("header").revision()
-}
-
-/// Writes etcd's snapshot of `client`'s member to `path`.
-async fn snapshot(client: &mut Client, path: &Path) {
-    let mut stream = client.snapshot().await.expect("snapshot");
-    let mut bytes = Vec::new();
-    while let Some(message) = stream.message().await.expect("snapshot message") {
-        bytes.extend_from_slice(message.blob());
-    }
-    std::fs::write(path, bytes).expect("write base snapshot");
-}
 
 /// Puts, deletes, multi-key txns, a range delete, a long lease and a short lease that expires
 /// while the capture runs. Returns every revision written.
@@ -157,20 +119,13 @@ struct Captured {
     last_revision: i64,
 }
 
-fn binaries() -> EtcdBinaries {
-    EtcdBinaries {
-        etcd: EtcdVersion::V3_5.bin("etcd"),
-        etcdutl: EtcdVersion::V3_5.bin("etcdutl"),
-    }
-}
-
 /// Takes a base snapshot, captures while the workload runs, and waits until every revision is
 /// stored.
 async fn capture_workload(client: Client, dir: PathBuf, seed: u64) -> Captured {
     let mut writer = client.clone();
     writer.put("k/before", "base", None).await.expect("put");
     let base_db = dir.join("base.db");
-    snapshot(&mut writer, &base_db).await;
+    snapshot_to(&mut writer, &base_db).await;
     let base_revision = revision_of(&mut writer).await;
     let store_dir = dir.join("store");
     std::fs::create_dir_all(&store_dir).unwrap();
@@ -231,6 +186,7 @@ async fn restore_at(
     captured: &Captured,
     dir: &Path,
     target: i64,
+    version: EtcdVersion,
 ) -> Result<PathBuf, ReplicationError> {
     let cancel = CancellationToken::new();
     let mut chain = ChainReader::open(
@@ -248,17 +204,35 @@ async fn restore_at(
         target_revision: target,
         output_db: output_db.clone(),
         work_dir: dir.to_path_buf(),
+        base_cluster_id: None,
     };
-    let report =
-        etcd_dr_replication::replay_to_revision(&binaries(), &mut chain, &request, &cancel).await?;
+    let report = etcd_dr_replication::replay_to_revision(
+        &replay_binaries(version),
+        &mut chain,
+        &request,
+        &cancel,
+    )
+    .await?;
     assert_eq!(report.revision, target);
     assert_eq!(report.base_revision, captured.base_revision);
     Ok(output_db)
 }
 
 #[test]
-fn the_restored_keyspace_at_any_captured_revision_equals_the_source() {
-    let etcd = EtcdCluster::start(EtcdOptions::default());
+fn the_restored_keyspace_at_any_captured_revision_equals_the_source_on_etcd_3_5() {
+    restored_keyspaces_equal_the_source(EtcdVersion::V3_5);
+}
+
+#[test]
+fn the_restored_keyspace_at_any_captured_revision_equals_the_source_on_etcd_3_6() {
+    restored_keyspaces_equal_the_source(EtcdVersion::V3_6);
+}
+
+fn restored_keyspaces_equal_the_source(version: EtcdVersion) {
+    let etcd = EtcdCluster::start(EtcdOptions {
+        version,
+        ..EtcdOptions::default()
+    });
     let dir = tempfile::tempdir().unwrap();
     let dir_path = dir.path().to_path_buf();
     let (endpoints, options) = etcd.connect_parts();
@@ -305,11 +279,11 @@ fn the_restored_keyspace_at_any_captured_revision_equals_the_source() {
             }
         }
         for target in targets {
-            let restored_db = restore_at(&captured, &dir_path, target)
+            let restored_db = restore_at(&captured, &dir_path, target, version)
                 .await
                 .expect("restore");
             let expected = keyspace(&mut reader, target).await;
-            let restored = EtcdCluster::start_restored(&restored_db, EtcdVersion::V3_5);
+            let restored = EtcdCluster::start_restored(&restored_db, version);
             let mut restored_client = restored.client().await;
             assert_eq!(revision_of(&mut restored_client).await, target);
             let got = keyspace(&mut restored_client, 0).await;
@@ -323,7 +297,7 @@ fn the_restored_keyspace_at_any_captured_revision_equals_the_source() {
             .layout
             .segment_path(&captured.generation, &names[missing]);
         captured.store.delete(&path).await.unwrap();
-        let error = restore_at(&captured, &dir_path, captured.last_revision)
+        let error = restore_at(&captured, &dir_path, captured.last_revision, version)
             .await
             .unwrap_err();
         let reachable = names[missing - 1].last_revision;
@@ -338,7 +312,7 @@ fn the_restored_keyspace_at_any_captured_revision_equals_the_source() {
             "{error}"
         );
         // Below the hole, the chain still restores.
-        restore_at(&captured, &dir_path, reachable)
+        restore_at(&captured, &dir_path, reachable, version)
             .await
             .expect("restore below the hole");
     });
@@ -414,7 +388,7 @@ fn fetch_at_a_revision_writes_the_keyspace_of_that_revision() {
     let base_revision = manifest["etcd"]["revision"].as_i64().unwrap();
     let (endpoints, options) = etcd.connect_parts();
     let store_path = store_dir.path().to_path_buf();
-    let (middle, last) = block_on(async move {
+    let (middle, last, after_middle) = block_on(async move {
         let client = Client::connect(endpoints, Some(options)).await.unwrap();
         let mut writer = client.clone();
         let sink = SegmentStore {
@@ -437,6 +411,7 @@ fn fetch_at_a_revision_writes_the_keyspace_of_that_revision() {
             })
         };
         let mut middle = 0;
+        let mut after_middle = chrono::Utc::now();
         for i in 0..50 {
             let put = writer
                 .put(format!("k/{}", i % 7), format!("v{i}"), None)
@@ -444,6 +419,10 @@ fn fetch_at_a_revision_writes_the_keyspace_of_that_revision() {
                 .unwrap();
             if i == 25 {
                 middle = put.header().unwrap().revision();
+                // A moment after the capture saw `middle` and before the next revision.
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                after_middle = chrono::Utc::now();
+                tokio::time::sleep(Duration::from_millis(400)).await;
             }
         }
         let last = revision_of(&mut writer).await;
@@ -456,7 +435,7 @@ fn fetch_at_a_revision_writes_the_keyspace_of_that_revision() {
         .unwrap();
         cancel.cancel();
         capture.await.unwrap().unwrap();
-        (middle, last)
+        (middle, last, after_middle)
     });
 
     let output = dr.dir().join("at-middle.db");
@@ -491,6 +470,41 @@ fn fetch_at_a_revision_writes_the_keyspace_of_that_revision() {
         assert_eq!(revision_of(&mut copy).await, middle);
         assert!(keyspace(&mut copy, 0).await == keyspace(&mut source, middle).await);
     });
+
+    // A time: the newest revision observed at or before it. `newest`: the newest stored.
+    let at_time = dr.dir().join("at-time.db");
+    let time = after_middle.to_rfc3339();
+    let printed = dr.run_ok(&[
+        "fetch",
+        "--at",
+        &time,
+        "--output",
+        at_time.to_str().unwrap(),
+        "--etcd-bin",
+        etcd_bin.to_str().unwrap(),
+        "--etcdutl-bin",
+        etcdutl_bin.to_str().unwrap(),
+    ]);
+    assert!(
+        printed.contains(&format!("revision {middle} written to")),
+        "{printed}"
+    );
+    let at_newest = dr.dir().join("at-newest.db");
+    let printed = dr.run_ok(&[
+        "fetch",
+        "--at",
+        "newest",
+        "--output",
+        at_newest.to_str().unwrap(),
+        "--etcd-bin",
+        etcd_bin.to_str().unwrap(),
+        "--etcdutl-bin",
+        etcdutl_bin.to_str().unwrap(),
+    ]);
+    assert!(
+        printed.contains(&format!("revision {last} written to")),
+        "{printed}"
+    );
 
     // Beyond what is stored: refused, saying how far it can go; nothing written.
     let beyond = (last + 10).to_string();

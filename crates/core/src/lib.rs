@@ -20,6 +20,7 @@ mod private_files;
 mod promotion;
 mod promotion_plan;
 mod promotion_record;
+mod restore_point;
 mod role;
 mod snapshot_id;
 mod terminal_text;
@@ -47,6 +48,7 @@ pub use promotion_record::{
     NodeRecord, Progress, PromotionRecord, PromotionState, StepName, StepRecord, StepState,
     TransferProgress,
 };
+pub use restore_point::{ReplaySummary, RestorePoint};
 pub use role::Role;
 pub use snapshot_id::{SnapshotId, SnapshotIdError};
 pub use terminal_text::{printable, validate_label, MAX_LABEL_CHARS};

@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::SnapshotId;
+use crate::{RestorePoint, SnapshotId};
 
 /// Why a restore happens: the primary is lost, a planned move without data loss, or this
 /// cluster goes back to an earlier point of its own.
@@ -47,6 +47,10 @@ pub struct PromotionRequest {
     /// Promote even though a promotion marker exists (replacing it).
     #[serde(default)]
     pub force: bool,
+    /// Restore this point in history instead of a snapshot as it is: the newest snapshot at
+    /// or below it, replayed with the replication segments to exactly that revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<RestorePoint>,
 }
 
 fn latest() -> String {
@@ -63,6 +67,7 @@ impl Default for PromotionRequest {
             mode: PromotionMode::Failover,
             dry_run: false,
             force: false,
+            at: None,
         }
     }
 }
@@ -177,5 +182,10 @@ mod tests {
                 .unwrap();
         assert_eq!(request.mode, PromotionMode::Switchover);
         assert!(serde_json::from_str::<PromotionRequest>(r#"{"mode":"panic"}"#).is_err());
+        let request: PromotionRequest = serde_json::from_str(r#"{"at":4821}"#).unwrap();
+        assert_eq!(request.at, Some(RestorePoint::Revision(4821)));
+        assert!(!serde_json::to_string(&PromotionRequest::default())
+            .unwrap()
+            .contains("\"at\""));
     }
 }

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::{PromotionPlan, PromotionRequest, SnapshotId};
+use crate::{PromotionPlan, PromotionRequest, ReplaySummary, SnapshotId};
 
 /// The steps of a promotion, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -349,6 +349,10 @@ pub struct PromotionRecord {
     /// The plan the preflight approved.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<PromotionPlan>,
+    /// With `at`: the base snapshot, segments and target revision of the replay (the target
+    /// and base once selected, the rest once replayed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplaySummary>,
     /// Every step, in the order of [`StepName::ALL`].
     pub steps: Vec<StepRecord>,
     /// What failed, where (the first failure).
@@ -372,6 +376,7 @@ impl PromotionRecord {
             duration_seconds: 0.0,
             snapshot: None,
             plan: None,
+            replay: None,
             steps: StepName::ALL
                 .iter()
                 .map(|&name| StepRecord {

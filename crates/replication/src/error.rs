@@ -65,6 +65,12 @@ pub enum ReplicationError {
         /// What is missing.
         detail: String,
     },
+    /// Nothing stored was observed at or before the time asked for.
+    #[error("cannot restore {time}: no snapshot or captured revision is that old")]
+    NothingAtTime {
+        /// The time asked for (RFC 3339).
+        time: String,
+    },
     /// Replaying one revision did not produce the recorded revision.
     #[error("replaying revision {recorded} from `{segment}` gave revision {got}: the replay diverged from the source")]
     ReplayDiverged {

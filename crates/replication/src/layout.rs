@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use etcd_dr_transport::ENCRYPTED_SUFFIX;
+use etcd_dr_transport::{SnapshotLayout, ENCRYPTED_SUFFIX};
 use object_store::path::Path;
 
 use crate::ReplicationError;
@@ -144,6 +144,13 @@ impl ReplicationLayout {
         Ok(Self { segments })
     }
 
+    /// The segments of the cluster whose snapshots `snapshots` lays out (beside them).
+    pub fn beside(snapshots: &SnapshotLayout) -> Self {
+        Self {
+            segments: snapshots.cluster_dir().join("segments"),
+        }
+    }
+
     /// The folder holding every generation.
     pub fn segments_prefix(&self) -> &Path {
         &self.segments
@@ -191,6 +198,11 @@ mod tests {
             "dr/prod/segments/20261201T213000Z-r0000000000000004821/0000000000000004822-0000000000000004900.seg.zst.age"
         );
         assert_eq!(layout.parse_key(&key), Some((generation, name)));
+        let snapshots = SnapshotLayout::new("/dr/", "prod").unwrap();
+        assert_eq!(
+            ReplicationLayout::beside(&snapshots).segments_prefix(),
+            layout.segments_prefix()
+        );
     }
 
     #[test]

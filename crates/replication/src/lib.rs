@@ -11,6 +11,8 @@ mod capture;
 mod chain;
 mod error;
 mod layout;
+mod pipeline;
+mod point_in_time;
 mod replay;
 mod restore;
 mod scratch_etcd;
@@ -25,7 +27,9 @@ pub use chain::{read_chain_tail, ChainLink, ChainReader};
 pub use error::ReplicationError;
 pub use layout::{GenerationId, ReplicationLayout, SegmentName, SEGMENT_SUFFIX};
 pub use replay::{replay_to_revision, ReplayReport, ReplayRequest};
-pub use restore::{fetch_revision, FetchedRevision, RevisionSource};
+pub use restore::{
+    fetch_revision, plan_restore, replay_generation, FetchedRevision, RestorePlan, RevisionSource,
+};
 pub use scratch_etcd::{EtcdBinaries, ScratchEtcd};
 pub use segment::{
     LeaseRecord, RevisionEvents, Segment, SegmentDigest, SegmentHeader, NO_PREVIOUS_SEGMENT,

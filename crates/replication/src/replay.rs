@@ -1,21 +1,21 @@
 //! Replay: a generation's revisions applied to a throw-away etcd restored from a base snapshot,
-//! each revision as one transaction that must land on the recorded revision, then a snapshot at
-//! exactly the target revision.
+//! each revision as one transaction that must land on the recorded revision (pipelined, in
+//! order: `pipeline.rs`), then a snapshot at exactly the target revision.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::{
-    Client, LeaseGrantOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp,
-};
+use etcd_client::{Client, LeaseGrantOptions, LeaseKeepAliveStream, LeaseKeeper};
 use futures::stream::{SelectAll, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::pipeline::{revision_txn, ApplyGuard, TxnPipeline};
 use crate::scratch_etcd::{EtcdBinaries, ScratchEtcd};
-use crate::{ChainReader, ReplicationError, RevisionEvents};
+use crate::{ChainReader, ReplicationError, RevisionEvents, Segment};
 
 /// TTL given to a lease the capture saw only after it had expired (its keys are deleted by a
 /// later recorded revision, or the restore keeps them until this TTL runs out).
@@ -32,10 +32,17 @@ pub struct ReplayReport {
     pub revision: i64,
     /// Revisions applied.
     pub replayed_revisions: u64,
-    /// Segments read.
+    /// Segments applied from (read and verified before them: the rest of the chain from the
+    /// generation's start).
     pub segments_read: u64,
+    /// The first segment applied from (object key).
+    pub first_segment: Option<String>,
+    /// The last segment applied from.
+    pub last_segment: Option<String>,
     /// Leases granted with their recorded ids.
     pub leases_granted: u64,
+    /// Transactions that reached etcd before their predecessor and were sent again.
+    pub resent_transactions: u64,
     /// Time spent applying revisions.
     pub replay_time: Duration,
     /// Bytes of the written snapshot.
@@ -53,6 +60,8 @@ pub struct ReplayRequest {
     pub output_db: PathBuf,
     /// Where the throw-away etcd keeps its data (a temporary directory inside it).
     pub work_dir: PathBuf,
+    /// The etcd cluster id the base snapshot records: every segment replayed must be of it.
+    pub base_cluster_id: Option<u64>,
 }
 
 /// Restores `request.base_db` into a throw-away etcd, replays `chain` up to the target revision
@@ -97,8 +106,9 @@ async fn replay_into(
             ),
         });
     }
-    let mut client = scratch.client().clone();
-    let mut existing_leases: HashSet<i64> = client
+    let client = scratch.client().clone();
+    let existing_leases: HashSet<i64> = client
+        .lease_client()
         .leases()
         .await
         .map_err(|e| ReplicationError::etcd("lease list", e))?
@@ -122,82 +132,42 @@ async fn replay_into(
         revision: base_revision,
         replayed_revisions: 0,
         segments_read: 0,
+        first_segment: None,
+        last_segment: None,
         leases_granted: 0,
+        resent_transactions: 0,
         replay_time: Duration::ZERO,
         snapshot_bytes: 0,
     };
-    let mut recorded_ttls: HashMap<i64, i64> = HashMap::new();
     let started = Instant::now();
-    let outcome = async {
-        while report.revision < target {
-            let reached = chain
-                .verified()
-                .map(|link| link.last_revision)
-                .unwrap_or(base_revision)
-                .max(base_revision);
-            let restorable = |detail: String| ReplicationError::NotRestorable {
-                requested: target,
-                restorable: reached,
-                detail,
-            };
-            let (key, segment) = match chain.next_segment(cancel).await {
-                Ok(Some(next)) => next,
-                Ok(None) => {
-                    return Err(restorable(format!(
-                        "generation {} ends at revision {}",
-                        chain.generation(),
-                        chain.listed_last_revision().unwrap_or(chain_start - 1)
-                    )))
-                }
-                Err(ReplicationError::Cancelled) => return Err(ReplicationError::Cancelled),
-                Err(error) => return Err(restorable(error.to_string())),
-            };
-            report.segments_read += 1;
-            for lease in &segment.leases {
-                recorded_ttls.insert(lease.id, lease.granted_ttl_seconds);
+    let outcome = if target > base_revision {
+        // Segments are read and decoded (one ahead) while the previous one is applied.
+        let (segments_tx, segments_rx) = mpsc::channel(1);
+        let reading = read_chain(chain, base_revision, target, segments_tx, cancel);
+        let applying = apply_segments(
+            &client,
+            segments_rx,
+            request,
+            existing_leases,
+            &keep_tx,
+            &mut report,
+            cancel,
+        );
+        let (read, applied) = tokio::join!(reading, applying);
+        // A failure to apply says more than the reader stopped by it; an unreadable chain
+        // says more than the applier that ran out of segments.
+        match (read, applied) {
+            (_, Err(error))
+                if !matches!(error, ReplicationError::Cancelled) || cancel.is_cancelled() =>
+            {
+                Err(error)
             }
-            for revision in &segment.revisions {
-                if revision.revision <= report.revision {
-                    continue;
-                }
-                if revision.revision > target {
-                    break;
-                }
-                for lease in leases_needed(revision, &existing_leases) {
-                    let ttl = match recorded_ttls.get(&lease) {
-                        Some(&ttl) if ttl > 0 => ttl,
-                        Some(_) => EXPIRED_LEASE_TTL_SECONDS,
-                        None => {
-                            return Err(ReplicationError::BadEvent {
-                                segment: key.clone(),
-                                revision: revision.revision,
-                                detail: format!("lease {lease:x} is used but was never recorded"),
-                            })
-                        }
-                    };
-                    client
-                        .lease_grant(ttl, Some(LeaseGrantOptions::new().with_id(lease)))
-                        .await
-                        .map_err(|e| ReplicationError::etcd("lease grant", e))?;
-                    existing_leases.insert(lease);
-                    report.leases_granted += 1;
-                    let _ = keep_tx.send(lease).await;
-                }
-                let got = apply_revision(&mut client, &key, revision, cancel).await?;
-                if got != revision.revision {
-                    return Err(ReplicationError::ReplayDiverged {
-                        segment: key.clone(),
-                        recorded: revision.revision,
-                        got,
-                    });
-                }
-                report.revision = got;
-                report.replayed_revisions += 1;
-            }
+            (Err(error), _) => Err(error),
+            (Ok(()), result) => result,
         }
+    } else {
         Ok(())
-    }
-    .await;
+    };
     report.replay_time = started.elapsed();
     if outcome.is_ok() {
         // Nothing else writes to this etcd: its snapshot is at exactly the target revision.
@@ -205,7 +175,10 @@ async fn replay_into(
         if now != target {
             keepalive_cancel.cancel();
             return Err(ReplicationError::ReplayDiverged {
-                segment: "(after the last segment)".into(),
+                segment: report
+                    .last_segment
+                    .clone()
+                    .unwrap_or_else(|| "(no segment read)".into()),
                 recorded: target,
                 got: now,
             });
@@ -219,12 +192,146 @@ async fn replay_into(
         base = report.base_revision,
         revision = report.revision,
         revisions = report.replayed_revisions,
+        resent = report.resent_transactions,
         seconds = report.replay_time.as_secs_f64(),
         "replayed to revision"
     );
     Ok(report)
 }
 
+/// Reads the chain's segments in order until one reaches `target`, handing each on. A chain
+/// that breaks or ends first is `NotRestorable`, naming how far it reaches.
+async fn read_chain(
+    chain: &mut ChainReader,
+    base_revision: i64,
+    target: i64,
+    segments: mpsc::Sender<(Arc<str>, Segment)>,
+    cancel: &CancellationToken,
+) -> Result<(), ReplicationError> {
+    loop {
+        let reached = chain
+            .verified()
+            .map(|link| link.last_revision)
+            .unwrap_or(base_revision)
+            .max(base_revision);
+        let restorable = |detail: String| ReplicationError::NotRestorable {
+            requested: target,
+            restorable: reached,
+            detail,
+        };
+        let (key, segment) = match chain.next_segment(cancel).await {
+            Ok(Some(next)) => next,
+            Ok(None) => {
+                return Err(restorable(format!(
+                    "generation {} ends at revision {}",
+                    chain.generation(),
+                    chain
+                        .listed_last_revision()
+                        .unwrap_or(chain.generation().base_revision())
+                )))
+            }
+            Err(ReplicationError::Cancelled) => return Err(ReplicationError::Cancelled),
+            Err(error) => return Err(restorable(error.to_string())),
+        };
+        let last = segment.header.last_revision;
+        if last <= base_revision {
+            // Read to verify the chain; nothing in it to apply.
+            continue;
+        }
+        if segments.send((Arc::from(key), segment)).await.is_err() {
+            // The applier stopped (it failed, or has what it needs).
+            return Ok(());
+        }
+        if last >= target {
+            return Ok(());
+        }
+    }
+}
+
+/// Applies the segments' revisions above the base up to the target, through the pipeline,
+/// granting each lease before the first revision that uses it.
+async fn apply_segments(
+    client: &Client,
+    mut segments: mpsc::Receiver<(Arc<str>, Segment)>,
+    request: &ReplayRequest,
+    mut existing_leases: HashSet<i64>,
+    keep_alive: &mpsc::Sender<i64>,
+    report: &mut ReplayReport,
+    cancel: &CancellationToken,
+) -> Result<(), ReplicationError> {
+    let target = request.target_revision;
+    let mut pipeline = TxnPipeline::new(client.kv_client(), report.revision);
+    let mut lease_client = client.lease_client();
+    let mut recorded_ttls: HashMap<i64, i64> = HashMap::new();
+    let mut guard: Option<ApplyGuard> = None;
+    let mut next_revision = report.revision + 1;
+    let mut sent_up_to = report.revision;
+    while sent_up_to < target {
+        let received = tokio::select! {
+            received = segments.recv() => received,
+            () = cancel.cancelled() => return Err(ReplicationError::Cancelled),
+        };
+        // The reader names why the chain ended.
+        let Some((key, segment)) = received else {
+            return Err(ReplicationError::Cancelled);
+        };
+        if let Some(expected) = request.base_cluster_id {
+            if segment.header.cluster_id != expected {
+                return Err(ReplicationError::NoCoverage {
+                    requested: target,
+                    detail: format!(
+                        "segment `{key}` records etcd cluster {:x}, the base snapshot is of cluster {expected:x}",
+                        segment.header.cluster_id
+                    ),
+                });
+            }
+        }
+        report.segments_read += 1;
+        report.first_segment.get_or_insert_with(|| key.to_string());
+        report.last_segment = Some(key.to_string());
+        for lease in &segment.leases {
+            recorded_ttls.insert(lease.id, lease.granted_ttl_seconds);
+        }
+        for revision in segment.revisions {
+            if revision.revision < next_revision {
+                continue;
+            }
+            if revision.revision > target {
+                break;
+            }
+            for lease in leases_needed(&revision, &existing_leases) {
+                let ttl = match recorded_ttls.get(&lease) {
+                    Some(&ttl) if ttl > 0 => ttl,
+                    Some(_) => EXPIRED_LEASE_TTL_SECONDS,
+                    None => {
+                        return Err(ReplicationError::BadEvent {
+                            segment: key.to_string(),
+                            revision: revision.revision,
+                            detail: format!("lease {lease:x} is used but was never recorded"),
+                        })
+                    }
+                };
+                lease_client
+                    .grant(ttl, Some(LeaseGrantOptions::new().with_id(lease)))
+                    .await
+                    .map_err(|e| ReplicationError::etcd("lease grant", e))?;
+                existing_leases.insert(lease);
+                report.leases_granted += 1;
+                let _ = keep_alive.send(lease).await;
+            }
+            next_revision = revision.revision + 1;
+            let (txn, next_guard) = revision_txn(&key, revision, guard.take())?;
+            guard = next_guard;
+            sent_up_to = txn.revision;
+            pipeline.push(txn, cancel).await?;
+        }
+    }
+    pipeline.finish(cancel).await?;
+    report.replayed_revisions = (pipeline.applied - report.revision).max(0) as u64;
+    report.revision = pipeline.applied;
+    report.resent_transactions = pipeline.resent;
+    Ok(())
+}
 /// Leases the revision's puts carry that the throw-away etcd does not have yet.
 fn leases_needed(revision: &RevisionEvents, existing: &HashSet<i64>) -> Vec<i64> {
     let mut needed: Vec<i64> = revision
@@ -237,46 +344,6 @@ fn leases_needed(revision: &RevisionEvents, existing: &HashSet<i64>) -> Vec<i64>
     needed.sort_unstable();
     needed.dedup();
     needed
-}
-
-/// Applies one revision as one transaction; returns the revision etcd answered with.
-async fn apply_revision(
-    client: &mut Client,
-    segment: &str,
-    revision: &RevisionEvents,
-    cancel: &CancellationToken,
-) -> Result<i64, ReplicationError> {
-    let mut ops = Vec::with_capacity(revision.events.len());
-    for event in &revision.events {
-        let Some(kv) = &event.kv else {
-            return Err(ReplicationError::BadEvent {
-                segment: segment.to_string(),
-                revision: revision.revision,
-                detail: "an event without a key".into(),
-            });
-        };
-        ops.push(match event.r#type {
-            0 => TxnOp::put(
-                kv.key.clone(),
-                kv.value.clone(),
-                (kv.lease != 0).then(|| PutOptions::new().with_lease(kv.lease)),
-            ),
-            1 => TxnOp::delete(kv.key.clone(), None),
-            other => {
-                return Err(ReplicationError::BadEvent {
-                    segment: segment.to_string(),
-                    revision: revision.revision,
-                    detail: format!("unknown event type {other}"),
-                })
-            }
-        });
-    }
-    let txn = client.txn(Txn::new().and_then(ops));
-    let response = tokio::select! {
-        response = txn => response.map_err(|e| ReplicationError::etcd("txn", e))?,
-        () = cancel.cancelled() => return Err(ReplicationError::Cancelled),
-    };
-    Ok(response.header().map(|h| h.revision()).unwrap_or(0))
 }
 
 /// Keeps every lease it is told about alive until cancelled, so that no lease expires (and

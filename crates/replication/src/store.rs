@@ -9,12 +9,17 @@ use etcd_dr_transport::{
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use crate::{
     GenerationId, ReplicationError, ReplicationLayout, Segment, SegmentDigest, SegmentName,
     SegmentSigner,
 };
 
+/// Attempts of one segment put when the store fails transiently (`Generic`: network, 5xx).
+const PUT_ATTEMPTS: u32 = 5;
+/// Wait before the second attempt; doubled before each further one.
+const PUT_RETRY_FIRST_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
 /// zstd level of segments: etcd events are small and repetitive; 3 is fast and close to 9.
 const SEGMENT_ZSTD_LEVEL: i32 = 3;
 /// Largest plain segment a reader accepts (a cut is 8 MiB plus one revision by default).
@@ -105,12 +110,29 @@ impl SegmentStore {
             mode: PutMode::Create,
             ..PutOptions::default()
         };
-        let put = self
-            .store
-            .put_opts(&path, PutPayload::from(stored.clone()), options);
-        let result = tokio::select! {
-            result = put => result,
-            () = cancel.cancelled() => return Err(ReplicationError::Cancelled),
+        // A transient failure (timeout, reset, 5xx after the client's own retries) may have
+        // stored the object anyway; the next create-only attempt then meets it.
+        let mut attempt = 1;
+        let result = loop {
+            let put = self
+                .store
+                .put_opts(&path, PutPayload::from(stored.clone()), options.clone());
+            let result = tokio::select! {
+                result = put => result,
+                () = cancel.cancelled() => return Err(ReplicationError::Cancelled),
+            };
+            match result {
+                Err(error @ object_store::Error::Generic { .. }) if attempt < PUT_ATTEMPTS => {
+                    let delay = PUT_RETRY_FIRST_DELAY * 2u32.pow(attempt - 1);
+                    warn!(segment = %key, attempt, %error, "segment put failed; trying again in {delay:?}");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = cancel.cancelled() => return Err(ReplicationError::Cancelled),
+                    }
+                    attempt += 1;
+                }
+                other => break other,
+            }
         };
         match result {
             Ok(_) => {}

@@ -193,6 +193,7 @@ mod tests {
             mode,
             dry_run,
             force,
+            at: None,
         }
     }
 

@@ -90,6 +90,38 @@ pub struct PromoteConfig {
     /// Commands run before and after the restore (`[[promote.hooks]]`), in order.
     #[serde(default)]
     pub hooks: Vec<HookConfig>,
+    /// The local etcd binaries a restore to a point (`at`) replays with.
+    #[serde(default)]
+    pub replay: ReplayConfig,
+}
+
+/// `[promote.replay]`: `etcd` and `etcdutl` (3.5+) on the machine that runs the promotion (not
+/// the nodes), for the throw-away etcd of a restore to a point (`--at`). Only used with `at`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayConfig {
+    /// `etcd` (a name on `PATH` or a path).
+    #[serde(default = "default_replay_etcd")]
+    pub etcd: PathBuf,
+    /// `etcdutl`.
+    #[serde(default = "default_replay_etcdutl")]
+    pub etcdutl: PathBuf,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        Self {
+            etcd: default_replay_etcd(),
+            etcdutl: default_replay_etcdutl(),
+        }
+    }
+}
+
+fn default_replay_etcd() -> PathBuf {
+    "etcd".into()
+}
+fn default_replay_etcdutl() -> PathBuf {
+    "etcdutl".into()
 }
 
 /// `[promote.kubernetes]`: how to reach the secondary's kube-apiserver.
@@ -307,6 +339,7 @@ impl PromoteConfig {
             kubeadm_flags_file: default_kubeadm_flags_file(),
             front_end: FrontEndConfig::default(),
             hooks: Vec::new(),
+            replay: ReplayConfig::default(),
         }
     }
 
@@ -330,7 +363,15 @@ impl PromoteConfig {
         if let Some(dir) = &self.data_dir {
             absolute(problems, "data_dir", dir);
         }
-        for (name, value) in [("etcdutl", &self.etcdutl), ("etcdctl", &self.etcdctl)] {
+        for (name, value) in [
+            ("etcdutl", self.etcdutl.as_str()),
+            ("etcdctl", self.etcdctl.as_str()),
+            ("replay.etcd", self.replay.etcd.to_str().unwrap_or("-")),
+            (
+                "replay.etcdutl",
+                self.replay.etcdutl.to_str().unwrap_or("-"),
+            ),
+        ] {
             if value.is_empty() || value.starts_with('-') {
                 problems.push(format!("{field}.{name}"), "must be a program name or path");
             }

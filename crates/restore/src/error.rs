@@ -21,6 +21,10 @@ pub enum PromoteError {
     /// The requested snapshot is neither `latest` nor a snapshot id.
     #[error(transparent)]
     SnapshotSelector(#[from] SnapshotIdError),
+    /// A restore to a point (`at`) cannot be planned or replayed: what is missing, and how far
+    /// the stored chain reaches.
+    #[error(transparent)]
+    Replication(#[from] etcd_dr_replication::ReplicationError),
     /// Talking to the secondary's etcd failed.
     #[error("secondary etcd: {0}")]
     Etcd(#[from] SourceError),

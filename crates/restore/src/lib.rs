@@ -34,7 +34,7 @@ mod verify;
 pub use admission::{admit, take_restore_lock, Admission, AdmissionError, LockHolder};
 pub use after_kube::{restart_workloads, wait_nodes_ready, NodesReady, WorkloadResults};
 pub use bundle_keys::service_account_keys_from_bundles;
-pub use config::{AfterConfig, KubernetesConfig, PodSelector, PromoteConfig};
+pub use config::{AfterConfig, KubernetesConfig, PodSelector, PromoteConfig, ReplayConfig};
 pub use error::PromoteError;
 pub use etcd_dr_core::{
     EtcdVersion, NodePlan, NodeRecord, Progress, PromotionMode, PromotionPlan, PromotionRecord,

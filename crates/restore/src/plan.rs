@@ -40,8 +40,12 @@ impl NodeFacts {
 /// What the preflight is judged against.
 #[derive(Debug, Clone)]
 pub struct PreflightInputs<'a> {
-    /// The snapshot to restore.
+    /// The snapshot to restore (the base of a replay with `at`).
     pub manifest: &'a SnapshotManifest,
+    /// The revision of the `.db` restored: the snapshot's, or the target of a replay.
+    pub restored_revision: i64,
+    /// The size of the `.db` restored.
+    pub restored_size: u64,
     /// The promotion id (names the token and the work dirs).
     pub promotion_id: &'a str,
     /// The secondary's revision before the restore.
@@ -97,7 +101,9 @@ pub fn evaluate_preflight(
         .map(|m| m.name.as_str())
         .collect();
     let member_list = members.iter().copied().collect::<Vec<_>>().join(", ");
-    let needed = manifest.raw.size.saturating_mul(inputs.free_space_factor);
+    let needed = inputs
+        .restored_size
+        .saturating_mul(inputs.free_space_factor);
 
     let mut nodes = Vec::new();
     let mut not_members = Vec::new();
@@ -160,7 +166,7 @@ pub fn evaluate_preflight(
             (Some(dir), None) => problems.push(format!("{node}: cannot tell the free space at `{dir}`")),
             (Some(dir), Some(free)) if free < needed => problems.push(format!(
                 "{node}: {free} bytes free at `{dir}`, the restore needs {needed} ({}× the {}-byte snapshot)",
-                inputs.free_space_factor, manifest.raw.size
+                inputs.free_space_factor, inputs.restored_size
             )),
             _ => {}
         }
@@ -220,7 +226,7 @@ pub fn evaluate_preflight(
             ));
         }
         Some(bump_revision(
-            manifest.etcd.revision,
+            inputs.restored_revision,
             inputs.secondary_revision,
             inputs.bump_margin,
         ))
@@ -230,9 +236,8 @@ pub fn evaluate_preflight(
         );
         None
     };
-    let expected_min_revision = manifest
-        .etcd
-        .revision
+    let expected_min_revision = inputs
+        .restored_revision
         .saturating_add(bump.map(|b| b.min(i64::MAX as u64) as i64).unwrap_or(0));
     let initial_cluster = nodes
         .iter()
@@ -246,7 +251,7 @@ pub fn evaluate_preflight(
     Ok(PromotionPlan {
         etcd_version: manifest.etcd.version.clone(),
         tool,
-        snapshot_revision: manifest.etcd.revision,
+        snapshot_revision: inputs.restored_revision,
         secondary_revision: inputs.secondary_revision,
         bump_revision: bump,
         expected_min_revision,
@@ -343,6 +348,8 @@ mod tests {
     fn inputs(manifest: &SnapshotManifest, secondary: Option<i64>) -> PreflightInputs<'_> {
         PreflightInputs {
             manifest,
+            restored_revision: manifest.etcd.revision,
+            restored_size: manifest.raw.size,
             promotion_id: "p1",
             secondary_revision: secondary,
             bump_margin: 1_000_000_000,

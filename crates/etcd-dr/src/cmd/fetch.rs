@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use etcd_dr_core::{printable, NodeBundle, SnapshotManifest};
+use etcd_dr_core::{printable, NodeBundle, RestorePoint, SnapshotManifest};
 use etcd_dr_transport::{
     read_object, read_snapshot, resolve_snapshot, Identities, PartialFile, SnapshotLayout,
     SnapshotSelector,
@@ -33,10 +33,12 @@ pub struct Args {
     /// they belong to whoever fetches).
     #[arg(long, requires = "node")]
     keep_owners: bool,
-    /// Restore the keyspace at exactly this etcd revision: the newest snapshot at or below it,
-    /// replayed with the stored replication segments in a throw-away etcd (docs/segments.md).
-    #[arg(long, value_name = "REVISION", conflicts_with_all = ["node", "snapshot"])]
-    at: Option<i64>,
+    /// The keyspace at a point in history: an etcd revision, a time (RFC 3339: the newest
+    /// revision observed at or before it) or `newest` (the newest revision stored). The newest
+    /// snapshot at or below it, replayed with the stored replication segments in a throw-away
+    /// etcd (docs/segments.md).
+    #[arg(long, value_name = "REV|TIME|newest", conflicts_with_all = ["node", "snapshot"])]
+    at: Option<RestorePoint>,
     /// With --at: the `etcd` binary (3.5+) for the throw-away etcd.
     #[arg(long, default_value = "etcd", requires = "at")]
     etcd_bin: PathBuf,
@@ -53,10 +55,10 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
             args.output.display()
         );
     }
-    if let Some(revision) = args.at {
+    if let Some(point) = args.at {
         return super::fetch_at::run(
             settings,
-            revision,
+            point,
             &args.output,
             &args.etcd_bin,
             &args.etcdutl_bin,

@@ -1,9 +1,10 @@
-//! `etcd-dr fetch --at REVISION`: the keyspace at one revision, from a full snapshot and the
-//! replication segments after it.
+//! `etcd-dr fetch --at REV|TIME|newest`: the keyspace at one point in history, from a full
+//! snapshot and the replication segments after it.
 
 use std::path::Path;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
+use etcd_dr_core::RestorePoint;
 use etcd_dr_replication::{fetch_revision, EtcdBinaries, ReplicationLayout, RevisionSource};
 
 use super::{identities, manifest_trust, open_store, shutdown_token};
@@ -11,14 +12,11 @@ use crate::settings::Settings;
 
 pub async fn run(
     settings: &Settings,
-    revision: i64,
+    point: RestorePoint,
     output: &Path,
     etcd: &Path,
     etcdutl: &Path,
 ) -> anyhow::Result<()> {
-    if revision <= 0 {
-        bail!("--at {revision}: a revision is a positive number");
-    }
     let (store, snapshots) = open_store(settings)?;
     let segments = ReplicationLayout::new(&settings.store.prefix, &settings.cluster)?;
     let source = RevisionSource {
@@ -38,18 +36,28 @@ pub async fn run(
         .unwrap_or(Path::new("."))
         .to_path_buf();
     let cancel = shutdown_token();
-    let fetched = fetch_revision(&source, revision, output.to_path_buf(), work_dir, &cancel)
+    let fetched = fetch_revision(&source, point, output.to_path_buf(), work_dir, &cancel)
         .await
-        .with_context(|| format!("fetching revision {revision}"))?;
-    let report = &fetched.report;
-    println!(
-        "revision {revision} written to {} (snapshot {} at revision {}, {} revisions replayed from generation {} in {:.1} s)",
-        output.display(),
-        fetched.snapshot,
-        report.base_revision,
-        report.replayed_revisions,
-        fetched.generation,
-        report.replay_time.as_secs_f64()
-    );
+        .with_context(|| format!("fetching --at {point}"))?;
+    let plan = &fetched.plan;
+    match (&fetched.report, &plan.generation) {
+        (Some(report), Some(generation)) => println!(
+            "revision {} written to {} (snapshot {} at revision {}, {} revisions replayed from {} segment(s) of generation {} in {:.1} s)",
+            plan.target,
+            output.display(),
+            plan.base.id,
+            report.base_revision,
+            report.replayed_revisions,
+            report.segments_read,
+            generation,
+            report.replay_time.as_secs_f64()
+        ),
+        _ => println!(
+            "revision {} written to {} (snapshot {} as it is: no segment is newer)",
+            plan.target,
+            output.display(),
+            plan.base.id
+        ),
+    }
     Ok(())
 }

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use etcd_dr_core::{PromotionMode, PromotionRequest};
+use etcd_dr_core::{PromotionMode, PromotionRequest, RestorePoint};
 use etcd_dr_restore::{
     progress_lines, running_activity, running_copy, Promoter, PromotionRecord, PromotionState,
     PromotionTracker,
@@ -34,6 +34,12 @@ pub struct Args {
     /// Print the final record (every step and node) as JSON on stdout; progress goes to stderr.
     #[arg(long)]
     json: bool,
+    /// Restore a point in history instead of a snapshot as it is: an etcd revision, a time
+    /// (RFC 3339: the newest revision observed at or before it) or `newest` (the newest
+    /// revision stored). The newest snapshot at or below it is replayed with the replication
+    /// segments to exactly that revision, locally, with `[promote.replay]`'s etcd.
+    #[arg(long, value_name = "REV|TIME|newest", conflicts_with_all = ["snapshot", "switchover"])]
+    at: Option<RestorePoint>,
 }
 
 /// The promoter `[promote]`, `[nodes]`, `[store]`, `[encryption]` and `[secondary]` describe.
@@ -71,6 +77,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitCode> {
         },
         dry_run: args.dry_run,
         force: args.force,
+        at: args.at,
     };
     run_printed(&promoter, request, args.json, "promotion").await
 }
@@ -127,6 +134,23 @@ pub async fn run_printed(
         println!("plan (nothing was changed):");
         if let Some(snapshot) = &record.snapshot {
             println!("  snapshot       {snapshot}");
+        }
+        if let Some(replay) = &record.replay {
+            println!("  at revision    {}", replay.target_revision);
+            if replay.generation.is_empty() {
+                println!("  replay         none: the snapshot is that revision");
+            } else {
+                println!(
+                    "  replay         {} revision(s) onto revision {}, generation {}",
+                    replay.replayed_revisions, replay.base_revision, replay.generation
+                );
+                println!(
+                    "  segments       {} ({} … {})",
+                    replay.segments_used,
+                    replay.first_segment.as_deref().unwrap_or("-"),
+                    replay.last_segment.as_deref().unwrap_or("-")
+                );
+            }
         }
         println!("  restore with   {}", plan.tool.program());
         println!("  cluster        {}", plan.initial_cluster);

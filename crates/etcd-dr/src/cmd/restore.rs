@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use etcd_dr_core::{PromotionMode, PromotionRequest};
+use etcd_dr_core::{PromotionMode, PromotionRequest, RestorePoint};
 
 use super::promote::{promoter, run_printed};
 use crate::settings::Settings;
@@ -26,6 +26,12 @@ pub struct Args {
     /// Print the final record (every step and node) as JSON on stdout; progress goes to stderr.
     #[arg(long)]
     json: bool,
+    /// Restore a point in history instead of a snapshot as it is: an etcd revision, a time
+    /// (RFC 3339: the newest revision observed at or before it) or `newest` (the newest
+    /// revision stored). The newest snapshot at or below it is replayed with the replication
+    /// segments to exactly that revision, locally, with `[promote.replay]`'s etcd.
+    #[arg(long, value_name = "REV|TIME|newest", conflicts_with = "snapshot")]
+    at: Option<RestorePoint>,
 }
 
 pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitCode> {
@@ -35,6 +41,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitCode> {
         mode: PromotionMode::InPlace,
         dry_run: args.dry_run,
         force: args.force,
+        at: args.at,
     };
     run_printed(&promoter, request, args.json, "restore").await
 }

@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use super::front_end::FrontEndChanges;
 use super::promoter::Promoter;
-use crate::{admit, take_restore_lock, HookPhase, PromoteError, PromotionTracker};
+use crate::{admit, take_restore_lock, HookPhase, LocalSnapshot, PromoteError, PromotionTracker};
 
 /// Records the failure of `step` before any node changed and ends the promotion.
 fn fail(tracker: &PromotionTracker, step: StepName, error: PromoteError) -> PromotionState {
@@ -118,27 +118,35 @@ impl Promoter {
             Ok(found) => found,
             Err(error) => return fail(tracker, StepName::Switchover, error),
         };
-        let manifest = match self
+        let (manifest, point) = match self
             .select(&record.request, final_snapshot, tracker, cancel)
             .await
         {
-            Ok(manifest) => manifest,
+            Ok(selected) => selected,
             Err(error) => return fail(tracker, StepName::Select, error),
         };
         if let Err(error) = self.fence(&record, &manifest, tracker, cancel).await {
             return fail(tracker, StepName::Fence, error);
         }
-        let local = match self.verify(&manifest, tracker, cancel).await {
-            Ok(local) => local,
+        let (local, base) = match self
+            .verify(&manifest, point.as_ref(), tracker, cancel)
+            .await
+        {
+            Ok(found) => found,
             Err(error) => return fail(tracker, StepName::Verify, error),
         };
-        // A dry run leaves no plain copy behind, however it ends.
-        let _discard = record
-            .request
-            .dry_run
-            .then(|| local.discard_on_drop())
+        // A dry run leaves no plain copy behind (nor the base of a replay), however it ends.
+        let dry_run = record.request.dry_run;
+        let _discard = dry_run.then(|| local.discard_on_drop()).flatten();
+        let _discard_base = dry_run
+            .then(|| base.as_ref().and_then(LocalSnapshot::discard_on_drop))
             .flatten();
-        let (plan, keys) = match self.preflight(&record.id, &manifest, tracker, cancel).await {
+        let restored_revision = point.as_ref().map_or(manifest.etcd.revision, |p| p.target);
+        let restored = (restored_revision, local.size);
+        let (plan, keys) = match self
+            .preflight(&record.id, &manifest, restored, tracker, cancel)
+            .await
+        {
             Ok(found) => found,
             Err(error) => return fail(tracker, StepName::Preflight, error),
         };

@@ -3,6 +3,7 @@
 //! - `promoter`: what a promotion needs (store, nodes, etcd, Kubernetes API), built once;
 //! - `driver`: the state machine — admission, the steps in order, the restore lock given back;
 //! - `source`: switchover, select, fence, verify (the snapshot, before any node changes);
+//! - `point_in_time`: with `at`, the plan (base snapshot, segments, target) and the replay;
 //! - `preflight`: every node checked, the plan judged; `node_checks`: the nodes' own shape
 //!   (runtime, kubelet, etcd pod, front-end resolution) against the snapshot's;
 //! - `hooks`: the operator's `before` and `after` hooks;
@@ -18,6 +19,7 @@ mod front_end;
 mod health;
 mod hooks;
 mod node_checks;
+mod point_in_time;
 mod preflight;
 mod promoter;
 mod source;

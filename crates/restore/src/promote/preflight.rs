@@ -18,6 +18,9 @@ use crate::{
 };
 
 impl Promoter {
+    /// `restored`: the revision and size of the `.db` to restore (the snapshot's own, or the
+    /// replayed copy's with `at`).
+    ///
     /// Gathers every node's facts and the secondary's revision, finds the service-account keys
     /// (configured, else from the snapshot's node bundles; none in place) and judges them all:
     /// the plan, or every problem at once.
@@ -25,6 +28,7 @@ impl Promoter {
         &self,
         id: &str,
         manifest: &SnapshotManifest,
+        (restored_revision, restored_size): (i64, u64),
         tracker: &PromotionTracker,
         cancel: &CancellationToken,
     ) -> Result<(PromotionPlan, Option<ServiceAccountKeys>), PromoteError> {
@@ -136,6 +140,8 @@ impl Promoter {
             &facts,
             PreflightInputs {
                 manifest,
+                restored_revision,
+                restored_size,
                 promotion_id: id,
                 secondary_revision,
                 bump_margin: self.config.revision_bump_margin,

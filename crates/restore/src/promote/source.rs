@@ -6,6 +6,7 @@ use etcd_dr_core::{
     PromotionMarker, PromotionMode, PromotionRecord, PromotionRequest, SnapshotId,
     SnapshotManifest, StepName,
 };
+use etcd_dr_replication::{ReplicationError, RestorePlan};
 use etcd_dr_transport::{
     read_promotion_marker, resolve_snapshot, write_promotion_marker, SnapshotSelector,
 };
@@ -76,21 +77,47 @@ impl Promoter {
     }
 
     /// Resolves the snapshot to restore: the switchover's final one, the newest for a dry-run
-    /// switchover, else what the request names (`latest` or an id).
+    /// switchover, else what the request names (`latest` or an id). With `at`: the point
+    /// resolved to a revision, and the newest snapshot at or below it with the segments after
+    /// it (the plan).
     pub(super) async fn select(
         &self,
         request: &PromotionRequest,
         final_snapshot: Option<SnapshotId>,
         tracker: &PromotionTracker,
         cancel: &CancellationToken,
-    ) -> Result<SnapshotManifest, PromoteError> {
+    ) -> Result<(SnapshotManifest, Option<RestorePlan>), PromoteError> {
         let step = StepName::Select;
+        tracker.start(step, None);
+        if let Some(point) = request.at {
+            if request.mode == PromotionMode::Switchover {
+                return Err(PromoteError::Replication(ReplicationError::Config(
+                    "`at` does not go with a switchover: a switchover restores the primary's final snapshot, which has every revision".into(),
+                )));
+            }
+            let plan = self.plan_point(point, tracker, cancel).await?;
+            let manifest = plan.base.clone();
+            tracker.update(|r| r.snapshot = Some(manifest.id.clone()));
+            tracker.done(
+                step,
+                match &plan.generation {
+                    Some(generation) => format!(
+                        "revision {} (`at` {point}): snapshot {} (revision {}) and the segments of generation {generation} after it",
+                        plan.target, manifest.id, manifest.etcd.revision
+                    ),
+                    None => format!(
+                        "revision {} (`at` {point}): snapshot {} as it is (no segment is newer)",
+                        plan.target, manifest.id
+                    ),
+                },
+            );
+            return Ok((manifest, Some(plan)));
+        }
         let selector = match (final_snapshot, request.mode) {
             (Some(id), _) => SnapshotSelector::Id(id),
             (None, PromotionMode::Switchover) => SnapshotSelector::Latest,
             (None, _) => request.snapshot.parse::<SnapshotSelector>()?,
         };
-        tracker.start(step, None);
         let manifest =
             resolve_snapshot(&self.store, &self.layout, &self.trust, &selector, cancel).await?;
         tracker.update(|r| r.snapshot = Some(manifest.id.clone()));
@@ -101,7 +128,7 @@ impl Promoter {
                 manifest.id, manifest.etcd.version, manifest.etcd.revision, manifest.created_at
             ),
         );
-        Ok(manifest)
+        Ok((manifest, None))
     }
 
     /// Writes the promotion marker (replacing one with `force`): a primary that sees it stops
@@ -154,13 +181,15 @@ impl Promoter {
     }
 
     /// The snapshot on local disk, checked against its manifest: the pre-staged copy when one
-    /// matches, else downloaded.
+    /// matches, else downloaded. With a plan (`at`), then replayed to the target: the replayed
+    /// copy comes first, the base second.
     pub(super) async fn verify(
         &self,
         manifest: &SnapshotManifest,
+        plan: Option<&RestorePlan>,
         tracker: &PromotionTracker,
         cancel: &CancellationToken,
-    ) -> Result<LocalSnapshot, PromoteError> {
+    ) -> Result<(LocalSnapshot, Option<LocalSnapshot>), PromoteError> {
         let step = StepName::Verify;
         tracker.start(step, None);
         let download = tracker.watch_transfer(step, None, manifest.raw.size);
@@ -177,19 +206,33 @@ impl Promoter {
         .await;
         drop(download);
         let local = local?;
+        let checked = format!(
+            "{} ({} bytes, SHA-256 matches the manifest{})",
+            local.path.display(),
+            local.size,
+            if local.prestaged {
+                ", pre-staged"
+            } else {
+                ", downloaded and checked"
+            }
+        );
+        let Some(plan) = plan.filter(|plan| plan.generation.is_some()) else {
+            tracker.done(step, checked);
+            return Ok((local, None));
+        };
+        let replayed = self.replay_point(plan, &local, tracker, cancel).await?;
+        let summary = tracker.snapshot().replay;
         tracker.done(
             step,
             format!(
-                "{} ({} bytes, SHA-256 matches the manifest{})",
-                local.path.display(),
-                local.size,
-                if local.prestaged {
-                    ", pre-staged"
-                } else {
-                    ", downloaded and checked"
-                }
+                "{checked}; replayed {} revision(s) from {} segment(s) onto it: {} ({} bytes) at revision {}",
+                summary.as_ref().map_or(0, |s| s.replayed_revisions),
+                summary.as_ref().map_or(0, |s| s.segments_used),
+                replayed.path.display(),
+                replayed.size,
+                plan.target
             ),
         );
-        Ok(local)
+        Ok((replayed, Some(local)))
     }
 }

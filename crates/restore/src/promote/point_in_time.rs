@@ -1,0 +1,114 @@
+//! A promotion or in-place restore to a point in history (`at`): planned in the select step
+//! (target revision, base snapshot, generation of segments), replayed in the verify step into a
+//! plain `.db` at exactly the target, which the rest of the promotion restores like any
+//! snapshot.
+
+use etcd_dr_core::{create_private_dir, ReplaySummary, RestorePoint, StepName};
+use etcd_dr_replication::{
+    plan_restore, replay_generation, EtcdBinaries, ReplayRequest, ReplicationLayout, RestorePlan,
+    RevisionSource,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::promoter::Promoter;
+use crate::{LocalSnapshot, PromoteError, PromotionTracker};
+
+impl Promoter {
+    fn revision_source(&self) -> RevisionSource {
+        RevisionSource {
+            store: self.store.clone(),
+            snapshots: self.layout.clone(),
+            segments: ReplicationLayout::beside(&self.layout),
+            identities: self.identities.clone(),
+            trust: self.trust.clone(),
+            binaries: EtcdBinaries {
+                etcd: self.config.replay.etcd.clone(),
+                etcdutl: self.config.replay.etcdutl.clone(),
+            },
+        }
+    }
+
+    /// Resolves `point` and chooses the base snapshot and generation; records them.
+    pub(super) async fn plan_point(
+        &self,
+        point: RestorePoint,
+        tracker: &PromotionTracker,
+        cancel: &CancellationToken,
+    ) -> Result<RestorePlan, PromoteError> {
+        let plan = plan_restore(&self.revision_source(), point, cancel).await?;
+        tracker.update(|r| {
+            r.replay = Some(ReplaySummary {
+                target_revision: plan.target,
+                base_snapshot: plan.base.id.to_string(),
+                base_revision: plan.base.etcd.revision,
+                generation: plan
+                    .generation
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                segments_used: 0,
+                first_segment: None,
+                last_segment: None,
+                replayed_revisions: 0,
+                replay_seconds: 0.0,
+            })
+        });
+        Ok(plan)
+    }
+
+    /// Replays the plan's generation onto the verified `base` up to the target, into
+    /// `<work_dir>/<base id>-at-r<target>.db`; the base itself when the target is its revision.
+    pub(super) async fn replay_point(
+        &self,
+        plan: &RestorePlan,
+        base: &LocalSnapshot,
+        tracker: &PromotionTracker,
+        cancel: &CancellationToken,
+    ) -> Result<LocalSnapshot, PromoteError> {
+        let Some(generation) = &plan.generation else {
+            return Ok(base.clone());
+        };
+        let work_dir = &self.config.work_dir;
+        create_private_dir(work_dir)
+            .map_err(|e| PromoteError::local_io("creating", work_dir.display(), e))?;
+        let output = work_dir.join(format!("{}-at-r{}.db", plan.base.id, plan.target));
+        // A leftover of an earlier attempt at the same point is ours and never trusted.
+        match tokio::fs::remove_file(&output).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(PromoteError::local_io("removing", output.display(), e)),
+        }
+        tracker.detail(
+            StepName::Verify,
+            format!(
+                "replaying generation {generation} onto snapshot {} up to revision {}",
+                plan.base.id, plan.target
+            ),
+        );
+        let request = ReplayRequest {
+            base_db: base.path.clone(),
+            target_revision: plan.target,
+            output_db: output.clone(),
+            work_dir: work_dir.clone(),
+            base_cluster_id: plan.base_cluster_id(),
+        };
+        let report =
+            replay_generation(&self.revision_source(), generation, &request, cancel).await?;
+        tracker.update(|r| {
+            if let Some(summary) = r.replay.as_mut() {
+                summary.base_revision = report.base_revision;
+                summary.segments_used = report.segments_read;
+                summary.first_segment = report.first_segment.clone();
+                summary.last_segment = report.last_segment.clone();
+                summary.replayed_revisions = report.replayed_revisions;
+                summary.replay_seconds = report.replay_time.as_secs_f64();
+            }
+        });
+        Ok(LocalSnapshot {
+            path: output,
+            size: report.snapshot_bytes,
+            prestaged: false,
+            created_work_dir: false,
+        })
+    }
+}
