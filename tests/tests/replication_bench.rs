@@ -125,7 +125,13 @@ fn replication_rpo_bytes_per_event_and_replay_speed() {
                 let mut samples = Vec::new();
                 for _ in 0..(SECONDS * 10) {
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    samples.push(progress_rx.borrow().lag(SystemTime::now()));
+                    // Before etcd's first answer there is nothing to be behind on.
+                    samples.push(
+                        progress_rx
+                            .borrow()
+                            .lag(SystemTime::now())
+                            .unwrap_or_default(),
+                    );
                 }
                 samples
             })

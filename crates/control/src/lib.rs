@@ -32,11 +32,11 @@ pub use config::{HttpConfig, TOKEN_ENV};
 pub use daemon::{ActionError, Daemon, PromotionAccepted, SnapshotAccepted, SnapshotRequest};
 pub use error::{ApiError, ControlError, ErrorBody};
 pub use etcd_dr_core::Role;
-pub use metrics::Metrics;
+pub use metrics::{Metrics, GENERATION_BREAK_REASONS};
 pub use router::{bind, router};
 pub use server::{serve, CallerAddress, ServeLimits};
 pub use state::AppState;
 pub use status::{
     Activity, DaemonStatus, InFlight, LastError, PrestagedSnapshot, PromotionSummary,
-    ScheduleStatus, SecondaryStatus, SnapshotSummary, StoreHealth, Trigger,
+    ReplicationStatus, ScheduleStatus, SecondaryStatus, SnapshotSummary, StoreHealth, Trigger,
 };

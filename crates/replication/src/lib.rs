@@ -9,10 +9,15 @@
 
 mod capture;
 mod chain;
+mod config;
+mod continuous;
 mod error;
+mod follow;
+mod heartbeat;
 mod layout;
 mod replay;
 mod restore;
+mod retention;
 mod scratch_etcd;
 mod segment;
 mod store;
@@ -21,16 +26,21 @@ pub use capture::{
     capture_generation, CaptureOptions, CaptureProgress, CaptureStart, GenerationBreak,
 };
 pub use chain::{read_chain_tail, ChainLink, ChainReader};
+pub use config::ReplicationConfig;
+pub use continuous::{CaptureHost, ContinuousCapture};
 pub use error::ReplicationError;
-pub use layout::{GenerationId, ReplicationLayout, SegmentName, SEGMENT_SUFFIX};
+pub use follow::{ChainFollower, FollowedChain};
+pub use heartbeat::{keep_heartbeat, read_heartbeat, write_heartbeat, ReplicationHeartbeat};
+pub use layout::{GenerationId, ReplicationLayout, SegmentName, PROGRESS_FILE, SEGMENT_SUFFIX};
 pub use replay::{replay_to_revision, ReplayReport, ReplayRequest};
 pub use restore::{fetch_revision, FetchedRevision, RevisionSource};
+pub use retention::{plan_generation_removal, prune_generations};
 pub use scratch_etcd::{EtcdBinaries, ScratchEtcd};
 pub use segment::{
     LeaseRecord, RevisionEvents, Segment, SegmentDigest, SegmentHeader, NO_PREVIOUS_SEGMENT,
     SEGMENT_FORMAT_VERSION, SEGMENT_MAGIC,
 };
 pub use store::{
-    list_generations, list_segments, read_segment, SegmentStore, StoredSegment,
-    MAX_PLAIN_SEGMENT_BYTES,
+    list_generations, list_segments, list_segments_after, read_segment, SegmentStore,
+    StoredSegment, MAX_PLAIN_SEGMENT_BYTES,
 };

@@ -9,6 +9,11 @@ use prometheus::{
 
 use crate::{ControlError, DaemonStatus, SnapshotSummary};
 
+mod replication;
+
+use replication::ReplicationMetrics;
+pub use replication::GENERATION_BREAK_REASONS;
+
 /// Upper bounds of the snapshot duration histogram, in seconds: from a small test cluster to a
 /// multi-GiB production one over a slow link.
 const DURATION_BUCKETS: &[f64] = &[
@@ -44,6 +49,7 @@ pub struct Metrics {
     unsigned_allowed: IntGauge,
     unreadable_manifests: IntGauge,
     clock_skew: Gauge,
+    replication: ReplicationMetrics,
 }
 
 impl Metrics {
@@ -69,7 +75,7 @@ impl Metrics {
 
         let replication_lag = gauge(
             "etcd_dr_replication_lag_seconds",
-            "Seconds since the newest complete and verified snapshot was created (since start-up while none is known).",
+            "With continuous replication: seconds since every revision etcd had was stored (verified, on the secondary). Without: seconds since the newest complete and verified snapshot was created. Since start-up while neither is known.",
         )?;
         let last_success = gauge(
             "etcd_dr_last_success_timestamp_seconds",
@@ -171,6 +177,7 @@ impl Metrics {
             &["version", "role"],
         )?;
         registry.register(Box::new(build_info.clone()))?;
+        let replication = ReplicationMetrics::register(&registry)?;
 
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), role.as_str()])
@@ -204,7 +211,18 @@ impl Metrics {
             unsigned_allowed,
             unreadable_manifests,
             clock_skew,
+            replication,
         })
+    }
+
+    /// Whether continuous replication is on.
+    pub fn set_replication_enabled(&self, enabled: bool) {
+        self.replication.set_enabled(enabled);
+    }
+
+    /// A replication generation ended, for `reason` (one of [`GENERATION_BREAK_REASONS`]).
+    pub fn replication_generation_break(&self, reason: &str) {
+        self.replication.generation_break(reason);
     }
 
     /// The registry, for anything else that wants to register metrics.
@@ -308,6 +326,7 @@ impl Metrics {
             .set(i64::from(status.store.reachable == Some(true)));
         self.failing.set(i64::from(status.failing_since.is_some()));
         self.fenced.set(i64::from(status.fenced == Some(true)));
+        self.replication.observe(status.replication.as_ref());
         match &status.promotion {
             Some(promotion) => {
                 self.promotion_state.set(promotion.state_code);
@@ -398,6 +417,17 @@ mod tests {
             "etcd_dr_unsigned_snapshots_allowed",
             "etcd_dr_unreadable_manifests",
             "etcd_dr_snapshot_clock_skew_seconds",
+            "etcd_dr_replication_enabled",
+            "etcd_dr_replication_captured_revision",
+            "etcd_dr_replication_stored_revision",
+            "etcd_dr_replication_restorable_revision",
+            "etcd_dr_replication_segments_total",
+            "etcd_dr_replication_segment_bytes_total",
+            "etcd_dr_replication_generation_breaks_total{reason=\"compacted\"}",
+            "etcd_dr_replication_generation_breaks_total{reason=\"gap\"}",
+            "etcd_dr_replication_generation_breaks_total{reason=\"regression\"}",
+            "etcd_dr_replication_generation_breaks_total{reason=\"cluster_changed\"}",
+            "etcd_dr_replication_generation_breaks_total{reason=\"watch_cancelled\"}",
         ] {
             assert_eq!(value(&text, name), 0.0, "{name}");
         }
@@ -406,7 +436,7 @@ mod tests {
             env!("CARGO_PKG_VERSION")
         );
         assert_eq!(value(&text, &build), 1.0);
-        assert_eq!(metrics.family_names().len(), 22);
+        assert_eq!(metrics.family_names().len(), 29);
     }
 
     #[test]
@@ -468,5 +498,46 @@ mod tests {
         assert_eq!(value(&text, "etcd_dr_verify_failures_total"), 1.0);
         assert_eq!(value(&text, "etcd_dr_store_reachable"), 1.0);
         assert_eq!(value(&text, "etcd_dr_snapshot_interval_seconds"), 900.0);
+    }
+
+    #[test]
+    fn replication_values_follow_the_status() {
+        let metrics = Metrics::new(Role::Primary).unwrap();
+        let start = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
+        let mut status = DaemonStatus::starting(Role::Primary, "prod", "local", start);
+        status.replication = Some(crate::ReplicationStatus {
+            captured_revision: 120,
+            stored_revision: 110,
+            restorable_revision: Some(110),
+            complete_as_of: Some(start - chrono::Duration::milliseconds(2500)),
+            segments: 7,
+            segment_bytes: 4096,
+            ..crate::ReplicationStatus::default()
+        });
+        metrics.set_replication_enabled(true);
+        metrics.replication_generation_break("compacted");
+        metrics.observe_status(&status, start);
+        metrics.observe_status(&status, start);
+        let text = metrics.encode().unwrap();
+        assert_eq!(value(&text, "etcd_dr_replication_lag_seconds"), 2.5);
+        assert_eq!(value(&text, "etcd_dr_replication_enabled"), 1.0);
+        assert_eq!(value(&text, "etcd_dr_replication_captured_revision"), 120.0);
+        assert_eq!(value(&text, "etcd_dr_replication_stored_revision"), 110.0);
+        assert_eq!(
+            value(&text, "etcd_dr_replication_restorable_revision"),
+            110.0
+        );
+        assert_eq!(value(&text, "etcd_dr_replication_segments_total"), 7.0);
+        assert_eq!(
+            value(&text, "etcd_dr_replication_segment_bytes_total"),
+            4096.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                "etcd_dr_replication_generation_breaks_total{reason=\"compacted\"}"
+            ),
+            1.0
+        );
     }
 }
