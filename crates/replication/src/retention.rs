@@ -72,6 +72,51 @@ pub async fn prune_generations(
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_removed_generation_is_listed_no_more() {
+        use crate::segment::tests::sample;
+        use crate::store::SegmentStore;
+        let dir = tempfile::tempdir().unwrap();
+        let sink = SegmentStore {
+            store: Arc::new(
+                object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap(),
+            ),
+            layout: ReplicationLayout::new("dr", "prod").unwrap(),
+            recipients: None,
+        };
+        let cancel = CancellationToken::new();
+        let old = sink
+            .put(&sample(11, 3, crate::NO_PREVIOUS_SEGMENT), &cancel)
+            .await
+            .unwrap();
+        // Started a day after the sample's generation.
+        let newer_generation = GenerationId::new("2026-12-02T12:00:00Z".parse().unwrap(), 500);
+        let newer = crate::Segment::new(
+            42,
+            newer_generation.clone(),
+            crate::NO_PREVIOUS_SEGMENT,
+            Vec::new(),
+            vec![crate::RevisionEvents {
+                revision: 501,
+                observed_unix_ms: 1_764_590_400_000,
+                events: vec![crate::segment::tests::delete(501, "k")],
+            }],
+        )
+        .unwrap();
+        sink.put(&newer, &cancel).await.unwrap();
+        let removed = prune_generations(&sink.store, &sink.layout, 100, &cancel)
+            .await
+            .unwrap();
+        assert_eq!(removed.len(), 1, "{}", old.key);
+        // The local directory stays behind, empty: it is no generation.
+        assert_eq!(
+            list_generations(&sink.store, &sink.layout, &cancel)
+                .await
+                .unwrap(),
+            [newer_generation]
+        );
+    }
+
     fn generation(base: i64) -> GenerationId {
         GenerationId::new(
             chrono::DateTime::from_timestamp(1_764_590_400 + base, 0).unwrap(),

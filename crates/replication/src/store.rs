@@ -206,11 +206,30 @@ pub async fn list_generations(
         result = listing => result.map_err(|source| ReplicationError::store("list", prefix, source))?,
         () = cancel.cancelled() => return Err(ReplicationError::Cancelled),
     };
-    let mut generations: Vec<GenerationId> = listing
-        .common_prefixes
-        .iter()
-        .filter_map(|dir| dir.filename()?.parse().ok())
-        .collect();
+    let mut generations = Vec::new();
+    for dir in &listing.common_prefixes {
+        let Some(generation) = dir.filename().and_then(|name| name.parse().ok()) else {
+            continue;
+        };
+        // A local directory outlives its last object (retention removed it): not a generation.
+        // The first segment found is enough (one listing page, however long the chain).
+        let mut inside = store.list(Some(dir));
+        let first_segment = async {
+            while let Some(meta) = inside.try_next().await? {
+                if layout.parse_key(&meta.location).is_some() {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        };
+        let holds_segments = tokio::select! {
+            result = first_segment => result.map_err(|source| ReplicationError::store("list", dir, source))?,
+            () = cancel.cancelled() => return Err(ReplicationError::Cancelled),
+        };
+        if holds_segments {
+            generations.push(generation);
+        }
+    }
     generations.sort();
     Ok(generations)
 }
