@@ -218,6 +218,19 @@ pub fn test_trust(cluster: &str, require_encryption: bool) -> etcd_dr_transport:
         .expect("the test signing key parses")
 }
 
+/// Signs `manifest` with [`test_signing_key`], as a primary of the test process would: for
+/// tests that rewrite a manifest to stage what a real producer could have written.
+pub fn sign_with_test_key(manifest: &mut etcd_dr_core::SnapshotManifest) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_test_signing_key(dir.path());
+    etcd_dr_transport::ManifestSigner::load(
+        &dir.path().join(SIGNING_KEY_FILE),
+        etcd_dr_core::SecretFileModes::Refuse,
+    )
+    .expect("the test signing key loads")
+    .sign(manifest);
+}
+
 /// Name of the test signing key file in each scratch directory.
 const SIGNING_KEY_FILE: &str = "signing.key";
 

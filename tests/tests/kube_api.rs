@@ -259,7 +259,8 @@ fn promote(secondary: &KubeSecondary, store: &Path, work: &Path) -> PromotionRec
     let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(store).unwrap());
     let layout = SnapshotLayout::new("", "prod").unwrap();
     let config = secondary.promote_config(work);
-    let promoter = Promoter::new(config, store, layout, secondary.nodes(), vec![]).unwrap();
+    let mut promoter = Promoter::new(config, store, layout, secondary.nodes(), vec![]).unwrap();
+    promoter.trust = etcd_dr_e2e::test_trust("prod", false);
     let tracker = PromotionTracker::new(PromotionRecord::new(
         etcd_dr_restore::new_promotion_id(chrono::Utc::now()),
         PromotionRequest::default(),

@@ -299,6 +299,9 @@ fn as_if_taken_with_a_clock_off_by(
     moved["id"] = new_id.clone().into();
     moved["created_at"] = shift("created_at").into();
     moved["completed_at"] = shift("completed_at").into();
+    // That producer signs what it wrote.
+    let mut moved: etcd_dr_core::SnapshotManifest = serde_json::from_value(moved).unwrap();
+    etcd_dr_e2e::sign_with_test_key(&mut moved);
     std::fs::write(
         snapshots.join(&new_id).join("manifest.json"),
         serde_json::to_vec_pretty(&moved).unwrap(),

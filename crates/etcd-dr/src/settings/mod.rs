@@ -93,11 +93,14 @@ impl Settings {
     }
 
     /// Whether readers refuse a snapshot with a plain object: `encryption.require_encryption`,
-    /// by default on when node bundles are taken or an identity file is set.
+    /// by default on when an identity file is set, or on a primary that takes node bundles.
+    /// A secondary's `[nodes]` name the nodes it restores onto, not bundles it takes: without
+    /// an identity it could not decrypt anything, so plain snapshots are what it can use.
     pub fn requires_encryption_to_read(&self) -> bool {
+        let takes_bundles = self.role == Role::Primary && self.bundles_enabled();
         self.encryption
             .require_encryption
-            .unwrap_or(self.bundles_enabled() || self.encryption.identity_file.is_some())
+            .unwrap_or(takes_bundles || self.encryption.identity_file.is_some())
     }
 
     /// Problems that only matter where snapshots are shipped from (the primary): with
