@@ -130,6 +130,11 @@ fn layout() -> ReplicationLayout {
 /// Every generation in the store, each with the revisions of its chain read and verified
 /// segment by segment (a missing, duplicated or altered segment fails here).
 fn verified_chains(store_dir: &Path) -> Vec<(GenerationId, Vec<i64>)> {
+    verified_chains_with(store_dir, Identities::none())
+}
+
+/// [`verified_chains`] of encrypted segments.
+fn verified_chains_with(store_dir: &Path, identities: Identities) -> Vec<(GenerationId, Vec<i64>)> {
     let store = store_of(store_dir);
     block_on(async move {
         let cancel = CancellationToken::new();
@@ -139,7 +144,7 @@ fn verified_chains(store_dir: &Path) -> Vec<(GenerationId, Vec<i64>)> {
                 store.clone(),
                 layout(),
                 generation.clone(),
-                Identities::none(),
+                identities.clone(),
                 &cancel,
             )
             .await
@@ -262,6 +267,38 @@ fn a_killed_primary_continues_its_chain_without_gap_or_duplicate() {
     );
 
     let chains = verified_chains(store.path());
+    assert_eq!(
+        chains.len(),
+        1,
+        "a restart must not start a new generation: {chains:?}"
+    );
+    let (generation, revisions) = &chains[0];
+    assert_consecutive(revisions, generation.base_revision() + 1, after);
+}
+
+#[test]
+fn a_primary_that_cannot_decrypt_its_segments_continues_its_chain_after_a_restart() {
+    let etcd = EtcdCluster::start(EtcdOptions::default());
+    let store = tempfile::tempdir().unwrap();
+    let (identity, recipient) = etcd_dr_transport::generate_identity();
+    let mut primary = ReplicatingPrimary::new(
+        &etcd,
+        store.path(),
+        &format!("[encryption]\nrecipients = [\"{recipient}\"]\n"),
+    );
+    let before = write_keys(&etcd, "before", 60);
+    primary.wait_stored(before);
+    primary.stop();
+    write_keys(&etcd, "away", 20);
+    primary.start();
+    let after = write_keys(&etcd, "after", 60);
+    primary.wait_stored(after);
+
+    let keys = tempfile::tempdir().unwrap();
+    let identity_path = keys.path().join("identity.txt");
+    std::fs::write(&identity_path, identity).unwrap();
+    let identities = Identities::load(&identity_path).unwrap();
+    let chains = verified_chains_with(store.path(), identities);
     assert_eq!(
         chains.len(),
         1,

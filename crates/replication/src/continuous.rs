@@ -13,10 +13,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::store::{list_generations, SegmentStore};
+use crate::store::{list_generations, list_segments, SegmentStore};
 use crate::{
-    capture_generation, read_chain_tail, CaptureOptions, CaptureProgress, CaptureStart,
-    GenerationBreak, GenerationId, ReplicationError,
+    capture_generation, read_chain_tail, read_heartbeat, CaptureOptions, CaptureProgress,
+    CaptureStart, ChainLink, GenerationBreak, GenerationId, HeartbeatTail, ReplicationError,
 };
 
 /// What the capture needs from the daemon around it.
@@ -156,16 +156,54 @@ impl ContinuousCapture {
                 }))
             }
             Ok(None) => Ok(None),
+            Err(error @ ReplicationError::Transport(_)) => {
+                // Typically encrypted segments and no identity here (the chain's digests are
+                // over the plain bytes): the heartbeat's record of the tail, if it names the
+                // newest stored segment.
+                let tail = self.heartbeat_tail(newest, cancel).await?;
+                if tail.is_none() {
+                    warn!(generation = %newest, %error, "the stored generation's tail cannot be read back here and the heartbeat does not record it; starting a new generation from a full snapshot");
+                }
+                Ok(tail.map(|link| CaptureStart {
+                    generation: newest.clone(),
+                    resume: Some(link),
+                }))
+            }
             Err(
                 error @ (ReplicationError::CorruptSegment { .. }
-                | ReplicationError::ChainBroken { .. }
-                | ReplicationError::Transport(_)),
+                | ReplicationError::ChainBroken { .. }),
             ) => {
                 error!(generation = %newest, %error, "the stored generation's tail cannot be continued; starting a new generation");
                 Ok(None)
             }
             Err(error) => Err(error),
         }
+    }
+
+    /// The heartbeat's record of `generation`'s tail, when it names the newest stored segment.
+    async fn heartbeat_tail(
+        &self,
+        generation: &GenerationId,
+        cancel: &CancellationToken,
+    ) -> Result<Option<ChainLink>, ReplicationError> {
+        let heartbeat = match read_heartbeat(&self.sink.store, &self.sink.layout, cancel).await {
+            Ok(heartbeat) => heartbeat,
+            Err(ReplicationError::Cancelled) => return Err(ReplicationError::Cancelled),
+            Err(error) => {
+                warn!(%error, "the replication heartbeat cannot be read");
+                None
+            }
+        };
+        let Some(heartbeat) = heartbeat.filter(|h| h.generation_id().as_ref() == Some(generation))
+        else {
+            return Ok(None);
+        };
+        let names = list_segments(&self.sink.store, &self.sink.layout, generation, cancel).await?;
+        let newest_stored = names.last().map(|name| name.last_revision);
+        let link = heartbeat.tail.as_ref().and_then(HeartbeatTail::link);
+        Ok(link.filter(|link| Some(link.last_revision) == newest_stored).inspect(|link| {
+            info!(%generation, revision = link.last_revision, "continuing the stored replication generation from the heartbeat's record of its tail");
+        }))
     }
 
     async fn pause_after<H: CaptureHost>(

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::{CaptureProgress, GenerationId, ReplicationError, ReplicationLayout};
+use crate::{CaptureProgress, ChainLink, GenerationId, ReplicationError, ReplicationLayout};
 
 /// Largest heartbeat a reader accepts (it is a few hundred bytes).
 const MAX_HEARTBEAT_BYTES: usize = 64 << 10;
@@ -32,6 +32,35 @@ pub struct ReplicationHeartbeat {
     pub complete_as_of: DateTime<Utc>,
     /// When this heartbeat was written (the primary's clock).
     pub written_at: DateTime<Utc>,
+    /// The stored end of the chain: lets a primary that cannot decrypt its own segments (age
+    /// recipients, no identity) continue the chain after a restart. A wrong one cannot hide
+    /// anything: the next segment would not link, and every chain reader says so.
+    #[serde(default)]
+    pub tail: Option<HeartbeatTail>,
+}
+
+/// The chain's end as the heartbeat records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatTail {
+    /// The last stored revision.
+    pub last_revision: i64,
+    /// The digest (trailer) of the segment holding it, hex.
+    pub digest: String,
+    /// etcd's cluster id the chain records.
+    pub cluster_id: u64,
+}
+
+impl HeartbeatTail {
+    /// The chain link it records; `None` when the digest is not 32 bytes of hex.
+    pub fn link(&self) -> Option<ChainLink> {
+        let digest = hex::decode(&self.digest).ok()?.try_into().ok()?;
+        Some(ChainLink {
+            last_revision: self.last_revision,
+            digest,
+            cluster_id: self.cluster_id,
+        })
+    }
 }
 
 impl ReplicationHeartbeat {
@@ -46,6 +75,11 @@ impl ReplicationHeartbeat {
             etcd_revision: progress.etcd_revision,
             complete_as_of: complete.into(),
             written_at: now.into(),
+            tail: progress.stored_tail.map(|link| HeartbeatTail {
+                last_revision: link.last_revision,
+                digest: hex::encode(link.digest),
+                cluster_id: link.cluster_id,
+            }),
         })
     }
 
@@ -123,8 +157,13 @@ pub async fn keep_heartbeat(
         let next = ReplicationHeartbeat::from_progress(&progress.borrow(), SystemTime::now());
         if let Some(next) = next {
             let moved = written.as_ref().is_none_or(|w| {
-                (&w.generation, w.stored_revision, w.complete_as_of)
-                    != (&next.generation, next.stored_revision, next.complete_as_of)
+                (&w.generation, w.stored_revision, w.complete_as_of, &w.tail)
+                    != (
+                        &next.generation,
+                        next.stored_revision,
+                        next.complete_as_of,
+                        &next.tail,
+                    )
             });
             if moved {
                 // On shutdown: one last write, bounded, whatever the shutdown token says.
@@ -165,14 +204,19 @@ mod tests {
             etcd_revision: 50,
             complete_as_of: now,
             written_at: now,
+            tail: Some(HeartbeatTail {
+                last_revision: 50,
+                digest: hex::encode([9u8; 32]),
+                cluster_id: 42,
+            }),
         };
         write_heartbeat(&store, &layout, &heartbeat, &cancel)
             .await
             .unwrap();
-        assert_eq!(
-            read_heartbeat(&store, &layout, &cancel).await.unwrap(),
-            Some(heartbeat)
-        );
+        let read = read_heartbeat(&store, &layout, &cancel).await.unwrap();
+        assert_eq!(read.as_ref(), Some(&heartbeat));
+        let link = read.unwrap().tail.unwrap().link().unwrap();
+        assert_eq!((link.last_revision, link.digest), (50, [9; 32]));
         store
             .put(layout.progress_path(), PutPayload::from(&b"{\"x\":1}"[..]))
             .await

@@ -30,7 +30,9 @@ pub use config::ReplicationConfig;
 pub use continuous::{CaptureHost, ContinuousCapture};
 pub use error::ReplicationError;
 pub use follow::{ChainFollower, FollowedChain};
-pub use heartbeat::{keep_heartbeat, read_heartbeat, write_heartbeat, ReplicationHeartbeat};
+pub use heartbeat::{
+    keep_heartbeat, read_heartbeat, write_heartbeat, HeartbeatTail, ReplicationHeartbeat,
+};
 pub use layout::{GenerationId, ReplicationLayout, SegmentName, PROGRESS_FILE, SEGMENT_SUFFIX};
 pub use replay::{replay_to_revision, ReplayReport, ReplayRequest};
 pub use restore::{fetch_revision, FetchedRevision, RevisionSource};

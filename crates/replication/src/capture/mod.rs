@@ -118,16 +118,18 @@ async fn upload_segments(
             )
             .await?;
         info!(segment = %stored.key, bytes = stored.stored_bytes, "segment stored");
+        let link = ChainLink {
+            last_revision: pending.last_revision,
+            digest: stored.digest,
+            cluster_id: pending.cluster_id,
+        };
         progress.send_modify(|p| {
             p.stored_up_to(pending.last_revision);
             p.stored_segments += 1;
             p.stored_bytes += stored.stored_bytes;
+            p.stored_tail = Some(link);
         });
-        tail = Some(ChainLink {
-            last_revision: pending.last_revision,
-            digest: stored.digest,
-            cluster_id: pending.cluster_id,
-        });
+        tail = Some(link);
     }
     Ok(tail)
 }

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::GenerationId;
+use crate::{ChainLink, GenerationId};
 
 /// Reports of etcd's revision closer together than this are merged (the older time kept), so
 /// that the memory of unstored reports is bounded by 10 entries per second the store is behind.
@@ -31,6 +31,8 @@ pub struct CaptureProgress {
     pub stored_segments: u64,
     /// Bytes stored by this capture.
     pub stored_bytes: u64,
+    /// The stored end of the chain (`None` before the generation's first segment).
+    pub stored_tail: Option<ChainLink>,
     /// Unix ms of the newest moment at which every revision etcd had reported was stored; 0
     /// before the first such moment.
     complete_unix_ms: i64,
@@ -39,9 +41,16 @@ pub struct CaptureProgress {
 }
 
 impl CaptureProgress {
-    /// A capture of `generation` starts with everything up to `stored` in the store.
-    pub(crate) fn start_generation(&mut self, generation: GenerationId, stored: i64) {
+    /// A capture of `generation` starts with everything up to `stored` in the store, the chain
+    /// ending at `tail`.
+    pub(crate) fn start_generation(
+        &mut self,
+        generation: GenerationId,
+        stored: i64,
+        tail: Option<ChainLink>,
+    ) {
         self.generation = Some(generation);
+        self.stored_tail = tail;
         self.captured_revision = stored;
         self.stored_revision = stored;
         self.unstored_reports.clear();

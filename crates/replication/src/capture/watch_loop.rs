@@ -44,7 +44,7 @@ pub(super) async fn watch_into_segments(
             .map(|link| link.digest)
             .unwrap_or(NO_PREVIOUS_SEGMENT),
     );
-    progress.send_modify(|p| p.start_generation(generation.clone(), expected - 1));
+    progress.send_modify(|p| p.start_generation(generation.clone(), expected - 1, start.resume));
 
     let mut watch_client = client
         .watch_client()
