@@ -369,6 +369,38 @@ fn away_longer_than_etcds_history_starts_a_new_generation_and_retention_drops_th
 }
 
 #[test]
+fn a_fenced_primary_stops_capturing() {
+    let etcd = EtcdCluster::start(EtcdOptions::default());
+    let store = tempfile::tempdir().unwrap();
+    let primary = ReplicatingPrimary::new(
+        &etcd,
+        store.path(),
+        "[fencing]\npoll_interval = \"200ms\"\n",
+    );
+    let stored = write_keys(&etcd, "before", 40);
+    primary.wait_stored(stored);
+    let newest = primary.dr.list_json().last().expect("a snapshot")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    etcd_dr_e2e::promotion::write_marker(store.path(), "p-42", &newest);
+    wait_for("the primary to be fenced", Duration::from_secs(10), || {
+        (primary.api.status()["fenced"] == true).then_some(())
+    });
+    // Within a fraction of a second of the fence being seen, the capture stops (what it had
+    // captured by then is stored, as a snapshot under way would be).
+    write_keys(&etcd, "during", 20);
+    std::thread::sleep(Duration::from_secs(1));
+    let at_fence = verified_chains(store.path());
+    write_keys(&etcd, "after", 40);
+    std::thread::sleep(Duration::from_secs(2));
+    // Nothing more goes into the fenced prefix: the chain is as it was when the fence was seen.
+    assert_eq!(verified_chains(store.path()), at_fence);
+    let chain_end = at_fence.last().and_then(|(_, r)| r.last().copied());
+    assert!(chain_end.is_some_and(|end| end >= stored && end < etcd.revision()));
+}
+
+#[test]
 fn the_secondary_verifies_the_chain_and_sees_a_dead_primary_as_lag() {
     let etcd = EtcdCluster::start(EtcdOptions::default());
     let store = tempfile::tempdir().unwrap();

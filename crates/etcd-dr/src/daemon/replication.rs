@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::{primary, DaemonState};
 
 /// How often a capture checks whether a promotion fenced this primary.
-const FENCE_LOOK_INTERVAL: Duration = Duration::from_millis(500);
+const FENCE_LOOK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What status shows of replication, kept by the loops; the primary's capture progress is
 /// read at each status request, so it is never stale.
