@@ -91,9 +91,7 @@ impl ContinuousCapture {
                     }
                     Err(reason) => {
                         if !cancel.is_cancelled() {
-                            let error = ReplicationError::Config(format!(
-                                "a new generation needs a full snapshot: {reason}"
-                            ));
+                            let error = ReplicationError::NoFullSnapshot { reason };
                             self.pause_after(host, &error, cancel).await;
                         }
                         continue;

@@ -97,8 +97,11 @@ pub async fn write_heartbeat(
     cancel: &CancellationToken,
 ) -> Result<(), ReplicationError> {
     let path = layout.progress_path();
-    let body = serde_json::to_vec_pretty(heartbeat)
-        .map_err(|e| ReplicationError::Config(format!("encoding the heartbeat: {e}")))?;
+    let body =
+        serde_json::to_vec_pretty(heartbeat).map_err(|e| ReplicationError::BadHeartbeat {
+            key: path.to_string(),
+            detail: format!("encoding: {e}"),
+        })?;
     tokio::select! {
         result = store.put(path, PutPayload::from(body)) => result.map(|_| ()).map_err(|source| ReplicationError::store("put", path, source)),
         () = cancel.cancelled() => Err(ReplicationError::Cancelled),
@@ -121,18 +124,20 @@ pub async fn read_heartbeat(
         },
         () = cancel.cancelled() => return Err(ReplicationError::Cancelled),
     };
+    let bad = |detail: String| ReplicationError::BadHeartbeat {
+        key: path.to_string(),
+        detail,
+    };
     if bytes.len() > MAX_HEARTBEAT_BYTES {
-        return Err(ReplicationError::Config(format!(
-            "`{path}` is {} bytes, larger than a heartbeat can be",
+        return Err(bad(format!(
+            "{} bytes, larger than a heartbeat can be",
             bytes.len()
         )));
     }
-    let heartbeat: ReplicationHeartbeat = serde_json::from_slice(&bytes)
-        .map_err(|e| ReplicationError::Config(format!("`{path}` is not a heartbeat: {e}")))?;
+    let heartbeat: ReplicationHeartbeat =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a heartbeat: {e}")))?;
     if heartbeat.generation_id().is_none() {
-        return Err(ReplicationError::Config(format!(
-            "`{path}` names no valid generation"
-        )));
+        return Err(bad("names no valid generation".into()));
     }
     Ok(Some(heartbeat))
 }
@@ -225,6 +230,6 @@ mod tests {
             .await
             .unwrap_err()
             .to_string();
-        assert!(error.contains("is not a heartbeat"), "{error}");
+        assert!(error.contains("not a heartbeat: unknown field `x`"), "{error}");
     }
 }
