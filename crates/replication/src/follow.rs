@@ -28,6 +28,23 @@ pub struct FollowedChain {
     pub verified_segments: u64,
 }
 
+/// The newest revision a restore reaches: the chain's end when a snapshot lies within its
+/// generation (at or above its base, at or below the end), else the newest snapshot's.
+pub fn restorable_revision(
+    generation: Option<&GenerationId>,
+    chain_end: i64,
+    newest_snapshot: Option<i64>,
+) -> Option<i64> {
+    match (generation, newest_snapshot) {
+        (Some(generation), Some(snapshot))
+            if generation.base_revision() <= snapshot && snapshot <= chain_end =>
+        {
+            Some(chain_end)
+        }
+        (_, snapshot) => snapshot,
+    }
+}
+
 /// Follows the newest generation's chain, incrementally.
 pub struct ChainFollower {
     store: Arc<dyn ObjectStore>,
@@ -128,6 +145,25 @@ mod tests {
     use crate::segment::tests::{generation, sample};
     use crate::store::SegmentStore;
     use crate::NO_PREVIOUS_SEGMENT;
+
+    #[test]
+    fn a_restore_reaches_the_chain_end_only_with_a_snapshot_inside_its_generation() {
+        let generation = GenerationId::new(chrono::Utc::now(), 100);
+        assert_eq!(
+            restorable_revision(Some(&generation), 150, Some(100)),
+            Some(150)
+        );
+        assert_eq!(
+            restorable_revision(Some(&generation), 150, Some(120)),
+            Some(150)
+        );
+        // The only snapshot predates the generation: the chain is no use.
+        assert_eq!(
+            restorable_revision(Some(&generation), 150, Some(90)),
+            Some(90)
+        );
+        assert_eq!(restorable_revision(None, 0, None), None);
+    }
 
     #[tokio::test]
     async fn verifies_only_what_is_new_and_stops_at_a_broken_link() {

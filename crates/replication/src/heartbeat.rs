@@ -230,6 +230,9 @@ mod tests {
             .await
             .unwrap_err()
             .to_string();
-        assert!(error.contains("not a heartbeat: unknown field `x`"), "{error}");
+        assert!(
+            error.contains("not a heartbeat: unknown field `x`"),
+            "{error}"
+        );
     }
 }

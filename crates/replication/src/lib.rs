@@ -29,7 +29,7 @@ pub use chain::{read_chain_tail, ChainLink, ChainReader};
 pub use config::ReplicationConfig;
 pub use continuous::{CaptureHost, ContinuousCapture};
 pub use error::ReplicationError;
-pub use follow::{ChainFollower, FollowedChain};
+pub use follow::{restorable_revision, ChainFollower, FollowedChain};
 pub use heartbeat::{
     keep_heartbeat, read_heartbeat, write_heartbeat, HeartbeatTail, ReplicationHeartbeat,
 };

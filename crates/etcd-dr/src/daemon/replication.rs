@@ -10,8 +10,9 @@ use chrono::{DateTime, Utc};
 use etcd_dr_control::{LastError, ReplicationStatus, SnapshotSummary, Trigger};
 use etcd_dr_core::SnapshotManifest;
 use etcd_dr_replication::{
-    keep_heartbeat, prune_generations, CaptureHost, CaptureProgress, ContinuousCapture,
-    GenerationBreak, GenerationId, ReplicationError, ReplicationLayout, SegmentStore,
+    keep_heartbeat, prune_generations, restorable_revision, CaptureHost, CaptureProgress,
+    ContinuousCapture, GenerationBreak, GenerationId, ReplicationError, ReplicationLayout,
+    SegmentStore,
 };
 use etcd_dr_scheduler::EtcdSource;
 use tokio::sync::watch;
@@ -66,23 +67,6 @@ impl ReplicationView {
             );
         }
         Some(status)
-    }
-}
-
-/// The newest revision a restore reaches: the chain's end when a snapshot lies within its
-/// generation (at or above its base, at or below the end), else the newest snapshot's.
-pub fn restorable_revision(
-    generation: Option<&GenerationId>,
-    chain_end: i64,
-    newest_snapshot: Option<i64>,
-) -> Option<i64> {
-    match (generation, newest_snapshot) {
-        (Some(generation), Some(snapshot))
-            if generation.base_revision() <= snapshot && snapshot <= chain_end =>
-        {
-            Some(chain_end)
-        }
-        (_, snapshot) => snapshot,
     }
 }
 
@@ -251,24 +235,5 @@ mod tests {
             etcd_dr_control::GENERATION_BREAK_REASONS,
             GenerationBreak::KINDS
         );
-    }
-
-    #[test]
-    fn a_restore_reaches_the_chain_end_only_with_a_snapshot_inside_its_generation() {
-        let generation = GenerationId::new(Utc::now(), 100);
-        assert_eq!(
-            restorable_revision(Some(&generation), 150, Some(100)),
-            Some(150)
-        );
-        assert_eq!(
-            restorable_revision(Some(&generation), 150, Some(120)),
-            Some(150)
-        );
-        // The only snapshot predates the generation: the chain is no use.
-        assert_eq!(
-            restorable_revision(Some(&generation), 150, Some(90)),
-            Some(90)
-        );
-        assert_eq!(restorable_revision(None, 0, None), None);
     }
 }
