@@ -149,13 +149,23 @@ impl LocalSecondary {
             host = this_host(),
             manifest = self.kube().join("manifests/etcd.yaml").display(),
             kube = self.kube().display(),
-            etcdutl = EtcdVersion::V3_5.bin("etcdutl").display(),
+            // The restore tool of this node's etcd (3.4's etcdctl restores with 3.5's etcdutl).
+            etcdutl = self.etcdutl().display(),
             stop = argv("stop"),
             start = argv("start"),
             stopped = argv("stopped"),
             work = work.display(),
             client = self.client_url,
         )
+    }
+
+    /// The `etcdutl` that restores this node's etcd: its own version's from 3.5 on (3.4 has
+    /// none; its snapshots are restored by 3.5's or by `etcdctl`).
+    pub fn etcdutl(&self) -> PathBuf {
+        match self.version {
+            EtcdVersion::V3_4 => EtcdVersion::V3_5.bin("etcdutl"),
+            version => version.bin("etcdutl"),
+        }
     }
 
     /// The promote configuration of the in-process promoter for this node, restoring with

@@ -57,12 +57,14 @@ pub fn primary_of_version(host: &str, version: EtcdVersion) -> Primary {
     Primary { etcd, store, dr }
 }
 
-/// A three-member primary named cp1..cp3, filled, snapshotted into `<store>/bucket` with
-/// encrypted node bundles taken from `secondary`'s nodes; returns the identity file too.
+/// A three-member primary named cp1..cp3 (of `secondary`'s etcd version), filled, snapshotted
+/// into `<store>/bucket` with encrypted node bundles taken from `secondary`'s nodes; returns
+/// the identity file too.
 pub fn primary_with_bundles(secondary: &SshSecondary) -> (Primary, PathBuf) {
     let etcd = EtcdCluster::start(EtcdOptions {
         members: 3,
         member_names: vec!["cp1".into(), "cp2".into(), "cp3".into()],
+        version: secondary.version,
         ..EtcdOptions::default()
     });
     etcd.fill(FillSpec::objects(200));
@@ -230,7 +232,16 @@ pub fn write_lock(store_dir: &Path, id: &str) {
 /// manifest) that is the primary of `prod` in `store`: `[etcd]` for its snapshots,
 /// `[nodes]`/`[promote]` for restoring it in place.
 pub fn own_cluster(host: &str, store: &Path) -> (LocalSecondary, EtcdDr) {
-    let node = LocalSecondary::start(host);
+    own_cluster_of_version(host, store, EtcdVersion::V3_5)
+}
+
+/// [`own_cluster`] on etcd `version`.
+pub fn own_cluster_of_version(
+    host: &str,
+    store: &Path,
+    version: EtcdVersion,
+) -> (LocalSecondary, EtcdDr) {
+    let node = LocalSecondary::start_version(host, version);
     let dr = EtcdDr::with_sections(
         "prod",
         &format!(

@@ -28,6 +28,8 @@ pub struct SshSecondary {
     pub client_urls: Vec<String>,
     /// The kubeadm-shaped files the nodes were given.
     pub files: KubeadmFiles,
+    /// The etcd version the nodes run (and whose `etcdutl` restores).
+    pub version: EtcdVersion,
 }
 
 /// Where the stand-in keeps its pid and log, on each node.
@@ -39,6 +41,11 @@ impl SshSecondary {
     /// Starts the nodes with kubeadm-shaped files (these play the primary's nodes for the
     /// bundles); call [`Self::become_secondary`] once the snapshot is taken.
     pub fn start() -> Self {
+        Self::start_version(EtcdVersion::V3_5)
+    }
+
+    /// [`Self::start`] with nodes that run etcd `version`.
+    pub fn start_version(version: EtcdVersion) -> Self {
         let ground = ControlPlaneNodes::start(3);
         let files = ground.populate_kubeadm();
         let standin = write_standin(ground.dir());
@@ -47,6 +54,7 @@ impl SshSecondary {
             standin,
             client_urls: Vec::new(),
             files,
+            version,
         }
     }
 
@@ -117,7 +125,7 @@ impl SshSecondary {
             action.into(),
             ETCD_MANIFEST.into(),
             STANDIN_STATE.into(),
-            EtcdVersion::V3_5.bin("etcd").display().to_string(),
+            self.version.bin("etcd").display().to_string(),
         ]
     }
 
@@ -142,6 +150,7 @@ impl SshSecondary {
         config.stop_timeout = Duration::from_secs(20);
         config.health_timeout = Duration::from_secs(40);
         config.work_dir = work.to_path_buf();
+        config.etcdutl = self.version.bin("etcdutl").display().to_string();
         config
     }
 
@@ -154,13 +163,15 @@ impl SshSecondary {
              connect_timeout = \"5s\"\ncommand_timeout = \"{command_timeout}\"\n\
              [promote]\nrequire_service_account_keys = false\nstop_control_plane = [{stop}]\n\
              start_control_plane = [{start}]\netcd_stopped_check = {stopped}\nstop_timeout = \"30s\"\n\
-             health_timeout = \"120s\"\nwork_dir = \"{work}\"\n[promote.etcd]\nendpoints = {endpoints}\n",
+             health_timeout = \"120s\"\nwork_dir = \"{work}\"\netcdutl = \"{etcdutl}\"\n\
+             [promote.etcd]\nendpoints = {endpoints}\n",
             names = toml_array(&self.ground.names()),
             ssh = self.ground.ssh_config().display(),
             stop = argv("stop"),
             start = argv("start"),
             stopped = argv("stopped"),
             work = work.display(),
+            etcdutl = self.version.bin("etcdutl").display(),
             endpoints = toml_array(&self.client_urls),
         )
     }

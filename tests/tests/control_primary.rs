@@ -1,5 +1,6 @@
 //! The primary daemon (`etcd-dr run`) and its control plane: every HTTP endpoint, the token,
-//! a triggered snapshot and the 409 while one runs, metrics that agree with the manifests,
+//! a triggered snapshot and the 409 naming the run while one runs (the daemon's or a CLI's),
+//! the CLI refused by the producer lease, metrics that agree with the manifests,
 //! systemd notifications, and start-up problems named by field.
 
 use std::os::unix::net::UnixDatagram;
@@ -8,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use etcd_dr_e2e::daemon::{assert_error, primary_on_s3, stop, write_token, Api, API_TOKEN};
 use etcd_dr_e2e::{
-    terminate, wait_for, EtcdCluster, EtcdDr, EtcdOptions, FillSpec, MotoServer, TcpProxy,
+    terminate, wait_for, EtcdCluster, EtcdDr, EtcdOptions, FillSpec, KillOnDrop, MotoServer,
+    TcpProxy,
 };
 
 const BUCKET: &str = "dr-backups";
@@ -147,6 +149,10 @@ fn the_primary_api_reports_triggers_and_counts_snapshots() {
         .iter()
         .map(|m| m["stored"]["size"].as_u64().unwrap())
         .sum();
+    // The stored count comes after retention, which runs once the snapshot shows as done.
+    wait_for("retention after the run", Duration::from_secs(10), || {
+        (api.metric("etcd_dr_snapshots_stored") == 2.0).then_some(())
+    });
     let metrics = api.metrics();
     assert_eq!(metrics["etcd_dr_snapshots_total{result=\"success\"}"], 2.0);
     assert_eq!(metrics["etcd_dr_snapshots_stored"], 2.0);
@@ -178,6 +184,116 @@ fn the_primary_api_reports_triggers_and_counts_snapshots() {
 
     stop(child, &dr, "primary.log");
     assert!(dr.log("primary.log").contains("stopped"));
+}
+
+/// Seconds between an RFC 3339 time in a body and now.
+fn age_seconds(rfc3339: &serde_json::Value) -> i64 {
+    let at = chrono::DateTime::parse_from_rfc3339(rfc3339.as_str().expect("an RFC 3339 time"))
+        .expect("an RFC 3339 time");
+    (chrono::Utc::now() - at.with_timezone(&chrono::Utc)).num_seconds()
+}
+
+/// While a snapshot runs, a second one is no queued or silent success: `POST /v1/snapshots`
+/// answers 409 naming the run (id, since), the CLI against the held producer lease exits 75
+/// saying who holds it, and the API against a CLI run names that producer.
+#[test]
+fn a_second_snapshot_while_one_runs_is_refused_naming_it() {
+    let s3 = MotoServer::with_bucket(BUCKET);
+    let etcd = EtcdCluster::start(EtcdOptions::default());
+    etcd.fill(FillSpec::total_bytes(3 << 20, 4096));
+    let proxy = TcpProxy::start(etcd.client_addr(0));
+    let api = Api::on_free_port();
+    let dr = primary_on_s3(
+        &etcd,
+        &[format!("http://{}", proxy.addr())],
+        &s3,
+        BUCKET,
+        &api,
+    );
+    let child = dr.spawn(&["run"], "primary.log");
+    api.wait_ready();
+    wait_for("the first scheduled run", Duration::from_secs(30), || {
+        let status = api.status();
+        (status["last_snapshot"]["id"].is_string() && status["in_flight"].is_null()).then_some(())
+    });
+    let committed = || {
+        s3.keys(BUCKET, "dr/prod/snapshots/")
+            .iter()
+            .filter(|k| k.ends_with("manifest.json"))
+            .count()
+    };
+    assert_eq!(committed(), 1);
+
+    // The daemon's own run (slowed down): the second trigger names it.
+    etcd.put("/registry/namespaces/team-b", b"k8s\0ns");
+    proxy.throttle(512 * 1024);
+    let accepted = api.request("POST", "/v1/snapshots", Some(API_TOKEN));
+    assert_eq!(accepted.status, 202, "{}", accepted.text());
+    let id = accepted.json()["id"].as_str().unwrap().to_string();
+    let refused = api.request("POST", "/v1/snapshots", Some(API_TOKEN));
+    assert_error(&refused, 409, "snapshot_in_progress");
+    let running = &refused.json()["running"];
+    assert_eq!(running["kind"], "snapshot", "{running}");
+    assert_eq!(running["id"], id);
+    assert!(
+        (0..30).contains(&age_seconds(&running["since"])),
+        "{running}"
+    );
+    assert!(refused.json()["detail"].as_str().unwrap().contains(&id));
+
+    // The CLI meets the daemon's producer lease: exit 75, nothing written, who holds it.
+    let cli = dr.run(&["snapshot"]);
+    let stderr = String::from_utf8_lossy(&cli.stderr);
+    assert_eq!(cli.status.code(), Some(75), "{stderr}");
+    assert!(
+        stderr.contains("no snapshot taken: another snapshot of cluster prod is in progress")
+            && stderr.contains("holds the producer lease")
+            && stderr.contains("Nothing was written"),
+        "{stderr}"
+    );
+    proxy.throttle(0);
+    wait_for("the triggered run to end", Duration::from_secs(30), || {
+        api.status()["in_flight"].is_null().then_some(())
+    });
+    assert_eq!(api.status()["last_snapshot"]["id"], id);
+    assert_eq!(committed(), 2);
+
+    // A CLI run holds the lease (slowed down): the API names that producer.
+    etcd.put("/registry/namespaces/team-c", b"k8s\0ns");
+    proxy.throttle(512 * 1024);
+    let cli = KillOnDrop::new(dr.spawn(&["snapshot", "--json"], "cli.log"));
+    wait_for("the CLI's producer lease", Duration::from_secs(20), || {
+        s3.keys(BUCKET, "dr/prod/")
+            .iter()
+            .any(|k| k.ends_with("producer-lease.json"))
+            .then_some(())
+    });
+    let refused = api.request("POST", "/v1/snapshots", Some(API_TOKEN));
+    assert_error(&refused, 409, "snapshot_in_progress");
+    let running = &refused.json()["running"];
+    assert_eq!(running["kind"], "other-producer", "{running}");
+    let pid = cli.child().id();
+    assert!(
+        running["holder"]
+            .as_str()
+            .is_some_and(|h| h.ends_with(&format!("(pid {pid})"))),
+        "{running}"
+    );
+    assert!(
+        (0..30).contains(&age_seconds(&running["since"])),
+        "{running}"
+    );
+    proxy.throttle(0);
+    let cli = cli.into_inner().wait_with_output().unwrap();
+    assert!(cli.status.success(), "{}", dr.log("cli.log"));
+    assert_eq!(committed(), 3, "the refused trigger wrote nothing");
+    // Standing back is no failure of the daemon.
+    assert_eq!(
+        api.metric("etcd_dr_snapshots_total{result=\"failure\"}"),
+        0.0
+    );
+    assert!(api.status()["failing_since"].is_null());
+    stop(child, &dr, "primary.log");
 }
 
 #[test]

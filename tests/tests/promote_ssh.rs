@@ -1,7 +1,7 @@
 //! Promote over ssh: three namespace nodes cp1..cp3 with their own sshd, `/etc/kubernetes` and
 //! `/var/lib/etcd`, whose files also provide the snapshot's (encrypted) node bundles with the
 //! primary's service-account keys; the promoter, run in this process, restores a three-member
-//! primary onto them, or rolls every node back when one fails.
+//! primary onto them (etcd 3.5 and 3.6), or rolls every node back when one fails.
 
 use std::time::Duration;
 
@@ -10,12 +10,14 @@ use etcd_dr_e2e::promotion::{
     assert_state, primary_with_bundles, promote_over_ssh, record_json, write_failing_etcdutl,
 };
 use etcd_dr_e2e::secondary::SshSecondary;
-use etcd_dr_e2e::wait_for;
+use etcd_dr_e2e::{wait_for, EtcdVersion};
 use etcd_dr_restore::{PromotionState, StepName, StepState};
 
-#[test]
-fn promote_over_ssh_restores_the_primary_on_three_nodes() {
-    let mut secondary = SshSecondary::start();
+/// A three-member primary of etcd `version` promoted over ssh onto three nodes of the same
+/// version: the primary's data and member names, a bumped revision, its service-account keys,
+/// and the record's byte counters of both copies (download and onto each node).
+fn promote_restores_the_primary_on_three_nodes(version: EtcdVersion) {
+    let mut secondary = SshSecondary::start_version(version);
     let (primary, identity) = primary_with_bundles(&secondary);
     let primary_keys = primary.etcd.dump();
     let primary_revision = primary.etcd.revision();
@@ -37,6 +39,30 @@ fn promote_over_ssh_restores_the_primary_on_three_nodes() {
         .nodes
         .iter()
         .all(|n| n.progress.state == StepState::Done));
+
+    // Both copies counted to their end: the download, and the snapshot onto each node.
+    let manifest = &primary.dr.list_json()[0];
+    assert!(manifest["etcd"]["version"]
+        .as_str()
+        .unwrap()
+        .starts_with(version_series(version)));
+    let size = manifest["raw"]["size"].as_u64().unwrap();
+    let download = record.step(StepName::Verify).progress.transfer.unwrap();
+    assert_eq!((download.done_bytes, download.total_bytes), (size, size));
+    for node in &restore.nodes {
+        let copy = node.progress.transfer.unwrap();
+        assert_eq!(
+            (copy.done_bytes, copy.total_bytes),
+            (size, size),
+            "{}",
+            node.node
+        );
+    }
+    let copies = restore.progress.transfer.unwrap();
+    assert_eq!(
+        (copies.done_bytes, copies.total_bytes),
+        (3 * size, 3 * size)
+    );
 
     // The restored cluster: the secondary's peer URLs, the primary's member names and keys.
     let plan = record.plan.as_ref().unwrap();
@@ -78,6 +104,25 @@ fn promote_over_ssh_restores_the_primary_on_three_nodes() {
             .host_path(&format!("{work}/old/member/snap/db"))
             .is_file());
     }
+}
+
+fn version_series(version: EtcdVersion) -> &'static str {
+    match version {
+        EtcdVersion::V3_4 => "3.4.",
+        EtcdVersion::V3_5 => "3.5.",
+        EtcdVersion::V3_6 => "3.6.",
+        EtcdVersion::V3_7 => "3.7.",
+    }
+}
+
+#[test]
+fn promote_over_ssh_restores_the_primary_on_three_nodes() {
+    promote_restores_the_primary_on_three_nodes(EtcdVersion::V3_5);
+}
+
+#[test]
+fn promote_over_ssh_on_etcd_36() {
+    promote_restores_the_primary_on_three_nodes(EtcdVersion::V3_6);
 }
 
 #[test]

@@ -1,17 +1,19 @@
 //! `etcd-dr restore`: a cluster goes back in place to one of its own snapshots (no switchover,
 //! no fence: it stays the primary and keeps shipping), one restore at a time, never onto a
-//! prefix a promotion fenced.
+//! prefix a promotion fenced; on etcd 3.5 and 3.6.
 
 use etcd_dr_e2e::kubelet::{delete_key, dump_member, member_revision, put_keys};
 use etcd_dr_e2e::local_secondary::this_host;
-use etcd_dr_e2e::output_text;
-use etcd_dr_e2e::promotion::{own_cluster, step_states, write_lock, write_marker};
+use etcd_dr_e2e::promotion::{
+    own_cluster, own_cluster_of_version, step_states, write_lock, write_marker,
+};
+use etcd_dr_e2e::{output_text, EtcdVersion};
 
-#[test]
-fn restore_in_place_goes_back_to_an_earlier_snapshot_and_the_primary_keeps_shipping() {
+/// A cluster on etcd `version` restored in place to an earlier snapshot of its own.
+fn goes_back_to_an_earlier_snapshot_and_keeps_shipping(version: EtcdVersion) {
     let host = this_host();
     let store = tempfile::tempdir().unwrap();
-    let (node, dr) = own_cluster(&host, store.path());
+    let (node, dr) = own_cluster_of_version(&host, store.path(), version);
     let endpoints = node.endpoints();
     put_keys(&endpoints, "/registry/configmaps/default/kept", 20);
     put_keys(
@@ -21,6 +23,19 @@ fn restore_in_place_goes_back_to_an_earlier_snapshot_and_the_primary_keeps_shipp
     );
     let snapshot = dr.snapshot_json(&[]);
     let id = snapshot["id"].as_str().unwrap().to_string();
+    let series = match version {
+        EtcdVersion::V3_6 => "3.6.",
+        EtcdVersion::V3_7 => "3.7.",
+        EtcdVersion::V3_4 => "3.4.",
+        EtcdVersion::V3_5 => "3.5.",
+    };
+    assert!(
+        snapshot["etcd"]["version"]
+            .as_str()
+            .unwrap()
+            .starts_with(series),
+        "{snapshot:#}"
+    );
     let earlier = dump_member(&node.client_url);
 
     // The mistake: a key written and a key deleted after the snapshot.
@@ -76,6 +91,18 @@ fn restore_in_place_goes_back_to_an_earlier_snapshot_and_the_primary_keeps_shipp
         progress.contains(&format!("restore {restore_id}: succeeded")),
         "{progress}"
     );
+    // The record counts both copies of the snapshot to their end (`GET /v1/promote` shows the
+    // same record while they run).
+    let size = snapshot["raw"]["size"].as_u64().unwrap();
+    for transfer in [
+        &record["steps"][3]["transfer"],
+        &record["steps"][5]["transfer"],
+        &record["steps"][5]["nodes"][0]["transfer"],
+    ] {
+        assert_eq!(transfer["done_bytes"], size, "{record:#}");
+        assert_eq!(transfer["total_bytes"], size, "{record:#}");
+        assert!(transfer["started_at"].is_string(), "{record:#}");
+    }
 
     // Exactly the earlier state: the later key gone, the deleted one back.
     assert!(
@@ -108,6 +135,16 @@ fn restore_in_place_goes_back_to_an_earlier_snapshot_and_the_primary_keeps_shipp
         "{after:#}"
     );
     assert_eq!(dr.list_json().len(), 2);
+}
+
+#[test]
+fn restore_in_place_goes_back_to_an_earlier_snapshot_and_the_primary_keeps_shipping() {
+    goes_back_to_an_earlier_snapshot_and_keeps_shipping(EtcdVersion::V3_5);
+}
+
+#[test]
+fn restore_in_place_on_etcd_36() {
+    goes_back_to_an_earlier_snapshot_and_keeps_shipping(EtcdVersion::V3_6);
 }
 
 #[test]

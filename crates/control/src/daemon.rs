@@ -1,4 +1,5 @@
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use etcd_dr_core::{PromotionRecord, PromotionRequest, SnapshotId, SnapshotManifest};
 use serde::{Deserialize, Serialize};
 
@@ -21,7 +22,8 @@ pub trait Daemon: Send + Sync + 'static {
     async fn get_snapshot(&self, id: &SnapshotId) -> Result<SnapshotManifest, ActionError>;
 
     /// Starts a snapshot now and returns once it is under way (its id known).
-    /// [`ActionError::Busy`] when one is already running.
+    /// [`ActionError::AlreadyRunning`] when one is already running (here or, holding the
+    /// producer lease, in another process).
     async fn trigger_snapshot(
         &self,
         request: SnapshotRequest,
@@ -32,8 +34,9 @@ pub trait Daemon: Send + Sync + 'static {
         ))
     }
 
-    /// Starts a promotion and returns once it is under way. [`ActionError::Busy`] when one is
-    /// running, or one succeeded or a promotion marker fences the cluster (unless `force`).
+    /// Starts a promotion and returns once it is under way. [`ActionError::AlreadyRunning`] when
+    /// one (or an in-place restore) is running; [`ActionError::Busy`] when one succeeded or a
+    /// promotion marker fences the cluster (unless `force`).
     async fn start_promotion(
         &self,
         request: PromotionRequest,
@@ -73,10 +76,48 @@ pub struct SnapshotAccepted {
     pub id: SnapshotId,
 }
 
+/// What kind of work keeps a request from starting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunningKind {
+    /// A snapshot of this daemon (scheduled or triggered), retention after it included.
+    Snapshot,
+    /// Another process (a CLI run, a second daemon) holds the prefix's producer lease.
+    OtherProducer,
+    /// A promotion (failover or switchover), here or holding the restore lock elsewhere.
+    Promotion,
+    /// An in-place restore holding the restore lock.
+    Restore,
+}
+
+/// The work that already runs, as the body of a 409 names it (`"running": {…}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningWork {
+    /// What runs.
+    pub kind: RunningKind,
+    /// Its id (snapshot or promotion id), once it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Since when it runs (for another producer: when it took the lease).
+    pub since: DateTime<Utc>,
+    /// Who runs it when that is not this daemon's own schedule: the lease holder
+    /// (`host (pid N)`) or whoever asked for the promotion (`user@host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+}
+
 /// Why the daemon could not do what was asked. Each maps to one HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ActionError {
-    /// Something conflicting already runs (a snapshot, a promote): 409.
+    /// The same kind of work already runs: 409, and the body names it (`running`).
+    #[error("busy: {detail}")]
+    AlreadyRunning {
+        /// What happened and what to do, for people.
+        detail: String,
+        /// What runs.
+        running: Box<RunningWork>,
+    },
+    /// Something else conflicts (a promotion succeeded, a fence): 409.
     #[error("busy: {0}")]
     Busy(String),
     /// This instance does not do that (role, configuration): 409.

@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::ActionError;
+use crate::{ActionError, RunningWork};
 
 /// What can go wrong setting up or running the HTTP side.
 #[derive(Debug, thiserror::Error)]
@@ -44,13 +44,17 @@ pub enum ControlError {
     },
 }
 
-/// The JSON body of every error answer: `{"error": "snapshot_in_progress", "detail": "…"}`.
+/// The JSON body of every error answer: `{"error": "snapshot_in_progress", "detail": "…"}`,
+/// with `"running": {"kind", "id", "since", "holder"}` when a 409 is about work that runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// A stable machine-readable code.
     pub error: String,
     /// What happened and what to do, for people.
     pub detail: String,
+    /// The work that already runs (409 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<RunningWork>,
 }
 
 /// An error answer: status code plus [`ErrorBody`].
@@ -62,6 +66,8 @@ pub struct ApiError {
     pub error: &'static str,
     /// Human detail.
     pub detail: String,
+    /// The work that already runs (409 only).
+    pub running: Option<Box<RunningWork>>,
 }
 
 impl ApiError {
@@ -71,6 +77,19 @@ impl ApiError {
             status,
             error,
             detail: detail.into(),
+            running: None,
+        }
+    }
+
+    /// A 409 about work that runs, under the stable code `error`.
+    pub fn already_running(
+        error: &'static str,
+        detail: impl Into<String>,
+        running: Box<RunningWork>,
+    ) -> Self {
+        Self {
+            running: Some(running),
+            ..Self::new(StatusCode::CONFLICT, error, detail)
         }
     }
 }
@@ -82,6 +101,7 @@ impl IntoResponse for ApiError {
             Json(ErrorBody {
                 error: self.error.to_string(),
                 detail: self.detail,
+                running: self.running.map(|running| *running),
             }),
         )
             .into_response();
@@ -98,6 +118,9 @@ impl IntoResponse for ApiError {
 impl From<ActionError> for ApiError {
     fn from(error: ActionError) -> Self {
         match error {
+            ActionError::AlreadyRunning { detail, running } => {
+                ApiError::already_running("busy", detail, running)
+            }
             ActionError::Busy(detail) => ApiError::new(StatusCode::CONFLICT, "busy", detail),
             ActionError::Unsupported(detail) => {
                 ApiError::new(StatusCode::CONFLICT, "unsupported", detail)

@@ -9,8 +9,8 @@
 //! | `GET /readyz` | config loaded, store reachable, cycles not failing beyond the grace |
 //! | `GET /v1/status` | role, schedule, last snapshot, in-flight progress, last error, lag |
 //! | `GET /v1/snapshots`, `GET /v1/snapshots/{id}` | manifests, newest first |
-//! | `POST /v1/snapshots` | take a snapshot now (bearer token): 202, or 409 while one runs |
-//! | `POST /v1/promote` | promote this secondary (bearer token): 202, 409 while one runs or after one succeeded |
+//! | `POST /v1/snapshots` | take a snapshot now (bearer token): 202, or 409 naming the one that runs |
+//! | `POST /v1/promote` | promote this secondary (bearer token): 202, 409 naming the one that runs, or after one succeeded |
 //! | `GET /v1/promote` | the current or last promotion: every step and node |
 //! | `GET /metrics` | Prometheus text format |
 
@@ -29,7 +29,10 @@ mod status;
 
 pub use auth::ApiToken;
 pub use config::{HttpConfig, TOKEN_ENV};
-pub use daemon::{ActionError, Daemon, PromotionAccepted, SnapshotAccepted, SnapshotRequest};
+pub use daemon::{
+    ActionError, Daemon, PromotionAccepted, RunningKind, RunningWork, SnapshotAccepted,
+    SnapshotRequest,
+};
 pub use error::{ApiError, ControlError, ErrorBody};
 pub use etcd_dr_core::Role;
 pub use metrics::{Metrics, GENERATION_BREAK_REASONS};

@@ -8,8 +8,9 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use chrono::{TimeZone, Utc};
 use etcd_dr_control::{
-    router, ActionError, ApiToken, AppState, Daemon, DaemonStatus, LastError, Metrics, Role,
-    SnapshotAccepted, SnapshotRequest, SnapshotSummary,
+    router, ActionError, ApiToken, AppState, Daemon, DaemonStatus, LastError, Metrics,
+    PromotionAccepted, Role, RunningKind, RunningWork, SnapshotAccepted, SnapshotRequest,
+    SnapshotSummary,
 };
 use etcd_dr_core::{
     Compression, EtcdClusterInfo, ObjectDigest, Producer, PromotionRecord, PromotionRequest,
@@ -95,7 +96,15 @@ impl Daemon for FakeDaemon {
     ) -> Result<SnapshotAccepted, ActionError> {
         let mut busy = self.busy.lock().unwrap();
         if *busy {
-            return Err(ActionError::Busy("a snapshot is already running".into()));
+            return Err(ActionError::AlreadyRunning {
+                detail: "snapshot 20261125T123000Z-r99 is running".into(),
+                running: Box::new(RunningWork {
+                    kind: RunningKind::Snapshot,
+                    id: Some(manifest(30, 99).id.to_string()),
+                    since: Utc.with_ymd_and_hms(2026, 11, 25, 12, 30, 0).unwrap(),
+                    holder: None,
+                }),
+            });
         }
         *busy = true;
         self.triggered.lock().unwrap().push(request);
@@ -297,12 +306,16 @@ async fn trigger_needs_the_token_and_refuses_a_second_run() {
         Some("before upgrade")
     );
 
+    // The second is no queued success: 409 naming the run, and nothing more was triggered.
     let (status, body, _) = call(&api, post("/v1/snapshots", Some(TOKEN), "")).await;
     assert_eq!(status, StatusCode::CONFLICT);
-    assert_error(
-        &serde_json::from_str(&body).unwrap(),
-        "snapshot_in_progress",
-    );
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_error(&body, "snapshot_in_progress");
+    assert_eq!(body["running"]["kind"], "snapshot", "{body}");
+    assert_eq!(body["running"]["id"], manifest(30, 99).id.to_string());
+    assert_eq!(body["running"]["since"], "2026-11-25T12:30:00Z");
+    assert!(body["running"].get("holder").is_none(), "{body}");
+    assert_eq!(api.daemon.triggered.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -444,9 +457,93 @@ impl Daemon for PromotedDaemon {
         self.inner.get_snapshot(id).await
     }
 
+    async fn start_promotion(
+        &self,
+        _request: PromotionRequest,
+    ) -> Result<PromotionAccepted, ActionError> {
+        match self.record.state {
+            PromotionState::Running => Err(ActionError::AlreadyRunning {
+                detail: format!("promotion {} is running", self.record.id),
+                running: Box::new(RunningWork {
+                    kind: RunningKind::Promotion,
+                    id: Some(self.record.id.clone()),
+                    since: self.record.started_at,
+                    holder: Some(self.record.requested_by.clone()),
+                }),
+            }),
+            _ => Err(ActionError::Busy(format!(
+                "promotion {} ended; this cluster is promoted",
+                self.record.id
+            ))),
+        }
+    }
+
     fn promotion(&self) -> Option<PromotionRecord> {
         Some(self.record.clone())
     }
+}
+
+#[tokio::test]
+async fn promote_while_one_runs_answers_409_naming_it() {
+    let record = PromotionRecord::new(
+        "p-20261125T120000Z-1a2b".into(),
+        PromotionRequest::default(),
+        "ops@bastion-eu".into(),
+    );
+    let since = record.started_at;
+    let daemon = Arc::new(PromotedDaemon {
+        inner: api(true).daemon,
+        record,
+    });
+    let router = router(AppState {
+        daemon,
+        metrics: Metrics::new(Role::Secondary).unwrap(),
+        token: Some(ApiToken::new(TOKEN, "test").unwrap()),
+        promote_token: None,
+        readiness_grace: Duration::from_secs(60),
+    });
+    let response = router
+        .oneshot(post("/v1/promote", Some(TOKEN), "{}"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_error(&body, "promotion_conflict");
+    assert_eq!(body["running"]["kind"], "promotion", "{body}");
+    assert_eq!(body["running"]["id"], "p-20261125T120000Z-1a2b");
+    assert_eq!(body["running"]["holder"], "ops@bastion-eu");
+    let parsed: chrono::DateTime<Utc> = body["running"]["since"].as_str().unwrap().parse().unwrap();
+    assert_eq!(parsed, since);
+}
+
+#[tokio::test]
+async fn other_conflicts_answer_409_without_a_running_work() {
+    let mut record = PromotionRecord::new(
+        "p-20261125T120000Z-1a2b".into(),
+        PromotionRequest::default(),
+        "ops@bastion-eu".into(),
+    );
+    record.state = PromotionState::Succeeded;
+    let router = router(AppState {
+        daemon: Arc::new(PromotedDaemon {
+            inner: api(true).daemon,
+            record,
+        }),
+        metrics: Metrics::new(Role::Secondary).unwrap(),
+        token: Some(ApiToken::new(TOKEN, "test").unwrap()),
+        promote_token: None,
+        readiness_grace: Duration::from_secs(60),
+    });
+    let response = router
+        .oneshot(post("/v1/promote", Some(TOKEN), "{}"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_error(&body, "promotion_conflict");
+    assert!(body.get("running").is_none(), "{body}");
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+mod byte_size;
 mod cluster_shape;
 mod config_problem;
 mod manifest;
@@ -23,6 +24,7 @@ mod role;
 mod snapshot_id;
 mod terminal_text;
 
+pub use byte_size::human_bytes;
 pub use cluster_shape::{
     ClusterNode, ClusterShape, CniDaemonSet, KubeadmShape, NodeAddress, ObjectCounts, ResourceCount,
 };
@@ -43,6 +45,7 @@ pub use promotion::{
 pub use promotion_plan::{EtcdVersion, NodePlan, PromotionPlan, RestoreTool};
 pub use promotion_record::{
     NodeRecord, Progress, PromotionRecord, PromotionState, StepName, StepRecord, StepState,
+    TransferProgress,
 };
 pub use role::Role;
 pub use snapshot_id::{SnapshotId, SnapshotIdError};

@@ -178,6 +178,70 @@ pub struct Progress {
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The bytes of its copy so far (the snapshot streamed back, or copied onto a node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<TransferProgress>,
+}
+
+/// How far a copy of the snapshot got: bytes done of the total, and since when it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TransferProgress {
+    /// Bytes copied so far.
+    pub done_bytes: u64,
+    /// Bytes to copy in all.
+    pub total_bytes: u64,
+    /// When the copy started.
+    pub started_at: DateTime<Utc>,
+}
+
+impl TransferProgress {
+    /// Bytes per second since the start, at `now`.
+    pub fn rate(&self, now: DateTime<Utc>) -> f64 {
+        let seconds = (now - self.started_at).num_milliseconds() as f64 / 1000.0;
+        if seconds <= 0.0 {
+            return 0.0;
+        }
+        self.done_bytes as f64 / seconds
+    }
+
+    /// Time left at the rate so far; `None` before any byte moved or once done.
+    pub fn time_left(&self, now: DateTime<Utc>) -> Option<std::time::Duration> {
+        let rate = self.rate(now);
+        let left = self.total_bytes.checked_sub(self.done_bytes)?;
+        (left > 0 && rate >= 1.0)
+            .then(|| std::time::Duration::from_secs((left as f64 / rate) as u64))
+    }
+
+    /// `120.0 MiB of 1.0 GiB (12 %), 40.0 MiB/s, about 22s left` at `now`.
+    pub fn describe(&self, now: DateTime<Utc>) -> String {
+        let mut text = format!(
+            "{} of {}",
+            crate::human_bytes(self.done_bytes),
+            crate::human_bytes(self.total_bytes)
+        );
+        if self.total_bytes > 0 {
+            let percent = (self.done_bytes as f64 / self.total_bytes as f64 * 100.0).min(100.0);
+            text.push_str(&format!(" ({percent:.0} %)"));
+        }
+        text.push_str(&format!(
+            ", {}/s",
+            crate::human_bytes(self.rate(now) as u64)
+        ));
+        if let Some(left) = self.time_left(now) {
+            text.push_str(&format!(", about {} left", format_seconds(left.as_secs())));
+        }
+        text
+    }
+}
+
+/// `1h 2m 3s`, `4m 5s`, `6s`.
+fn format_seconds(total: u64) -> String {
+    let (hours, minutes, seconds) = (total / 3600, total / 60 % 60, total % 60);
+    match (hours, minutes) {
+        (0, 0) => format!("{seconds}s"),
+        (0, _) => format!("{minutes}m {seconds}s"),
+        _ => format!("{hours}h {minutes}m {seconds}s"),
+    }
 }
 
 impl Progress {
@@ -190,6 +254,7 @@ impl Progress {
             duration_seconds: None,
             detail: None,
             error: None,
+            transfer: None,
         }
     }
 
@@ -354,5 +419,48 @@ mod tests {
         assert_eq!(json["steps"][5]["nodes"][0]["state"], "done");
         assert_eq!(json["steps"][0]["state"], "pending");
         assert!(json.get("plan").is_none());
+        assert!(json["steps"][5]["nodes"][0].get("transfer").is_none());
+    }
+
+    #[test]
+    fn a_transfer_says_bytes_share_rate_and_time_left() {
+        const MIB: u64 = 1024 * 1024;
+        let started_at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let at = |seconds| started_at + chrono::Duration::seconds(seconds);
+        let transfer = TransferProgress {
+            done_bytes: 600 * MIB,
+            total_bytes: 2400 * MIB,
+            started_at,
+        };
+        assert_eq!(transfer.rate(at(60)), (10 * MIB) as f64);
+        assert_eq!(
+            transfer.time_left(at(60)),
+            Some(std::time::Duration::from_secs(180))
+        );
+        assert_eq!(
+            transfer.describe(at(60)),
+            "600.0 MiB of 2.3 GiB (25 %), 10.0 MiB/s, about 3m 0s left"
+        );
+        // Nothing moved yet: no rate to guess from.
+        let fresh = TransferProgress {
+            done_bytes: 0,
+            ..transfer
+        };
+        assert_eq!(fresh.time_left(at(0)), None);
+        assert_eq!(fresh.describe(at(0)), "0 B of 2.3 GiB (0 %), 0 B/s");
+        // Done: no time left, 100 %.
+        let done = TransferProgress {
+            done_bytes: 2400 * MIB,
+            ..transfer
+        };
+        assert_eq!(done.time_left(at(120)), None);
+        assert_eq!(
+            done.describe(at(7320)),
+            "2.3 GiB of 2.3 GiB (100 %), 335.7 KiB/s"
+        );
+        assert_eq!(format_seconds(3723), "1h 2m 3s");
+        let json = serde_json::to_value(transfer).unwrap();
+        assert_eq!(json["done_bytes"], 600 * MIB);
+        assert_eq!(json["total_bytes"], 2400 * MIB);
     }
 }

@@ -105,7 +105,7 @@ fn run_configured(config: &std::path::Path, command: Command) -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match command {
-            Command::Snapshot(args) => cmd::snapshot::run(&settings, args).await,
+            Command::Snapshot(args) => return cmd::snapshot::run(&settings, args).await,
             Command::List(args) => cmd::list::run(&settings, args).await,
             Command::Verify(args) => cmd::verify::run(&settings, args).await,
             Command::Fetch(args) => cmd::fetch::run(&settings, args).await,

@@ -1,13 +1,15 @@
 //! Progress of long work for a person at a terminal: a bar (bytes, rate, ETA) that follows a
-//! transfer's [`ShipProgress`], or a spinner with what is running. Drawn on stderr, and only
+//! transfer's [`ShipProgress`], or a spinner with what is running (promote, restore) that turns
+//! into a bar while the snapshot is copied. Drawn on stderr, and only
 //! when both stdout and stderr are terminals and `--json` was not asked for: scripts, pipes,
 //! logs and CI see the final summary alone.
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use etcd_dr_core::TransferProgress;
 use etcd_dr_transport::ShipProgress;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -108,6 +110,11 @@ fn bar_style() -> ProgressStyle {
     .progress_chars("=> ")
 }
 
+fn activity_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+}
+
 fn spinner_style() -> ProgressStyle {
     ProgressStyle::with_template("{spinner} {msg} {binary_bytes} {binary_bytes_per_sec} {elapsed}")
         .unwrap_or_else(|_| ProgressStyle::default_spinner())
@@ -118,23 +125,45 @@ fn spinner_style() -> ProgressStyle {
 /// written above it. Draws nothing unless visible.
 pub struct ActivitySpinner {
     bar: ProgressBar,
+    /// True while it shows a copy as a bar.
+    copying: AtomicBool,
 }
 
 impl ActivitySpinner {
     /// A spinner, hidden unless `visible`.
     pub fn new(visible: bool) -> Self {
+        let copying = AtomicBool::new(false);
         if !visible {
             return Self {
                 bar: ProgressBar::hidden(),
+                copying,
             };
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
+        bar.set_style(activity_style());
         bar.enable_steady_tick(REFRESH);
-        Self { bar }
+        Self { bar, copying }
+    }
+
+    /// Shows a copy of the snapshot (bytes of the total, rate, ETA) as a bar under the
+    /// activity's message while `copy` is given; the plain spinner again once it is not.
+    pub fn set_copy(&self, copy: Option<TransferProgress>) {
+        match copy {
+            Some(copy) => {
+                if !self.copying.swap(true, Ordering::Relaxed) {
+                    self.bar.set_position(0);
+                    self.bar.reset_eta();
+                    self.bar.set_style(bar_style());
+                }
+                self.bar.set_length(copy.total_bytes.max(copy.done_bytes));
+                self.bar.set_position(copy.done_bytes);
+            }
+            None => {
+                if self.copying.swap(false, Ordering::Relaxed) {
+                    self.bar.set_style(activity_style());
+                }
+            }
+        }
     }
 
     /// What is running now; `None` hides the spinner's line until the next message.
@@ -216,6 +245,23 @@ mod tests {
         if !std::io::stderr().is_terminal() {
             assert!(!on_terminal(false));
         }
+    }
+
+    #[test]
+    fn a_hidden_spinner_follows_copies_without_drawing() {
+        let spinner = ActivitySpinner::new(false);
+        assert!(spinner.bar.is_hidden());
+        let copy = TransferProgress {
+            done_bytes: 10,
+            total_bytes: 100,
+            started_at: chrono::Utc::now(),
+        };
+        spinner.set_copy(Some(copy));
+        assert!(spinner.copying.load(Ordering::Relaxed));
+        assert_eq!(spinner.bar.position(), 10);
+        assert_eq!(spinner.bar.length(), Some(100));
+        spinner.set_copy(None);
+        assert!(!spinner.copying.load(Ordering::Relaxed));
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod progress;
 mod promote;
 mod switchover;
 mod tracker;
+mod transfer;
 mod verify;
 
 pub use admission::{admit, take_restore_lock, Admission, AdmissionError, LockHolder};
@@ -40,8 +41,11 @@ pub use health::{judge_health, wait_api_ready, wait_healthy, HealthyCluster};
 pub use kube::{KubeClient, RolloutReport};
 pub use node_ops::{gather_facts, ServiceAccountKeys};
 pub use plan::{bump_revision, evaluate_preflight, NodeFacts, PreflightInputs};
-pub use progress::progress_lines;
+pub use progress::{progress_lines, running_activity, running_copy, running_transfer};
 pub use promote::Promoter;
 pub use switchover::request_final_snapshot;
 pub use tracker::{new_promotion_id, PromotionTracker};
+pub use transfer::{
+    record_transfer, CountingReader, CountingWriter, TransferWatch, RECORD_INTERVAL,
+};
 pub use verify::{local_snapshot, LocalSnapshot};

@@ -316,8 +316,16 @@ pub async fn restore_node(
     let file = tokio::fs::File::open(snapshot)
         .await
         .map_err(|e| PromoteError::local_io("opening", snapshot.display(), e))?;
-    node.write_file(&remote_snapshot, 0o600, snapshot_size, file, cancel)
-        .await?;
+    let copy = tracker.watch_transfer(step, Some(name), snapshot_size);
+    node.write_file(
+        &remote_snapshot,
+        0o600,
+        snapshot_size,
+        copy.reader(file),
+        cancel,
+    )
+    .await?;
+    drop(copy);
 
     tracker.node_detail(
         step,

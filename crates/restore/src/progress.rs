@@ -1,6 +1,10 @@
-//! The promotion's progress as lines of text, for the command line.
+//! The promotion's progress as text: lines for the command line, what runs now for its
+//! spinner and the daemon's log.
 
-use etcd_dr_core::{Progress, PromotionMode, PromotionRecord, StepState};
+use chrono::{DateTime, Utc};
+use etcd_dr_core::{
+    Progress, PromotionMode, PromotionRecord, StepName, StepState, TransferProgress,
+};
 
 /// Progress lines for what changed from `before` to `after` (the CLI prints them).
 pub fn progress_lines(before: Option<&PromotionRecord>, after: &PromotionRecord) -> Vec<String> {
@@ -66,11 +70,121 @@ fn describe(step: &str, node: Option<&str>, progress: &Progress) -> String {
     line
 }
 
+/// What runs now: each running step with its detail, or with each of its running nodes and
+/// theirs (`restore — cp-1: copying the snapshot (…); cp-2: restoring …`).
+pub fn running_activity(record: &PromotionRecord) -> Option<String> {
+    let running: Vec<String> = record
+        .steps
+        .iter()
+        .filter(|step| step.progress.state == StepState::Running)
+        .map(|step| {
+            let nodes: Vec<String> = step
+                .nodes
+                .iter()
+                .filter(|node| node.progress.state == StepState::Running)
+                .map(|node| match &node.progress.detail {
+                    Some(detail) => format!("{}: {detail}", node.node),
+                    None => node.node.clone(),
+                })
+                .collect();
+            match (&step.progress.detail, nodes.is_empty()) {
+                (_, false) => format!("{} — {}", step.name.as_str(), nodes.join("; ")),
+                (Some(detail), true) => format!("{} — {detail}", step.name.as_str()),
+                (None, true) => step.name.as_str().to_string(),
+            }
+        })
+        .collect();
+    (!running.is_empty()).then(|| running.join(" | "))
+}
+
+/// The copy of a running step that is not done yet, at `now`: bytes of the total, rate and
+/// time left (`restore copy: 120.0 MiB of 1.0 GiB (12 %), 40.0 MiB/s, about 22s left`; summed
+/// over the step's nodes).
+pub fn running_transfer(record: &PromotionRecord, now: DateTime<Utc>) -> Option<String> {
+    running_copy(record)
+        .map(|(step, transfer)| format!("{} copy: {}", step.as_str(), transfer.describe(now)))
+}
+
+/// The copy of a running step that is not done yet (summed over the step's nodes).
+pub fn running_copy(record: &PromotionRecord) -> Option<(StepName, TransferProgress)> {
+    record
+        .steps
+        .iter()
+        .filter(|step| step.progress.state == StepState::Running)
+        .find_map(|step| {
+            let transfer = step.progress.transfer?;
+            (transfer.done_bytes < transfer.total_bytes).then_some((step.name, transfer))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::PromotionTracker;
-    use etcd_dr_core::{PromotionRequest, PromotionState, StepName};
+    use crate::{record_transfer, PromotionTracker};
+    use etcd_dr_core::{PromotionRequest, PromotionState};
+
+    #[test]
+    fn the_activity_names_the_running_step_and_each_running_node() {
+        let tracker = PromotionTracker::new(PromotionRecord::new(
+            "r-1".into(),
+            PromotionRequest::default(),
+            "ops@bastion".into(),
+        ));
+        assert_eq!(running_activity(&tracker.snapshot()), None);
+        tracker.start(StepName::Verify, Some("streaming the snapshot back".into()));
+        assert_eq!(
+            running_activity(&tracker.snapshot()).as_deref(),
+            Some("verify — streaming the snapshot back")
+        );
+        tracker.done(StepName::Verify, "checked".to_string());
+        tracker.start(StepName::Restore, None);
+        tracker.add_nodes(StepName::Restore, &["cp-1", "cp-2"]);
+        tracker.node_start(
+            StepName::Restore,
+            "cp-1",
+            "copying the snapshot (512 bytes)",
+        );
+        tracker.node_start(StepName::Restore, "cp-2", "stopping the control plane");
+        tracker.node_done(StepName::Restore, "cp-2", None);
+        assert_eq!(
+            running_activity(&tracker.snapshot()).as_deref(),
+            Some("restore — cp-1: copying the snapshot (512 bytes)")
+        );
+    }
+
+    #[test]
+    fn the_running_copy_is_told_with_bytes_rate_and_time_left_until_done() {
+        const MIB: u64 = 1024 * 1024;
+        let tracker = PromotionTracker::new(PromotionRecord::new(
+            "p-1".into(),
+            PromotionRequest::default(),
+            "ops@bastion".into(),
+        ));
+        let started_at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let now = started_at + chrono::Duration::seconds(10);
+        tracker.start(StepName::Restore, None);
+        assert_eq!(running_transfer(&tracker.snapshot(), now), None);
+        for (node, done) in [("cp1", 100 * MIB), ("cp2", 60 * MIB)] {
+            let transfer = TransferProgress {
+                done_bytes: done,
+                total_bytes: 200 * MIB,
+                started_at,
+            };
+            tracker.update(|r| record_transfer(r, StepName::Restore, Some(node), transfer));
+        }
+        assert_eq!(
+            running_transfer(&tracker.snapshot(), now).as_deref(),
+            Some("restore copy: 160.0 MiB of 400.0 MiB (40 %), 16.0 MiB/s, about 15s left")
+        );
+        let done = TransferProgress {
+            done_bytes: 200 * MIB,
+            total_bytes: 200 * MIB,
+            started_at,
+        };
+        tracker.update(|r| record_transfer(r, StepName::Restore, Some("cp2"), done));
+        tracker.update(|r| record_transfer(r, StepName::Restore, Some("cp1"), done));
+        assert_eq!(running_transfer(&tracker.snapshot(), now), None, "copied");
+    }
 
     #[test]
     fn serialises_steps_and_nodes() {

@@ -3,6 +3,7 @@
 //! checksum checked, written under the pre-stage contract ([`PrestageDir`]).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use etcd_dr_core::SnapshotManifest;
@@ -10,7 +11,7 @@ use etcd_dr_transport::{read_snapshot, Identities, PrestageDir, SnapshotLayout, 
 use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
 
-use crate::PromoteError;
+use crate::{CountingWriter, PromoteError};
 
 /// A plain snapshot on this machine, checked against its manifest.
 #[derive(Debug, Clone)]
@@ -78,7 +79,9 @@ fn local_error(error: TransportError) -> PromoteError {
 }
 
 /// The pre-staged `<prestage_dir>/<id>.db` if it matches the manifest, else a fresh verified
-/// download into `<work_dir>/<id>.db` (reused when a previous attempt left a matching one).
+/// download into `<work_dir>/<id>.db` (reused when a previous attempt left a matching one); the
+/// download's plain bytes are added to `downloaded` as they are written.
+#[allow(clippy::too_many_arguments)]
 pub async fn local_snapshot(
     store: &Arc<dyn ObjectStore>,
     layout: &SnapshotLayout,
@@ -86,6 +89,7 @@ pub async fn local_snapshot(
     identities: &Identities,
     prestage_dir: Option<&Path>,
     work_dir: &Path,
+    downloaded: Arc<AtomicU64>,
     cancel: &CancellationToken,
 ) -> Result<LocalSnapshot, PromoteError> {
     let found = |path, prestaged| LocalSnapshot {
@@ -115,8 +119,9 @@ pub async fn local_snapshot(
     }
     let (partial, writer) = work.begin(&manifest.id).map_err(local_error)?;
     // On failure the partial file goes with `partial`.
+    let writer = CountingWriter::new(writer, downloaded);
     let written = match read_snapshot(store, layout, manifest, identities, writer, cancel).await {
-        Ok((_, written)) => written,
+        Ok((_, written)) => written.into_inner(),
         Err(error) => {
             drop(partial);
             if created_work_dir {

@@ -123,7 +123,7 @@ pub enum TransportError {
         locked_at: String,
     },
     /// Another producer holds the producer lease of this prefix; nothing was written.
-    #[error("another snapshot is in progress: {host} (pid {pid}) holds the producer lease `{key}` since {since}, until {expires_at} unless renewed; nothing was written")]
+    #[error("another snapshot is in progress: {host} (pid {pid}) holds the producer lease `{key}` since {}, until {} unless renewed; nothing was written", .since.to_rfc3339(), .expires_at.to_rfc3339())]
     ProducerBusy {
         /// The lease key.
         key: String,
@@ -131,10 +131,10 @@ pub enum TransportError {
         host: String,
         /// The holder's process id.
         pid: u32,
-        /// When it took the lease.
-        since: String,
+        /// When it took the lease (its own clock).
+        since: chrono::DateTime<chrono::Utc>,
         /// When the lease expires without a renewal (the store's clock).
-        expires_at: String,
+        expires_at: chrono::DateTime<chrono::Utc>,
     },
     /// Another producer took over this producer's lease (it had expired); the snapshot stopped.
     #[error("the producer lease `{key}` was taken over by another producer (it was not renewed in time); this snapshot stopped and nothing was committed")]

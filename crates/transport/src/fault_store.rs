@@ -1,5 +1,6 @@
 //! A fault-injecting `ObjectStore` wrapper for tests: fail or delay the Nth call of a kind, and
-//! record what was called, so that every retry and abort path can be driven on purpose.
+//! record what was called, so that every retry and abort path can be driven on purpose. Built
+//! for this crate's tests, and for suites elsewhere with the `fault-injection` feature.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,18 +15,24 @@ use object_store::{
 
 /// A kind of store call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Call {
+pub enum Call {
+    /// A single put (create-only or not).
     Put,
+    /// The start of a multipart upload.
     MultipartStart,
+    /// One part of a multipart upload.
     Part,
+    /// Completing a multipart upload.
     Complete,
+    /// Aborting a multipart upload.
     Abort,
+    /// A get (whole or ranged).
     Get,
 }
 
 /// What happens to the Nth call of a kind (counted from 1).
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Fault {
+pub enum Fault {
     /// It fails with a store error (a 503 after retries).
     Fail,
     /// It takes this long first.
@@ -40,13 +47,14 @@ struct Ledger {
 
 /// Wraps a store; faults are armed with [`FaultStore::arm`].
 #[derive(Debug, Clone)]
-pub(crate) struct FaultStore {
+pub struct FaultStore {
     inner: Arc<dyn ObjectStore>,
     ledger: Arc<Mutex<Ledger>>,
 }
 
 impl FaultStore {
-    pub(crate) fn new(inner: Arc<dyn ObjectStore>) -> Self {
+    /// Wraps `inner`, with no fault armed.
+    pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
         Self {
             inner,
             ledger: Arc::default(),
@@ -54,12 +62,12 @@ impl FaultStore {
     }
 
     /// The `nth` call of `call` (from 1) meets `fault`.
-    pub(crate) fn arm(&self, call: Call, nth: usize, fault: Fault) {
+    pub fn arm(&self, call: Call, nth: usize, fault: Fault) {
         self.lock().faults.insert((call, nth), fault);
     }
 
     /// How many calls of `call` were made.
-    pub(crate) fn count(&self, call: Call) -> usize {
+    pub fn count(&self, call: Call) -> usize {
         self.lock().counts.get(&call).copied().unwrap_or(0)
     }
 

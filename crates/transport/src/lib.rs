@@ -14,8 +14,8 @@ mod catalog;
 mod digest;
 mod encryption;
 mod error;
-#[cfg(test)]
-mod fault_store;
+#[cfg(any(test, feature = "fault-injection"))]
+pub mod fault_store;
 mod intact;
 mod json_object;
 mod layout;

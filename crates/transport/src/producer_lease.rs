@@ -270,9 +270,8 @@ fn busy(key: &Path, holder: &ProducerLeaseRecord, last_written: DateTime<Utc>) -
         key: key.to_string(),
         host: holder.host.clone(),
         pid: holder.pid,
-        since: holder.acquired_at.to_rfc3339(),
-        expires_at: (last_written + chrono::Duration::seconds(holder.ttl_seconds as i64))
-            .to_rfc3339(),
+        since: holder.acquired_at,
+        expires_at: last_written + chrono::Duration::seconds(holder.ttl_seconds as i64),
     }
 }
 

@@ -13,8 +13,9 @@ use crate::{ActionError, ApiError, ApiToken, AppState};
 
 /// `POST /v1/promote` (token required): promote this secondary. Body (every field optional):
 /// `{"snapshot": "latest" | "<id>", "mode": "failover" | "switchover", "dry_run": false,
-/// "force": false}`. 202 with the promotion id; 409 while one runs, after one succeeded or
-/// while a promotion marker fences the cluster (unless `force`).
+/// "force": false}`. 202 with the promotion id; 409 while one (or an in-place restore) runs,
+/// the body's `running` naming it, after one succeeded or while a promotion marker fences the
+/// cluster (unless `force`).
 pub async fn start(
     State(state): State<AppState>,
     caller: Option<axum::Extension<crate::CallerAddress>>,
@@ -42,6 +43,9 @@ pub async fn start(
         .start_promotion(request.clone())
         .await
         .map_err(|e| match e {
+            ActionError::AlreadyRunning { detail, running } => {
+                ApiError::already_running("promotion_conflict", detail, running)
+            }
             ActionError::Busy(detail) => {
                 ApiError::new(StatusCode::CONFLICT, "promotion_conflict", detail)
             }

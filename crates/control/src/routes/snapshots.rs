@@ -45,7 +45,8 @@ pub async fn get(
 }
 
 /// `POST /v1/snapshots` (token required): take a snapshot now. Body optional:
-/// `{"label": "before upgrade"}`. 202 with the id, 409 when one is already running.
+/// `{"label": "before upgrade"}`. 202 with the id; 409 when one is already running (here, or
+/// in another process holding the producer lease), the body's `running` naming it.
 pub async fn trigger(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -57,13 +58,19 @@ pub async fn trigger(
         etcd_dr_core::validate_label(label)
             .map_err(|detail| ApiError::new(StatusCode::BAD_REQUEST, "bad_label", detail))?;
     }
-    let accepted = state.daemon.trigger_snapshot(request).await.map_err(|e| {
-        if let ActionError::Busy(detail) = e {
-            ApiError::new(StatusCode::CONFLICT, "snapshot_in_progress", detail)
-        } else {
-            ApiError::from(e)
-        }
-    })?;
+    let accepted = state
+        .daemon
+        .trigger_snapshot(request)
+        .await
+        .map_err(|e| match e {
+            ActionError::AlreadyRunning { detail, running } => {
+                ApiError::already_running("snapshot_in_progress", detail, running)
+            }
+            ActionError::Busy(detail) => {
+                ApiError::new(StatusCode::CONFLICT, "snapshot_in_progress", detail)
+            }
+            e => ApiError::from(e),
+        })?;
     tracing::info!(id = %accepted.id, "snapshot triggered through the API");
     let location = format!("/v1/snapshots/{}", accepted.id);
     Ok((

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use etcd_dr_core::{PromotionMode, PromotionRequest};
 use etcd_dr_restore::{
-    progress_lines, Promoter, PromotionRecord, PromotionState, PromotionTracker, StepState,
+    progress_lines, running_activity, running_copy, Promoter, PromotionRecord, PromotionState,
+    PromotionTracker,
 };
 
 use super::{identities, manifest_trust, open_store, shutdown_token};
@@ -105,6 +106,8 @@ pub async fn run_printed(
                 }
             });
             spinner.set_activity(running_activity(&record));
+            // A copy of the snapshot (download, or onto the nodes): bytes, rate and ETA.
+            spinner.set_copy(running_copy(&record).map(|(_, copy)| copy));
             let finished = record.state.is_finished();
             last = Some(record);
             if finished || updates.changed().await.is_err() {
@@ -148,67 +151,4 @@ pub async fn run_printed(
         PromotionState::Succeeded | PromotionState::Planned => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
     })
-}
-
-/// What runs now, for the spinner: each running step with its detail, or with each of its
-/// running nodes and theirs (`restore — cp-1: copying the snapshot (…); cp-2: restoring …`).
-fn running_activity(record: &PromotionRecord) -> Option<String> {
-    let running: Vec<String> = record
-        .steps
-        .iter()
-        .filter(|step| step.progress.state == StepState::Running)
-        .map(|step| {
-            let nodes: Vec<String> = step
-                .nodes
-                .iter()
-                .filter(|node| node.progress.state == StepState::Running)
-                .map(|node| match &node.progress.detail {
-                    Some(detail) => format!("{}: {detail}", node.node),
-                    None => node.node.clone(),
-                })
-                .collect();
-            match (&step.progress.detail, nodes.is_empty()) {
-                (_, false) => format!("{} — {}", step.name.as_str(), nodes.join("; ")),
-                (Some(detail), true) => format!("{} — {detail}", step.name.as_str()),
-                (None, true) => step.name.as_str().to_string(),
-            }
-        })
-        .collect();
-    (!running.is_empty()).then(|| running.join(" | "))
-}
-
-#[cfg(test)]
-mod tests {
-    use etcd_dr_restore::StepName;
-
-    use super::*;
-
-    #[test]
-    fn the_spinner_names_the_running_step_and_each_running_node() {
-        let tracker = PromotionTracker::new(PromotionRecord::new(
-            "r-1".into(),
-            PromotionRequest::default(),
-            "ops@bastion".into(),
-        ));
-        assert_eq!(running_activity(&tracker.snapshot()), None);
-        tracker.start(StepName::Verify, Some("streaming the snapshot back".into()));
-        assert_eq!(
-            running_activity(&tracker.snapshot()).as_deref(),
-            Some("verify — streaming the snapshot back")
-        );
-        tracker.done(StepName::Verify, "checked".to_string());
-        tracker.start(StepName::Restore, None);
-        tracker.add_nodes(StepName::Restore, &["cp-1", "cp-2"]);
-        tracker.node_start(
-            StepName::Restore,
-            "cp-1",
-            "copying the snapshot (512 bytes)",
-        );
-        tracker.node_start(StepName::Restore, "cp-2", "stopping the control plane");
-        tracker.node_done(StepName::Restore, "cp-2", None);
-        assert_eq!(
-            running_activity(&tracker.snapshot()).as_deref(),
-            Some("restore — cp-1: copying the snapshot (512 bytes)")
-        );
-    }
 }

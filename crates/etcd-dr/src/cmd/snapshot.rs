@@ -1,10 +1,11 @@
 //! `etcd-dr snapshot`: one snapshot now.
 
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use etcd_dr_scheduler::SnapshotOutcome;
-use etcd_dr_transport::ShipProgress;
+use etcd_dr_scheduler::{SnapshotError, SnapshotOutcome};
+use etcd_dr_transport::{ShipProgress, TransportError};
 
 use super::{human_bytes, shutdown_token, snapshot_context};
 use crate::progress::{on_terminal, TransferBar};
@@ -25,7 +26,11 @@ fn parse_label(text: &str) -> Result<String, String> {
     etcd_dr_core::validate_label(text).map(|()| text.to_string())
 }
 
-pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
+/// Exit status when another producer holds the producer lease: nothing was written, try again
+/// later (`EX_TEMPFAIL` of sysexits.h), so that scripts can tell "busy" from "failed".
+pub const EXIT_PRODUCER_BUSY: u8 = 75;
+
+pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitCode> {
     let context = snapshot_context(settings)?;
     let cancel = shutdown_token();
     etcd_dr_transport::probe_create_only(&context.store, &context.layout, &cancel)
@@ -41,13 +46,33 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
         .take_snapshot(args.label, false, &progress, &|_| {}, &cancel)
         .await;
     drop(bar);
+    if let Err(SnapshotError::Transport(TransportError::ProducerBusy {
+        key,
+        host,
+        pid,
+        since,
+        expires_at,
+    })) = &outcome
+    {
+        eprintln!(
+            "etcd-dr: no snapshot taken: another snapshot of cluster {} is in progress.\n  \
+             {host} (pid {pid}) holds the producer lease `{key}` since {}.\n  \
+             Nothing was written. Wait for that snapshot to end (`etcd-dr list` shows it once \
+             committed), or, if that producer is gone, run again after {}, when its lease \
+             expires.",
+            context.cluster,
+            since.to_rfc3339(),
+            expires_at.to_rfc3339()
+        );
+        return Ok(ExitCode::from(EXIT_PRODUCER_BUSY));
+    }
     let outcome = outcome?;
     let SnapshotOutcome::Taken(manifest) = outcome else {
         anyhow::bail!("no snapshot was taken");
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&manifest)?);
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     let seconds = manifest.duration_seconds.max(f64::EPSILON);
     println!("snapshot {}", manifest.id);
@@ -72,5 +97,5 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
         "  throughput  {}/s",
         human_bytes((manifest.raw.size as f64 / seconds) as u64)
     );
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use etcd_dr_control::{
     ActionError, Activity, DaemonStatus, InFlight, LastError, Metrics, PromotionAccepted,
-    SnapshotAccepted, SnapshotRequest, Trigger,
+    RunningKind, RunningWork, SnapshotAccepted, SnapshotRequest, Trigger,
 };
 use etcd_dr_core::{PromotionRecord, PromotionRequest, SnapshotId, SnapshotManifest};
 use etcd_dr_scheduler::SnapshotContext;
@@ -49,6 +49,8 @@ pub struct DaemonState {
     /// Held while a snapshot runs: the schedule and `POST /v1/snapshots` take it, so there are
     /// never two snapshots at once.
     pub snapshot_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The snapshot run holding the lock (its start, trigger and id), for the 409's body.
+    snapshot_run: Mutex<Option<(RunningWork, Trigger)>>,
     /// The one metrics registry.
     pub metrics: Metrics,
     /// The store.
@@ -100,6 +102,7 @@ impl DaemonState {
             status: Mutex::new(status),
             progress: Arc::new(ShipProgress::default()),
             snapshot_lock: Arc::new(tokio::sync::Mutex::new(())),
+            snapshot_run: Mutex::new(None),
             metrics,
             store,
             layout,
@@ -157,6 +160,71 @@ impl DaemonState {
             status.fenced = Some(reason.is_some());
             status.fenced_reason = reason;
         });
+    }
+
+    fn lock_snapshot_run(&self) -> MutexGuard<'_, Option<(RunningWork, Trigger)>> {
+        self.snapshot_run
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A snapshot run (snapshot, then retention) started under the snapshot lock.
+    pub fn snapshot_run_started(&self, trigger: Trigger) {
+        let running = RunningWork {
+            kind: RunningKind::Snapshot,
+            id: None,
+            since: Utc::now(),
+            holder: None,
+        };
+        *self.lock_snapshot_run() = Some((running, trigger));
+    }
+
+    /// The running snapshot's attempt has its id (a failover to another member gives a new one).
+    pub fn snapshot_run_attempt(&self, id: &SnapshotId) {
+        if let Some((running, _)) = self.lock_snapshot_run().as_mut() {
+            running.id = Some(id.to_string());
+        }
+    }
+
+    /// The snapshot run ended (retention included).
+    pub fn snapshot_run_ended(&self) {
+        *self.lock_snapshot_run() = None;
+    }
+
+    /// Why `POST /v1/snapshots` cannot start one now: the run that holds the snapshot lock.
+    fn snapshot_busy(&self) -> ActionError {
+        let run = self.lock_snapshot_run().clone();
+        let (running, detail) = match run {
+            Some((running, trigger)) => {
+                let what = match &running.id {
+                    Some(id) => format!("snapshot {id}"),
+                    None => "a snapshot (its id not known yet: etcd is being surveyed)".into(),
+                };
+                let by = match trigger {
+                    Trigger::Schedule => "on the schedule",
+                    Trigger::Api => "through the API",
+                };
+                let detail = format!(
+                    "{what}, started {by}, is running since {}; see in_flight in /v1/status and try again once it ended",
+                    running.since.to_rfc3339()
+                );
+                (running, detail)
+            }
+            // The lock was taken an instant ago and the run has not said so yet.
+            None => (
+                RunningWork {
+                    kind: RunningKind::Snapshot,
+                    id: None,
+                    since: Utc::now(),
+                    holder: None,
+                },
+                "a snapshot is starting; see in_flight in /v1/status".to_string(),
+            ),
+        };
+        ActionError::AlreadyRunning {
+            detail,
+            running: Box::new(running),
+        }
     }
 
     /// Marks the start of a snapshot or verification: counters reset, status shows it.
@@ -277,9 +345,11 @@ impl etcd_dr_control::Daemon for DaemonHandle {
                 "fenced: {reason}; this primary no longer ships snapshots"
             )));
         }
-        let guard = state.snapshot_lock.clone().try_lock_owned().map_err(|_| {
-            ActionError::Busy("a snapshot is already running; see in_flight in /v1/status".into())
-        })?;
+        let guard = state
+            .snapshot_lock
+            .clone()
+            .try_lock_owned()
+            .map_err(|_| state.snapshot_busy())?;
         let (id_tx, id_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             primary::snapshot_cycle(&state, Trigger::Api, request.label, false, Some(id_tx)).await;
@@ -287,7 +357,7 @@ impl etcd_dr_control::Daemon for DaemonHandle {
         });
         match tokio::time::timeout(TRIGGER_ID_WAIT, id_rx).await {
             Ok(Ok(Ok(id))) => Ok(SnapshotAccepted { id }),
-            Ok(Ok(Err(message))) => Err(ActionError::Failed(message)),
+            Ok(Ok(Err(refusal))) => Err(refusal),
             Ok(Err(_)) => Err(ActionError::Failed(
                 "the snapshot ended before it had an id (shutting down?)".into(),
             )),

@@ -5,7 +5,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::Utc;
-use etcd_dr_control::{Activity, ScheduleStatus, SnapshotSummary, Trigger};
+use etcd_dr_control::{
+    ActionError, Activity, RunningKind, RunningWork, ScheduleStatus, SnapshotSummary, Trigger,
+};
 use etcd_dr_core::SnapshotId;
 use etcd_dr_scheduler::{Schedule, SnapshotError, SnapshotOutcome};
 use etcd_dr_transport::{apply_retention, list_snapshots, plan_verified_retention, TransportError};
@@ -14,7 +16,7 @@ use tokio::sync::oneshot;
 use super::DaemonState;
 
 /// Tells `POST /v1/snapshots` the id of the snapshot it started, or why none started.
-pub type IdSender = oneshot::Sender<Result<SnapshotId, String>>;
+pub type IdSender = oneshot::Sender<Result<SnapshotId, ActionError>>;
 
 /// The expected time between two runs of `schedule`, for the lag alert.
 pub fn expected_interval(schedule: &Schedule) -> Duration {
@@ -75,8 +77,22 @@ pub async fn run(state: &DaemonState, schedule: &Schedule) {
 }
 
 /// One snapshot (the caller holds the snapshot lock), then retention and a fresh count.
-/// Returns the id of the snapshot it committed. A fenced primary takes none.
+/// Returns the id of the snapshot it committed. A fenced primary takes none. While it runs,
+/// `POST /v1/snapshots` answers 409 naming it.
 pub async fn snapshot_cycle(
+    state: &DaemonState,
+    trigger: Trigger,
+    label: Option<String>,
+    skip_unchanged: bool,
+    id_sender: Option<IdSender>,
+) -> Option<SnapshotId> {
+    state.snapshot_run_started(trigger);
+    let taken = snapshot_and_prune(state, trigger, label, skip_unchanged, id_sender).await;
+    state.snapshot_run_ended();
+    taken
+}
+
+async fn snapshot_and_prune(
     state: &DaemonState,
     trigger: Trigger,
     label: Option<String>,
@@ -89,14 +105,16 @@ pub async fn snapshot_cycle(
     if let Some(reason) = state.fenced_reason() {
         tracing::info!(%reason, "fenced: no snapshot is shipped into this prefix");
         if let Some(sender) = id_sender {
-            let _ = sender.send(Err(format!("fenced: {reason}")));
+            let _ = sender.send(Err(ActionError::Unsupported(format!(
+                "fenced: {reason}; this primary no longer ships snapshots"
+            ))));
         }
         return None;
     }
     let cancel = &state.cancel;
     state.begin(Activity::Snapshot, trigger, None);
     let id_sender = Mutex::new(id_sender);
-    let send_id = |result: Result<SnapshotId, String>| {
+    let send_id = |result: Result<SnapshotId, ActionError>| {
         if let Some(sender) = id_sender
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -106,6 +124,7 @@ pub async fn snapshot_cycle(
         }
     };
     let on_attempt = |id: &SnapshotId| {
+        state.snapshot_run_attempt(id);
         state.update(|status| {
             if let Some(in_flight) = &mut status.in_flight {
                 in_flight.id = Some(id.clone());
@@ -139,18 +158,34 @@ pub async fn snapshot_cycle(
             tracing::info!(revision, newest = %newest, "revision unchanged since the newest snapshot; skipped");
             state.metrics.snapshot_unchanged();
             state.cycle_succeeded();
-            send_id(Err(format!(
+            send_id(Err(ActionError::Failed(format!(
                 "etcd's revision {revision} is that of snapshot {newest}; nothing to take"
-            )));
+            ))));
             return None;
         }
-        Err(error @ SnapshotError::Transport(TransportError::ProducerBusy { .. })) => {
+        Err(
+            ref error @ SnapshotError::Transport(TransportError::ProducerBusy {
+                ref host,
+                pid,
+                since,
+                ..
+            }),
+        ) => {
             // Another producer (a CLI run, a second daemon) is shipping into this prefix: this
             // run refuses without writing anything; not a failure of this daemon.
             tracing::warn!(%error, trigger = ?trigger, "snapshot skipped");
             state.metrics.snapshot_skipped_busy();
             state.note_error(format!("snapshot skipped: {error}"));
-            send_id(Err(format!("snapshot skipped: {error}")));
+            let running = RunningWork {
+                kind: RunningKind::OtherProducer,
+                id: None,
+                since,
+                holder: Some(format!("{host} (pid {pid})")),
+            };
+            send_id(Err(ActionError::AlreadyRunning {
+                detail: format!("snapshot skipped: {error}"),
+                running: Box::new(running),
+            }));
             return None;
         }
         Err(SnapshotError::Transport(TransportError::AlreadyExists { id, .. })) => {
@@ -158,21 +193,23 @@ pub async fn snapshot_cycle(
             tracing::info!(%id, "another producer committed this snapshot first; nothing was replaced");
             state.metrics.snapshot_unchanged();
             state.cycle_succeeded();
-            send_id(Err(format!(
+            send_id(Err(ActionError::Failed(format!(
                 "snapshot {id} already exists; nothing was replaced"
-            )));
+            ))));
             return None;
         }
         Err(error) if cancel.is_cancelled() => {
             tracing::info!(%error, "snapshot interrupted by shutdown; its upload was aborted");
-            send_id(Err("shutting down".into()));
+            send_id(Err(ActionError::Unavailable("shutting down".into())));
             return None;
         }
         Err(error) => {
             tracing::error!(%error, trigger = ?trigger, "snapshot failed");
             state.metrics.snapshot_failed();
             state.cycle_failed(format!("snapshot failed: {error}"));
-            send_id(Err(format!("snapshot failed: {error}")));
+            send_id(Err(ActionError::Failed(format!(
+                "snapshot failed: {error}"
+            ))));
             return None;
         }
     }

@@ -1,6 +1,7 @@
-//! The daemon's log of long runs: a snapshot or verification still running after
-//! [`PROGRESS_LOG_INTERVAL`] is logged with its bytes, rate and ETA, then again every interval,
-//! so that a journal shows a multi-GB transfer moving (short runs log only their result).
+//! The daemon's log of long runs: a snapshot, verification or promotion step still running after
+//! [`PROGRESS_LOG_INTERVAL`] is logged with what it does (bytes, rate and ETA of a copy), then
+//! again every interval, so that a journal shows a multi-GB transfer moving (short runs log only
+//! their result).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -8,6 +9,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use etcd_dr_control::{Activity, InFlight};
+use etcd_dr_core::{PromotionMode, PromotionRecord, StepState};
+use etcd_dr_restore::{running_activity, running_transfer};
 
 use super::DaemonState;
 use crate::cmd::human_bytes;
@@ -98,9 +101,40 @@ pub fn progress_line(in_flight: &InFlight, expected_raw: u64, now: DateTime<Utc>
     line
 }
 
+/// What a progress line says about a promotion's running step, and when that step started:
+/// `promotion p-… running 2m: restore — cp1: copying the snapshot (…); restore copy: 1.2 GiB
+/// of 4.0 GiB (30 %), 13.6 MiB/s, about 3m 40s left`. `None` unless a step runs.
+pub fn promotion_line(
+    record: &PromotionRecord,
+    now: DateTime<Utc>,
+) -> Option<(DateTime<Utc>, String)> {
+    let step_started = record
+        .steps
+        .iter()
+        .filter(|step| step.progress.state == StepState::Running)
+        .find_map(|step| step.progress.started_at)?;
+    let activity = running_activity(record)?;
+    let age = (now - record.started_at).to_std().unwrap_or_default();
+    let what = if record.request.mode == PromotionMode::InPlace {
+        "restore"
+    } else {
+        "promotion"
+    };
+    let mut line = format!(
+        "{what} {} running {}: {activity}",
+        record.id,
+        humantime::format_duration(Duration::from_secs(age.as_secs()))
+    );
+    if let Some(copy) = running_transfer(record, now) {
+        line.push_str(&format!("; {copy}"));
+    }
+    Some((step_started, line))
+}
+
 /// Logs long runs until shutdown.
 pub async fn run(state: Arc<DaemonState>) {
     let mut cadence = ProgressLogCadence::new(PROGRESS_LOG_INTERVAL);
+    let mut promotion_cadence = ProgressLogCadence::new(PROGRESS_LOG_INTERVAL);
     let mut looks = tokio::time::interval(LOOK_INTERVAL);
     looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -108,6 +142,15 @@ pub async fn run(state: Arc<DaemonState>) {
             biased;
             _ = state.cancel.cancelled() => return,
             _ = looks.tick() => {}
+        }
+        if let Some(record) = state.promotions.record() {
+            let now = Utc::now();
+            if let Some((step_started, line)) = promotion_line(&record, now) {
+                // Each long step is logged once it is an interval old, then every interval.
+                if promotion_cadence.due(step_started, now) {
+                    tracing::info!(promotion = %record.id, "{line}");
+                }
+            }
         }
         let Some(mut in_flight) = state.update(|status| status.in_flight.clone()) else {
             continue;
@@ -182,6 +225,41 @@ mod tests {
             raw_bytes: raw,
             stored_bytes: stored,
         }
+    }
+
+    #[test]
+    fn a_promotion_line_says_the_step_and_its_copy() {
+        use etcd_dr_core::{PromotionRequest, StepName, TransferProgress};
+        use etcd_dr_restore::{record_transfer, PromotionTracker};
+        const MIB: u64 = 1024 * 1024;
+        let tracker = PromotionTracker::new(PromotionRecord::new(
+            "p-20261201T120000Z-1a2b".into(),
+            PromotionRequest::default(),
+            "ops@b".into(),
+        ));
+        assert!(promotion_line(&tracker.snapshot(), Utc::now()).is_none());
+        tracker.start(StepName::Restore, None);
+        tracker.node_start(
+            StepName::Restore,
+            "cp1",
+            "copying the snapshot (2400 bytes)",
+        );
+        let record = tracker.snapshot();
+        let step_started = record.step(StepName::Restore).progress.started_at.unwrap();
+        let copy = TransferProgress {
+            done_bytes: 600 * MIB,
+            total_bytes: 2400 * MIB,
+            started_at: record.started_at,
+        };
+        tracker.update(|r| record_transfer(r, StepName::Restore, Some("cp1"), copy));
+        let now = record.started_at + chrono::Duration::seconds(60);
+        let (started, line) = promotion_line(&tracker.snapshot(), now).unwrap();
+        assert_eq!(started, step_started);
+        assert_eq!(
+            line,
+            "promotion p-20261201T120000Z-1a2b running 1m: restore — cp1: copying the snapshot \
+             (2400 bytes); restore copy: 600.0 MiB of 2.3 GiB (25 %), 10.0 MiB/s, about 3m 0s left"
+        );
     }
 
     #[test]

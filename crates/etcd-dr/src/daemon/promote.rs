@@ -3,9 +3,12 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use etcd_dr_control::{ActionError, PromotionAccepted, PromotionSummary};
+use chrono::{DateTime, Utc};
+use etcd_dr_control::{ActionError, PromotionAccepted, PromotionSummary, RunningKind, RunningWork};
 use etcd_dr_core::{PromotionMode, PromotionRecord, PromotionRequest};
-use etcd_dr_restore::{admit, AdmissionError, Promoter, PromotionState, PromotionTracker};
+use etcd_dr_restore::{
+    admit, AdmissionError, LockHolder, Promoter, PromotionState, PromotionTracker,
+};
 use etcd_dr_transport::SnapshotSelector;
 use tokio::task::JoinHandle;
 
@@ -94,7 +97,8 @@ pub async fn start(
     if !request.dry_run && !request.force {
         match admit(&state.store, &state.layout, &request).await {
             Ok(_) => {}
-            Err(error @ (AdmissionError::Fenced { .. } | AdmissionError::Locked { .. })) => {
+            Err(AdmissionError::Locked { holder }) => return Err(lock_held(holder)),
+            Err(error @ AdmissionError::Fenced { .. }) => {
                 return Err(ActionError::Busy(error.to_string()))
             }
             Err(AdmissionError::Store(error)) => {
@@ -107,10 +111,20 @@ pub async fn start(
         let record = tracker.snapshot();
         match record.state {
             PromotionState::Running => {
-                return Err(ActionError::Busy(format!(
-                    "promotion {} is running; follow it with GET /v1/promote",
-                    record.id
-                )))
+                return Err(ActionError::AlreadyRunning {
+                    detail: format!(
+                        "promotion {} (asked by {}) is running since {}; follow it with GET /v1/promote",
+                        record.id,
+                        record.requested_by,
+                        record.started_at.to_rfc3339()
+                    ),
+                    running: Box::new(RunningWork {
+                        kind: RunningKind::Promotion,
+                        id: Some(record.id),
+                        since: record.started_at,
+                        holder: Some(record.requested_by),
+                    }),
+                })
             }
             PromotionState::Succeeded if !request.force && !request.dry_run => {
                 return Err(ActionError::Busy(format!(
@@ -132,4 +146,29 @@ pub async fn start(
     };
     *current = Some((tracker, handle));
     Ok(PromotionAccepted { id })
+}
+
+/// A restore or promotion (of this or another process) holds the restore lock: a 409 naming it.
+fn lock_held(holder: LockHolder) -> ActionError {
+    let detail = AdmissionError::Locked {
+        holder: holder.clone(),
+    }
+    .to_string();
+    let Ok(since) = holder.locked_at.parse::<DateTime<Utc>>() else {
+        return ActionError::Busy(detail);
+    };
+    let kind = if holder.mode == PromotionMode::InPlace.as_str() {
+        RunningKind::Restore
+    } else {
+        RunningKind::Promotion
+    };
+    ActionError::AlreadyRunning {
+        detail,
+        running: Box::new(RunningWork {
+            kind,
+            id: Some(holder.promotion_id),
+            since,
+            holder: Some(holder.requested_by),
+        }),
+    }
 }

@@ -162,6 +162,7 @@ impl Promoter {
     ) -> Result<LocalSnapshot, PromoteError> {
         let step = StepName::Verify;
         tracker.start(step, None);
+        let download = tracker.watch_transfer(step, None, manifest.raw.size);
         let local = local_snapshot(
             &self.store,
             &self.layout,
@@ -169,9 +170,12 @@ impl Promoter {
             &self.identities,
             self.prestage_dir.as_deref(),
             &self.config.work_dir,
+            download.counter(),
             cancel,
         )
-        .await?;
+        .await;
+        drop(download);
+        let local = local?;
         tracker.done(
             step,
             format!(

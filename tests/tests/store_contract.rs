@@ -1,0 +1,433 @@
+//! The store contract the transport relies on, as one suite run against every store it meets:
+//! a local directory (the product's own client, fsync on), S3 on moto, and the fault-injecting
+//! wrapper (over a local directory) that fails calls on purpose. Each scenario is a function
+//! taking the store; `on_every_store!` makes one test per scenario and store
+//! (`<scenario>::local`, `::s3`, `::faulty`), as object_store's shared backend tests do.
+//!
+//! The contract: a manifest is committed once and never replaced (create-only), each attempt
+//! writes into its own folder and removes only that, a listing orders snapshots by revision
+//! (never by the producer's clock) and shows a folder without a manifest as incomplete only,
+//! retention deletes manifests first and keeps the newest snapshot that reads back intact.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, TimeZone, Utc};
+use etcd_dr_core::{
+    Compression, EtcdClusterInfo, ObjectDigest, Producer, SnapshotId, SnapshotManifest,
+    StoredObject, MANIFEST_FORMAT_VERSION,
+};
+use etcd_dr_e2e::s3::{ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+use etcd_dr_e2e::MotoServer;
+use etcd_dr_transport::fault_store::{Call, Fault, FaultStore};
+use etcd_dr_transport::{
+    apply_retention, commit_manifest, delete_uncommitted, list_snapshots, plan_verified_retention,
+    read_manifest, upload_object, AttemptToken, ManifestTrust, RetentionConfig, ShipProgress,
+    SigningConfig, SnapshotLayout, StoreConfig, TransportError, UploadOptions, DATA_OBJECT_NAME,
+};
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::{ObjectStore, ObjectStoreExt};
+use tokio_util::sync::CancellationToken;
+
+macro_rules! on_every_store {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            use super::Kind;
+
+            #[test]
+            fn local() {
+                super::run(Kind::Local, super::$scenario)
+            }
+
+            #[test]
+            fn s3() {
+                super::run(Kind::S3, super::$scenario)
+            }
+
+            #[test]
+            fn faulty() {
+                super::run(Kind::Faulty, super::$scenario)
+            }
+        }
+    )*};
+}
+
+on_every_store!(
+    a_manifest_is_committed_once,
+    attempts_write_and_remove_only_their_own_folder,
+    a_listing_orders_by_revision_and_hides_folders_without_a_manifest,
+    retention_deletes_manifests_first_and_keeps_the_newest_intact,
+);
+
+/// Which store a scenario runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Local,
+    S3,
+    Faulty,
+}
+
+/// A store under test and what keeps it alive.
+struct Store {
+    store: Arc<dyn ObjectStore>,
+    /// The wrapper, to arm faults with (the `faulty` store only).
+    faults: Option<FaultStore>,
+    layout: SnapshotLayout,
+    trust: ManifestTrust,
+    _dir: Option<tempfile::TempDir>,
+    _moto: Option<MotoServer>,
+}
+
+impl Store {
+    /// Arms `fault` on the next call of `call`, on the faulty store; false elsewhere.
+    fn arm_next(&self, call: Call, fault: Fault) -> bool {
+        match &self.faults {
+            Some(faults) => {
+                faults.arm(call, faults.count(call) + 1, fault);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+fn local_store(dir: &std::path::Path) -> Arc<dyn ObjectStore> {
+    StoreConfig::local(dir)
+        .build()
+        .expect("the local store opens")
+}
+
+fn open(kind: Kind) -> Store {
+    let (store, faults, dir, moto) = match kind {
+        Kind::Local => {
+            let dir = tempfile::tempdir().unwrap();
+            (local_store(dir.path()), None, Some(dir), None)
+        }
+        Kind::Faulty => {
+            let dir = tempfile::tempdir().unwrap();
+            let faults = FaultStore::new(local_store(dir.path()));
+            let store: Arc<dyn ObjectStore> = Arc::new(faults.clone());
+            (store, Some(faults), Some(dir), None)
+        }
+        Kind::S3 => {
+            let moto = MotoServer::with_bucket("contract");
+            let store: Arc<dyn ObjectStore> = Arc::new(
+                AmazonS3Builder::new()
+                    .with_bucket_name("contract")
+                    .with_endpoint(moto.endpoint())
+                    .with_allow_http(true)
+                    .with_region("us-east-1")
+                    .with_access_key_id(ACCESS_KEY_ID)
+                    .with_secret_access_key(SECRET_ACCESS_KEY)
+                    .build()
+                    .unwrap(),
+            );
+            (store, None, None, Some(moto))
+        }
+    };
+    let unsigned = SigningConfig {
+        allow_unsigned: true,
+        ..SigningConfig::default()
+    };
+    Store {
+        store,
+        faults,
+        layout: SnapshotLayout::new("dr", "prod").unwrap(),
+        trust: ManifestTrust::new("prod", &unsigned, None, false).unwrap(),
+        _dir: dir,
+        _moto: moto,
+    }
+}
+
+fn run(kind: Kind, scenario: fn(Store)) {
+    scenario(open(kind));
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+fn at(minute: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, 1, 12, minute, 0).unwrap()
+}
+
+/// A manifest of snapshot (`created_at`, `revision`) naming `stored`.
+fn manifest(created_at: DateTime<Utc>, revision: i64, stored: StoredObject) -> SnapshotManifest {
+    SnapshotManifest {
+        format_version: MANIFEST_FORMAT_VERSION,
+        id: SnapshotId::new(created_at, revision),
+        cluster: "prod".into(),
+        label: None,
+        etcd: EtcdClusterInfo {
+            cluster_id: "cdf818194e3a8c32".into(),
+            version: "3.5.16".into(),
+            revision,
+            raft_index: 10,
+            raft_term: 2,
+            source_endpoint: "http://127.0.0.1:2379".into(),
+            source_member_id: "8e9e05c52164694d".into(),
+            members: vec![],
+        },
+        raw: ObjectDigest {
+            size: stored.size,
+            sha256: "ab".repeat(32),
+        },
+        etcd_sha256: "cd".repeat(32),
+        stored,
+        created_at,
+        completed_at: created_at + chrono::Duration::seconds(2),
+        duration_seconds: 2.0,
+        producer: Producer {
+            tool: "etcd-dr contract".into(),
+            host: "bastion".into(),
+        },
+        nodes: vec![],
+        signature: None,
+        kubernetes: None,
+    }
+}
+
+/// Uploads `content` as the data object of `attempt` at `id` (zstd, multipart), as a snapshot
+/// run does, and returns the object as a manifest names it.
+async fn upload(
+    store: &Store,
+    id: &SnapshotId,
+    attempt: &AttemptToken,
+    content: &[u8],
+) -> StoredObject {
+    let name = attempt.object_name(&format!("{DATA_OBJECT_NAME}.zst"));
+    let chunks = futures::stream::iter(
+        content
+            .chunks(64 * 1024)
+            .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>(),
+    );
+    let uploaded = upload_object(
+        &store.store,
+        &store.layout.object_path(id, &name),
+        &name,
+        chunks,
+        &UploadOptions::default(),
+        &ShipProgress::default(),
+        &CancellationToken::new(),
+    )
+    .await
+    .expect("upload");
+    uploaded.stored
+}
+
+fn placeholder_object() -> StoredObject {
+    StoredObject {
+        name: format!("0123456789abcdef/{DATA_OBJECT_NAME}.zst"),
+        size: 900,
+        sha256: "ef".repeat(32),
+        compression: Compression::Zstd { level: 3 },
+        encryption: None,
+    }
+}
+
+/// Every key under the cluster's snapshots, sorted.
+async fn keys(store: &Store) -> Vec<String> {
+    let mut keys: Vec<String> = store
+        .store
+        .list(Some(store.layout.snapshots_prefix()))
+        .map_ok(|meta| meta.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    keys.sort();
+    keys
+}
+
+fn a_manifest_is_committed_once(store: Store) {
+    block_on(async {
+        let cancel = CancellationToken::new();
+        let mut first = manifest(at(0), 10, placeholder_object());
+        // A commit whose put fails leaves nothing a reader sees; committing again works.
+        if store.arm_next(Call::Put, Fault::Fail) {
+            let error = commit_manifest(&store.store, &store.layout, None, &mut first.clone())
+                .await
+                .unwrap_err();
+            assert!(matches!(error, TransportError::Store { .. }), "{error}");
+            let catalog = list_snapshots(&store.store, &store.layout, &store.trust, &cancel)
+                .await
+                .unwrap();
+            assert!(catalog.snapshots.is_empty() && catalog.incomplete.is_empty());
+        }
+        commit_manifest(&store.store, &store.layout, None, &mut first)
+            .await
+            .unwrap();
+        // A second producer's manifest of the same id is refused, and the first stays.
+        let mut second = first.clone();
+        second.producer.host = "other-bastion".into();
+        second.raw.sha256 = "00".repeat(32);
+        let error = commit_manifest(&store.store, &store.layout, None, &mut second)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, TransportError::AlreadyExists { id, .. } if *id == first.id),
+            "{error}"
+        );
+        let read = read_manifest(&store.store, &store.layout, &store.trust, &first.id)
+            .await
+            .unwrap();
+        assert_eq!(read, first);
+    });
+}
+
+fn attempts_write_and_remove_only_their_own_folder(store: Store) {
+    block_on(async {
+        let cancel = CancellationToken::new();
+        let id = SnapshotId::new(at(0), 42);
+        let (winner, loser) = (AttemptToken::random(), AttemptToken::random());
+        let winner_object = upload(&store, &id, &winner, &[1u8; 300_000]).await;
+        let loser_object = upload(&store, &id, &loser, &[2u8; 200_000]).await;
+        assert_ne!(winner_object.name, loser_object.name);
+        assert_eq!(keys(&store).await.len(), 2, "{:?}", keys(&store).await);
+
+        // An upload whose part fails is aborted: it leaves no object.
+        let failed = AttemptToken::random();
+        if store.arm_next(Call::Part, Fault::Fail) {
+            let name = failed.object_name(DATA_OBJECT_NAME);
+            let chunks = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(vec![
+                    3u8;
+                    100_000
+                ]))]);
+            let error = upload_object(
+                &store.store,
+                &store.layout.object_path(&id, &name),
+                &name,
+                chunks,
+                &UploadOptions::default(),
+                &ShipProgress::default(),
+                &cancel,
+            )
+            .await
+            .unwrap_err();
+            assert!(!error.to_string().is_empty());
+            assert_eq!(keys(&store).await.len(), 2, "{:?}", keys(&store).await);
+        }
+
+        // Before any commit, an attempt removes its own folder and nothing else.
+        assert_eq!(
+            delete_uncommitted(&store.store, &store.layout, &id, &loser, &cancel)
+                .await
+                .unwrap(),
+            1
+        );
+        let left = keys(&store).await;
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0].contains(winner.as_str()), "{left:?}");
+
+        // Committed: no attempt removes anything any more.
+        let mut committed = manifest(at(0), 42, winner_object);
+        commit_manifest(&store.store, &store.layout, None, &mut committed)
+            .await
+            .unwrap();
+        assert_eq!(
+            delete_uncommitted(&store.store, &store.layout, &id, &winner, &cancel)
+                .await
+                .unwrap(),
+            0
+        );
+        etcd_dr_transport::check_stored_objects(&store.store, &store.layout, &committed, &cancel)
+            .await
+            .expect("the committed object reads back as its manifest says");
+    });
+}
+
+fn a_listing_orders_by_revision_and_hides_folders_without_a_manifest(store: Store) {
+    block_on(async {
+        let cancel = CancellationToken::new();
+        // Producer clocks disagree: the later revision has the earlier time.
+        for (minute, revision) in [(30, 100), (10, 300), (20, 200)] {
+            let mut m = manifest(at(minute), revision, placeholder_object());
+            commit_manifest(&store.store, &store.layout, None, &mut m)
+                .await
+                .unwrap();
+        }
+        // An upload that never committed.
+        let orphan = SnapshotId::new(at(40), 400);
+        upload(&store, &orphan, &AttemptToken::random(), b"never committed").await;
+
+        let catalog = list_snapshots(&store.store, &store.layout, &store.trust, &cancel)
+            .await
+            .unwrap();
+        let revisions: Vec<i64> = catalog.snapshots.iter().map(|m| m.etcd.revision).collect();
+        assert_eq!(revisions, [100, 200, 300], "oldest first, by revision");
+        assert_eq!(catalog.newest().unwrap().etcd.revision, 300);
+        assert_eq!(catalog.incomplete.len(), 1);
+        assert_eq!(catalog.incomplete[0].id, orphan);
+    });
+}
+
+fn retention_deletes_manifests_first_and_keeps_the_newest_intact(store: Store) {
+    block_on(async {
+        let cancel = CancellationToken::new();
+        let mut committed = Vec::new();
+        for (minute, revision) in [(0, 10), (10, 20), (20, 30)] {
+            let id = SnapshotId::new(at(minute), revision);
+            let object = upload(
+                &store,
+                &id,
+                &AttemptToken::random(),
+                &[revision as u8; 50_000],
+            )
+            .await;
+            let mut m = manifest(at(minute), revision, object);
+            commit_manifest(&store.store, &store.layout, None, &mut m)
+                .await
+                .unwrap();
+            committed.push(m);
+        }
+        // The newest one is corrupt: its data object is gone.
+        let newest = &committed[2];
+        store
+            .store
+            .delete(&store.layout.object_path(&newest.id, &newest.stored.name))
+            .await
+            .unwrap();
+
+        let policy = RetentionConfig {
+            keep_last: Some(1),
+            ..RetentionConfig::default()
+        };
+        let catalog = list_snapshots(&store.store, &store.layout, &store.trust, &cancel)
+            .await
+            .unwrap();
+        let (plan, check) = plan_verified_retention(
+            &store.store,
+            &store.layout,
+            &catalog,
+            &policy,
+            Utc::now(),
+            &cancel,
+        )
+        .await
+        .unwrap();
+        // The newest intact one (revision 20) stays beside the corrupt newest; the oldest goes.
+        assert_eq!(check.newest_intact.as_ref(), Some(&committed[1].id));
+        assert_eq!(plan.expired, [committed[0].id.clone()]);
+
+        apply_retention(&store.store, &store.layout, &plan, &cancel)
+            .await
+            .unwrap();
+        let after = list_snapshots(&store.store, &store.layout, &store.trust, &cancel)
+            .await
+            .unwrap();
+        let revisions: Vec<i64> = after.snapshots.iter().map(|m| m.etcd.revision).collect();
+        assert_eq!(revisions, [20, 30]);
+        assert!(after.incomplete.is_empty(), "{:?}", after.incomplete);
+        let gone = store.layout.snapshot_dir(&committed[0].id);
+        let left: Vec<String> = keys(&store).await;
+        assert!(
+            !left.iter().any(|k| k.starts_with(gone.as_ref())),
+            "{left:?}"
+        );
+    });
+}
