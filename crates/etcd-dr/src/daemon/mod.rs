@@ -203,6 +203,7 @@ impl DaemonState {
                 let by = match trigger {
                     Trigger::Schedule => "on the schedule",
                     Trigger::Api => "through the API",
+                    Trigger::Replication => "for a new replication generation",
                 };
                 let detail = format!(
                     "{what}, started {by}, is running since {}; see in_flight in /v1/status and try again once it ended",
