@@ -208,8 +208,11 @@ pub async fn run(state: Arc<DaemonState>) -> anyhow::Result<()> {
 }
 
 /// Removes replication generations wholly older than the oldest kept snapshot (after snapshot
-/// retention, from its catalog).
+/// retention, from its catalog). Only with replication on: without it, no store call.
 pub async fn prune_segments(state: &DaemonState, kept: &[SnapshotManifest]) -> anyhow::Result<()> {
+    if !state.settings.replication.enabled {
+        return Ok(());
+    }
     let Some(oldest_kept) = kept.iter().map(|m| m.etcd.revision).min() else {
         return Ok(());
     };
