@@ -1,7 +1,8 @@
 //! Control-plane nodes on this machine: each its own host name (UTS namespace), its own
-//! `/etc/kubernetes`, `/var/lib/etcd` and `/var/lib/kubelet` (bind mounts in a private mount
-//! namespace), its own real `sshd` on its own loopback address (`127.0.0.1N`), reached through
-//! a generated ssh config file with a generated key. Needs root.
+//! `/etc/kubernetes`, `/var/lib/etcd`, `/var/lib/kubelet` and `/etc/hosts` (bind mounts in a
+//! private mount namespace; the hosts file starts as a copy of this machine's), its own real
+//! `sshd` on its own loopback address (`127.0.0.1N`), reached through a generated ssh config
+//! file with a generated key. Needs root.
 //!
 //! Anything started inside a node (through its sshd, or with [`ControlPlaneNodes::spawn_in`])
 //! lives in that node's namespaces and sees that node's files. Everything the harness starts is
@@ -54,6 +55,11 @@ impl TestNode {
     /// Pid of the node's sshd (inside its namespaces), while it runs.
     pub fn sshd_pid(&self) -> Option<u32> {
         self.sshd.as_ref().map(Child::id)
+    }
+
+    /// Host-side path of the node's own `/etc/hosts`.
+    pub fn hosts_file(&self) -> PathBuf {
+        self.root.join("etc-hosts")
     }
 
     /// sshd's log.
@@ -123,6 +129,8 @@ impl ControlPlaneNodes {
                 let dir = root.join(mount.trim_start_matches('/').replace('/', "-"));
                 std::fs::create_dir_all(&dir).expect("node dir");
             }
+            let hosts = std::fs::read("/etc/hosts").unwrap_or_default();
+            std::fs::write(root.join("etc-hosts"), hosts).expect("node hosts file");
             let sshd_config = root.join("sshd_config");
             std::fs::write(
                 &sshd_config,
@@ -198,6 +206,10 @@ impl ControlPlaneNodes {
                 crate::nodes::sh_quote(&dir.display().to_string())
             ));
         }
+        script.push_str(&format!(
+            "mount --bind {} /etc/hosts\n",
+            crate::nodes::sh_quote(&node.hosts_file().display().to_string())
+        ));
         script.push_str(&format!(
             "exec {} -D -e -f {}\n",
             tools().sshd.display(),

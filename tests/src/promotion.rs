@@ -61,6 +61,15 @@ pub fn primary_of_version(host: &str, version: EtcdVersion) -> Primary {
 /// into `<store>/bucket` with encrypted node bundles taken from `secondary`'s nodes; returns
 /// the identity file too.
 pub fn primary_with_bundles(secondary: &SshSecondary) -> (Primary, PathBuf) {
+    primary_with_bundles_and_objects(secondary, &[])
+}
+
+/// [`primary_with_bundles`] whose etcd also holds `objects` (key, value) when the snapshot is
+/// taken (a recorded cluster shape, with [`crate::k8s_fixtures::KubeadmCluster`]).
+pub fn primary_with_bundles_and_objects(
+    secondary: &SshSecondary,
+    objects: &[(String, Vec<u8>)],
+) -> (Primary, PathBuf) {
     let etcd = EtcdCluster::start(EtcdOptions {
         members: 3,
         member_names: vec!["cp1".into(), "cp2".into(), "cp3".into()],
@@ -68,6 +77,9 @@ pub fn primary_with_bundles(secondary: &SshSecondary) -> (Primary, PathBuf) {
         ..EtcdOptions::default()
     });
     etcd.fill(FillSpec::objects(200));
+    for (key, value) in objects {
+        etcd.put(key, value);
+    }
     let store = tempfile::tempdir().expect("store dir");
     let (identity, recipient) = generate_identity();
     let identity_file = store.path().join("identity.txt");
@@ -147,6 +159,23 @@ pub fn promote_over_ssh(
     store_dir: &Path,
     identity: &Path,
 ) -> PromotionRecord {
+    promote_over_ssh_request(
+        secondary,
+        config,
+        store_dir,
+        identity,
+        PromotionRequest::default(),
+    )
+}
+
+/// [`promote_over_ssh`] with `request` (a dry run, another mode).
+pub fn promote_over_ssh_request(
+    secondary: &SshSecondary,
+    config: PromoteConfig,
+    store_dir: &Path,
+    identity: &Path,
+    request: PromotionRequest,
+) -> PromotionRecord {
     let mut promoter = Promoter::new(
         config,
         local_store(store_dir),
@@ -157,7 +186,7 @@ pub fn promote_over_ssh(
     .unwrap();
     promoter.identities = Identities::load(identity).unwrap();
     promoter.trust = crate::test_trust("prod", true);
-    run_promoter(promoter, PromotionRequest::default())
+    run_promoter(promoter, request)
 }
 
 /// Asserts a promotion ended in `expected`, showing the whole record when not.

@@ -9,7 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_dr_e2e::kube_ground::{process_alive, KubePrimary, KubeSecondary, Kubectl};
+use etcd_dr_e2e::kube_ground::{
+    etcd_version_of, kube_version, process_alive, KubePrimary, KubeSecondary, Kubectl,
+};
 use etcd_dr_e2e::kube_informer::{Informer, Seen};
 use etcd_dr_e2e::{wait_for, EtcdDr, EtcdVersion, StoreTarget};
 use etcd_dr_restore::{
@@ -244,6 +246,67 @@ fn differences(a: &Value, b: &Value, path: String, out: &mut Vec<String>) {
     }
 }
 
+/// kubeadm's `kube-system/kubeadm-config`, as `kubeadm init` writes it for this cluster.
+fn kubeadm_config(version: EtcdVersion) -> String {
+    let cluster_configuration = format!(
+        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nkubernetesVersion: {}\n\
+         controlPlaneEndpoint: k8s-api.kube.test:6443\nnetworking:\n  podSubnet: 10.244.0.0/16\n  \
+         serviceSubnet: 10.96.0.0/12\n  dnsDomain: cluster.local\netcd:\n  local:\n    \
+         dataDir: /var/lib/etcd\n    imageTag: {}-0\nimageRepository: registry.k8s.io\n\
+         apiServer:\n  certSANs: [k8s-api.kube.test]\n",
+        kube_version(),
+        etcd_version_of(version)
+    );
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "kubeadm-config", "namespace": "kube-system"},
+        "data": {"ClusterConfiguration": cluster_configuration},
+    })
+    .to_string()
+}
+
+/// The snapshot's recorded cluster, read through the real API server's own encoding: kubeadm's
+/// ClusterConfiguration, and the Nodes the status loop registered (protobuf in etcd).
+fn assert_recorded_shape(dr: &EtcdDr, version: EtcdVersion) {
+    let shape = &dr.list_json()[0]["kubernetes"];
+    assert_eq!(shape["kubernetes_version"], kube_version(), "{shape:#}");
+    let kubeadm = &shape["kubeadm"];
+    assert_eq!(kubeadm["control_plane_endpoint"], "k8s-api.kube.test:6443");
+    assert_eq!(kubeadm["pod_subnet"], "10.244.0.0/16");
+    assert_eq!(kubeadm["service_subnet"], "10.96.0.0/12");
+    assert_eq!(kubeadm["dns_domain"], "cluster.local");
+    assert_eq!(kubeadm["etcd_data_dir"], "/var/lib/etcd");
+    assert_eq!(
+        kubeadm["etcd_image"],
+        format!("registry.k8s.io/etcd:{}-0", etcd_version_of(version))
+    );
+    assert_eq!(kubeadm["api_server_cert_sans"][0], "k8s-api.kube.test");
+    let nodes: Vec<(&str, &Value, &str)> = shape["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap_or_default(),
+                &n["roles"],
+                n["ready"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let control_plane = serde_json::json!(["control-plane"]);
+    assert_eq!(
+        nodes,
+        [
+            ("cp1", &control_plane, "True"),
+            ("cp2", &control_plane, "True"),
+            ("cp3", &control_plane, "True"),
+            ("worker-gone", &Value::Null, "False"),
+            ("worker1", &Value::Null, "True"),
+        ],
+        "{shape:#}"
+    );
+}
+
 fn snapshot_of(primary: &KubePrimary, store: &Path) -> EtcdDr {
     let dr = EtcdDr::with_sections(
         "prod",
@@ -294,6 +357,7 @@ fn objects_survive_promote(version: EtcdVersion) {
     let secondary = KubeSecondary::start(version);
     let mut primary = KubePrimary::start(version);
     create_objects(&primary.kubectl);
+    primary.kubectl.apply(&kubeadm_config(version));
     let before: BTreeMap<&str, BTreeMap<String, Value>> = KINDS
         .iter()
         .map(|kind| (*kind, labelled(&primary.kubectl, kind)))
@@ -346,7 +410,8 @@ fn objects_survive_promote(version: EtcdVersion) {
     );
 
     let store = tempfile::tempdir().unwrap();
-    snapshot_of(&primary, &store.path().join("bucket"));
+    let dr = snapshot_of(&primary, &store.path().join("bucket"));
+    assert_recorded_shape(&dr, version);
     let promoted_at = chrono::Utc::now();
     let promote_started = Instant::now();
     let record = promote(

@@ -93,9 +93,12 @@ fn the_api_promotes_once_fences_the_primary_and_calls_the_kubernetes_api() {
             ("fence", "done"),
             ("verify", "done"),
             ("preflight", "done"),
+            ("hooks-before", "skipped"),
             ("restore", "done"),
+            ("front-end", "skipped"),
             ("health", "done"),
             ("after", "done"),
+            ("hooks-after", "skipped"),
             ("rollback", "skipped"),
         ]
     );

@@ -40,6 +40,12 @@ pub struct ShapeChecks {
     pub control_plane_endpoint: CheckSeverity,
     /// The same network plugin DaemonSets.
     pub network_plugin: CheckSeverity,
+    /// Each node's etcd data dir (its static pod's `etcd-data` hostPath) equal to the
+    /// snapshot's `etcd.local.dataDir`.
+    pub etcd_data_dir: CheckSeverity,
+    /// On each node, the API front-end name resolves, and not to an address of the snapshot's
+    /// nodes (the primary's). Not judged when `[promote.front_end]` points the name itself.
+    pub front_end_resolution: CheckSeverity,
 }
 
 impl Default for ShapeChecks {
@@ -53,6 +59,8 @@ impl Default for ShapeChecks {
             etcd_image: CheckSeverity::Error,
             control_plane_endpoint: CheckSeverity::Error,
             network_plugin: CheckSeverity::Warn,
+            etcd_data_dir: CheckSeverity::Warn,
+            front_end_resolution: CheckSeverity::Warn,
         }
     }
 }
@@ -217,7 +225,7 @@ pub fn compare_shapes(
 }
 
 /// `v1.34.4` → `1.34`.
-fn minor(version: &str) -> String {
+pub(crate) fn minor(version: &str) -> String {
     let version = version.trim_start_matches('v');
     let mut parts = version.split('.');
     format!(
@@ -228,12 +236,12 @@ fn minor(version: &str) -> String {
 }
 
 /// `registry.k8s.io/etcd:3.6.4-0` → `3.6`.
-fn image_minor(image: &str) -> String {
+pub(crate) fn image_minor(image: &str) -> String {
     minor(image.rsplit(':').next().unwrap_or(image))
 }
 
 /// The runtime's kind (`containerd`, `cri-o`) and the CRI socket kubeadm recorded, if any.
-fn runtime_of(node: &ClusterNode) -> Option<String> {
+pub(crate) fn runtime_of(node: &ClusterNode) -> Option<String> {
     let kind = node
         .container_runtime_version
         .as_deref()

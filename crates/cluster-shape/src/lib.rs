@@ -17,6 +17,7 @@ mod contents;
 mod counts;
 mod decode;
 mod error;
+mod node_compare;
 pub mod proto;
 mod shape;
 
@@ -25,4 +26,7 @@ pub use contents::{read_snapshot_contents, SnapshotContents};
 pub use counts::count_objects;
 pub use decode::{decode_object, ENCRYPTED_PREFIX, PROTOBUF_MAGIC};
 pub use error::ShapeError;
+pub use node_compare::{
+    compare_node, front_end_host, parse_kubeadm_flags, runtime_kind_of_endpoint, NodeShape,
+};
 pub use shape::{cluster_shape, ShapeKeys, DEFAULT_KUBERNETES_PREFIX};

@@ -584,7 +584,7 @@ async fn the_promotion_record_is_served_as_it_serialises() {
     assert_eq!(body["request"]["mode"], "failover");
     assert_eq!(body["steps"][1]["name"], "select");
     assert_eq!(body["steps"][1]["state"], "done");
-    assert_eq!(body["steps"][5]["nodes"][0]["node"], "cp1");
-    assert_eq!(body["steps"][5]["nodes"][0]["error"], "etcdutl failed");
+    assert_eq!(body["steps"][6]["nodes"][0]["node"], "cp1");
+    assert_eq!(body["steps"][6]["nodes"][0]["error"], "etcdutl failed");
     assert!(body.get("plan").is_none(), "{body}");
 }

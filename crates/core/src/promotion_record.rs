@@ -21,27 +21,36 @@ pub enum StepName {
     Verify,
     /// Check every node before anything changes.
     Preflight,
+    /// The configured `before` hooks, in order (on the bastion or on every node).
+    HooksBefore,
     /// Stop, keep aside, restore, install the keys, start: on all nodes in parallel.
     Restore,
+    /// Point the API front-end name at the secondary on every node (`/etc/hosts` alias).
+    FrontEnd,
     /// Every member healthy, one leader, the expected members; the API server ready.
     Health,
     /// Restart kubelet on the workers, rollout-restart workloads, delete stale pods.
     After,
+    /// The configured `after` hooks, in order.
+    HooksAfter,
     /// Put every node's old data dir and files back and restart (only after a failure).
     Rollback,
 }
 
 impl StepName {
     /// Every step in order.
-    pub const ALL: [StepName; 9] = [
+    pub const ALL: [StepName; 12] = [
         Self::Switchover,
         Self::Select,
         Self::Fence,
         Self::Verify,
         Self::Preflight,
+        Self::HooksBefore,
         Self::Restore,
+        Self::FrontEnd,
         Self::Health,
         Self::After,
+        Self::HooksAfter,
         Self::Rollback,
     ];
 
@@ -53,9 +62,12 @@ impl StepName {
             Self::Fence => "fence",
             Self::Verify => "verify",
             Self::Preflight => "preflight",
+            Self::HooksBefore => "hooks-before",
             Self::Restore => "restore",
+            Self::FrontEnd => "front-end",
             Self::Health => "health",
             Self::After => "after",
+            Self::HooksAfter => "hooks-after",
             Self::Rollback => "rollback",
         }
     }
@@ -68,10 +80,13 @@ impl StepName {
             Self::Fence => 2,
             Self::Verify => 3,
             Self::Preflight => 4,
-            Self::Restore => 5,
-            Self::Health => 6,
-            Self::After => 7,
-            Self::Rollback => 8,
+            Self::HooksBefore => 5,
+            Self::Restore => 6,
+            Self::FrontEnd => 7,
+            Self::Health => 8,
+            Self::After => 9,
+            Self::HooksAfter => 10,
+            Self::Rollback => 11,
         }
     }
 }
@@ -415,11 +430,11 @@ mod tests {
         assert_eq!(restore.nodes.len(), 1);
         assert_eq!(restore.nodes[0].progress.detail.as_deref(), Some("x"));
         let json = serde_json::to_value(&record).unwrap();
-        assert_eq!(json["steps"][5]["name"], "restore");
-        assert_eq!(json["steps"][5]["nodes"][0]["state"], "done");
+        assert_eq!(json["steps"][6]["name"], "restore");
+        assert_eq!(json["steps"][6]["nodes"][0]["state"], "done");
         assert_eq!(json["steps"][0]["state"], "pending");
         assert!(json.get("plan").is_none());
-        assert!(json["steps"][5]["nodes"][0].get("transfer").is_none());
+        assert!(json["steps"][6]["nodes"][0].get("transfer").is_none());
     }
 
     #[test]

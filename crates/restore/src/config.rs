@@ -6,6 +6,9 @@ use etcd_dr_core::ConfigProblems;
 use etcd_dr_scheduler::EtcdConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::front_end::FrontEndConfig;
+use crate::hooks::{validate_hooks, HookConfig};
+
 /// `[promote]`: how the secondary's control plane is restored.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +80,16 @@ pub struct PromoteConfig {
     /// (`error`, `warn`, `off`).
     #[serde(default)]
     pub shape_checks: ShapeChecks,
+    /// kubeadm's kubelet flags on every node (the container runtime endpoint), read by
+    /// preflight.
+    #[serde(default = "default_kubeadm_flags_file")]
+    pub kubeadm_flags_file: String,
+    /// The built-in step that points the API front-end name at the secondary on every node.
+    #[serde(default)]
+    pub front_end: FrontEndConfig,
+    /// Commands run before and after the restore (`[[promote.hooks]]`), in order.
+    #[serde(default)]
+    pub hooks: Vec<HookConfig>,
 }
 
 /// `[promote.kubernetes]`: how to reach the secondary's kube-apiserver.
@@ -148,6 +161,9 @@ pub struct PodSelector {
     pub label_selector: String,
 }
 
+fn default_kubeadm_flags_file() -> String {
+    "/var/lib/kubelet/kubeadm-flags.env".into()
+}
 fn default_etcd_manifest() -> String {
     "/etc/kubernetes/manifests/etcd.yaml".into()
 }
@@ -288,6 +304,9 @@ impl PromoteConfig {
             kubernetes: None,
             after: AfterConfig::default(),
             shape_checks: ShapeChecks::default(),
+            kubeadm_flags_file: default_kubeadm_flags_file(),
+            front_end: FrontEndConfig::default(),
+            hooks: Vec::new(),
         }
     }
 
@@ -304,6 +323,10 @@ impl PromoteConfig {
         };
         absolute(problems, "etcd_manifest", &self.etcd_manifest);
         absolute(problems, "kubernetes_dir", &self.kubernetes_dir);
+        absolute(problems, "kubeadm_flags_file", &self.kubeadm_flags_file);
+        self.front_end
+            .validate(&format!("{field}.front_end"), problems);
+        validate_hooks(&self.hooks, &format!("{field}.hooks"), problems);
         if let Some(dir) = &self.data_dir {
             absolute(problems, "data_dir", dir);
         }

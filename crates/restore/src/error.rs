@@ -116,6 +116,19 @@ pub enum PromoteError {
         #[source]
         source: std::io::Error,
     },
+    /// A hook whose failure aborts the promotion failed.
+    #[error("hook {name} ({phase}) failed: {detail}")]
+    Hook {
+        /// The hook's name.
+        name: String,
+        /// `before` or `after`.
+        phase: &'static str,
+        /// Where it failed and how (exit, end of its output).
+        detail: String,
+    },
+    /// The API front-end step could not point the name on every node.
+    #[error("front end: {0}")]
+    FrontEnd(String),
     /// The configuration does not allow this promotion.
     #[error("{0}")]
     Config(String),

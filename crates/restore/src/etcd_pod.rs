@@ -17,6 +17,8 @@ pub struct EtcdPod {
     pub peer_urls: Vec<String>,
     /// `--advertise-client-urls`.
     pub client_urls: Vec<String>,
+    /// The etcd container's image (`registry.k8s.io/etcd:3.6.4-0`).
+    pub image: Option<String>,
 }
 
 /// Reads a kubeadm-shaped etcd static pod manifest. Flags may be in `command` or `args`, as
@@ -69,6 +71,10 @@ pub fn parse_etcd_pod(yaml: &str) -> Result<EtcdPod, String> {
         data_dir_flag: flag("data-dir"),
         peer_urls: split(flag("initial-advertise-peer-urls")),
         client_urls: split(flag("advertise-client-urls")),
+        image: container
+            .get("image")
+            .and_then(Value::as_str)
+            .map(str::to_string),
     })
 }
 
@@ -153,6 +159,7 @@ status: {}
                 data_dir_flag: Some("/var/lib/etcd".into()),
                 peer_urls: vec!["https://10.0.1.11:2380".into()],
                 client_urls: vec!["https://10.0.1.11:2379".into()],
+                image: Some("registry.k8s.io/etcd:3.5.16-0".into()),
             }
         );
     }

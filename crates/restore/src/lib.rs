@@ -2,8 +2,8 @@
 //!
 //! An explicit state machine of steps × nodes ([`PromotionRecord`], live in a
 //! [`PromotionTracker`]): admission ([`admit`]: the fence and the restore lock), switchover
-//! handshake, select, fence, verify, preflight, restore, health, after-steps, and rollback on
-//! failure. The pure parts — reading the etcd static pod manifest ([`parse_etcd_pod`]), judging
+//! handshake, select, fence, verify, preflight, the `before` hooks, restore, the API front end,
+//! health, after-steps, the `after` hooks, and rollback on failure. The pure parts — reading the etcd static pod manifest ([`parse_etcd_pod`]), judging
 //! the preflight ([`evaluate_preflight`]), the revision bump ([`bump_revision`]) and the restore
 //! command ([`PromotionPlan::restore_argv`]) — are separate from the parts that run commands on
 //! nodes. The record's types live in `etcd-dr-core`, so the HTTP API serves them typed.
@@ -16,9 +16,12 @@ mod bundle_keys;
 mod config;
 mod error;
 mod etcd_pod;
+mod front_end;
 mod health;
+mod hooks;
 mod kube;
 mod node_ops;
+mod node_shape;
 mod plan;
 mod progress;
 mod promote;
@@ -37,9 +40,16 @@ pub use etcd_dr_core::{
     PromotionRequest, PromotionState, RestoreTool, StepName, StepRecord, StepState,
 };
 pub use etcd_pod::{parse_etcd_pod, EtcdPod};
+pub use front_end::{
+    alias_line, is_host_name, replace_marked_lines, FrontEndConfig, HostsReplaced, HOSTS_MARK,
+};
 pub use health::{judge_health, wait_api_ready, wait_healthy, HealthyCluster};
+pub use hooks::{
+    run_hook, HookConfig, HookFailure, HookPhase, HookRun, HookTarget, HOOK_OUTPUT_KEPT,
+};
 pub use kube::{KubeClient, RolloutReport};
 pub use node_ops::{gather_facts, ServiceAccountKeys};
+pub use node_shape::{describe_node_shape, read_node_shape};
 pub use plan::{bump_revision, evaluate_preflight, NodeFacts, PreflightInputs};
 pub use progress::{progress_lines, running_activity, running_copy, running_transfer};
 pub use promote::Promoter;

@@ -328,6 +328,7 @@ mod tests {
                 data_dir_flag: Some("/var/lib/etcd".into()),
                 peer_urls: vec![format!("https://{ip}:2380")],
                 client_urls: vec![format!("https://{ip}:2379")],
+                image: None,
             }),
             data_dir: Some("/var/lib/etcd".into()),
             data_dir_exists: true,

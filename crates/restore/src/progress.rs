@@ -210,7 +210,7 @@ mod tests {
         let json = serde_json::to_value(&record).unwrap();
         assert_eq!(json["state"], "rolled-back");
         assert_eq!(json["request"]["mode"], "failover");
-        let restore = &json["steps"][5];
+        let restore = &json["steps"][6];
         assert_eq!(restore["name"], "restore");
         assert_eq!(restore["state"], "failed");
         assert_eq!(restore["nodes"][0]["node"], "cp1");

@@ -8,8 +8,9 @@ use etcd_dr_transport::{release_restore_lock, restore_lock_path};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::front_end::FrontEndChanges;
 use super::promoter::Promoter;
-use crate::{admit, take_restore_lock, PromoteError, PromotionTracker};
+use crate::{admit, take_restore_lock, HookPhase, PromoteError, PromotionTracker};
 
 /// Records the failure of `step` before any node changed and ends the promotion.
 fn fail(tracker: &PromotionTracker, step: StepName, error: PromoteError) -> PromotionState {
@@ -103,7 +104,7 @@ impl Promoter {
         state
     }
 
-    /// The steps themselves, from the switchover to the after-steps (and the rollback).
+    /// The steps themselves, from the switchover to the `after` hooks (and the rollback).
     async fn steps(
         &self,
         tracker: &PromotionTracker,
@@ -143,27 +144,53 @@ impl Promoter {
             r.plan = Some(plan.clone());
         });
         if record.request.dry_run {
+            self.plan_hooks(HookPhase::Before, tracker);
+            self.plan_front_end(&manifest, tracker);
+            self.plan_hooks(HookPhase::After, tracker);
             tracker.finish(PromotionState::Planned, None);
             return PromotionState::Planned;
         }
+        if let Err(error) = self
+            .hooks(HookPhase::Before, &record, &manifest, tracker, cancel)
+            .await
+        {
+            return fail(tracker, StepName::HooksBefore, error);
+        }
 
-        // From here on nodes change: a failure puts every node back.
+        // From here on nodes change: a failure puts every node (and hosts file) back.
+        let mut front_end = FrontEndChanges::default();
         if let Err(error) = self
             .restore(&plan, &local, keys.as_ref(), tracker, cancel)
             .await
         {
             return self
-                .roll_back(StepName::Restore, error, &plan, tracker)
+                .roll_back(StepName::Restore, error, &plan, &front_end, tracker)
+                .await;
+        }
+        if let Err(error) = self
+            .front_end(&manifest, &mut front_end, tracker, cancel)
+            .await
+        {
+            return self
+                .roll_back(StepName::FrontEnd, error, &plan, &front_end, tracker)
                 .await;
         }
         if let Err(error) = self.health(&plan, tracker, cancel).await {
             return self
-                .roll_back(StepName::Health, error, &plan, tracker)
+                .roll_back(StepName::Health, error, &plan, &front_end, tracker)
                 .await;
         }
 
         // After-steps: failures are reported, the restore stands.
         self.after(tracker, cancel).await;
+        if let Err(error) = self
+            .hooks(HookPhase::After, &record, &manifest, tracker, cancel)
+            .await
+        {
+            return self
+                .roll_back(StepName::HooksAfter, error, &plan, &front_end, tracker)
+                .await;
+        }
         tracker.finish(PromotionState::Succeeded, None);
         PromotionState::Succeeded
     }

@@ -6,6 +6,7 @@ use etcd_dr_nodes::NodeError;
 use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 
+use super::front_end::FrontEndChanges;
 use super::promoter::Promoter;
 use crate::node_ops::{restore_node, rollback_node};
 use crate::{wait_healthy, LocalSnapshot, PromoteError, PromotionTracker, ServiceAccountKeys};
@@ -87,12 +88,14 @@ impl Promoter {
         }
     }
 
-    /// Records the failure of `step`, puts every node back and ends the promotion.
+    /// Records the failure of `step`, puts every node (and every hosts file the front-end step
+    /// changed) back and ends the promotion.
     pub(super) async fn roll_back(
         &self,
         step: StepName,
         error: PromoteError,
         plan: &PromotionPlan,
+        front_end: &FrontEndChanges,
         tracker: &PromotionTracker,
     ) -> PromotionState {
         let text = error.to_string();
@@ -128,14 +131,16 @@ impl Promoter {
             }
         }))
         .await;
+        let hosts_failed = self.put_front_end_back(front_end, tracker).await;
         let failed: Vec<&str> = plan
             .nodes
             .iter()
             .zip(&results)
             .filter(|(_, ok)| !**ok)
             .map(|(n, _)| n.node.as_str())
+            .chain(hosts_failed.iter().map(|n| n.as_str()))
             .collect();
-        if step == StepName::Health {
+        if step != StepName::Restore {
             tracker.set_state(StepName::Restore, StepState::RolledBack);
         }
         if !failed.is_empty() {

@@ -83,8 +83,9 @@ impl Promoter {
             }
         };
         let (facts, (secondary_revision, secondary_shape)) = tokio::join!(facts, secondary);
-        let mut extra_problems = Vec::new();
-        let mut extra_warnings = Vec::new();
+        let (mut extra_problems, mut extra_warnings) = self
+            .check_nodes(manifest, &facts, in_place, tracker, cancel)
+            .await;
         if let Some(shape) = secondary_shape {
             judge_shapes(
                 manifest,
