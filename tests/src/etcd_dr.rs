@@ -218,6 +218,20 @@ pub fn test_trust(cluster: &str, require_encryption: bool) -> etcd_dr_transport:
         .expect("the test signing key parses")
 }
 
+/// A segment signer of `cluster` holding the key of `key_file_text` (a signing key file's text,
+/// e.g. [`test_signing_key`]'s `.0`, or another from `generate_signing_key`).
+pub fn segment_signer(key_file_text: &str, cluster: &str) -> etcd_dr_replication::SegmentSigner {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("a scratch directory");
+    let path = dir.path().join(SIGNING_KEY_FILE);
+    etcd_dr_core::create_private_file(&path)
+        .and_then(|mut out| out.write_all(key_file_text.as_bytes()))
+        .expect("write a signing key");
+    let signer = etcd_dr_transport::ManifestSigner::load(&path, Default::default())
+        .expect("the signing key loads");
+    etcd_dr_replication::SegmentSigner::new(std::sync::Arc::new(signer), cluster)
+}
+
 /// Signs `manifest` with [`test_signing_key`], as a primary of the test process would: for
 /// tests that rewrite a manifest to stage what a real producer could have written.
 pub fn sign_with_test_key(manifest: &mut etcd_dr_core::SnapshotManifest) {

@@ -32,8 +32,8 @@ pub mod tools;
 pub use certs::TlsFiles;
 pub use etcd::{EtcdCluster, EtcdOptions, EtcdVersion};
 pub use etcd_dr::{
-    output_text, sign_with_test_key, signing_section, terminate, test_signing_key, test_trust,
-    EtcdDr, KillOnDrop, StoreTarget,
+    output_text, segment_signer, sign_with_test_key, signing_section, terminate, test_signing_key,
+    test_trust, EtcdDr, KillOnDrop, StoreTarget,
 };
 pub use fill::{fill_kubernetes_shaped, kubernetes_object, FillSpec};
 pub use net::{free_port, http_request, wait_for_port, HttpResponse, ProxyMode, TcpProxy};

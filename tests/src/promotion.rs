@@ -221,7 +221,12 @@ fn block_on_store<T>(future: impl std::future::Future<Output = T>) -> T {
 /// The fence (`prod/promotion.json`) in the local store `store_dir`, if any.
 pub fn marker_of(store_dir: &Path) -> Option<PromotionMarker> {
     let store = local_store(store_dir);
-    block_on_store(read_promotion_marker(&store, &prod_layout())).expect("read the fence")
+    block_on_store(read_promotion_marker(
+        &store,
+        &prod_layout(),
+        &CancellationToken::new(),
+    ))
+    .expect("read the fence")
 }
 
 /// Fences `prod` in `store_dir` as a promotion `promotion_id` elsewhere would, naming `snapshot`.
@@ -240,6 +245,7 @@ pub fn write_marker(store_dir: &Path, promotion_id: &str, snapshot: &str) {
         &prod_layout(),
         &marker,
         false,
+        &CancellationToken::new(),
     ))
     .expect("write the fence");
 }
@@ -253,8 +259,14 @@ pub fn write_lock(store_dir: &Path, id: &str) {
         locked_at: chrono::Utc::now(),
     };
     let store = local_store(store_dir);
-    block_on_store(acquire_restore_lock(&store, &prod_layout(), &lock, false))
-        .expect("take the restore lock");
+    block_on_store(acquire_restore_lock(
+        &store,
+        &prod_layout(),
+        &lock,
+        false,
+        &CancellationToken::new(),
+    ))
+    .expect("take the restore lock");
 }
 
 /// A cluster on this machine (its etcd run by the kubelet stand-in from a kubeadm-shaped

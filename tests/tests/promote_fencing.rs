@@ -79,6 +79,18 @@ fn the_api_promotes_once_fences_the_primary_and_calls_the_kubernetes_api() {
 
     let record = api.wait_promotion();
     assert_eq!(record["id"], id.as_str());
+    // The caller is recorded (token and address), not the daemon's own user; the fence marker
+    // names it too.
+    let requested_by = record["requested_by"].as_str().unwrap();
+    assert!(
+        requested_by.starts_with("api token from 127.0.0.1:")
+            && requested_by.ends_with(&format!("(API of {host})")),
+        "{record:#}"
+    );
+    let marker: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.path().join("prod/promotion.json")).unwrap())
+            .unwrap();
+    assert_eq!(marker["requested_by"], requested_by);
     assert_eq!(
         record["state"],
         "succeeded",
@@ -259,6 +271,12 @@ fn a_switchover_restores_the_primarys_final_snapshot_exactly() {
     );
     let record: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(record["state"], "succeeded", "{record:#}");
+    // The command line records who ran it: user@host.
+    let requested_by = record["requested_by"].as_str().unwrap();
+    assert!(
+        requested_by.ends_with(&format!("@{host}")) && !requested_by.contains("token"),
+        "{record:#}"
+    );
     assert!(progress.contains("switchover: done"), "{progress}");
     assert!(progress.contains("restore "), "{progress}");
 

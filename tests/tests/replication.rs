@@ -6,11 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp};
-use etcd_dr_e2e::{block_on, EtcdCluster, EtcdDr, EtcdOptions, EtcdVersion, StoreTarget};
+use etcd_dr_e2e::{
+    block_on, segment_signer, test_signing_key, test_trust, EtcdCluster, EtcdDr, EtcdOptions,
+    EtcdVersion, StoreTarget,
+};
 use etcd_dr_replication::{
-    capture_generation, list_segments, CaptureOptions, CaptureProgress, CaptureStart, ChainReader,
-    EtcdBinaries, GenerationBreak, GenerationId, ReplayRequest, ReplicationError,
-    ReplicationLayout, SegmentStore,
+    capture_generation, list_generations, list_segments, read_segment, CaptureOptions,
+    CaptureProgress, CaptureStart, ChainReader, EtcdBinaries, GenerationBreak, GenerationId,
+    ReplayRequest, ReplicationError, ReplicationLayout, SegmentStore,
 };
 use etcd_dr_transport::Identities;
 use object_store::local::LocalFileSystem;
@@ -179,6 +182,7 @@ async fn capture_workload(client: Client, dir: PathBuf, seed: u64) -> Captured {
         store: store.clone(),
         layout: layout.clone(),
         recipients: None,
+        signer: Some(segment_signer(&test_signing_key().0, "prod")),
     };
     let options = CaptureOptions {
         max_segment_age: Duration::from_millis(300),
@@ -238,6 +242,7 @@ async fn restore_at(
         captured.layout.clone(),
         captured.generation.clone(),
         Identities::none(),
+        test_trust("prod", false),
         &cancel,
     )
     .await?;
@@ -360,6 +365,7 @@ fn a_capture_that_starts_below_the_compaction_ends_its_generation() {
             store: Arc::new(LocalFileSystem::new_with_prefix(&store_dir).unwrap()),
             layout: ReplicationLayout::new("", "prod").unwrap(),
             recipients: None,
+            signer: Some(segment_signer(&test_signing_key().0, "prod")),
         };
         let start = CaptureStart {
             generation: GenerationId::new(chrono::Utc::now(), 3),
@@ -419,6 +425,7 @@ fn fetch_at_a_revision_writes_the_keyspace_of_that_revision() {
             store: Arc::new(LocalFileSystem::new_with_prefix(&store_path).unwrap()),
             layout: ReplicationLayout::new("", "prod").unwrap(),
             recipients: None,
+            signer: Some(segment_signer(&test_signing_key().0, "prod")),
         };
         let start = CaptureStart {
             generation: GenerationId::new(chrono::Utc::now(), base_revision),
@@ -504,4 +511,72 @@ fn fetch_at_a_revision_writes_the_keyspace_of_that_revision() {
         "{error}"
     );
     assert!(!refused.exists());
+
+    // A store writer replaces the newest segment with its own: the chain kept (same previous
+    // digest, same revisions), a value changed, unsigned and then signed by another key. Both
+    // are refused, naming the segment and why; nothing is written.
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(store_dir.path()).unwrap());
+    let (attackers_key, _) = etcd_dr_transport::generate_signing_key();
+    for (planter, reason) in [
+        (None, "it is not signed (signing.allow_unsigned is off)"),
+        (
+            Some(segment_signer(&attackers_key, "prod")),
+            "which is not among signing.trusted_keys",
+        ),
+    ] {
+        let store = store.clone();
+        let planted = block_on(async move {
+            let cancel = CancellationToken::new();
+            let layout = ReplicationLayout::new("", "prod").unwrap();
+            let generation = list_generations(&store, &layout, &cancel)
+                .await
+                .unwrap()
+                .pop()
+                .unwrap();
+            let names = list_segments(&store, &layout, &generation, &cancel)
+                .await
+                .unwrap();
+            let path = layout.segment_path(&generation, names.last().unwrap());
+            let trust = test_trust("prod", false);
+            let (mut segment, _) =
+                match read_segment(&store, &path, &Identities::none(), &trust, &cancel).await {
+                    Ok(genuine) => genuine,
+                    // The first round planted it already; read past the signature check.
+                    Err(_) => {
+                        let stored = store.get(&path).await.unwrap().bytes().await.unwrap();
+                        let plain = zstd::decode_all(&stored[..]).unwrap();
+                        etcd_dr_replication::Segment::decode("planted", &plain).unwrap()
+                    }
+                };
+            let event = &mut segment.revisions.last_mut().unwrap().events[0];
+            event.kv.as_mut().unwrap().value = b"planted".to_vec();
+            segment.header.extension.clear();
+            store.delete(&path).await.unwrap();
+            let forger = SegmentStore {
+                store,
+                layout,
+                recipients: None,
+                signer: planter,
+            };
+            forger.put(&segment, &cancel).await.unwrap().key
+        });
+        let forged_output = dr.dir().join("forged.db");
+        let error = dr.run_err(&[
+            "fetch",
+            "--at",
+            &last.to_string(),
+            "--output",
+            forged_output.to_str().unwrap(),
+            "--etcd-bin",
+            etcd_bin.to_str().unwrap(),
+            "--etcdutl-bin",
+            etcdutl_bin.to_str().unwrap(),
+        ]);
+        assert!(
+            error.contains(&format!("segment `{planted}` is refused: ")) && error.contains(reason),
+            "{error}"
+        );
+        assert!(!forged_output.exists());
+    }
 }

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
 use etcd_client::Client;
-use etcd_dr_e2e::{block_on, kubernetes_object, EtcdCluster, EtcdOptions, EtcdVersion, FillSpec};
+use etcd_dr_e2e::{
+    block_on, kubernetes_object, segment_signer, test_signing_key, test_trust, EtcdCluster,
+    EtcdOptions, EtcdVersion, FillSpec,
+};
 use etcd_dr_replication::{
     capture_generation, list_segments, read_segment, replay_to_revision, CaptureOptions,
     CaptureProgress, CaptureStart, ChainReader, EtcdBinaries, GenerationId, ReplayRequest,
@@ -96,6 +99,8 @@ fn replication_rpo_bytes_per_event_and_replay_speed() {
             store: store.clone(),
             layout: layout.clone(),
             recipients: None,
+            // Signed, as a primary does: the cost of signing is part of what is measured.
+            signer: Some(segment_signer(&test_signing_key().0, "bench")),
         };
         let (progress_tx, progress_rx) = watch::channel(CaptureProgress::default());
         let cancel = CancellationToken::new();
@@ -170,6 +175,7 @@ fn replication_rpo_bytes_per_event_and_replay_speed() {
                 &store,
                 &path,
                 &Identities::none(),
+                &test_trust("bench", false),
                 &CancellationToken::new(),
             )
             .await
@@ -188,6 +194,7 @@ fn replication_rpo_bytes_per_event_and_replay_speed() {
             layout.clone(),
             generation.clone(),
             Identities::none(),
+            test_trust("bench", false),
             &cancel,
         )
         .await

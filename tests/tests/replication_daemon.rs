@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_dr_e2e::daemon::{stop, write_token, Api};
-use etcd_dr_e2e::{block_on, terminate, wait_for, EtcdCluster, EtcdDr, EtcdOptions, StoreTarget};
+use etcd_dr_e2e::{
+    block_on, terminate, test_trust, wait_for, EtcdCluster, EtcdDr, EtcdOptions, StoreTarget,
+};
 use etcd_dr_replication::{list_generations, ChainReader, GenerationId, ReplicationLayout};
 use etcd_dr_transport::Identities;
 use object_store::local::LocalFileSystem;
@@ -145,6 +147,7 @@ fn verified_chains_with(store_dir: &Path, identities: Identities) -> Vec<(Genera
                 layout(),
                 generation.clone(),
                 identities.clone(),
+                test_trust("prod", false),
                 &cancel,
             )
             .await

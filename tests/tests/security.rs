@@ -486,3 +486,94 @@ fn a_slow_header_client_is_cut_off_while_a_normal_client_is_served() {
     etcd_dr_e2e::terminate(&child);
     let _ = child.wait_with_output();
 }
+
+/// A genuine snapshot of another etcd — signed with the trusted key, under the same cluster
+/// name, in another store — copied in is refused as the snapshot of another etcd generation; when
+/// the primary's own etcd really changes cluster id, its next snapshot declares the new
+/// generation and is accepted.
+#[test]
+fn another_etcds_signed_snapshot_is_refused_unless_it_starts_a_new_generation() {
+    let etcd = EtcdCluster::start(EtcdOptions::default());
+    let other = EtcdCluster::start(EtcdOptions::default());
+    let store = tempfile::tempdir().unwrap();
+    let primary = EtcdDr::with_sections(
+        "prod",
+        &etcd.config_section(&etcd.endpoints()),
+        &StoreTarget::Local(store.path()),
+        "",
+    );
+    let genuine = snapshot_id(&primary);
+    let elsewhere_store = tempfile::tempdir().unwrap();
+    let elsewhere = EtcdDr::with_sections(
+        "prod",
+        &other.config_section(&other.endpoints()),
+        &StoreTarget::Local(elsewhere_store.path()),
+        "",
+    );
+    let foreign = snapshot_id(&elsewhere);
+    copy_dir(
+        &elsewhere_store
+            .path()
+            .join(format!("prod/snapshots/{foreign}")),
+        &store.path().join(format!("prod/snapshots/{foreign}")),
+    );
+    let reader = EtcdDr::new(&format!(
+        "role = \"secondary\"\ncluster = \"prod\"\n{}\n",
+        StoreTarget::Local(store.path()).config_section()
+    ));
+    for selector in ["latest", foreign.as_str()] {
+        let error = reader.run_err(&["verify", selector]);
+        assert!(
+            error.contains(&format!("snapshot {foreign} is refused"))
+                && error.contains("does not start a new etcd generation")
+                && error.contains(&format!("({genuine})")),
+            "{error}"
+        );
+    }
+    let output = reader.run(&["list"]);
+    let (listed, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(
+        listed.contains(&genuine) && !listed.contains(&foreign),
+        "{listed}"
+    );
+    assert!(
+        stderr.contains(&format!("REFUSED (not used): {foreign}")),
+        "{stderr}"
+    );
+    let verified = reader.run_ok(&["verify", &genuine]);
+    assert!(
+        verified.contains(&format!("snapshot {genuine} OK")),
+        "{verified}"
+    );
+
+    // The primary now snapshots the other etcd (rebuilt under a new cluster id): it names the
+    // cluster id before it, signed, and readers follow it.
+    let rebuilt = EtcdDr::with_sections(
+        "prod",
+        &other.config_section(&other.endpoints()),
+        &StoreTarget::Local(store.path()),
+        "",
+    );
+    let next = snapshot_id(&rebuilt);
+    let manifest = |id: &str| -> serde_json::Value {
+        let path = store
+            .path()
+            .join(format!("prod/snapshots/{id}/manifest.json"));
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    assert_eq!(
+        manifest(&next)["etcd"]["previous_cluster_id"],
+        manifest(&genuine)["etcd"]["cluster_id"]
+    );
+    assert!(manifest(&genuine)["etcd"]
+        .get("previous_cluster_id")
+        .is_none());
+    let verified = reader.run_ok(&["verify", "latest"]);
+    assert!(
+        verified.contains(&format!("snapshot {next} OK")),
+        "{verified}"
+    );
+}

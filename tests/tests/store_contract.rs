@@ -172,6 +172,7 @@ fn manifest(created_at: DateTime<Utc>, revision: i64, stored: StoredObject) -> S
             source_endpoint: "http://127.0.0.1:2379".into(),
             source_member_id: "8e9e05c52164694d".into(),
             members: vec![],
+            previous_cluster_id: None,
         },
         raw: ObjectDigest {
             size: stored.size,
@@ -250,32 +251,44 @@ fn a_manifest_is_committed_once(store: Store) {
         let mut first = manifest(at(0), 10, placeholder_object());
         // A commit whose put fails leaves nothing a reader sees; committing again works.
         if store.arm_next(Call::Put, Fault::Fail) {
-            let error = commit_manifest(&store.store, &store.layout, None, &mut first.clone())
-                .await
-                .unwrap_err();
+            let error = commit_manifest(
+                &store.store,
+                &store.layout,
+                None,
+                &mut first.clone(),
+                &cancel,
+            )
+            .await
+            .unwrap_err();
             assert!(matches!(error, TransportError::Store { .. }), "{error}");
             let catalog = list_snapshots(&store.store, &store.layout, &store.trust, &cancel)
                 .await
                 .unwrap();
             assert!(catalog.snapshots.is_empty() && catalog.incomplete.is_empty());
         }
-        commit_manifest(&store.store, &store.layout, None, &mut first)
+        commit_manifest(&store.store, &store.layout, None, &mut first, &cancel)
             .await
             .unwrap();
         // A second producer's manifest of the same id is refused, and the first stays.
         let mut second = first.clone();
         second.producer.host = "other-bastion".into();
         second.raw.sha256 = "00".repeat(32);
-        let error = commit_manifest(&store.store, &store.layout, None, &mut second)
+        let error = commit_manifest(&store.store, &store.layout, None, &mut second, &cancel)
             .await
             .unwrap_err();
         assert!(
             matches!(&error, TransportError::AlreadyExists { id, .. } if *id == first.id),
             "{error}"
         );
-        let read = read_manifest(&store.store, &store.layout, &store.trust, &first.id)
-            .await
-            .unwrap();
+        let read = read_manifest(
+            &store.store,
+            &store.layout,
+            &store.trust,
+            &first.id,
+            &cancel,
+        )
+        .await
+        .unwrap();
         assert_eq!(read, first);
     });
 }
@@ -326,7 +339,7 @@ fn attempts_write_and_remove_only_their_own_folder(store: Store) {
 
         // Committed: no attempt removes anything any more.
         let mut committed = manifest(at(0), 42, winner_object);
-        commit_manifest(&store.store, &store.layout, None, &mut committed)
+        commit_manifest(&store.store, &store.layout, None, &mut committed, &cancel)
             .await
             .unwrap();
         assert_eq!(
@@ -347,7 +360,7 @@ fn a_listing_orders_by_revision_and_hides_folders_without_a_manifest(store: Stor
         // Producer clocks disagree: the later revision has the earlier time.
         for (minute, revision) in [(30, 100), (10, 300), (20, 200)] {
             let mut m = manifest(at(minute), revision, placeholder_object());
-            commit_manifest(&store.store, &store.layout, None, &mut m)
+            commit_manifest(&store.store, &store.layout, None, &mut m, &cancel)
                 .await
                 .unwrap();
         }
@@ -380,7 +393,7 @@ fn retention_deletes_manifests_first_and_keeps_the_newest_intact(store: Store) {
             )
             .await;
             let mut m = manifest(at(minute), revision, object);
-            commit_manifest(&store.store, &store.layout, None, &mut m)
+            commit_manifest(&store.store, &store.layout, None, &mut m, &cancel)
                 .await
                 .unwrap();
             committed.push(m);

@@ -40,8 +40,9 @@ pub trait Daemon: Send + Sync + 'static {
     async fn start_promotion(
         &self,
         request: PromotionRequest,
+        caller: ApiCaller,
     ) -> Result<PromotionAccepted, ActionError> {
-        let _ = request;
+        let _ = (request, caller);
         Err(ActionError::Unsupported(
             "this instance does not promote: run the secondary with a [promote] section".into(),
         ))
@@ -50,6 +51,31 @@ pub trait Daemon: Send + Sync + 'static {
     /// The current or last promotion with every step and node, if any.
     fn promotion(&self) -> Option<PromotionRecord> {
         None
+    }
+}
+
+/// Who asked for an action through the API: the client's address and the token it presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiCaller {
+    /// The client's address; `None` when the server did not record it.
+    pub address: Option<std::net::SocketAddr>,
+    /// The name of the token presented: [`ApiCaller::PROMOTE_TOKEN`] or [`ApiCaller::API_TOKEN`].
+    pub token: &'static str,
+}
+
+impl ApiCaller {
+    /// The name of `http.promote_token_file`'s token.
+    pub const PROMOTE_TOKEN: &'static str = "promote";
+    /// The name of the API token (`http.token_file` or `ETCD_DR_API_TOKEN`).
+    pub const API_TOKEN: &'static str = "api";
+}
+
+impl std::fmt::Display for ApiCaller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.address {
+            Some(address) => write!(f, "{} token from {address}", self.token),
+            None => write!(f, "{} token from an unknown address", self.token),
+        }
     }
 }
 

@@ -30,7 +30,7 @@ mod status;
 pub use auth::ApiToken;
 pub use config::{HttpConfig, TOKEN_ENV};
 pub use daemon::{
-    ActionError, Daemon, PromotionAccepted, RunningKind, RunningWork, SnapshotAccepted,
+    ActionError, ApiCaller, Daemon, PromotionAccepted, RunningKind, RunningWork, SnapshotAccepted,
     SnapshotRequest,
 };
 pub use error::{ApiError, ControlError, ErrorBody};

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use chrono::{TimeZone, Utc};
 use etcd_dr_control::{
-    router, ActionError, ApiToken, AppState, Daemon, DaemonStatus, LastError, Metrics,
+    router, ActionError, ApiCaller, ApiToken, AppState, Daemon, DaemonStatus, LastError, Metrics,
     PromotionAccepted, Role, RunningKind, RunningWork, SnapshotAccepted, SnapshotRequest,
     SnapshotSummary,
 };
@@ -39,6 +39,7 @@ fn manifest(minute: u32, revision: i64) -> SnapshotManifest {
             source_endpoint: "http://127.0.0.1:2379".into(),
             source_member_id: "8e9e05c52164694d".into(),
             members: vec![],
+            previous_cluster_id: None,
         },
         raw: ObjectDigest {
             size: 20480,
@@ -460,6 +461,7 @@ impl Daemon for PromotedDaemon {
     async fn start_promotion(
         &self,
         _request: PromotionRequest,
+        _caller: ApiCaller,
     ) -> Result<PromotionAccepted, ActionError> {
         match self.record.state {
             PromotionState::Running => Err(ActionError::AlreadyRunning {

@@ -74,6 +74,12 @@ pub struct EtcdClusterInfo {
     pub source_member_id: String,
     /// Every member of the cluster, from the member list.
     pub members: Vec<EtcdMember>,
+    /// Set on the first snapshot of a new etcd generation: the etcd cluster id of the snapshot
+    /// committed before it, which the producer saw change (an etcd rebuilt or restored into a
+    /// new cluster id). Signed; readers refuse a change of cluster id that does not name the
+    /// id it follows (docs/security.md, "etcd generations").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_cluster_id: Option<String>,
 }
 
 /// One etcd member, from the member list plus its endpoint status where it answered.
@@ -267,6 +273,7 @@ pub(crate) mod tests {
                         raft_index: 100,
                     }),
                 }],
+                previous_cluster_id: None,
             },
             raw: ObjectDigest {
                 size: 20512,

@@ -10,7 +10,8 @@
 //! appended as further named records after the node bundles, written only when present, so
 //! that manifests without it keep verifying with the signatures they already carry. A change
 //! to an existing record changes the domain tag instead. The first such record is
-//! `kubernetes` (the cluster shape), whose value is the shape's compact JSON.
+//! `kubernetes` (the cluster shape), whose value is the shape's compact JSON; the second is
+//! `etcd.previous_cluster_id` (the start of a new etcd generation).
 
 use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
@@ -170,6 +171,10 @@ impl SnapshotManifest {
             let json = serde_json::to_vec(kubernetes).expect("a cluster shape serialises");
             payload.record("kubernetes", &json);
         }
+        if let Some(previous) = &self.etcd.previous_cluster_id {
+            // A new etcd generation: readers accept the change of cluster id on its word.
+            payload.text("etcd.previous_cluster_id", previous);
+        }
         payload.0
     }
 }
@@ -212,6 +217,10 @@ mod tests {
             ("cluster", change(|m| m.cluster = "other".into())),
             ("label", change(|m| m.label = None)),
             ("cluster id", change(|m| m.etcd.cluster_id = "1".into())),
+            (
+                "new etcd generation",
+                change(|m| m.etcd.previous_cluster_id = Some("1".into())),
+            ),
             ("revision", change(|m| m.etcd.revision += 1)),
             (
                 "member name",

@@ -283,6 +283,50 @@ fn systemd_analyze_verifies_the_unit_without_a_single_complaint() {
     assert!(output.contains("strickt"), "{output}");
 }
 
+/// The overall exposure `systemd-analyze security` prints for `unit`.
+fn exposure(analyze: &Path, unit: &Path) -> (f64, String) {
+    let (_, output) = run(Command::new(analyze)
+        .arg("security")
+        .arg("--offline=true")
+        .arg("--no-pager")
+        .arg(unit));
+    let level = output
+        .lines()
+        .find_map(|line| line.split("Overall exposure level for ").nth(1))
+        .and_then(|rest| rest.split(": ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("no overall exposure in:\n{output}"));
+    (level, output)
+}
+
+#[test]
+fn systemd_analyze_security_rates_the_unit_at_most_1_5() {
+    let analyze = tool("TESTGROUND_SYSTEMD_ANALYZE");
+    let dir = tempfile::tempdir().unwrap();
+    let unit = unit_with_real_binary(dir.path(), |u| u);
+    let (level, output) = exposure(&analyze, &unit);
+    assert!(level <= 1.5, "exposure {level} above 1.5:\n{output}");
+
+    // The rating reads the unit: without its sandboxing it is far worse.
+    let loose = unit_with_real_binary(dir.path(), |u| {
+        u.lines()
+            .filter(|line| {
+                ![
+                    "SystemCallFilter=",
+                    "CapabilityBoundingSet=",
+                    "RestrictAddressFamilies=",
+                ]
+                .iter()
+                .any(|key| line.starts_with(key))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    let (loose_level, output) = exposure(&analyze, &loose);
+    assert!(loose_level > 3.0, "{loose_level}:\n{output}");
+}
+
 #[test]
 fn the_unit_is_a_hardened_notify_service_without_secrets() {
     let unit = std::fs::read_to_string(deploy("systemd/etcd-dr.service")).unwrap();

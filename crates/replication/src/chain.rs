@@ -1,9 +1,10 @@
 //! Reading a generation's segments in order, each checked against its predecessor: the chain,
-//! not a mutable index, is the truth.
+//! not a mutable index, is the truth. Every segment read is signed by a trusted key (or the
+//! reader allows unsigned ones), so a store writer cannot plant or relink one.
 
 use std::sync::Arc;
 
-use etcd_dr_transport::Identities;
+use etcd_dr_transport::{Identities, ManifestTrust};
 use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
 
@@ -30,18 +31,21 @@ pub struct ChainReader {
     layout: ReplicationLayout,
     generation: GenerationId,
     identities: Identities,
+    trust: ManifestTrust,
     names: Vec<SegmentName>,
     next_index: usize,
     verified: Option<ChainLink>,
 }
 
 impl ChainReader {
-    /// Lists the generation's segments (nothing is read yet).
+    /// Lists the generation's segments (nothing is read yet). Each segment read must satisfy
+    /// `trust` (signer, cluster; unsigned only when it allows).
     pub async fn open(
         store: Arc<dyn ObjectStore>,
         layout: ReplicationLayout,
         generation: GenerationId,
         identities: Identities,
+        trust: ManifestTrust,
         cancel: &CancellationToken,
     ) -> Result<Self, ReplicationError> {
         let names = list_segments(&store, &layout, &generation, cancel).await?;
@@ -50,6 +54,7 @@ impl ChainReader {
             layout,
             generation,
             identities,
+            trust,
             names,
             next_index: 0,
             verified: None,
@@ -63,6 +68,7 @@ impl ChainReader {
         layout: ReplicationLayout,
         generation: GenerationId,
         identities: Identities,
+        trust: ManifestTrust,
         names: Vec<SegmentName>,
         verified: Option<ChainLink>,
     ) -> Self {
@@ -71,6 +77,7 @@ impl ChainReader {
             layout,
             generation,
             identities,
+            trust,
             names,
             next_index: 0,
             verified,
@@ -107,7 +114,8 @@ impl ChainReader {
         };
         let path = self.layout.segment_path(&self.generation, name);
         let key = path.to_string();
-        let (segment, digest) = read_segment(&self.store, &path, &self.identities, cancel).await?;
+        let (segment, digest) =
+            read_segment(&self.store, &path, &self.identities, &self.trust, cancel).await?;
         let header = &segment.header;
         let broken = |detail: String| ReplicationError::ChainBroken {
             generation: self.generation.to_string(),
@@ -154,12 +162,14 @@ impl ChainReader {
 }
 
 /// The end of a generation as stored (its newest segment, read and checked on its own), to
-/// continue the chain after a restart. `None` when the generation holds no segment.
+/// continue the chain after a restart. `None` when the generation holds no segment. The
+/// segment must satisfy `trust`: a capture never continues a chain from a planted tail.
 pub async fn read_chain_tail(
     store: &Arc<dyn ObjectStore>,
     layout: &ReplicationLayout,
     generation: &GenerationId,
     identities: &Identities,
+    trust: &ManifestTrust,
     cancel: &CancellationToken,
 ) -> Result<Option<ChainLink>, ReplicationError> {
     let names = list_segments(store, layout, generation, cancel).await?;
@@ -167,7 +177,7 @@ pub async fn read_chain_tail(
         return Ok(None);
     };
     let path = layout.segment_path(generation, last);
-    let (segment, digest) = read_segment(store, &path, identities, cancel).await?;
+    let (segment, digest) = read_segment(store, &path, identities, trust, cancel).await?;
     Ok(Some(ChainLink {
         last_revision: segment.header.last_revision,
         digest,
@@ -182,13 +192,16 @@ mod tests {
 
     use super::*;
     use crate::segment::tests::{generation, sample};
+    use crate::segment_signature::tests::{test_signer, trusting};
     use crate::store::SegmentStore;
 
+    /// A chain of three segments signed by the key `trust()` trusts.
     async fn stored_chain() -> (SegmentStore, Vec<Segment>) {
         let sink = SegmentStore {
             store: Arc::new(InMemory::new()),
             layout: ReplicationLayout::new("dr", "prod").unwrap(),
             recipients: None,
+            signer: Some(test_signer(1)),
         };
         let cancel = CancellationToken::new();
         let mut previous = NO_PREVIOUS_SEGMENT;
@@ -201,13 +214,25 @@ mod tests {
         (sink, segments)
     }
 
+    fn trust() -> ManifestTrust {
+        trusting(&[1], false)
+    }
+
     async fn read_all(sink: &SegmentStore) -> Result<Vec<Segment>, ReplicationError> {
+        read_all_trusting(sink, trust()).await
+    }
+
+    async fn read_all_trusting(
+        sink: &SegmentStore,
+        trust: ManifestTrust,
+    ) -> Result<Vec<Segment>, ReplicationError> {
         let cancel = CancellationToken::new();
         let mut reader = ChainReader::open(
             sink.store.clone(),
             sink.layout.clone(),
             generation(),
             Identities::none(),
+            trust,
             &cancel,
         )
         .await?;
@@ -221,12 +246,27 @@ mod tests {
     #[tokio::test]
     async fn a_stored_chain_reads_back_in_order() {
         let (sink, segments) = stored_chain().await;
-        assert_eq!(read_all(&sink).await.unwrap(), segments);
+        let read = read_all(&sink).await.unwrap();
+        let headers = |segments: &[Segment]| -> Vec<(i64, i64, SegmentDigest)> {
+            segments
+                .iter()
+                .map(|s| {
+                    let h = &s.header;
+                    (h.first_revision, h.last_revision, h.previous_digest)
+                })
+                .collect()
+        };
+        assert_eq!(headers(&read), headers(&segments));
+        for (read, written) in read.iter().zip(&segments) {
+            assert_eq!(read.revisions, written.revisions);
+            assert_eq!(read.header.extension.len(), 97, "signed");
+        }
         let tail = read_chain_tail(
             &sink.store,
             &sink.layout,
             &generation(),
             &Identities::none(),
+            &trust(),
             &CancellationToken::new(),
         )
         .await
@@ -280,12 +320,111 @@ mod tests {
             },
         );
         sink.store.delete(&last).await.unwrap();
-        // Same revisions, but linked to a different predecessor.
+        // Same revisions, but linked to a different predecessor (signed by the producer's
+        // key: a bug, not an attack, since a store writer cannot sign).
         let forged = sample(17, 3, [1; 32]);
         assert_ne!(forged, segments[2]);
         sink.put(&forged, &cancel).await.unwrap();
         let error = read_all(&sink).await.unwrap_err().to_string();
         assert!(error.contains("previous-segment digest"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_planted_segment_is_refused_unless_signed_by_a_trusted_key() {
+        let (sink, segments) = stored_chain().await;
+        let cancel = CancellationToken::new();
+        let last = sink.layout.segment_path(
+            &generation(),
+            &SegmentName {
+                first_revision: 17,
+                last_revision: 19,
+                encrypted: false,
+            },
+        );
+        // A store writer replaces the newest segment with one that links correctly, unsigned
+        // and then signed by a key of its own.
+        let previous = segments[1].encode_signed(&test_signer(1)).1;
+        for (planter, expected) in [
+            (None, "is not signed"),
+            (Some(test_signer(2)), "not among signing.trusted_keys"),
+        ] {
+            sink.store.delete(&last).await.unwrap();
+            let planting = SegmentStore {
+                signer: planter,
+                ..sink.clone()
+            };
+            planting
+                .put(&sample(17, 3, previous), &cancel)
+                .await
+                .unwrap();
+            let error = read_all(&sink).await.unwrap_err();
+            assert!(
+                matches!(&error, ReplicationError::UntrustedSegment { segment, .. } if segment.ends_with("0000000000000000017-0000000000000000019.seg.zst")),
+                "{error}"
+            );
+            assert!(error.to_string().contains(expected), "{error}");
+            let tail = read_chain_tail(
+                &sink.store,
+                &sink.layout,
+                &generation(),
+                &Identities::none(),
+                &trust(),
+                &cancel,
+            )
+            .await;
+            assert!(tail.is_err(), "a capture must not continue a planted tail");
+        }
+        // Rotation: a reader trusting both keys reads the chain; allow_unsigned alone does not
+        // make an unknown signer trusted.
+        assert_eq!(
+            read_all_trusting(&sink, trusting(&[1, 2], false))
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+        let error = read_all_trusting(&sink, trusting(&[1], true))
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("not among"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn unsigned_chains_are_read_only_where_allowed() {
+        let (signed, _) = stored_chain().await;
+        let sink = SegmentStore {
+            store: Arc::new(InMemory::new()),
+            signer: None,
+            ..signed
+        };
+        let cancel = CancellationToken::new();
+        let mut previous = NO_PREVIOUS_SEGMENT;
+        for first in [11, 14] {
+            previous = sink
+                .put(&sample(first, 3, previous), &cancel)
+                .await
+                .unwrap()
+                .digest;
+        }
+        let error = read_all(&sink).await.unwrap_err().to_string();
+        assert!(
+            error.contains("is not signed (signing.allow_unsigned is off)"),
+            "{error}"
+        );
+        assert_eq!(
+            read_all_trusting(&sink, trusting(&[], true))
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            read_all_trusting(&sink, trusting(&[1], true))
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[tokio::test]
@@ -322,6 +461,7 @@ mod tests {
             store: Arc::new(InMemory::new()),
             layout: ReplicationLayout::new("dr", "prod").unwrap(),
             recipients: Some(etcd_dr_transport::Recipients::parse(&[recipient]).unwrap()),
+            signer: Some(test_signer(1)),
         };
         let cancel = CancellationToken::new();
         let segment = sample(11, 2, NO_PREVIOUS_SEGMENT);
@@ -329,11 +469,11 @@ mod tests {
         assert!(stored.key.ends_with(".seg.zst.age"), "{}", stored.key);
         let path = object_store::path::Path::from(stored.key.as_str());
         let identities = Identities::load(&identity_path).unwrap();
-        let (read, digest) = read_segment(&sink.store, &path, &identities, &cancel)
+        let (read, digest) = read_segment(&sink.store, &path, &identities, &trust(), &cancel)
             .await
             .unwrap();
-        assert_eq!((read, digest), (segment, stored.digest));
-        let error = read_segment(&sink.store, &path, &Identities::none(), &cancel)
+        assert_eq!((read.revisions, digest), (segment.revisions, stored.digest));
+        let error = read_segment(&sink.store, &path, &Identities::none(), &trust(), &cancel)
             .await
             .unwrap_err()
             .to_string();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use etcd_client::Client;
-use etcd_dr_transport::Identities;
+use etcd_dr_transport::{Identities, ManifestTrust};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -43,6 +43,8 @@ pub struct ContinuousCapture {
     pub sink: SegmentStore,
     /// To read the stored tail of an encrypted chain.
     pub identities: Identities,
+    /// What the stored tail must satisfy to be continued (signer, cluster).
+    pub trust: ManifestTrust,
     /// Cuts and bounds.
     pub options: CaptureOptions,
     /// Pause after an error before trying again.
@@ -142,6 +144,7 @@ impl ContinuousCapture {
             &self.sink.layout,
             newest,
             &self.identities,
+            &self.trust,
             cancel,
         )
         .await
@@ -169,7 +172,8 @@ impl ContinuousCapture {
             }
             Err(
                 error @ (ReplicationError::CorruptSegment { .. }
-                | ReplicationError::ChainBroken { .. }),
+                | ReplicationError::ChainBroken { .. }
+                | ReplicationError::UntrustedSegment { .. }),
             ) => {
                 error!(generation = %newest, %error, "the stored generation's tail cannot be continued; starting a new generation");
                 Ok(None)

@@ -11,6 +11,14 @@ pub enum ReplicationError {
         /// What did not match.
         detail: String,
     },
+    /// A segment is not signed by a trusted key (or not signed, and unsigned ones are refused).
+    #[error("segment `{segment}` is refused: {reason}")]
+    UntrustedSegment {
+        /// The segment's object key.
+        segment: String,
+        /// Why (every reason).
+        reason: String,
+    },
     /// Two segments of a generation do not link: a hash-chain or revision break.
     #[error("the chain of generation {generation} breaks at `{segment}`: {detail}")]
     ChainBroken {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use etcd_dr_transport::Identities;
+use etcd_dr_transport::{Identities, ManifestTrust};
 use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +50,7 @@ pub struct ChainFollower {
     store: Arc<dyn ObjectStore>,
     layout: ReplicationLayout,
     identities: Identities,
+    trust: ManifestTrust,
     /// Segments read per poll at most, so that a long chain verified for the first time shows
     /// progress between polls.
     max_segments_per_poll: usize,
@@ -63,12 +64,14 @@ impl ChainFollower {
         store: Arc<dyn ObjectStore>,
         layout: ReplicationLayout,
         identities: Identities,
+        trust: ManifestTrust,
         max_segments_per_poll: usize,
     ) -> Self {
         Self {
             store,
             layout,
             identities,
+            trust,
             max_segments_per_poll: max_segments_per_poll.max(1),
             chain: FollowedChain::default(),
             last_name: None,
@@ -120,6 +123,7 @@ impl ChainFollower {
             self.layout.clone(),
             newest.clone(),
             self.identities.clone(),
+            self.trust.clone(),
             names.clone(),
             self.chain.verified,
         );
@@ -171,12 +175,14 @@ mod tests {
             store: Arc::new(InMemory::new()),
             layout: ReplicationLayout::new("dr", "prod").unwrap(),
             recipients: None,
+            signer: None,
         };
         let cancel = CancellationToken::new();
         let mut follower = ChainFollower::new(
             sink.store.clone(),
             sink.layout.clone(),
             Identities::none(),
+            crate::segment_signature::tests::trusting(&[], true),
             2,
         );
         assert_eq!(follower.poll(&cancel).await.unwrap().verified, None);

@@ -20,6 +20,7 @@ mod restore;
 mod retention;
 mod scratch_etcd;
 mod segment;
+mod segment_signature;
 mod store;
 
 pub use capture::{
@@ -42,6 +43,7 @@ pub use segment::{
     LeaseRecord, RevisionEvents, Segment, SegmentDigest, SegmentHeader, NO_PREVIOUS_SEGMENT,
     SEGMENT_FORMAT_VERSION, SEGMENT_MAGIC,
 };
+pub use segment_signature::{SegmentSigner, SEGMENT_SIGNATURE_DOMAIN};
 pub use store::{
     list_generations, list_segments, list_segments_after, read_segment, SegmentStore,
     StoredSegment, MAX_PLAIN_SEGMENT_BYTES,

@@ -27,8 +27,8 @@ pub struct RevisionSource {
     pub segments: ReplicationLayout,
     /// Identities for encrypted snapshots and segments.
     pub identities: Identities,
-    /// What a base snapshot must be to be used (signed by a trusted key, of this cluster,
-    /// encrypted where required).
+    /// What a base snapshot and every segment must be to be used (signed by a trusted key, of
+    /// this cluster; a snapshot encrypted where required).
     pub trust: ManifestTrust,
     /// etcd and etcdutl for the throw-away etcd.
     pub binaries: EtcdBinaries,
@@ -105,6 +105,7 @@ pub async fn fetch_revision(
                 source.segments.clone(),
                 generation.clone(),
                 source.identities.clone(),
+                source.trust.clone(),
                 cancel,
             )
             .await?;

@@ -83,6 +83,7 @@ mod tests {
             ),
             layout: ReplicationLayout::new("dr", "prod").unwrap(),
             recipients: None,
+            signer: None,
         };
         let cancel = CancellationToken::new();
         let old = sink

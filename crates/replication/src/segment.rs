@@ -6,6 +6,11 @@ use etcd_client::proto::PbEvent;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
+use etcd_dr_transport::ManifestTrust;
+
+use crate::segment_signature::{
+    check_segment_signature, unsigned_content_hash, SegmentSigner, SIGNED_EXTENSION_LEN,
+};
 use crate::{GenerationId, ReplicationError};
 
 /// First bytes of every segment.
@@ -67,8 +72,8 @@ pub struct SegmentHeader {
     pub last_observed_unix_ms: i64,
     /// The previous segment's digest, zeros for a generation's first segment.
     pub previous_digest: SegmentDigest,
-    /// Opaque bytes for later format extensions (a signature, for example); covered by the
-    /// trailer. Empty in format 1.
+    /// The producer's signature (docs/segments.md#signatures), empty when unsigned; covered by
+    /// the trailer.
     pub extension: Vec<u8>,
 }
 
@@ -115,8 +120,19 @@ impl Segment {
         Ok(segment)
     }
 
-    /// The plain bytes (header, body, trailer) and the digest (the trailer).
+    /// The plain bytes (header, body, trailer) and the digest (the trailer), with the header's
+    /// extension as it is (empty for a new segment: unsigned).
     pub fn encode(&self) -> (Vec<u8>, SegmentDigest) {
+        self.encode_with(None)
+    }
+
+    /// [`encode`](Self::encode), with `signer`'s signature in the extension (any extension the
+    /// header holds is replaced).
+    pub fn encode_signed(&self, signer: &SegmentSigner) -> (Vec<u8>, SegmentDigest) {
+        self.encode_with(Some(signer))
+    }
+
+    fn encode_with(&self, signer: Option<&SegmentSigner>) -> (Vec<u8>, SegmentDigest) {
         let header = &self.header;
         let body_len: usize = self.revisions.iter().map(RevisionEvents::encoded_len).sum();
         let mut out = Vec::with_capacity(160 + body_len + 24 * self.leases.len());
@@ -135,8 +151,15 @@ impl Segment {
             out.extend_from_slice(&value.to_le_bytes());
         }
         out.extend_from_slice(&header.previous_digest);
-        out.extend_from_slice(&(header.extension.len() as u32).to_le_bytes());
-        out.extend_from_slice(&header.extension);
+        let extension_at = out.len();
+        // A signature's place is reserved and filled once the body is encoded.
+        let extension: &[u8] = match signer {
+            Some(_) => &[0; SIGNED_EXTENSION_LEN],
+            None => &header.extension,
+        };
+        out.extend_from_slice(&(extension.len() as u32).to_le_bytes());
+        out.extend_from_slice(extension);
+        let body_at = out.len();
         out.extend_from_slice(&(self.leases.len() as u32).to_le_bytes());
         out.extend_from_slice(&(self.revisions.len() as u32).to_le_bytes());
         for lease in &self.leases {
@@ -155,13 +178,44 @@ impl Segment {
                     .expect("a Vec grows to hold any message");
             }
         }
+        if let Some(signer) = signer {
+            let unsigned_hash = unsigned_content_hash(&out[..extension_at], &out[body_at..]);
+            out[extension_at + 4..body_at].copy_from_slice(&signer.extension(&unsigned_hash));
+        }
         let digest: SegmentDigest = Sha256::digest(&out).into();
         out.extend_from_slice(&digest);
         (out, digest)
     }
 
-    /// Parses and checks plain segment bytes; `name` is used in errors.
+    /// Parses and checks plain segment bytes; `name` is used in errors. The signature, if any,
+    /// is not checked: [`decode_trusted`](Self::decode_trusted) does.
     pub fn decode(name: &str, bytes: &[u8]) -> Result<(Self, SegmentDigest), ReplicationError> {
+        let (segment, digest, _) = Self::decode_parts(name, bytes)?;
+        Ok((segment, digest))
+    }
+
+    /// [`decode`](Self::decode), then the signature checked against `trust` (trusted signer,
+    /// the store's cluster, unsigned only when allowed).
+    pub fn decode_trusted(
+        name: &str,
+        bytes: &[u8],
+        trust: &ManifestTrust,
+    ) -> Result<(Self, SegmentDigest), ReplicationError> {
+        let (segment, digest, unsigned_hash) = Self::decode_parts(name, bytes)?;
+        check_segment_signature(&segment.header.extension, &unsigned_hash, trust).map_err(
+            |reason| ReplicationError::UntrustedSegment {
+                segment: name.to_string(),
+                reason,
+            },
+        )?;
+        Ok((segment, digest))
+    }
+
+    /// The segment, its digest and the hash its signature covers.
+    fn decode_parts(
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(Self, SegmentDigest, [u8; 32]), ReplicationError> {
         let corrupt = |detail: String| ReplicationError::corrupt(name, detail);
         if bytes.len() < SEGMENT_MAGIC.len() + 32 {
             return Err(corrupt(format!("{} bytes is too short", bytes.len())));
@@ -194,11 +248,13 @@ impl Segment {
         let first_observed_unix_ms = reader.i64().map_err(&corrupt)?;
         let last_observed_unix_ms = reader.i64().map_err(&corrupt)?;
         let previous_digest: SegmentDigest = reader.array().map_err(&corrupt)?;
+        let extension_at = content.len() - reader.bytes.len();
         let extension_len = u32::from_le_bytes(reader.array().map_err(&corrupt)?);
         let extension = reader
             .take(extension_len as usize)
             .map_err(&corrupt)?
             .to_vec();
+        let unsigned_hash = unsigned_content_hash(&content[..extension_at], reader.bytes);
         let lease_count = u32::from_le_bytes(reader.array().map_err(&corrupt)?);
         let revision_count = u32::from_le_bytes(reader.array().map_err(&corrupt)?);
         // Counts come from the file: never pre-allocate more than the bytes can hold.
@@ -251,7 +307,7 @@ impl Segment {
             revisions,
         };
         segment.check_body().map_err(corrupt)?;
-        Ok((segment, digest))
+        Ok((segment, digest, unsigned_hash))
     }
 
     /// The body agrees with the header: consecutive revisions from first to last, each with

@@ -3,13 +3,16 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use etcd_dr_transport::{decrypt_in_memory, encrypt_in_memory, Identities, Recipients};
+use etcd_dr_transport::{
+    decrypt_in_memory, encrypt_in_memory, Identities, ManifestTrust, Recipients,
+};
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     GenerationId, ReplicationError, ReplicationLayout, Segment, SegmentDigest, SegmentName,
+    SegmentSigner,
 };
 
 /// zstd level of segments: etcd events are small and repetitive; 3 is fast and close to 9.
@@ -26,6 +29,9 @@ pub struct SegmentStore {
     pub layout: ReplicationLayout,
     /// age recipients; `None` stores plain (zstd only) segments.
     pub recipients: Option<Recipients>,
+    /// The producer's signing key (`signing.key_file`); `None` writes unsigned segments, which
+    /// readers refuse unless `signing.allow_unsigned`.
+    pub signer: Option<SegmentSigner>,
 }
 
 /// A segment as stored: where, how big, its digest.
@@ -49,7 +55,10 @@ impl SegmentStore {
         segment: &Segment,
         cancel: &CancellationToken,
     ) -> Result<StoredSegment, ReplicationError> {
-        let (plain, digest) = segment.encode();
+        let (plain, digest) = match &self.signer {
+            Some(signer) => segment.encode_signed(signer),
+            None => segment.encode(),
+        };
         let header = &segment.header;
         self.put_encoded(
             &header.generation,
@@ -61,7 +70,8 @@ impl SegmentStore {
         .await
     }
 
-    /// [`put`](Self::put) for a segment already encoded by [`Segment::encode`].
+    /// [`put`](Self::put) for a segment already encoded by [`Segment::encode_signed`] (with
+    /// [`signer`](Self::signer)) or [`Segment::encode`].
     pub async fn put_encoded(
         &self,
         generation: &GenerationId,
@@ -130,12 +140,13 @@ impl SegmentStore {
     }
 }
 
-/// Reads one segment object: get, decrypt (`.age`), decompress, decode, and check that its
-/// header agrees with its name.
+/// Reads one segment object: get, decrypt (`.age`), decompress, decode, check its signature
+/// against `trust` and that its header agrees with its name.
 pub async fn read_segment(
     store: &Arc<dyn ObjectStore>,
     path: &object_store::path::Path,
     identities: &Identities,
+    trust: &ManifestTrust,
     cancel: &CancellationToken,
 ) -> Result<(Segment, SegmentDigest), ReplicationError> {
     let key = path.to_string();
@@ -151,6 +162,7 @@ pub async fn read_segment(
         () = cancel.cancelled() => return Err(ReplicationError::Cancelled),
     };
     let identities = identities.clone();
+    let trust = trust.clone();
     let key_for_thread = key.clone();
     let (segment, digest) = tokio::task::spawn_blocking(move || {
         let compressed = if name.encrypted {
@@ -172,7 +184,7 @@ pub async fn read_segment(
                 format!("larger than {MAX_PLAIN_SEGMENT_BYTES} bytes when decompressed"),
             ));
         }
-        let (segment, digest) = Segment::decode(&key_for_thread, &plain)?;
+        let (segment, digest) = Segment::decode_trusted(&key_for_thread, &plain, &trust)?;
         if segment.header.first_revision != name.first_revision
             || segment.header.last_revision != name.last_revision
         {

@@ -10,6 +10,7 @@ use etcd_dr_transport::{
     restore_lock_path, SnapshotLayout, TransportError,
 };
 use object_store::ObjectStore;
+use tokio_util::sync::CancellationToken;
 
 /// Who holds the restore lock, as the lock object says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,11 +114,12 @@ pub async fn admit(
     store: &Arc<dyn ObjectStore>,
     layout: &SnapshotLayout,
     request: &PromotionRequest,
+    cancel: &CancellationToken,
 ) -> Result<Admission, AdmissionError> {
     let in_place = request.mode == PromotionMode::InPlace;
     // An in-place restore never passes the fence: the prefix belongs to a promoted cluster now.
     if in_place || (!request.dry_run && !request.force) {
-        if let Some(marker) = read_promotion_marker(store, layout).await? {
+        if let Some(marker) = read_promotion_marker(store, layout, cancel).await? {
             return Err(AdmissionError::Fenced {
                 marker,
                 key: promotion_marker_path(layout).to_string(),
@@ -129,7 +131,7 @@ pub async fn admit(
     if request.force && !request.dry_run {
         return Ok(admission);
     }
-    if let Some(lock) = read_restore_lock(store, layout).await? {
+    if let Some(lock) = read_restore_lock(store, layout, cancel).await? {
         let holder = LockHolder::from_lock(&lock, layout);
         if !request.dry_run {
             return Err(AdmissionError::Locked { holder });
@@ -147,8 +149,9 @@ pub async fn take_restore_lock(
     layout: &SnapshotLayout,
     lock: &RestoreLock,
     force: bool,
+    cancel: &CancellationToken,
 ) -> Result<(), AdmissionError> {
-    match acquire_restore_lock(store, layout, lock, force).await {
+    match acquire_restore_lock(store, layout, lock, force, cancel).await {
         Ok(()) => Ok(()),
         Err(TransportError::Locked {
             key,
@@ -214,13 +217,14 @@ mod tests {
             fenced_at: at,
             replaces: None,
         };
-        write_promotion_marker(&store, &layout, &marker, false)
+        write_promotion_marker(&store, &layout, &marker, false, &CancellationToken::new())
             .await
             .unwrap();
         let refused = admit(
             &store,
             &layout,
             &request(PromotionMode::Failover, false, false),
+            &CancellationToken::new(),
         )
         .await
         .unwrap_err();
@@ -241,6 +245,7 @@ mod tests {
                 &store,
                 &layout,
                 &request(PromotionMode::Switchover, dry_run, force),
+                &CancellationToken::new(),
             )
             .await
             .unwrap();
@@ -250,6 +255,7 @@ mod tests {
                 &store,
                 &layout,
                 &request(PromotionMode::InPlace, dry_run, force),
+                &CancellationToken::new(),
             )
             .await
             .unwrap_err();
@@ -264,13 +270,24 @@ mod tests {
     #[tokio::test]
     async fn a_held_lock_refuses_a_real_run_warns_a_dry_run_and_yields_to_force() {
         let (store, layout) = store();
-        take_restore_lock(&store, &layout, &lock("r-crashed"), false)
-            .await
-            .unwrap();
+        take_restore_lock(
+            &store,
+            &layout,
+            &lock("r-crashed"),
+            false,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
         for mode in [PromotionMode::Failover, PromotionMode::InPlace] {
-            let refused = admit(&store, &layout, &request(mode, false, false))
-                .await
-                .unwrap_err();
+            let refused = admit(
+                &store,
+                &layout,
+                &request(mode, false, false),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
             let text = refused.to_string();
             assert!(
                 text.contains("r-crashed")
@@ -284,6 +301,7 @@ mod tests {
             &store,
             &layout,
             &request(PromotionMode::InPlace, true, false),
+            &CancellationToken::new(),
         )
         .await
         .unwrap();
@@ -293,30 +311,47 @@ mod tests {
             &store,
             &layout,
             &request(PromotionMode::InPlace, false, true),
+            &CancellationToken::new(),
         )
         .await
         .unwrap();
         assert!(forced.warnings.is_empty());
 
         // Taking a held lock is refused in the same words; force takes it over.
-        let taken = take_restore_lock(&store, &layout, &lock("r-second"), false)
-            .await
-            .unwrap_err();
+        let taken = take_restore_lock(
+            &store,
+            &layout,
+            &lock("r-second"),
+            false,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(
             taken.to_string(),
             admit(
                 &store,
                 &layout,
-                &request(PromotionMode::InPlace, false, false)
+                &request(PromotionMode::InPlace, false, false),
+                &CancellationToken::new()
             )
             .await
             .unwrap_err()
             .to_string()
         );
-        take_restore_lock(&store, &layout, &lock("r-second"), true)
+        take_restore_lock(
+            &store,
+            &layout,
+            &lock("r-second"),
+            true,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        let held = read_restore_lock(&store, &layout, &CancellationToken::new())
             .await
+            .unwrap()
             .unwrap();
-        let held = read_restore_lock(&store, &layout).await.unwrap().unwrap();
         assert_eq!(held.promotion_id, "r-second");
     }
 }

@@ -16,6 +16,7 @@ mod bundle_keys;
 mod config;
 mod error;
 mod etcd_pod;
+mod fence_watch;
 mod front_end;
 mod health;
 mod hooks;
@@ -40,6 +41,7 @@ pub use etcd_dr_core::{
     PromotionRequest, PromotionState, RestoreTool, StepName, StepRecord, StepState,
 };
 pub use etcd_pod::{parse_etcd_pod, EtcdPod};
+pub use fence_watch::{check_fence_once, FenceCheckError};
 pub use front_end::{
     alias_line, is_host_name, replace_marked_lines, FrontEndConfig, HostsReplaced, HOSTS_MARK,
 };

@@ -292,6 +292,7 @@ mod tests {
                         status: None,
                     })
                     .collect(),
+                previous_cluster_id: None,
             },
             raw: ObjectDigest {
                 size: 1000,

@@ -34,10 +34,10 @@ pub async fn request_final_snapshot(
         final_snapshot: None,
         error: None,
     };
-    write_switchover_request(store, layout, &request).await?;
+    write_switchover_request(store, layout, &request, cancel).await?;
     let started = tokio::time::Instant::now();
     loop {
-        if let Some(answer) = read_switchover_request(store, layout).await? {
+        if let Some(answer) = read_switchover_request(store, layout, cancel).await? {
             if answer.promotion_id != promotion_id {
                 return Err(PromoteError::Switchover(format!(
                     "another switchover ({}) replaced this one's request",

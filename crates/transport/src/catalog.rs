@@ -29,7 +29,7 @@ pub struct Catalog {
     /// Manifests that exist but cannot be read.
     pub unreadable: Vec<UnreadableManifest>,
     /// Manifests this reader refuses (unsigned, unknown signer, altered, another cluster, plain
-    /// where encryption is required): never used; retention deletes them only once they are
+    /// where encryption is required, another etcd's without a new generation): never used; retention deletes them only once they are
     /// older than every snapshot it keeps.
     pub refused: Vec<RefusedSnapshot>,
 }
@@ -91,7 +91,7 @@ impl Catalog {
     }
 
     /// Puts `snapshots` in the documented order (see [`Catalog::snapshots`]).
-    fn order(&mut self) {
+    pub(crate) fn order(&mut self) {
         let commit: HashMap<SnapshotId, DateTime<Utc>> = self
             .snapshots
             .iter()
@@ -196,7 +196,7 @@ pub async fn list_snapshots(
         if cancel.is_cancelled() {
             return Err(TransportError::Cancelled);
         }
-        match read_manifest(store, layout, trust, &id).await {
+        match read_manifest(store, layout, trust, &id, cancel).await {
             Ok(manifest) => {
                 catalog.committed_at.insert(id, committed_at);
                 catalog.snapshots.push(manifest);
@@ -220,6 +220,7 @@ pub async fn list_snapshots(
             Err(e) => return Err(e),
         }
     }
+    catalog.refuse_undeclared_generations();
     catalog.order();
     Ok(catalog)
 }
@@ -230,13 +231,17 @@ pub async fn read_manifest(
     layout: &SnapshotLayout,
     trust: &ManifestTrust,
     id: &SnapshotId,
+    cancel: &CancellationToken,
 ) -> Result<SnapshotManifest, TransportError> {
     let key = layout.manifest_path(id);
-    let bytes = match store.get(&key).await {
-        Ok(object) => object
-            .bytes()
-            .await
-            .map_err(|e| TransportError::store("get", &key, e))?,
+    let get = async { store.get(&key).await?.bytes().await };
+    let got = tokio::select! {
+        biased;
+        () = cancel.cancelled() => return Err(TransportError::Cancelled),
+        got = get => got,
+    };
+    let bytes = match got {
+        Ok(bytes) => bytes,
         Err(object_store::Error::NotFound { .. }) => {
             return Err(TransportError::SnapshotNotFound {
                 id: id.clone(),
@@ -281,7 +286,8 @@ pub async fn read_manifest(
 }
 
 /// Finds the manifest an operator asked for. `latest` is the newest manifest in the store: when
-/// the reader refuses it, that is the error (an older snapshot is used only when named).
+/// the reader refuses it, that is the error (an older snapshot is used only when named). A
+/// named snapshot is checked against the others too (its etcd generation).
 pub async fn resolve_snapshot(
     store: &Arc<dyn ObjectStore>,
     layout: &SnapshotLayout,
@@ -290,7 +296,17 @@ pub async fn resolve_snapshot(
     cancel: &CancellationToken,
 ) -> Result<SnapshotManifest, TransportError> {
     match selector {
-        SnapshotSelector::Id(id) => read_manifest(store, layout, trust, id).await,
+        SnapshotSelector::Id(id) => {
+            let manifest = read_manifest(store, layout, trust, id, cancel).await?;
+            let catalog = list_snapshots(store, layout, trust, cancel).await?;
+            if let Some(refused) = catalog.refused.iter().find(|r| r.id == *id) {
+                return Err(TransportError::Untrusted {
+                    id: id.clone(),
+                    reason: refused.reason.clone(),
+                });
+            }
+            Ok(manifest)
+        }
         SnapshotSelector::Latest => {
             let mut catalog = list_snapshots(store, layout, trust, cancel).await?;
             let newest_commit = catalog.newest().map(|m| catalog.commit_time(m));
@@ -349,13 +365,14 @@ pub async fn commit_manifest(
     layout: &SnapshotLayout,
     signer: Option<&ManifestSigner>,
     manifest: &mut SnapshotManifest,
+    cancel: &CancellationToken,
 ) -> Result<(), TransportError> {
     if let Some(signer) = signer {
         signer.sign(manifest);
     }
     let manifest = &*manifest;
     let key = layout.manifest_path(&manifest.id);
-    if put_json(store, &key, manifest, false).await? {
+    if put_json(store, &key, manifest, false, cancel).await? {
         Ok(())
     } else {
         Err(TransportError::AlreadyExists {

@@ -7,6 +7,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::TransportError;
 
@@ -14,12 +15,16 @@ use crate::TransportError;
 pub(crate) async fn read_json<T: DeserializeOwned>(
     store: &Arc<dyn ObjectStore>,
     key: &Path,
+    cancel: &CancellationToken,
 ) -> Result<Option<T>, TransportError> {
-    let bytes = match store.get(key).await {
-        Ok(object) => object
-            .bytes()
-            .await
-            .map_err(|e| TransportError::store("get", key, e))?,
+    let get = async { store.get(key).await?.bytes().await };
+    let got = tokio::select! {
+        biased;
+        () = cancel.cancelled() => return Err(TransportError::Cancelled),
+        got = get => got,
+    };
+    let bytes = match got {
+        Ok(bytes) => bytes,
         Err(object_store::Error::NotFound { .. }) => return Ok(None),
         Err(e) => return Err(TransportError::store("get", key, e)),
     };
@@ -44,6 +49,7 @@ pub(crate) async fn put_json<T: Serialize>(
     key: &Path,
     value: &T,
     replace: bool,
+    cancel: &CancellationToken,
 ) -> Result<bool, TransportError> {
     let mode = if replace {
         PutMode::Overwrite
@@ -54,7 +60,13 @@ pub(crate) async fn put_json<T: Serialize>(
         mode,
         ..PutOptions::default()
     };
-    match store.put_opts(key, to_json(value)?, options).await {
+    let put = store.put_opts(key, to_json(value)?, options);
+    let put = tokio::select! {
+        biased;
+        () = cancel.cancelled() => return Err(TransportError::Cancelled),
+        put = put => put,
+    };
+    match put {
         Ok(_) => Ok(true),
         Err(object_store::Error::AlreadyExists { .. })
         | Err(object_store::Error::Precondition { .. }) => Ok(false),

@@ -16,6 +16,7 @@ mod encryption;
 mod error;
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod fault_store;
+mod generations;
 mod intact;
 mod json_object;
 mod layout;
@@ -63,8 +64,8 @@ pub use retention::{
     apply_retention, plan_retention, plan_verified_retention, RetentionConfig, RetentionPlan,
 };
 pub use signing::{
-    generate_signing_key, parse_public_key, ManifestSigner, ManifestTrust, SigningConfig,
-    PUBLIC_KEY_PREFIX,
+    generate_signing_key, parse_public_key, DetachedSignature, ManifestSigner, ManifestTrust,
+    SigningConfig, PUBLIC_KEY_PREFIX,
 };
 pub use staging::sweep_local_staging;
 pub use store_config::{oci_s3_endpoint, without_userinfo, StoreConfig, StoreKind};

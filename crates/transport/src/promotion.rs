@@ -8,6 +8,7 @@ use std::sync::Arc;
 use etcd_dr_core::{PromotionMarker, RestoreLock, SwitchoverRequest};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
+use tokio_util::sync::CancellationToken;
 
 use crate::json_object::{put_json, read_json};
 use crate::{SnapshotLayout, TransportError};
@@ -43,8 +44,9 @@ pub fn restore_lock_path(layout: &SnapshotLayout) -> Path {
 pub async fn read_promotion_marker(
     store: &Arc<dyn ObjectStore>,
     layout: &SnapshotLayout,
+    cancel: &CancellationToken,
 ) -> Result<Option<PromotionMarker>, TransportError> {
-    read_json(store, &promotion_marker_path(layout)).await
+    read_json(store, &promotion_marker_path(layout), cancel).await
 }
 
 /// Writes the promotion marker. Create-only unless `replace` (an operator's `force`): when a
@@ -54,12 +56,16 @@ pub async fn write_promotion_marker(
     layout: &SnapshotLayout,
     marker: &PromotionMarker,
     replace: bool,
+    cancel: &CancellationToken,
 ) -> Result<(), TransportError> {
     let key = promotion_marker_path(layout);
-    if put_json(store, &key, marker, replace).await? {
+    if put_json(store, &key, marker, replace, cancel).await? {
         return Ok(());
     }
-    let existing = read_promotion_marker(store, layout).await.ok().flatten();
+    let existing = read_promotion_marker(store, layout, cancel)
+        .await
+        .ok()
+        .flatten();
     Err(TransportError::Fenced {
         key: key.to_string(),
         promotion_id: existing
@@ -72,8 +78,9 @@ pub async fn write_promotion_marker(
 pub async fn read_restore_lock(
     store: &Arc<dyn ObjectStore>,
     layout: &SnapshotLayout,
+    cancel: &CancellationToken,
 ) -> Result<Option<RestoreLock>, TransportError> {
-    read_json(store, &restore_lock_path(layout)).await
+    read_json(store, &restore_lock_path(layout), cancel).await
 }
 
 /// Takes the restore lock with a create-only put; `replace` (an operator's `force`) takes it
@@ -83,12 +90,16 @@ pub async fn acquire_restore_lock(
     layout: &SnapshotLayout,
     lock: &RestoreLock,
     replace: bool,
+    cancel: &CancellationToken,
 ) -> Result<(), TransportError> {
     let key = restore_lock_path(layout);
-    if put_json(store, &key, lock, replace).await? {
+    if put_json(store, &key, lock, replace, cancel).await? {
         return Ok(());
     }
-    let holder = read_restore_lock(store, layout).await.ok().flatten();
+    let holder = read_restore_lock(store, layout, cancel)
+        .await
+        .ok()
+        .flatten();
     Err(TransportError::Locked {
         key: key.to_string(),
         promotion_id: holder
@@ -111,13 +122,19 @@ pub async fn release_restore_lock(
     store: &Arc<dyn ObjectStore>,
     layout: &SnapshotLayout,
     promotion_id: &str,
+    cancel: &CancellationToken,
 ) -> Result<bool, TransportError> {
     let key = restore_lock_path(layout);
-    match read_restore_lock(store, layout).await? {
+    match read_restore_lock(store, layout, cancel).await? {
         Some(lock) if lock.promotion_id == promotion_id => {}
         _ => return Ok(false),
     }
-    match store.delete(&key).await {
+    let deleted = tokio::select! {
+        biased;
+        () = cancel.cancelled() => return Err(TransportError::Cancelled),
+        deleted = store.delete(&key) => deleted,
+    };
+    match deleted {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(true),
         Err(e) => Err(TransportError::store("delete", &key, e)),
     }
@@ -127,8 +144,9 @@ pub async fn release_restore_lock(
 pub async fn read_switchover_request(
     store: &Arc<dyn ObjectStore>,
     layout: &SnapshotLayout,
+    cancel: &CancellationToken,
 ) -> Result<Option<SwitchoverRequest>, TransportError> {
-    read_json(store, &switchover_request_path(layout)).await
+    read_json(store, &switchover_request_path(layout), cancel).await
 }
 
 /// Writes (or replaces) the switchover request: the secondary asks with it, the primary answers
@@ -137,10 +155,17 @@ pub async fn write_switchover_request(
     store: &Arc<dyn ObjectStore>,
     layout: &SnapshotLayout,
     request: &SwitchoverRequest,
+    cancel: &CancellationToken,
 ) -> Result<(), TransportError> {
-    put_json(store, &switchover_request_path(layout), request, true)
-        .await
-        .map(|_| ())
+    put_json(
+        store,
+        &switchover_request_path(layout),
+        request,
+        true,
+        cancel,
+    )
+    .await
+    .map(|_| ())
 }
 
 #[cfg(test)]
@@ -163,6 +188,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_marker_is_create_only() {
+        let cancel = CancellationToken::new();
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn ObjectStore> =
             Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
@@ -171,24 +197,24 @@ mod tests {
             promotion_marker_path(&layout).as_ref(),
             "dr/prod/promotion.json"
         );
-        assert!(read_promotion_marker(&store, &layout)
+        assert!(read_promotion_marker(&store, &layout, &cancel)
             .await
             .unwrap()
             .is_none());
-        write_promotion_marker(&store, &layout, &marker("p1"), false)
+        write_promotion_marker(&store, &layout, &marker("p1"), false, &cancel)
             .await
             .unwrap();
-        let error = write_promotion_marker(&store, &layout, &marker("p2"), false)
+        let error = write_promotion_marker(&store, &layout, &marker("p2"), false, &cancel)
             .await
             .unwrap_err();
         assert!(
             matches!(&error, TransportError::Fenced { promotion_id, .. } if promotion_id == "p1"),
             "{error}"
         );
-        write_promotion_marker(&store, &layout, &marker("p3"), true)
+        write_promotion_marker(&store, &layout, &marker("p3"), true, &cancel)
             .await
             .unwrap();
-        let read = read_promotion_marker(&store, &layout)
+        let read = read_promotion_marker(&store, &layout, &cancel)
             .await
             .unwrap()
             .unwrap();
@@ -197,6 +223,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_restore_lock_admits_one_at_a_time() {
+        let cancel = CancellationToken::new();
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn ObjectStore> =
             Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
@@ -211,10 +238,10 @@ mod tests {
             requested_by: "ops@here".into(),
             locked_at: Utc::now(),
         };
-        acquire_restore_lock(&store, &layout, &lock("r1"), false)
+        acquire_restore_lock(&store, &layout, &lock("r1"), false, &cancel)
             .await
             .unwrap();
-        let error = acquire_restore_lock(&store, &layout, &lock("r2"), false)
+        let error = acquire_restore_lock(&store, &layout, &lock("r2"), false, &cancel)
             .await
             .unwrap_err();
         assert!(
@@ -222,22 +249,35 @@ mod tests {
             "{error}"
         );
         // Only the holder releases it.
-        assert!(!release_restore_lock(&store, &layout, "r2").await.unwrap());
-        assert!(read_restore_lock(&store, &layout).await.unwrap().is_some());
+        assert!(!release_restore_lock(&store, &layout, "r2", &cancel)
+            .await
+            .unwrap());
+        assert!(read_restore_lock(&store, &layout, &cancel)
+            .await
+            .unwrap()
+            .is_some());
         // A forced run takes it over; the crashed holder's release then leaves it alone.
-        acquire_restore_lock(&store, &layout, &lock("r3"), true)
+        acquire_restore_lock(&store, &layout, &lock("r3"), true, &cancel)
             .await
             .unwrap();
-        assert!(!release_restore_lock(&store, &layout, "r1").await.unwrap());
-        assert!(release_restore_lock(&store, &layout, "r3").await.unwrap());
-        assert!(read_restore_lock(&store, &layout).await.unwrap().is_none());
-        acquire_restore_lock(&store, &layout, &lock("r4"), false)
+        assert!(!release_restore_lock(&store, &layout, "r1", &cancel)
+            .await
+            .unwrap());
+        assert!(release_restore_lock(&store, &layout, "r3", &cancel)
+            .await
+            .unwrap());
+        assert!(read_restore_lock(&store, &layout, &cancel)
+            .await
+            .unwrap()
+            .is_none());
+        acquire_restore_lock(&store, &layout, &lock("r4"), false, &cancel)
             .await
             .unwrap();
     }
 
     #[tokio::test]
     async fn switchover_requests_are_replaced() {
+        let cancel = CancellationToken::new();
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn ObjectStore> =
             Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
@@ -253,17 +293,36 @@ mod tests {
             final_snapshot: None,
             error: None,
         };
-        write_switchover_request(&store, &layout, &request)
+        write_switchover_request(&store, &layout, &request, &cancel)
             .await
             .unwrap();
         request.final_snapshot = Some(SnapshotId::new(Utc::now(), 9));
-        write_switchover_request(&store, &layout, &request)
+        write_switchover_request(&store, &layout, &request, &cancel)
             .await
             .unwrap();
-        let read = read_switchover_request(&store, &layout)
+        let read = read_switchover_request(&store, &layout, &cancel)
             .await
             .unwrap()
             .unwrap();
         assert_eq!(read, request);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_call_touches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let layout = SnapshotLayout::new("", "prod").unwrap();
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let error = write_promotion_marker(&store, &layout, &marker("p1"), false, &cancel)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, TransportError::Cancelled), "{error}");
+        assert!(matches!(
+            read_promotion_marker(&store, &layout, &cancel).await,
+            Err(TransportError::Cancelled)
+        ));
+        assert!(!dir.path().join("prod/promotion.json").exists());
     }
 }

@@ -189,6 +189,26 @@ impl ManifestSigner {
             signature: BASE64.encode(signature.to_bytes()),
         });
     }
+
+    /// Signs bytes that are not a manifest (a replication segment's signed payload). The
+    /// payload must start with its own domain tag, so that no signature is valid as another
+    /// kind's.
+    pub fn sign_detached(&self, payload: &[u8]) -> DetachedSignature {
+        DetachedSignature {
+            public_key: self.key.verifying_key().to_bytes(),
+            signature: self.key.sign(payload).to_bytes(),
+        }
+    }
+}
+
+/// An Ed25519 signature carried beside what it signs (a segment's): the signer's public key and
+/// the signature, raw bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DetachedSignature {
+    /// The signer's public key.
+    pub public_key: [u8; 32],
+    /// The signature.
+    pub signature: [u8; 64],
 }
 
 /// A new signing key: the text of its key file and its public key.
@@ -269,6 +289,46 @@ impl ManifestTrust {
     /// Whether unsigned manifests are accepted.
     pub fn allows_unsigned(&self) -> bool {
         self.allow_unsigned
+    }
+
+    /// The cluster whose manifests (and segments) are accepted.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// Checks a detached signature (a segment's) over `payload` by the same rules as a
+    /// manifest's: refused when unsigned (unless `allow_unsigned`), signed by a key that is not
+    /// trusted, or not matching `payload`.
+    pub fn check_detached(
+        &self,
+        signature: Option<&DetachedSignature>,
+        payload: &[u8],
+    ) -> Result<(), String> {
+        let Some(signature) = signature else {
+            return if self.allow_unsigned {
+                Ok(())
+            } else {
+                Err("it is not signed (signing.allow_unsigned is off)".into())
+            };
+        };
+        let Some((_, key)) = self
+            .keys
+            .iter()
+            .find(|(_, key)| key.as_bytes() == &signature.public_key)
+        else {
+            if self.keys.is_empty() && self.allow_unsigned {
+                // Nothing to check it against: as good as unsigned, which is allowed.
+                return Ok(());
+            }
+            return Err(format!(
+                "it is signed by {}, which is not among signing.trusted_keys",
+                format_args!("{PUBLIC_KEY_PREFIX}{}", BASE64.encode(signature.public_key))
+            ));
+        };
+        key.verify_strict(payload, &Signature::from_bytes(&signature.signature))
+            .map_err(|_| {
+                "its signature does not match its content (changed after it was signed)".to_string()
+            })
     }
 
     /// Checks `manifest`; the error names every reason it is refused.

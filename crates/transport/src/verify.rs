@@ -285,9 +285,15 @@ mod tests {
                 "producer": {"tool": "t", "host": "h"},
             }))
             .unwrap();
-            commit_manifest(&self.store, &self.layout, None, &mut manifest)
-                .await
-                .unwrap();
+            commit_manifest(
+                &self.store,
+                &self.layout,
+                None,
+                &mut manifest,
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
             manifest
         }
     }

@@ -85,14 +85,21 @@ async fn a_second_attempt_at_the_same_id_leaves_the_committed_snapshot_intact() 
             false,
         )
         .unwrap();
-        commit_manifest(&store, &layout, None, &mut manifest(id.clone(), first_data))
-            .await
-            .unwrap();
+        commit_manifest(
+            &store,
+            &layout,
+            None,
+            &mut manifest(id.clone(), first_data),
+            &cancel,
+        )
+        .await
+        .unwrap();
         let refused = commit_manifest(
             &store,
             &layout,
             None,
             &mut manifest(id.clone(), second_data),
+            &cancel,
         )
         .await
         .unwrap_err();

@@ -9,13 +9,14 @@ use axum::Json;
 use etcd_dr_core::{PromotionRecord, PromotionRequest};
 
 use super::body::optional_json_body;
-use crate::{ActionError, ApiError, ApiToken, AppState};
+use crate::{ActionError, ApiCaller, ApiError, ApiToken, AppState};
 
 /// `POST /v1/promote` (token required): promote this secondary. Body (every field optional):
 /// `{"snapshot": "latest" | "<id>", "mode": "failover" | "switchover", "dry_run": false,
 /// "force": false}`. 202 with the promotion id; 409 while one (or an in-place restore) runs,
 /// the body's `running` naming it, after one succeeded or while a promotion marker fences the
-/// cluster (unless `force`).
+/// cluster (unless `force`). The caller (address and token name) is recorded as the
+/// promotion's `requested_by` and logged.
 pub async fn start(
     State(state): State<AppState>,
     caller: Option<axum::Extension<crate::CallerAddress>>,
@@ -24,15 +25,19 @@ pub async fn start(
 ) -> Result<Response, ApiError> {
     // Promotion has its own token when one is configured: the one that triggers snapshots
     // (held by automation) then cannot promote.
-    let token_name = match &state.promote_token {
+    let token = match &state.promote_token {
         Some(promote_token) => {
             ApiToken::check(Some(promote_token), &headers)?;
-            "promote token (http.promote_token_file)"
+            ApiCaller::PROMOTE_TOKEN
         }
         None => {
             ApiToken::check(state.token.as_ref(), &headers)?;
-            "API token"
+            ApiCaller::API_TOKEN
         }
+    };
+    let caller = ApiCaller {
+        address: caller.map(|c| c.0 .0),
+        token,
     };
     let request: PromotionRequest = optional_json_body(
         body,
@@ -40,7 +45,7 @@ pub async fn start(
     )?;
     let accepted = state
         .daemon
-        .start_promotion(request.clone())
+        .start_promotion(request.clone(), caller)
         .await
         .map_err(|e| match e {
             ActionError::AlreadyRunning { detail, running } => {
@@ -53,8 +58,8 @@ pub async fn start(
         })?;
     tracing::warn!(
         id = %accepted.id,
-        caller = %caller.map_or_else(|| "unknown".to_string(), |c| c.0 .0.to_string()),
-        token = token_name,
+        caller = %caller.address.map_or_else(|| "unknown".to_string(), |a| a.to_string()),
+        token = caller.token,
         mode = request.mode.as_str(),
         dry_run = request.dry_run,
         force = request.force,

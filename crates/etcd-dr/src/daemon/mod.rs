@@ -21,8 +21,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use etcd_dr_control::{
-    ActionError, Activity, DaemonStatus, InFlight, LastError, Metrics, PromotionAccepted,
-    RunningKind, RunningWork, SnapshotAccepted, SnapshotRequest, Trigger,
+    ActionError, Activity, ApiCaller, DaemonStatus, InFlight, LastError, Metrics,
+    PromotionAccepted, RunningKind, RunningWork, SnapshotAccepted, SnapshotRequest, Trigger,
 };
 use etcd_dr_core::{PromotionRecord, PromotionRequest, SnapshotId, SnapshotManifest};
 use etcd_dr_scheduler::SnapshotContext;
@@ -325,9 +325,15 @@ impl etcd_dr_control::Daemon for DaemonHandle {
     }
 
     async fn get_snapshot(&self, id: &SnapshotId) -> Result<SnapshotManifest, ActionError> {
-        read_manifest(&self.0.store, &self.0.layout, &self.0.trust, id)
-            .await
-            .map_err(action_error)
+        read_manifest(
+            &self.0.store,
+            &self.0.layout,
+            &self.0.trust,
+            id,
+            &self.0.cancel,
+        )
+        .await
+        .map_err(action_error)
     }
 
     async fn trigger_snapshot(
@@ -371,8 +377,9 @@ impl etcd_dr_control::Daemon for DaemonHandle {
     async fn start_promotion(
         &self,
         request: PromotionRequest,
+        caller: ApiCaller,
     ) -> Result<PromotionAccepted, ActionError> {
-        promote::start(&self.0, request).await
+        promote::start(&self.0, request, caller).await
     }
 
     fn promotion(&self) -> Option<PromotionRecord> {

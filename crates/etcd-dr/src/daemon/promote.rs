@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
-use etcd_dr_control::{ActionError, PromotionAccepted, PromotionSummary, RunningKind, RunningWork};
+use etcd_dr_control::{
+    ActionError, ApiCaller, PromotionAccepted, PromotionSummary, RunningKind, RunningWork,
+};
 use etcd_dr_core::{PromotionMode, PromotionRecord, PromotionRequest};
 use etcd_dr_restore::{
     admit, AdmissionError, LockHolder, Promoter, PromotionState, PromotionTracker,
@@ -13,7 +15,7 @@ use etcd_dr_transport::SnapshotSelector;
 use tokio::task::JoinHandle;
 
 use super::DaemonState;
-use crate::requester::requested_by;
+use crate::requester::requested_through_api;
 
 /// The daemon's promotions: the promoter (when `[promote]` is configured) and the current or
 /// last promotion.
@@ -70,10 +72,11 @@ impl Promotions {
 }
 
 /// Starts a promotion unless one runs, one succeeded or a marker fences the cluster (each a
-/// 409 unless `force`).
+/// 409 unless `force`). `caller` is recorded as who asked.
 pub async fn start(
     state: &Arc<DaemonState>,
     request: PromotionRequest,
+    caller: ApiCaller,
 ) -> Result<PromotionAccepted, ActionError> {
     let Some(promoter) = state.promotions.promoter.clone() else {
         return Err(ActionError::Unsupported(
@@ -95,7 +98,7 @@ pub async fn start(
     // The promoter asks again when it runs; asking first answers 409 instead of 202. A dry run
     // or a forced run is refused by neither the fence nor the lock.
     if !request.dry_run && !request.force {
-        match admit(&state.store, &state.layout, &request).await {
+        match admit(&state.store, &state.layout, &request, &state.cancel).await {
             Ok(_) => {}
             Err(AdmissionError::Locked { holder }) => return Err(lock_held(holder)),
             Err(error @ AdmissionError::Fenced { .. }) => {
@@ -135,7 +138,7 @@ pub async fn start(
             _ => {}
         }
     }
-    let tracker = PromotionTracker::begin(request, requested_by());
+    let tracker = PromotionTracker::begin(request, requested_through_api(&caller));
     let id = tracker.id();
     let handle = {
         let tracker = tracker.clone();

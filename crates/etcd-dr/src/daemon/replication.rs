@@ -12,7 +12,7 @@ use etcd_dr_core::SnapshotManifest;
 use etcd_dr_replication::{
     keep_heartbeat, prune_generations, restorable_revision, CaptureHost, CaptureProgress,
     ContinuousCapture, GenerationBreak, GenerationId, ReplicationError, ReplicationLayout,
-    SegmentStore,
+    SegmentSigner, SegmentStore,
 };
 use etcd_dr_scheduler::EtcdSource;
 use tokio::sync::watch;
@@ -140,6 +140,12 @@ pub async fn run(state: Arc<DaemonState>) -> anyhow::Result<()> {
         store: state.store.clone(),
         layout: layout.clone(),
         recipients: settings.encryption.recipients()?,
+        // The manifests' signing key signs the segments too.
+        signer: state
+            .snapshots
+            .as_ref()
+            .and_then(|context| context.signer.clone())
+            .map(|signer| SegmentSigner::new(signer, &settings.cluster)),
     };
     let source = EtcdSource::new(settings.etcd()?.clone())?;
     let client = loop {
@@ -158,6 +164,7 @@ pub async fn run(state: Arc<DaemonState>) -> anyhow::Result<()> {
         client,
         sink,
         identities: settings.encryption.identities()?,
+        trust: state.trust.clone(),
         options: config.capture_options(),
         retry_interval: config.retry_interval,
     };

@@ -23,6 +23,7 @@ pub async fn run(state: &DaemonState) -> anyhow::Result<()> {
         state.store.clone(),
         layout.clone(),
         state.settings.encryption.identities()?,
+        state.trust.clone(),
         MAX_SEGMENTS_PER_POLL,
     );
     let mut complete_as_of: Option<DateTime<Utc>> = None;

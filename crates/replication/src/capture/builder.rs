@@ -4,7 +4,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::{GenerationId, LeaseRecord, ReplicationError, RevisionEvents, Segment, SegmentDigest};
+use crate::{
+    GenerationId, LeaseRecord, ReplicationError, RevisionEvents, Segment, SegmentDigest,
+    SegmentSigner,
+};
 
 /// An encoded segment on its way to the store.
 pub(super) struct PendingSegment {
@@ -19,6 +22,8 @@ pub(super) struct PendingSegment {
 /// The segment being built, and where the chain stands before it.
 pub(super) struct SegmentBuilder {
     pub generation: GenerationId,
+    /// Signs each segment as it is cut (the next header carries the signed digest).
+    pub signer: Option<SegmentSigner>,
     pub cluster_id: Option<u64>,
     pub previous_digest: SegmentDigest,
     pub revisions: Vec<RevisionEvents>,
@@ -29,9 +34,15 @@ pub(super) struct SegmentBuilder {
 }
 
 impl SegmentBuilder {
-    pub fn new(generation: GenerationId, cluster_id: Option<u64>, previous: SegmentDigest) -> Self {
+    pub fn new(
+        generation: GenerationId,
+        signer: Option<SegmentSigner>,
+        cluster_id: Option<u64>,
+        previous: SegmentDigest,
+    ) -> Self {
         Self {
             generation,
+            signer,
             cluster_id,
             previous_digest: previous,
             revisions: Vec::new(),
@@ -71,7 +82,10 @@ impl SegmentBuilder {
             leases,
             revisions,
         )?;
-        let (plain, digest) = segment.encode();
+        let (plain, digest) = match &self.signer {
+            Some(signer) => segment.encode_signed(signer),
+            None => segment.encode(),
+        };
         self.previous_digest = digest;
         let pending = PendingSegment {
             generation: self.generation.clone(),

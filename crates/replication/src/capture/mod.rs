@@ -76,15 +76,24 @@ pub async fn capture_generation(
 ) -> Result<Option<ChainLink>, ReplicationError> {
     let upload_cancel = CancellationToken::new();
     let (segments_tx, segments_rx) = mpsc::channel(options.upload_queue_segments.max(1));
+    // Segments are signed where they are cut: the next one's header carries this digest.
+    let signer = sink.signer.clone();
     let uploader = tokio::spawn(upload_segments(
         sink,
         segments_rx,
         progress.clone(),
         upload_cancel.clone(),
     ));
-    let watched =
-        watch_loop::watch_into_segments(client, &start, options, progress, &segments_tx, cancel)
-            .await;
+    let watched = watch_loop::watch_into_segments(
+        client,
+        &start,
+        options,
+        signer,
+        progress,
+        &segments_tx,
+        cancel,
+    )
+    .await;
     drop(segments_tx);
     // Whatever was captured is stored before returning, within the grace period.
     let grace = tokio::time::sleep(options.shutdown_grace);

@@ -14,12 +14,16 @@ use tracing::warn;
 use super::builder::{sleep_until_some, PendingSegment, SegmentBuilder};
 use super::progress::unix_ms;
 use super::{CaptureOptions, CaptureProgress, CaptureStart};
-use crate::{GenerationBreak, LeaseRecord, ReplicationError, RevisionEvents, NO_PREVIOUS_SEGMENT};
+use crate::{
+    GenerationBreak, LeaseRecord, ReplicationError, RevisionEvents, SegmentSigner,
+    NO_PREVIOUS_SEGMENT,
+};
 
 pub(super) async fn watch_into_segments(
     client: &Client,
     start: &CaptureStart,
     options: &CaptureOptions,
+    signer: Option<SegmentSigner>,
     progress: &watch::Sender<CaptureProgress>,
     segments: &mpsc::Sender<PendingSegment>,
     cancel: &CancellationToken,
@@ -38,6 +42,7 @@ pub(super) async fn watch_into_segments(
     };
     let mut builder = SegmentBuilder::new(
         generation.clone(),
+        signer,
         start.resume.map(|link| link.cluster_id),
         start
             .resume

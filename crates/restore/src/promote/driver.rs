@@ -71,7 +71,7 @@ impl Promoter {
     ) -> PromotionState {
         let record = tracker.snapshot();
         let request = record.request;
-        match admit(&self.store, &self.layout, &request).await {
+        match admit(&self.store, &self.layout, &request, cancel).await {
             Ok(admission) => tracker.update(|r| r.warnings.extend(admission.warnings)),
             Err(error) => return fail(tracker, StepName::Fence, error.into()),
         }
@@ -84,12 +84,15 @@ impl Promoter {
             requested_by: record.requested_by,
             locked_at: Utc::now(),
         };
-        if let Err(error) = take_restore_lock(&self.store, &self.layout, &lock, request.force).await
+        if let Err(error) =
+            take_restore_lock(&self.store, &self.layout, &lock, request.force, cancel).await
         {
             return fail(tracker, StepName::Fence, error.into());
         }
         let state = self.steps(tracker, cancel).await;
-        match release_restore_lock(&self.store, &self.layout, &record.id).await {
+        // Given back even when the run was cancelled (shutdown): never on `cancel`.
+        let release = CancellationToken::new();
+        match release_restore_lock(&self.store, &self.layout, &record.id, &release).await {
             Ok(true) => {}
             Ok(false) => tracing::warn!("another run took the restore lock over; left to it"),
             Err(error) => {
@@ -122,7 +125,7 @@ impl Promoter {
             Ok(manifest) => manifest,
             Err(error) => return fail(tracker, StepName::Select, error),
         };
-        if let Err(error) = self.fence(&record, &manifest, tracker).await {
+        if let Err(error) = self.fence(&record, &manifest, tracker, cancel).await {
             return fail(tracker, StepName::Fence, error);
         }
         let local = match self.verify(&manifest, tracker, cancel).await {

@@ -111,6 +111,7 @@ impl Promoter {
         record: &PromotionRecord,
         manifest: &SnapshotManifest,
         tracker: &PromotionTracker,
+        cancel: &CancellationToken,
     ) -> Result<(), PromoteError> {
         let step = StepName::Fence;
         let request = &record.request;
@@ -127,7 +128,7 @@ impl Promoter {
         }
         tracker.start(step, None);
         let replaces = if request.force {
-            read_promotion_marker(&self.store, &self.layout)
+            read_promotion_marker(&self.store, &self.layout, cancel)
                 .await
                 .ok()
                 .flatten()
@@ -143,7 +144,7 @@ impl Promoter {
             fenced_at: Utc::now(),
             replaces,
         };
-        write_promotion_marker(&self.store, &self.layout, &marker, request.force).await?;
+        write_promotion_marker(&self.store, &self.layout, &marker, request.force, cancel).await?;
         tracing::warn!(snapshot = %manifest.id, "fenced: the primary stops shipping into this prefix");
         tracker.done(
             step,

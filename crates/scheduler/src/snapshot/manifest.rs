@@ -27,6 +27,21 @@ pub(super) struct Attempt<'a> {
     pub created_at: DateTime<Utc>,
     /// When the run started, for its duration.
     pub started: Instant,
+    /// The etcd cluster id of the newest stored snapshot when it differs from this one's: the
+    /// snapshot starts a new etcd generation and says so (signed).
+    pub previous_cluster_id: Option<String>,
+}
+
+/// The etcd cluster id this snapshot's generation follows: the newest stored snapshot's, when
+/// the survey found another cluster id (etcd rebuilt or restored into a new cluster).
+pub(super) fn new_generation_after(
+    newest: Option<&SnapshotManifest>,
+    survey: &ClusterSurvey,
+) -> Option<String> {
+    newest
+        .map(|newest| &newest.etcd.cluster_id)
+        .filter(|previous| **previous != etcd_id_hex(survey.cluster_id))
+        .cloned()
 }
 
 /// `Unchanged` when the newest stored snapshot is of the same etcd cluster at the revision
@@ -68,6 +83,7 @@ pub(super) fn build_manifest(
             source_endpoint: candidate.endpoint.clone(),
             source_member_id: etcd_id_hex(candidate.member_id),
             members: survey.members.clone(),
+            previous_cluster_id: attempt.previous_cluster_id.clone(),
         },
         raw: data.raw,
         etcd_sha256: data.etcd_sha256,
@@ -175,6 +191,7 @@ pub(super) mod tests {
             label: Some("before upgrade".into()),
             created_at: Utc::now(),
             started: Instant::now(),
+            previous_cluster_id: None,
         };
         build_manifest(
             "prod",
@@ -245,5 +262,18 @@ pub(super) mod tests {
         stored.etcd.revision = 70;
         stored.etcd.cluster_id = "d2".into();
         assert!(unchanged_since(Some(&stored), &survey).is_none());
+    }
+
+    #[test]
+    fn another_etcd_cluster_id_starts_a_new_generation_naming_the_previous_one() {
+        let survey = survey(vec![member("https://a:2379", 0xa1, 0xa1, 70)]);
+        let mut stored = manifest_of(&survey, &survey.candidates()[0].clone());
+        assert_eq!(new_generation_after(None, &survey), None);
+        assert_eq!(new_generation_after(Some(&stored), &survey), None);
+        stored.etcd.cluster_id = "d2".into();
+        assert_eq!(
+            new_generation_after(Some(&stored), &survey).as_deref(),
+            Some("d2")
+        );
     }
 }

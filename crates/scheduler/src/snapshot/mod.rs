@@ -24,7 +24,7 @@ use tracing::Instrument;
 use crate::{EndpointStatus, EtcdSource};
 pub use error::SnapshotError;
 pub use manifest::host_name;
-use manifest::{build_manifest, producer, unchanged_since, Attempt};
+use manifest::{build_manifest, new_generation_after, producer, unchanged_since, Attempt};
 
 /// How long removing a failed attempt's objects may take. The removal runs to its end even
 /// during shutdown (the attempt's uploads are already gone, so it is short); retention removes
@@ -145,11 +145,19 @@ impl SnapshotContext {
                 tracing::warn!(endpoint = %report.endpoint, %error, "etcd endpoint did not answer");
             }
         }
+        let catalog = list_snapshots(&self.store, &self.layout, &self.trust, cancel).await?;
         if skip_unchanged {
-            let catalog = list_snapshots(&self.store, &self.layout, &self.trust, cancel).await?;
             if let Some(unchanged) = unchanged_since(catalog.newest(), &survey) {
                 return Ok(unchanged);
             }
+        }
+        let previous_cluster_id = new_generation_after(catalog.newest(), &survey);
+        if let Some(previous) = &previous_cluster_id {
+            tracing::warn!(
+                previous_cluster_id = %previous,
+                cluster_id = %etcd_dr_core::etcd_id_hex(survey.cluster_id),
+                "the etcd cluster id changed since the newest stored snapshot: this snapshot starts a new etcd generation"
+            );
         }
 
         let mut failures = Vec::new();
@@ -164,6 +172,7 @@ impl SnapshotContext {
                 label: label.clone(),
                 created_at,
                 started,
+                previous_cluster_id: previous_cluster_id.clone(),
             };
             on_attempt(&attempt.id);
             let span =
@@ -254,6 +263,7 @@ impl SnapshotContext {
             &self.layout,
             self.signer.as_deref(),
             &mut manifest,
+            cancel,
         )
         .await
         {

@@ -24,6 +24,7 @@ fn manifest(cluster: &str, encrypted: bool) -> SnapshotManifest {
             source_endpoint: "http://127.0.0.1:2379".into(),
             source_member_id: "1".into(),
             members: Vec::new(),
+            previous_cluster_id: None,
         },
         raw: ObjectDigest {
             size: 10,
