@@ -356,14 +356,22 @@ fn away_longer_than_etcds_history_starts_a_new_generation_and_retention_drops_th
     // goes; the new one, which the kept snapshot needs, stays whole.
     let response = primary.api.post_json("/v1/snapshots", "{}");
     assert_eq!(response.status, 202, "{}", response.text());
-    let kept = wait_for(
+    // Listed only while removal runs (a chain read then could meet a segment just removed).
+    wait_for(
         "the old generation removed",
         Duration::from_secs(60),
         || {
-            let chains = verified_chains(store.path());
-            (chains.len() == 1).then_some(chains)
+            let store = store_of(store.path());
+            let generations = block_on(async move {
+                list_generations(&store, &layout(), &CancellationToken::new())
+                    .await
+                    .unwrap()
+            });
+            (generations.len() == 1).then_some(())
         },
     );
+    let kept = verified_chains(store.path());
+    assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(&kept[0].0, new);
     assert!(kept[0].1.starts_with(new_revisions));
     let snapshots = snapshot_revisions(&primary.dr);
