@@ -165,9 +165,13 @@ async fn capture_workload(client: Client, dir: PathBuf, seed: u64) -> Captured {
     .await
     .expect("every revision stored within 30 s")
     .expect("capture running");
-    assert_eq!(
-        progress_rx.borrow().lag(std::time::SystemTime::now()),
-        Duration::ZERO
+    let lag = progress_rx
+        .borrow()
+        .lag(std::time::SystemTime::now())
+        .expect("etcd answered");
+    assert!(
+        lag < Duration::from_secs(2),
+        "lag {lag:?} with everything stored"
     );
     cancel.cancel();
     let tail = capture.await.unwrap().expect("capture stops cleanly");

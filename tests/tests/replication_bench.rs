@@ -45,7 +45,8 @@ async fn paced_phase(
             let mut samples = Vec::new();
             for _ in 0..(seconds * 10) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                samples.push(progress.borrow().lag(SystemTime::now()));
+                // Before etcd's first answer there is nothing to be behind on.
+                samples.push(progress.borrow().lag(SystemTime::now()).unwrap_or_default());
             }
             samples
         })

@@ -35,11 +35,11 @@ pub use daemon::{
 };
 pub use error::{ApiError, ControlError, ErrorBody};
 pub use etcd_dr_core::Role;
-pub use metrics::Metrics;
+pub use metrics::{Metrics, GENERATION_BREAK_REASONS};
 pub use router::{bind, router};
 pub use server::{serve, CallerAddress, ServeLimits};
 pub use state::AppState;
 pub use status::{
     Activity, DaemonStatus, InFlight, LastError, PrestagedSnapshot, PromotionSummary,
-    ScheduleStatus, SecondaryStatus, SnapshotSummary, StoreHealth, Trigger,
+    ReplicationStatus, ScheduleStatus, SecondaryStatus, SnapshotSummary, StoreHealth, Trigger,
 };

@@ -39,6 +39,37 @@ pub struct DaemonStatus {
     /// The current or last promotion run by this instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promotion: Option<PromotionSummary>,
+    /// Continuous replication (`[replication] enabled = true`): the lag is measured from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationStatus>,
+}
+
+/// Where continuous replication stands: captured and stored (primary) or verified (secondary).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReplicationStatus {
+    /// The generation being written (primary) or followed (secondary).
+    pub generation: Option<String>,
+    /// The newest revision etcd reported (primary) or the primary's heartbeat says it stored
+    /// (secondary).
+    pub etcd_revision: i64,
+    /// The newest revision received from the watch (primary only).
+    pub captured_revision: i64,
+    /// The newest revision durably stored (primary) or stored and chain-verified (secondary).
+    pub stored_revision: i64,
+    /// The newest revision a restore can reach now: the stored (verified) chain's end when a
+    /// trusted full snapshot lies within its generation, else the newest snapshot's revision.
+    pub restorable_revision: Option<i64>,
+    /// Every revision etcd had at this moment is stored (and, on the secondary, verified):
+    /// the replication lag is measured from it.
+    pub complete_as_of: Option<DateTime<Utc>>,
+    /// Segments stored (primary) or verified (secondary) since start-up.
+    pub segments: u64,
+    /// Bytes of segments stored since start-up (primary).
+    pub segment_bytes: u64,
+    /// Generations ended since start-up (each needed a full snapshot).
+    pub generation_breaks: u64,
+    /// The last generation break or replication error, if any.
+    pub last_problem: Option<LastError>,
 }
 
 /// The current or last promotion, in short (`GET /v1/promote` has every step and node).
@@ -78,18 +109,23 @@ impl DaemonStatus {
             fenced: None,
             fenced_reason: None,
             promotion: None,
+            replication: None,
         }
     }
 
-    /// Seconds between `now` and the creation of the newest verified snapshot. With none known,
-    /// the time since start-up: a lower bound that keeps growing, so lag alerts still fire.
-    /// Negative when the snapshot claims to be from the future (the producer's clock runs
-    /// ahead): shown as it is, for an alert, never clamped to 0.
+    /// With continuous replication: seconds between `now` and the newest moment at which
+    /// everything etcd had was stored (verified, on the secondary). Without it: seconds between
+    /// `now` and the creation of the newest verified snapshot. With neither known, the time
+    /// since start-up: a lower bound that keeps growing, so lag alerts still fire. Negative when
+    /// the primary's clock runs ahead: shown as it is, for an alert, never clamped to 0.
     pub fn replication_lag_seconds(&self, now: DateTime<Utc>) -> f64 {
-        let since = self
-            .newest_verified
-            .as_ref()
-            .map_or(self.started_at, |s| s.created_at);
+        let since = match &self.replication {
+            Some(replication) => replication.complete_as_of.unwrap_or(self.started_at),
+            None => self
+                .newest_verified
+                .as_ref()
+                .map_or(self.started_at, |s| s.created_at),
+        };
         (now - since).num_milliseconds() as f64 / 1000.0
     }
 }
@@ -184,6 +220,8 @@ pub enum Trigger {
     Schedule,
     /// `POST /v1/snapshots`.
     Api,
+    /// Continuous replication: a new generation needs a full snapshot to start from.
+    Replication,
 }
 
 /// A failure and when it happened.
@@ -243,5 +281,19 @@ mod tests {
         // A snapshot from the future (its producer's clock ahead) shows as negative lag, for
         // the alert, rather than as no lag at all.
         assert_eq!(status.replication_lag_seconds(start), -60.0);
+    }
+
+    #[test]
+    fn with_replication_lag_counts_from_the_last_complete_moment() {
+        let start = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
+        let mut status = DaemonStatus::starting(Role::Primary, "prod", "local /x", start);
+        let now = start + chrono::Duration::seconds(90);
+        status.replication = Some(ReplicationStatus::default());
+        assert_eq!(status.replication_lag_seconds(now), 90.0);
+        status.replication = Some(ReplicationStatus {
+            complete_as_of: Some(now - chrono::Duration::milliseconds(1500)),
+            ..ReplicationStatus::default()
+        });
+        assert_eq!(status.replication_lag_seconds(now), 1.5);
     }
 }

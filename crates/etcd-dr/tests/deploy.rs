@@ -175,7 +175,7 @@ fn every_alert_rule_names_metrics_the_daemon_exports() {
             in_expr = false;
         }
     }
-    assert_eq!(expressions, 13);
+    assert_eq!(expressions, 15);
     for alert in [
         "EtcdDrSnapshotRefused",
         "EtcdDrUnsignedAllowed",
@@ -187,6 +187,8 @@ fn every_alert_rule_names_metrics_the_daemon_exports() {
         "EtcdDrVerifyFailures",
         "EtcdDrPromotionFailed",
         "EtcdDrFenced",
+        "EtcdDrContinuousReplicationLagHigh",
+        "EtcdDrReplicationGenerationBreak",
     ] {
         assert!(
             text.contains(&format!("alert: {alert}\n")),
@@ -203,7 +205,7 @@ fn promtool_accepts_the_rules_and_the_scrape_config() {
         .arg("rules")
         .arg(deploy("prometheus/etcd-dr.rules.yml")));
     assert!(ok, "promtool check rules:\n{output}");
-    assert!(output.contains("SUCCESS: 13 rules found"), "{output}");
+    assert!(output.contains("SUCCESS: 15 rules found"), "{output}");
     let (ok, output) = run(Command::new(&promtool)
         .arg("check")
         .arg("config")

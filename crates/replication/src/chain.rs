@@ -61,6 +61,29 @@ impl ChainReader {
         })
     }
 
+    /// Continues a chain already verified up to `verified` with the segments `names` (listed
+    /// after it, oldest first): each is checked against its predecessor as by [`open`](Self::open).
+    pub fn continuing(
+        store: Arc<dyn ObjectStore>,
+        layout: ReplicationLayout,
+        generation: GenerationId,
+        identities: Identities,
+        trust: ManifestTrust,
+        names: Vec<SegmentName>,
+        verified: Option<ChainLink>,
+    ) -> Self {
+        Self {
+            store,
+            layout,
+            generation,
+            identities,
+            trust,
+            names,
+            next_index: 0,
+            verified,
+        }
+    }
+
     /// The generation.
     pub fn generation(&self) -> &GenerationId {
         &self.generation

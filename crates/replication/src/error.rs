@@ -133,6 +133,20 @@ pub enum ReplicationError {
         #[source]
         source: std::io::Error,
     },
+    /// A new generation needs a full snapshot, and none was taken.
+    #[error("a new generation needs a full snapshot, and none was taken: {reason}")]
+    NoFullSnapshot {
+        /// Why (the snapshot run's error, fenced, busy…).
+        reason: String,
+    },
+    /// The replication heartbeat in the store cannot be used.
+    #[error("replication heartbeat `{key}`: {detail}")]
+    BadHeartbeat {
+        /// Its object key.
+        key: String,
+        /// What is wrong.
+        detail: String,
+    },
     /// Bad configuration or arguments.
     #[error("{0}")]
     Config(String),

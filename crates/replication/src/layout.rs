@@ -123,7 +123,11 @@ impl SegmentName {
 #[derive(Debug, Clone)]
 pub struct ReplicationLayout {
     segments: Path,
+    progress: Path,
 }
+
+/// The file name of the primary's replication heartbeat, beside the cluster's other objects.
+pub const PROGRESS_FILE: &str = "replication-progress.json";
 
 impl ReplicationLayout {
     /// The layout for `cluster` under `prefix` (which may be empty).
@@ -135,19 +139,27 @@ impl ReplicationLayout {
         }
         let mut parts: Vec<&str> = prefix.split('/').filter(|p| !p.is_empty()).collect();
         parts.push(cluster);
-        parts.push("segments");
-        let segments = Path::parse(parts.join("/")).map_err(|e| {
+        let cluster_dir = Path::parse(parts.join("/")).map_err(|e| {
             ReplicationError::Config(format!(
                 "store prefix `{prefix}` is not a valid object path: {e}"
             ))
         })?;
-        Ok(Self { segments })
+        Ok(Self {
+            segments: cluster_dir.clone().join("segments"),
+            progress: cluster_dir.join(PROGRESS_FILE),
+        })
+    }
+
+    /// The primary's heartbeat: `<prefix>/<cluster>/replication-progress.json`.
+    pub fn progress_path(&self) -> &Path {
+        &self.progress
     }
 
     /// The segments of the cluster whose snapshots `snapshots` lays out (beside them).
     pub fn beside(snapshots: &SnapshotLayout) -> Self {
         Self {
             segments: snapshots.cluster_dir().join("segments"),
+            progress: snapshots.cluster_dir().join(PROGRESS_FILE),
         }
     }
 
@@ -202,6 +214,10 @@ mod tests {
         assert_eq!(
             ReplicationLayout::beside(&snapshots).segments_prefix(),
             layout.segments_prefix()
+        );
+        assert_eq!(
+            layout.progress_path().as_ref(),
+            "dr/prod/replication-progress.json"
         );
     }
 

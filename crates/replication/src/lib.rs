@@ -9,12 +9,17 @@
 
 mod capture;
 mod chain;
+mod config;
+mod continuous;
 mod error;
+mod follow;
+mod heartbeat;
 mod layout;
 mod pipeline;
 mod point_in_time;
 mod replay;
 mod restore;
+mod retention;
 mod scratch_etcd;
 mod segment;
 mod segment_signature;
@@ -24,12 +29,19 @@ pub use capture::{
     capture_generation, CaptureOptions, CaptureProgress, CaptureStart, GenerationBreak,
 };
 pub use chain::{read_chain_tail, ChainLink, ChainReader};
+pub use config::ReplicationConfig;
+pub use continuous::{CaptureHost, ContinuousCapture};
 pub use error::ReplicationError;
-pub use layout::{GenerationId, ReplicationLayout, SegmentName, SEGMENT_SUFFIX};
+pub use follow::{restorable_revision, ChainFollower, FollowedChain};
+pub use heartbeat::{
+    keep_heartbeat, read_heartbeat, write_heartbeat, HeartbeatTail, ReplicationHeartbeat,
+};
+pub use layout::{GenerationId, ReplicationLayout, SegmentName, PROGRESS_FILE, SEGMENT_SUFFIX};
 pub use replay::{replay_to_revision, ReplayReport, ReplayRequest};
 pub use restore::{
     fetch_revision, plan_restore, replay_generation, FetchedRevision, RestorePlan, RevisionSource,
 };
+pub use retention::{plan_generation_removal, prune_generations};
 pub use scratch_etcd::{EtcdBinaries, ScratchEtcd};
 pub use segment::{
     LeaseRecord, RevisionEvents, Segment, SegmentDigest, SegmentHeader, NO_PREVIOUS_SEGMENT,
@@ -37,6 +49,6 @@ pub use segment::{
 };
 pub use segment_signature::{SegmentSigner, SEGMENT_SIGNATURE_DOMAIN};
 pub use store::{
-    list_generations, list_segments, read_segment, SegmentStore, StoredSegment,
-    MAX_PLAIN_SEGMENT_BYTES,
+    list_generations, list_segments, list_segments_after, read_segment, SegmentStore,
+    StoredSegment, MAX_PLAIN_SEGMENT_BYTES,
 };

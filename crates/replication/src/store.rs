@@ -240,13 +240,64 @@ pub async fn list_generations(
         result = listing => result.map_err(|source| ReplicationError::store("list", prefix, source))?,
         () = cancel.cancelled() => return Err(ReplicationError::Cancelled),
     };
-    let mut generations: Vec<GenerationId> = listing
-        .common_prefixes
-        .iter()
-        .filter_map(|dir| dir.filename()?.parse().ok())
-        .collect();
+    let mut generations = Vec::new();
+    for dir in &listing.common_prefixes {
+        let Some(generation) = dir.filename().and_then(|name| name.parse().ok()) else {
+            continue;
+        };
+        // A local directory outlives its last object (retention removed it): not a generation.
+        // The first segment found is enough (one listing page, however long the chain).
+        let mut inside = store.list(Some(dir));
+        let first_segment = async {
+            while let Some(meta) = inside.try_next().await? {
+                if layout.parse_key(&meta.location).is_some() {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        };
+        let holds_segments = tokio::select! {
+            result = first_segment => result.map_err(|source| ReplicationError::store("list", dir, source))?,
+            () = cancel.cancelled() => return Err(ReplicationError::Cancelled),
+        };
+        if holds_segments {
+            generations.push(generation);
+        }
+    }
     generations.sort();
     Ok(generations)
+}
+
+/// The segment objects of one generation named after `after` (all of them without it), ordered
+/// by first revision: a listing that starts after the last segment already read, so following
+/// a chain costs a listing of what is new, not of the whole generation.
+pub async fn list_segments_after(
+    store: &Arc<dyn ObjectStore>,
+    layout: &ReplicationLayout,
+    generation: &GenerationId,
+    after: Option<&SegmentName>,
+    cancel: &CancellationToken,
+) -> Result<Vec<SegmentName>, ReplicationError> {
+    let Some(after) = after else {
+        return list_segments(store, layout, generation, cancel).await;
+    };
+    let dir = layout.generation_dir(generation);
+    let offset = layout.segment_path(generation, after);
+    let list = store
+        .list_with_offset(Some(&dir), &offset)
+        .map_err(|source| ReplicationError::store("list", &dir, source))
+        .try_filter_map(|meta| {
+            let parsed = layout.parse_key(&meta.location);
+            async move { Ok(parsed.map(|(_, name)| name)) }
+        })
+        .try_collect::<Vec<_>>();
+    let mut names = tokio::select! {
+        result = list => result?,
+        () = cancel.cancelled() => return Err(ReplicationError::Cancelled),
+    };
+    names.retain(|name| name.first_revision > after.last_revision);
+    names.sort();
+    Ok(names)
 }
 
 /// The segment objects of one generation, ordered by first revision. Overlapping names (two

@@ -252,6 +252,22 @@ impl EtcdSource {
         }
     }
 
+    /// A client of every configured endpoint without a request timeout, for long-lived calls
+    /// (the replication watch); the client moves to another endpoint when one fails.
+    pub async fn long_lived_client(&self) -> Result<Client, SourceError> {
+        let endpoints = self.config.endpoints.join(",");
+        let connecting = Client::connect(&self.config.endpoints, Some(self.options(None)));
+        match tokio::time::timeout(self.config.connect_timeout, connecting).await {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(e)) => Err(endpoint_error(&endpoints, "connect", e)),
+            Err(_) => Err(SourceError::Endpoint {
+                endpoint: endpoints,
+                action: "connect",
+                detail: format!("no answer within {:?}", self.config.connect_timeout),
+            }),
+        }
+    }
+
     async fn endpoint_status(
         &self,
         endpoint: &str,

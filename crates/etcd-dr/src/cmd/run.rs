@@ -10,7 +10,8 @@ use etcd_dr_control::{ApiToken, AppState, HttpConfig, Metrics, Role, TOKEN_ENV};
 use super::{manifest_trust, open_store, shutdown_token, snapshot_context};
 use crate::daemon::promote::Promotions;
 use crate::daemon::{
-    fencing, primary, progress_log, secondary, store_check, systemd, DaemonHandle, DaemonState,
+    fencing, primary, progress_log, replication, replication_follow, secondary, store_check,
+    systemd, DaemonHandle, DaemonState,
 };
 use crate::settings::Settings;
 
@@ -64,6 +65,7 @@ pub async fn run(settings: &Settings, _args: Args) -> anyhow::Result<()> {
         None => manifest_trust(settings)?,
     };
     metrics.set_unsigned_allowed(trust.allows_unsigned());
+    metrics.set_replication_enabled(settings.replication.enabled);
     let mut state = DaemonState::new(
         settings.clone(),
         metrics.clone(),
@@ -131,6 +133,19 @@ pub async fn run(settings: &Settings, _args: Args) -> anyhow::Result<()> {
         let interval = settings.fencing.poll_interval;
         tokio::spawn(async move { fencing::run(&state, interval).await })
     });
+    let replication_task = settings.replication.enabled.then(|| {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let result = match state.settings.role {
+                Role::Primary => replication::run(state.clone()).await,
+                Role::Secondary => replication_follow::run(&state).await,
+            };
+            if let Err(error) = result {
+                tracing::error!(error = %format!("{error:#}"), "continuous replication stopped");
+                state.cycle_failed(format!("continuous replication stopped: {error:#}"));
+            }
+        })
+    });
     tracing::info!(
         role = settings.role.as_str(),
         cluster = %settings.cluster,
@@ -177,6 +192,13 @@ pub async fn run(settings: &Settings, _args: Args) -> anyhow::Result<()> {
         );
     }
     cancel.cancel();
+    if let Some(task) = replication_task {
+        // What was captured reaches the store within `replication.shutdown_grace`.
+        let grace = settings.replication.shutdown_grace + Duration::from_secs(5);
+        if tokio::time::timeout(grace, task).await.is_err() {
+            tracing::warn!("the replication capture did not stop within {grace:?}; exiting anyway");
+        }
+    }
     let _ = checker.await;
     let _ = progress_log.await;
     if let Some(fence_watch) = fence_watch {

@@ -8,6 +8,8 @@ pub mod primary;
 pub mod progress_log;
 pub mod promote;
 pub mod refused;
+pub mod replication;
+pub mod replication_follow;
 pub mod secondary;
 pub mod store_check;
 pub mod systemd;
@@ -69,6 +71,8 @@ pub struct DaemonState {
     catalog_cache: catalog_cache::CatalogCache,
     /// Promotions this instance runs (`[promote]` configured).
     pub promotions: promote::Promotions,
+    /// Continuous replication as status shows it (`[replication] enabled`).
+    pub replication: replication::ReplicationView,
     /// Fires on shutdown.
     pub cancel: CancellationToken,
 }
@@ -90,6 +94,10 @@ impl DaemonState {
             &settings.store.describe(),
             Utc::now(),
         );
+        let replication = replication::ReplicationView::default();
+        if settings.replication.enabled {
+            replication.enable();
+        }
         Self {
             status: Mutex::new(status),
             progress: Arc::new(ShipProgress::default()),
@@ -105,6 +113,7 @@ impl DaemonState {
             refused: refused::RefusedSnapshots::default(),
             catalog_cache: catalog_cache::CatalogCache::default(),
             promotions: promote::Promotions::default(),
+            replication,
             cancel,
         }
     }
@@ -194,6 +203,7 @@ impl DaemonState {
                 let by = match trigger {
                     Trigger::Schedule => "on the schedule",
                     Trigger::Api => "through the API",
+                    Trigger::Replication => "for a new replication generation",
                 };
                 let detail = format!(
                     "{what}, started {by}, is running since {}; see in_flight in /v1/status and try again once it ended",
@@ -302,6 +312,7 @@ impl etcd_dr_control::Daemon for DaemonHandle {
     fn status(&self) -> DaemonStatus {
         let mut status = self.0.lock_status().clone();
         status.promotion = self.0.promotions.summary();
+        status.replication = self.0.replication.status(status.newest_verified.as_ref());
         if let Some(in_flight) = &mut status.in_flight {
             in_flight.raw_bytes = self.0.progress.raw_bytes.load(Ordering::Relaxed);
             in_flight.stored_bytes = self.0.progress.stored_bytes.load(Ordering::Relaxed);

@@ -248,16 +248,15 @@ async fn prune(state: &DaemonState) -> anyhow::Result<()> {
     if let Some(dir) = state.settings.store.local_snapshots_dir(&state.layout) {
         etcd_dr_transport::sweep_local_staging(&dir, state.settings.retention.incomplete_grace)?;
     }
-    let mut stored = catalog.snapshots.len();
+    let mut kept = catalog;
     if !plan.is_empty() {
         apply_retention(&state.store, &state.layout, &plan, &state.cancel).await?;
-        let pruned =
-            list_snapshots(&state.store, &state.layout, &state.trust, &state.cancel).await?;
-        state.cache_catalog(&pruned).await;
-        stored = pruned.snapshots.len();
+        kept = list_snapshots(&state.store, &state.layout, &state.trust, &state.cancel).await?;
+        state.cache_catalog(&kept).await;
     }
-    state.metrics.set_snapshots_stored(stored);
-    Ok(())
+    state.metrics.set_snapshots_stored(kept.snapshots.len());
+    // Segments go only once no kept snapshot can be their base.
+    super::replication::prune_segments(state, &kept.snapshots).await
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use etcd_dr_control::{HttpConfig, Role, TOKEN_ENV};
 use etcd_dr_core::{ConfigProblems, SecretFileModes};
 use etcd_dr_nodes::{BundleConfig, NodesConfig};
+use etcd_dr_replication::ReplicationConfig;
 use etcd_dr_restore::PromoteConfig;
 use etcd_dr_scheduler::{EtcdConfig, ScheduleConfig};
 use etcd_dr_transport::{EncryptionConfig, RetentionConfig, SigningConfig, StoreConfig};
@@ -72,6 +73,9 @@ pub struct Settings {
     /// How often a primary looks for a promotion marker or a switchover request.
     #[serde(default)]
     pub fencing: FencingSettings,
+    /// Continuous replication: every revision captured into segments between full snapshots.
+    #[serde(default)]
+    pub replication: ReplicationConfig,
 }
 
 impl Settings {
@@ -213,6 +217,7 @@ impl Settings {
         self.bundle.validate("bundle", &mut problems);
         self.encryption.validate("encryption", &mut problems);
         self.signing.validate("signing", &mut problems);
+        self.replication.validate("replication", &mut problems);
         if let Some(promote) = &self.promote {
             promote.validate("promote", &mut problems);
             if self.nodes.control_plane.is_empty() {

@@ -316,3 +316,20 @@ fn an_identity_file_makes_readers_require_encryption() {
     .unwrap();
     assert!(!opted_out.requires_encryption_to_read());
 }
+
+#[test]
+fn the_replication_section_is_off_by_default_and_checked_by_field() {
+    let settings = parse(MINIMAL).unwrap();
+    assert!(!settings.replication.enabled);
+    let text = format!(
+        "{MINIMAL}\n[replication]\nenabled = true\ncut_interval = \"5m\"\ncut_size_mib = 0\n"
+    );
+    let problems = parse(&text).unwrap().validate().unwrap_err();
+    let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["replication.cut_interval", "replication.cut_size_mib"]
+    );
+    let error = parse(&format!("{MINIMAL}\n[replication]\ncut_bytes = 5\n")).unwrap_err();
+    assert!(error.contains("cut_bytes"), "{error}");
+}

@@ -9,6 +9,11 @@ use prometheus::{
 
 use crate::{ControlError, DaemonStatus, SnapshotSummary};
 
+mod replication;
+
+use replication::ReplicationMetrics;
+pub use replication::GENERATION_BREAK_REASONS;
+
 /// Upper bounds of the snapshot duration histogram, in seconds: from a small test cluster to a
 /// multi-GiB production one over a slow link.
 const DURATION_BUCKETS: &[f64] = &[
@@ -44,6 +49,7 @@ pub struct Metrics {
     unsigned_allowed: IntGauge,
     unreadable_manifests: IntGauge,
     clock_skew: Gauge,
+    replication: ReplicationMetrics,
 }
 
 impl Metrics {
@@ -69,7 +75,7 @@ impl Metrics {
 
         let replication_lag = gauge(
             "etcd_dr_replication_lag_seconds",
-            "Seconds since the newest complete and verified snapshot was created (since start-up while none is known).",
+            "With continuous replication: seconds since every revision etcd had was stored (verified, on the secondary). Without: seconds since the newest complete and verified snapshot was created. Since start-up while neither is known.",
         )?;
         let last_success = gauge(
             "etcd_dr_last_success_timestamp_seconds",
@@ -171,6 +177,7 @@ impl Metrics {
             &["version", "role"],
         )?;
         registry.register(Box::new(build_info.clone()))?;
+        let replication = ReplicationMetrics::register(&registry)?;
 
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), role.as_str()])
@@ -204,7 +211,18 @@ impl Metrics {
             unsigned_allowed,
             unreadable_manifests,
             clock_skew,
+            replication,
         })
+    }
+
+    /// Whether continuous replication is on.
+    pub fn set_replication_enabled(&self, enabled: bool) {
+        self.replication.set_enabled(enabled);
+    }
+
+    /// A replication generation ended, for `reason` (one of [`GENERATION_BREAK_REASONS`]).
+    pub fn replication_generation_break(&self, reason: &str) {
+        self.replication.generation_break(reason);
     }
 
     /// The registry, for anything else that wants to register metrics.
@@ -308,6 +326,7 @@ impl Metrics {
             .set(i64::from(status.store.reachable == Some(true)));
         self.failing.set(i64::from(status.failing_since.is_some()));
         self.fenced.set(i64::from(status.fenced == Some(true)));
+        self.replication.observe(status.replication.as_ref());
         match &status.promotion {
             Some(promotion) => {
                 self.promotion_state.set(promotion.state_code);
@@ -344,129 +363,4 @@ fn timestamp_seconds(at: DateTime<Utc>) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-    use etcd_dr_core::SnapshotId;
-
-    /// `name{labels} value` lines of the exposition, comments dropped.
-    fn samples(text: &str) -> Vec<(String, f64)> {
-        text.lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .map(|l| {
-                let (name, value) = l.rsplit_once(' ').unwrap();
-                (name.to_string(), value.parse().unwrap())
-            })
-            .collect()
-    }
-
-    fn value(text: &str, name: &str) -> f64 {
-        samples(text)
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
-            .1
-    }
-
-    #[test]
-    fn every_metric_is_present_at_zero_from_the_start() {
-        let metrics = Metrics::new(Role::Primary).unwrap();
-        let text = metrics.encode().unwrap();
-        for name in [
-            "etcd_dr_replication_lag_seconds",
-            "etcd_dr_last_success_timestamp_seconds",
-            "etcd_dr_snapshot_duration_seconds_count",
-            "etcd_dr_snapshot_size_bytes{kind=\"raw\"}",
-            "etcd_dr_snapshot_size_bytes{kind=\"stored\"}",
-            "etcd_dr_snapshots_total{result=\"success\"}",
-            "etcd_dr_snapshots_total{result=\"failure\"}",
-            "etcd_dr_snapshots_total{result=\"unchanged\"}",
-            "etcd_dr_snapshots_total{result=\"busy\"}",
-            "etcd_dr_uploaded_bytes_total",
-            "etcd_dr_etcd_revision",
-            "etcd_dr_snapshots_stored",
-            "etcd_dr_verify_failures_total",
-            "etcd_dr_verified_snapshots_total",
-            "etcd_dr_snapshot_in_progress",
-            "etcd_dr_store_reachable",
-            "etcd_dr_snapshot_interval_seconds",
-            "etcd_dr_failing",
-            "etcd_dr_fenced",
-            "etcd_dr_promotion_state",
-            "etcd_dr_promotion_duration_seconds",
-            "etcd_dr_snapshots_refused",
-            "etcd_dr_unsigned_snapshots_allowed",
-            "etcd_dr_unreadable_manifests",
-            "etcd_dr_snapshot_clock_skew_seconds",
-        ] {
-            assert_eq!(value(&text, name), 0.0, "{name}");
-        }
-        let build = format!(
-            "etcd_dr_build_info{{role=\"primary\",version=\"{}\"}}",
-            env!("CARGO_PKG_VERSION")
-        );
-        assert_eq!(value(&text, &build), 1.0);
-        assert_eq!(metrics.family_names().len(), 22);
-    }
-
-    #[test]
-    fn values_move_with_events_and_status() {
-        let metrics = Metrics::new(Role::Secondary).unwrap();
-        let start = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
-        let snapshot = SnapshotSummary {
-            id: SnapshotId::new(start, 77),
-            revision: 77,
-            raw_bytes: 4096,
-            stored_bytes: 1024,
-            duration_seconds: 3.0,
-            created_at: start,
-            completed_at: start + chrono::Duration::seconds(3),
-        };
-        metrics.snapshot_taken(&snapshot);
-        metrics.snapshot_failed();
-        metrics.add_uploaded_bytes(1024);
-        metrics.add_uploaded_bytes(10);
-        metrics.verify_failed();
-        metrics.set_snapshots_stored(4);
-        metrics.set_expected_interval(Duration::from_secs(900));
-        let mut status = DaemonStatus::starting(Role::Secondary, "prod", "local", start);
-        status.newest_verified = Some(snapshot.clone());
-        status.store.reachable = Some(true);
-        metrics.observe_status(&status, start + chrono::Duration::seconds(42));
-
-        let text = metrics.encode().unwrap();
-        assert_eq!(value(&text, "etcd_dr_replication_lag_seconds"), 42.0);
-        assert_eq!(
-            value(&text, "etcd_dr_last_success_timestamp_seconds"),
-            (start.timestamp() + 3) as f64
-        );
-        assert_eq!(value(&text, "etcd_dr_snapshot_duration_seconds_count"), 1.0);
-        assert_eq!(value(&text, "etcd_dr_snapshot_duration_seconds_sum"), 3.0);
-        assert_eq!(
-            value(&text, "etcd_dr_snapshot_duration_seconds_bucket{le=\"5\"}"),
-            1.0
-        );
-        assert_eq!(
-            value(&text, "etcd_dr_snapshot_size_bytes{kind=\"raw\"}"),
-            4096.0
-        );
-        assert_eq!(
-            value(&text, "etcd_dr_snapshot_size_bytes{kind=\"stored\"}"),
-            1024.0
-        );
-        assert_eq!(
-            value(&text, "etcd_dr_snapshots_total{result=\"success\"}"),
-            1.0
-        );
-        assert_eq!(
-            value(&text, "etcd_dr_snapshots_total{result=\"failure\"}"),
-            1.0
-        );
-        assert_eq!(value(&text, "etcd_dr_uploaded_bytes_total"), 1034.0);
-        assert_eq!(value(&text, "etcd_dr_etcd_revision"), 77.0);
-        assert_eq!(value(&text, "etcd_dr_snapshots_stored"), 4.0);
-        assert_eq!(value(&text, "etcd_dr_verify_failures_total"), 1.0);
-        assert_eq!(value(&text, "etcd_dr_store_reachable"), 1.0);
-        assert_eq!(value(&text, "etcd_dr_snapshot_interval_seconds"), 900.0);
-    }
-}
+mod tests;

@@ -1,0 +1,249 @@
+//! The primary's continuous replication: the capture (`etcd_dr_replication::ContinuousCapture`)
+//! run while not fenced, its full snapshots taken through the daemon's snapshot cycle (one at a
+//! time with the schedule), its progress shown in status and metrics, and its heartbeat.
+//! Segment retention runs after snapshot retention (`prune_segments`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use etcd_dr_control::{LastError, ReplicationStatus, SnapshotSummary, Trigger};
+use etcd_dr_core::SnapshotManifest;
+use etcd_dr_replication::{
+    keep_heartbeat, prune_generations, restorable_revision, CaptureHost, CaptureProgress,
+    ContinuousCapture, GenerationBreak, GenerationId, ReplicationError, ReplicationLayout,
+    SegmentSigner, SegmentStore,
+};
+use etcd_dr_scheduler::EtcdSource;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{primary, DaemonState};
+
+/// How often a capture checks whether a promotion fenced this primary.
+const FENCE_LOOK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What status shows of replication, kept by the loops; the primary's capture progress is
+/// read at each status request, so it is never stale.
+#[derive(Default)]
+pub struct ReplicationView {
+    recorded: Mutex<Option<ReplicationStatus>>,
+    capture: Mutex<Option<watch::Receiver<CaptureProgress>>>,
+}
+
+impl ReplicationView {
+    /// Replication is on: status shows it from now on.
+    pub fn enable(&self) {
+        *lock(&self.recorded) = Some(ReplicationStatus::default());
+    }
+
+    /// Changes the recorded part (no-op while replication is off).
+    pub fn update(&self, change: impl FnOnce(&mut ReplicationStatus)) {
+        if let Some(status) = lock(&self.recorded).as_mut() {
+            change(status);
+        }
+    }
+
+    fn follow_capture(&self, progress: watch::Receiver<CaptureProgress>) {
+        *lock(&self.capture) = Some(progress);
+    }
+
+    /// The status to show; `newest_snapshot` decides what a restore reaches.
+    pub fn status(&self, newest_snapshot: Option<&SnapshotSummary>) -> Option<ReplicationStatus> {
+        let mut status = lock(&self.recorded).clone()?;
+        if let Some(progress) = lock(&self.capture).as_ref() {
+            let progress = progress.borrow();
+            status.generation = progress.generation.as_ref().map(ToString::to_string);
+            status.etcd_revision = progress.etcd_revision;
+            status.captured_revision = progress.captured_revision;
+            status.stored_revision = progress.stored_revision;
+            status.segments = progress.stored_segments;
+            status.segment_bytes = progress.stored_bytes;
+            status.complete_as_of = progress.complete_as_of().map(DateTime::<Utc>::from);
+            status.restorable_revision = restorable_revision(
+                progress.generation.as_ref(),
+                progress.stored_revision,
+                newest_snapshot.map(|s| s.revision),
+            );
+        }
+        Some(status)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The daemon as the capture sees it.
+struct DaemonCaptureHost<'a> {
+    state: &'a DaemonState,
+}
+
+impl CaptureHost for DaemonCaptureHost<'_> {
+    async fn full_snapshot(&self, cancel: &CancellationToken) -> Result<i64, String> {
+        let state = self.state;
+        let _guard = tokio::select! {
+            guard = state.snapshot_lock.lock() => guard,
+            () = cancel.cancelled() => return Err("shutting down".into()),
+        };
+        match primary::snapshot_cycle(state, Trigger::Replication, None, false, None).await {
+            Some(id) => Ok(id.revision()),
+            None => Err(state
+                .status_last_error()
+                .unwrap_or_else(|| "no snapshot was taken".into())),
+        }
+    }
+
+    fn generation_ended(&self, generation: &GenerationId, reason: &GenerationBreak) {
+        self.state
+            .metrics
+            .replication_generation_break(reason.kind());
+        let message = format!("replication generation {generation} ended: {reason}");
+        self.state.replication.update(|status| {
+            status.generation_breaks += 1;
+            status.last_problem = Some(LastError {
+                at: Utc::now(),
+                message: message.clone(),
+            });
+        });
+        self.state.note_error(message);
+    }
+
+    fn capture_failed(&self, error: &ReplicationError) {
+        let message = format!("replication capture failed: {error}");
+        self.state.replication.update(|status| {
+            status.last_problem = Some(LastError {
+                at: Utc::now(),
+                message: message.clone(),
+            });
+        });
+        self.state.note_error(message);
+    }
+}
+
+/// The segments' place in the store.
+pub fn layout(state: &DaemonState) -> anyhow::Result<ReplicationLayout> {
+    Ok(ReplicationLayout::new(
+        &state.settings.store.prefix,
+        &state.settings.cluster,
+    )?)
+}
+
+/// Captures until shutdown (paused while fenced). Returns once what was captured is stored.
+pub async fn run(state: Arc<DaemonState>) -> anyhow::Result<()> {
+    let settings = &state.settings;
+    let config = &settings.replication;
+    let layout = layout(&state)?;
+    let sink = SegmentStore {
+        store: state.store.clone(),
+        layout: layout.clone(),
+        recipients: settings.encryption.recipients()?,
+        // The manifests' signing key signs the segments too.
+        signer: state
+            .snapshots
+            .as_ref()
+            .and_then(|context| context.signer.clone())
+            .map(|signer| SegmentSigner::new(signer, &settings.cluster)),
+    };
+    let source = EtcdSource::new(settings.etcd()?.clone())?;
+    let client = loop {
+        match source.long_lived_client().await {
+            Ok(client) => break client,
+            Err(error) => {
+                tracing::warn!(%error, "replication: cannot connect to etcd; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(config.retry_interval) => {}
+                    () = state.cancel.cancelled() => return Ok(()),
+                }
+            }
+        }
+    };
+    let capture = ContinuousCapture {
+        client,
+        sink,
+        identities: settings.encryption.identities()?,
+        trust: state.trust.clone(),
+        options: config.capture_options(),
+        retry_interval: config.retry_interval,
+    };
+    let (progress_tx, progress_rx) = watch::channel(CaptureProgress::default());
+    state.replication.follow_capture(progress_rx.clone());
+    let heartbeat_cancel = CancellationToken::new();
+    let heartbeat = tokio::spawn(keep_heartbeat(
+        state.store.clone(),
+        layout,
+        progress_rx,
+        config.heartbeat_interval,
+        heartbeat_cancel.clone(),
+    ));
+    let host = DaemonCaptureHost { state: &state };
+    while !state.cancel.is_cancelled() {
+        if state.fenced_reason().is_some() {
+            tokio::select! {
+                () = tokio::time::sleep(FENCE_LOOK_INTERVAL) => continue,
+                () = state.cancel.cancelled() => break,
+            }
+        }
+        let capture_cancel = state.cancel.child_token();
+        let fence_watch = {
+            let state = state.clone();
+            let capture_cancel = capture_cancel.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(FENCE_LOOK_INTERVAL) => {}
+                        () = capture_cancel.cancelled() => return,
+                    }
+                    if let Some(reason) = state.fenced_reason() {
+                        tracing::warn!(%reason, "fenced: replication capture stops");
+                        capture_cancel.cancel();
+                        return;
+                    }
+                }
+            })
+        };
+        capture.run(&host, &progress_tx, &capture_cancel).await;
+        capture_cancel.cancel();
+        let _ = fence_watch.await;
+    }
+    // The last heartbeat counts what was stored on the way out.
+    heartbeat_cancel.cancel();
+    let _ = heartbeat.await;
+    Ok(())
+}
+
+/// Removes replication generations wholly older than the oldest kept snapshot (after snapshot
+/// retention, from its catalog). Only with replication on: without it, no store call.
+pub async fn prune_segments(state: &DaemonState, kept: &[SnapshotManifest]) -> anyhow::Result<()> {
+    if !state.settings.replication.enabled {
+        return Ok(());
+    }
+    let Some(oldest_kept) = kept.iter().map(|m| m.etcd.revision).min() else {
+        return Ok(());
+    };
+    let removed =
+        prune_generations(&state.store, &layout(state)?, oldest_kept, &state.cancel).await?;
+    if !removed.is_empty() {
+        tracing::info!(
+            removed = removed.len(),
+            oldest_kept,
+            "replication generations older than every kept snapshot removed"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_break_reasons_of_the_metrics_are_those_of_the_capture() {
+        assert_eq!(
+            etcd_dr_control::GENERATION_BREAK_REASONS,
+            GenerationBreak::KINDS
+        );
+    }
+}
