@@ -42,7 +42,8 @@ fn metric(addr: SocketAddr, name: &str) -> f64 {
 
 /// Is a CLI or API answer a clean refusal because another producer is at work?
 fn is_clean_refusal(message: &str) -> bool {
-    message.contains("another snapshot is in progress")
+    // "another snapshot of cluster prod is in progress" (the CLI, exit 75) or the API's words.
+    (message.contains("another snapshot") && message.contains("in progress"))
         || (message.contains("already exists") && message.contains("nothing was replaced"))
 }
 
