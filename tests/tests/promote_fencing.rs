@@ -9,7 +9,7 @@ use etcd_dr_e2e::kube_recorder::KubeRecorder;
 use etcd_dr_e2e::kubelet::{dump_member, member_revision, put_keys};
 use etcd_dr_e2e::local_secondary::{this_host, LocalSecondary};
 use etcd_dr_e2e::promotion::{step_states, write_lock};
-use etcd_dr_e2e::{http_request, terminate, wait_for, EtcdDr, StoreTarget};
+use etcd_dr_e2e::{http_request, terminate, wait_for, EtcdDr, KillOnDrop, StoreTarget};
 
 /// Kubernetes API steps: no kube-apiserver installs here, so they run against a small recording
 /// HTTP server that checks the exact requests.
@@ -43,7 +43,8 @@ fn the_api_promotes_once_fences_the_primary_and_calls_the_kubernetes_api() {
             kube_token.display()
         ),
     );
-    let child = secondary.spawn(&["run"], "secondary.log");
+    // Killed if an assertion fails first, so a failed run leaves no daemon behind.
+    let child = KillOnDrop::new(secondary.spawn(&["run"], "secondary.log"));
     api.wait_ready();
     assert_eq!(api.metric("etcd_dr_promotion_state"), 0.0);
     let response = api.get("/v1/promote");
@@ -222,8 +223,8 @@ fn the_api_promotes_once_fences_the_primary_and_calls_the_kubernetes_api() {
     assert_eq!(trigger.status, 409, "{}", trigger.text());
     assert!(primary.dr.log("primary.log").contains("fenced"));
 
-    terminate(&child);
-    let _ = child.wait_with_output();
+    terminate(child.child());
+    let _ = child.into_inner().wait_with_output();
 }
 
 #[test]
