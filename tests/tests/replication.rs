@@ -446,17 +446,21 @@ fn fetch_at_a_revision_writes_the_keyspace_of_that_revision() {
     let at = middle.to_string();
     let etcd_bin = EtcdVersion::V3_5.bin("etcd");
     let etcdutl_bin = EtcdVersion::V3_5.bin("etcdutl");
-    let printed = dr.run_ok(&[
-        "fetch",
-        "--at",
-        &at,
-        "--output",
-        output.to_str().unwrap(),
-        "--etcd-bin",
-        etcd_bin.to_str().unwrap(),
-        "--etcdutl-bin",
-        etcdutl_bin.to_str().unwrap(),
-    ]);
+    // `fetch --at <at> --output <output>` replaying with etcd 3.5: what it printed.
+    let fetch_at = |at: &str, output: &std::path::Path| {
+        dr.run_ok(&[
+            "fetch",
+            "--at",
+            at,
+            "--output",
+            output.to_str().unwrap(),
+            "--etcd-bin",
+            etcd_bin.to_str().unwrap(),
+            "--etcdutl-bin",
+            etcdutl_bin.to_str().unwrap(),
+        ])
+    };
+    let printed = fetch_at(&at, &output);
     assert!(
         printed.contains(&format!("revision {middle} written to")),
         "{printed}"
@@ -478,33 +482,13 @@ fn fetch_at_a_revision_writes_the_keyspace_of_that_revision() {
     // A time: the newest revision observed at or before it. `newest`: the newest stored.
     let at_time = dr.dir().join("at-time.db");
     let time = after_middle.to_rfc3339();
-    let printed = dr.run_ok(&[
-        "fetch",
-        "--at",
-        &time,
-        "--output",
-        at_time.to_str().unwrap(),
-        "--etcd-bin",
-        etcd_bin.to_str().unwrap(),
-        "--etcdutl-bin",
-        etcdutl_bin.to_str().unwrap(),
-    ]);
+    let printed = fetch_at(&time, &at_time);
     assert!(
         printed.contains(&format!("revision {middle} written to")),
         "{printed}"
     );
     let at_newest = dr.dir().join("at-newest.db");
-    let printed = dr.run_ok(&[
-        "fetch",
-        "--at",
-        "newest",
-        "--output",
-        at_newest.to_str().unwrap(),
-        "--etcd-bin",
-        etcd_bin.to_str().unwrap(),
-        "--etcdutl-bin",
-        etcdutl_bin.to_str().unwrap(),
-    ]);
+    let printed = fetch_at("newest", &at_newest);
     assert!(
         printed.contains(&format!("revision {last} written to")),
         "{printed}"

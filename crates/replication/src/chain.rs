@@ -218,6 +218,16 @@ mod tests {
         trusting(&[1], false)
     }
 
+    /// Where `stored_chain` put the (plain) segment of revisions `first..=last`.
+    fn stored_key(sink: &SegmentStore, first: i64, last: i64) -> object_store::path::Path {
+        let name = SegmentName {
+            first_revision: first,
+            last_revision: last,
+            encrypted: false,
+        };
+        sink.layout.segment_path(&generation(), &name)
+    }
+
     async fn read_all(sink: &SegmentStore) -> Result<Vec<Segment>, ReplicationError> {
         read_all_trusting(sink, trust()).await
     }
@@ -293,14 +303,7 @@ mod tests {
     #[tokio::test]
     async fn a_missing_segment_breaks_the_chain() {
         let (sink, _) = stored_chain().await;
-        let middle = sink.layout.segment_path(
-            &generation(),
-            &SegmentName {
-                first_revision: 14,
-                last_revision: 16,
-                encrypted: false,
-            },
-        );
+        let middle = stored_key(&sink, 14, 16);
         sink.store.delete(&middle).await.unwrap();
         let error = read_all(&sink).await.unwrap_err().to_string();
         assert!(error.contains("a missing segment"), "{error}");
@@ -311,14 +314,7 @@ mod tests {
     async fn a_segment_from_another_chain_breaks_it() {
         let (sink, segments) = stored_chain().await;
         let cancel = CancellationToken::new();
-        let last = sink.layout.segment_path(
-            &generation(),
-            &SegmentName {
-                first_revision: 17,
-                last_revision: 19,
-                encrypted: false,
-            },
-        );
+        let last = stored_key(&sink, 17, 19);
         sink.store.delete(&last).await.unwrap();
         // Same revisions, but linked to a different predecessor (signed by the producer's
         // key: a bug, not an attack, since a store writer cannot sign).
@@ -333,14 +329,7 @@ mod tests {
     async fn a_planted_segment_is_refused_unless_signed_by_a_trusted_key() {
         let (sink, segments) = stored_chain().await;
         let cancel = CancellationToken::new();
-        let last = sink.layout.segment_path(
-            &generation(),
-            &SegmentName {
-                first_revision: 17,
-                last_revision: 19,
-                encrypted: false,
-            },
-        );
+        let last = stored_key(&sink, 17, 19);
         // A store writer replaces the newest segment with one that links correctly, unsigned
         // and then signed by a key of its own.
         let previous = segments[1].encode_signed(&test_signer(1)).1;
@@ -430,14 +419,7 @@ mod tests {
     #[tokio::test]
     async fn a_corrupt_object_is_named() {
         let (sink, _) = stored_chain().await;
-        let first = sink.layout.segment_path(
-            &generation(),
-            &SegmentName {
-                first_revision: 11,
-                last_revision: 13,
-                encrypted: false,
-            },
-        );
+        let first = stored_key(&sink, 11, 13);
         let stored = sink.store.get(&first).await.unwrap().bytes().await.unwrap();
         let mut plain = zstd::decode_all(&stored[..]).unwrap();
         let middle = plain.len() / 2;
