@@ -33,13 +33,14 @@ fn the_primary_api_reports_triggers_and_counts_snapshots() {
     let child = dr.spawn(&["run"], "primary.log");
     api.wait_ready();
 
-    // The schedule's first run starts at once.
+    // The schedule's first run starts at once; its retention is part of the run.
     let first = wait_for(
-        "the first scheduled snapshot",
+        "the first scheduled snapshot and its retention",
         Duration::from_secs(30),
         || {
             let status = api.status();
-            status["last_snapshot"]["id"].as_str().map(String::from)
+            let id = status["last_snapshot"]["id"].as_str().map(String::from);
+            id.filter(|_| status["in_flight"].is_null())
         },
     );
     assert_eq!(api.get("/healthz").json()["alive"], true);

@@ -210,6 +210,8 @@ pub enum Activity {
     Snapshot,
     /// Streaming a stored snapshot back and checking it.
     Verify,
+    /// Retention after a snapshot: reading the newest back, deleting what no longer is kept.
+    Retention,
 }
 
 /// Who started a piece of work.

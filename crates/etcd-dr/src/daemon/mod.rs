@@ -196,7 +196,14 @@ impl DaemonState {
         let run = self.lock_snapshot_run().clone();
         let (running, detail) = match run {
             Some((running, trigger)) => {
+                let retention = self.update(|status| {
+                    status
+                        .in_flight
+                        .as_ref()
+                        .is_some_and(|f| f.activity == Activity::Retention)
+                });
                 let what = match &running.id {
+                    Some(id) if retention => format!("retention after snapshot {id}"),
                     Some(id) => format!("snapshot {id}"),
                     None => "a snapshot (its id not known yet: etcd is being surveyed)".into(),
                 };

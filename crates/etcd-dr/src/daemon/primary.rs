@@ -213,10 +213,14 @@ async fn snapshot_and_prune(
             return None;
         }
     }
+    // Retention is part of the run: /v1/status shows it in flight, so a trigger refused meanwhile
+    // (409, "see in_flight") points at something there.
+    state.begin(Activity::Retention, trigger, taken.clone());
     if let Err(error) = prune(state).await {
         tracing::error!(%error, "retention failed");
         state.note_error(format!("retention failed: {error}"));
     }
+    state.finish();
     taken
 }
 

@@ -67,12 +67,19 @@ pub fn progress_line(in_flight: &InFlight, expected_raw: u64, now: DateTime<Utc>
     let what = match in_flight.activity {
         Activity::Snapshot => "snapshot",
         Activity::Verify => "verification of",
+        Activity::Retention => "retention after",
     };
     let id = in_flight
         .id
         .as_ref()
         .map_or_else(|| "(id not known yet)".to_string(), ToString::to_string);
     let whole_seconds = Duration::from_secs(age.as_secs());
+    if in_flight.activity == Activity::Retention {
+        return format!(
+            "{what} {id} running {}",
+            humantime::format_duration(whole_seconds)
+        );
+    }
     let mut line = format!(
         "{what} {id} running {}: {}",
         humantime::format_duration(whole_seconds),
