@@ -546,6 +546,27 @@ fn another_etcds_signed_snapshot_is_refused_unless_it_starts_a_new_generation() 
         verified.contains(&format!("snapshot {genuine} OK")),
         "{verified}"
     );
+    // The API judges a named snapshot as the CLI does: 422 naming the generation.
+    let addr = SocketAddr::from(([127, 0, 0, 1], etcd_dr_e2e::free_port()));
+    let api_reader = EtcdDr::new(&format!(
+        "role = \"secondary\"\ncluster = \"prod\"\n{}\n[http]\nlisten = \"{addr}\"\n[secondary]\npoll_interval = \"1s\"\n",
+        StoreTarget::Local(store.path()).config_section()
+    ));
+    let daemon = KillOnDrop::new(api_reader.spawn(&["run"], "daemon.log"));
+    assert!(etcd_dr_e2e::wait_for_port(addr, Duration::from_secs(20)));
+    let refused = get(addr, &format!("/v1/snapshots/{foreign}")).unwrap();
+    let served = get(addr, &format!("/v1/snapshots/{genuine}")).unwrap();
+    let _ = daemon.terminate_and_wait();
+    assert_eq!(refused.status, 422, "{}", refused.text());
+    assert!(
+        refused
+            .text()
+            .contains("does not start a new etcd generation"),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(served.status, 200, "{}", served.text());
+    assert_eq!(served.json()["id"], genuine.as_str());
 
     // The primary now snapshots the other etcd (rebuilt under a new cluster id): it names the
     // cluster id before it, signed, and readers follow it.
