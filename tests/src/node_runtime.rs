@@ -33,15 +33,17 @@ pub const MANIFESTS: &str = "/etc/kubernetes/manifests";
 /// first for a manifest's command: what an image would hold) and `KUBELET_VERSION`.
 pub const KUBELET_ENV: &str = "/var/lib/kubelet/standin.env";
 
-const ALIVE: &str = r#"alive() {
+/// What every stand-in starts with: where the state is, and whether a pid runs (a zombie does
+/// not).
+const PRELUDE: &str = r#"set -u
+state=/var/lib/kubelet/standin
+alive() {
     [ -n "$1" ] && [ -e "/proc/$1" ] && ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$1/stat" 2>/dev/null
 }
 "#;
 
-const KUBELET: &str = r#"set -u
-. /var/lib/kubelet/standin.env
+const KUBELET: &str = r#". /var/lib/kubelet/standin.env
 manifests=/etc/kubernetes/manifests
-state=/var/lib/kubelet/standin
 if [ "${1:-}" = --version ]; then
     echo "Kubernetes $KUBELET_VERSION"
     exit 0
@@ -83,9 +85,7 @@ while :; do
 done
 "#;
 
-const SYSTEMCTL: &str = r#"set -u
-state=/var/lib/kubelet/standin
-usage() {
+const SYSTEMCTL: &str = r#"usage() {
     echo "systemctl stand-in: start|stop|restart|is-active kubelet only (got: $*)" >&2
     exit 1
 }
@@ -139,9 +139,7 @@ is-active)
 esac
 "#;
 
-const CRICTL: &str = r#"set -u
-state=/var/lib/kubelet/standin
-usage() {
+const CRICTL: &str = r#"usage() {
     echo "crictl stand-in: ps [-q] [--name REGEX] | stop [--timeout N] ID... (got: $*)" >&2
     exit 1
 }
@@ -226,7 +224,7 @@ pub fn install(node: &TestNode, image_path: &[PathBuf], version: &str) {
         let path = bin.join(name);
         std::fs::write(
             &path,
-            format!("#!/bin/sh\n# {name} stand-in of the test ground: tests/src/node_runtime.rs\n{ALIVE}{body}"),
+            format!("#!/bin/sh\n# {name} stand-in of the test ground: tests/src/node_runtime.rs\n{PRELUDE}{body}"),
         )
         .expect("write a stand-in");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
