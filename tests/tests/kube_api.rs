@@ -617,20 +617,20 @@ fn the_secondary_runs_its_control_plane_from_static_pod_manifests_with_nodes_rea
             .collect::<Vec<_>>()
             .join(" ")
     };
-    for index in 0..3 {
+    for (index, processes) in control_plane.iter().enumerate() {
         secondary.on_node(index, &argv(&stop[0]));
         let inactive = secondary.ground.ssh(index, "systemctl is-active kubelet");
         assert_eq!(inactive.status.code(), Some(3));
-        for process in &control_plane[index] {
+        for process in processes {
             assert!(
                 process_alive(process.host_pid),
                 "{process:?} ended with kubelet"
             );
         }
         let ids = secondary.on_node(index, "crictl ps -q --name '^kube-apiserver$'");
-        assert_eq!(ids.trim(), control_plane[index][1].pid.to_string());
+        assert_eq!(ids.trim(), processes[1].pid.to_string());
         secondary.on_node(index, &argv(&stop[1]));
-        for process in &control_plane[index] {
+        for process in processes {
             assert!(!process_alive(process.host_pid), "{process:?} still runs");
         }
         assert!(!secondary
