@@ -27,6 +27,15 @@ pub enum GenerationBreak {
         /// The revision that came.
         got: i64,
     },
+    /// etcd is at a revision below what the chain already holds: it was restored from an
+    /// older snapshot (under the same cluster id), and its next revisions are not the chain's.
+    #[error("etcd reports revision {etcd_revision}, below revision {captured} the chain already holds (a regression: was etcd restored from an older snapshot?)")]
+    EtcdBehindChain {
+        /// The newest revision the chain holds.
+        captured: i64,
+        /// etcd's revision now (a linearizable read).
+        etcd_revision: i64,
+    },
     /// The watch now talks to another cluster.
     #[error("the cluster id changed from {from:x} to {to:x}")]
     ClusterChanged {
@@ -59,7 +68,7 @@ impl GenerationBreak {
         match self {
             Self::Compacted { .. } => "compacted",
             Self::Gap { .. } => "gap",
-            Self::Regression { .. } => "regression",
+            Self::Regression { .. } | Self::EtcdBehindChain { .. } => "regression",
             Self::ClusterChanged { .. } => "cluster_changed",
             Self::WatchCancelled { .. } => "watch_cancelled",
         }

@@ -51,6 +51,19 @@ pub(super) async fn watch_into_segments(
     );
     progress.send_modify(|p| p.start_generation(generation.clone(), expected - 1, start.resume));
 
+    // Before watching: is this still the etcd the chain came from, and not behind it? A watch
+    // from a future revision is accepted and would silently join another history (an etcd
+    // restored from an older snapshot under the same cluster id) to the chain.
+    let (cluster_id, etcd_revision) = tokio::select! {
+        now = etcd_now(client) => now?,
+        () = cancel.cancelled() => return Ok(()),
+    };
+    if let Some(reason) =
+        check_continues(builder.cluster_id, expected - 1, cluster_id, etcd_revision)
+    {
+        return Err(ended(reason));
+    }
+
     let mut watch_client = client
         .watch_client()
         .max_decoding_message_size(options.max_watch_message_bytes);
@@ -173,6 +186,47 @@ pub(super) async fn watch_into_segments(
     outcome.and(flushed)
 }
 
+/// etcd's cluster id and revision now, by a linearizable read (a lagging member answers only
+/// once it caught up with the leader).
+async fn etcd_now(client: &Client) -> Result<(u64, i64), ReplicationError> {
+    let answer = client
+        .kv_client()
+        .get(
+            "etcd-dr/revision-probe",
+            Some(etcd_client::GetOptions::new().with_count_only()),
+        )
+        .await
+        .map_err(|e| ReplicationError::etcd("revision read", e))?;
+    let header = answer.header().ok_or_else(|| {
+        ReplicationError::etcd(
+            "revision read",
+            etcd_client::Error::InvalidArgs("etcd answered without a header".into()),
+        )
+    })?;
+    Ok((header.cluster_id(), header.revision()))
+}
+
+/// Whether etcd (`cluster_id` at `etcd_revision`) can continue a chain of `chain_cluster`
+/// that holds revisions up to `captured`: not when it is another cluster or behind the chain.
+fn check_continues(
+    chain_cluster: Option<u64>,
+    captured: i64,
+    cluster_id: u64,
+    etcd_revision: i64,
+) -> Option<GenerationBreak> {
+    match chain_cluster {
+        Some(ours) if ours != cluster_id => Some(GenerationBreak::ClusterChanged {
+            from: ours,
+            to: cluster_id,
+        }),
+        _ if etcd_revision < captured => Some(GenerationBreak::EtcdBehindChain {
+            captured,
+            etcd_revision,
+        }),
+        _ => None,
+    }
+}
+
 /// Records the granted TTL of each lease first seen on a put of `group` (asked once per lease
 /// and generation).
 async fn record_new_leases(
@@ -248,6 +302,32 @@ pub(super) fn group_by_revision(
 mod tests {
     use super::*;
     use crate::segment::tests::{delete, put};
+
+    #[test]
+    fn a_chain_continues_only_on_its_own_cluster_at_or_above_its_revision() {
+        assert_eq!(check_continues(Some(7), 100, 7, 100), None);
+        assert_eq!(check_continues(Some(7), 100, 7, 250), None);
+        assert_eq!(check_continues(None, 100, 9, 100), None);
+        assert_eq!(
+            check_continues(Some(7), 100, 7, 60),
+            Some(GenerationBreak::EtcdBehindChain {
+                captured: 100,
+                etcd_revision: 60
+            })
+        );
+        assert_eq!(
+            check_continues(Some(7), 100, 9, 500),
+            Some(GenerationBreak::ClusterChanged { from: 7, to: 9 })
+        );
+        assert_eq!(
+            GenerationBreak::EtcdBehindChain {
+                captured: 100,
+                etcd_revision: 60
+            }
+            .kind(),
+            "regression"
+        );
+    }
 
     #[test]
     fn groups_whole_revisions_and_refuses_gaps_and_regressions() {
