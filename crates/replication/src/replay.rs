@@ -176,7 +176,8 @@ async fn replay_into(
         Ok(())
     };
     report.replay_time = started.elapsed();
-    let since = |before: Option<Duration>, now: Option<Duration>| Some(now?.saturating_sub(before?));
+    let since =
+        |before: Option<Duration>, now: Option<Duration>| Some(now?.saturating_sub(before?));
     report.replay_cpu_own = since(cpu_before.0, process_cpu_time("self"));
     report.replay_cpu_etcd = since(cpu_before.1, scratch.cpu_time());
     if outcome.is_ok() {

@@ -309,7 +309,10 @@ mod tests {
             x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
         }
         let after = process_cpu_time("self").unwrap();
-        assert!(after >= before + Duration::from_millis(100), "{before:?} → {after:?}");
+        assert!(
+            after >= before + Duration::from_millis(100),
+            "{before:?} → {after:?}"
+        );
         assert_eq!(process_cpu_time("no-such-process"), None);
     }
 }

@@ -125,7 +125,10 @@ async fn sample_lag(url: String, stop: tokio_util::sync::CancellationToken) -> V
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let total = args.count.unwrap_or(args.rate * args.seconds);
-    anyhow::ensure!(total > 0, "nothing to write: give --rate and --seconds, or --count");
+    anyhow::ensure!(
+        total > 0,
+        "nothing to write: give --rate and --seconds, or --count"
+    );
     let processes: Vec<(String, u32)> = args
         .processes
         .iter()
