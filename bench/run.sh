@@ -6,12 +6,14 @@
 #   bench/run.sh --size-mib 1024 --only floor,etcd-dr
 #   bench/run.sh --size-mib 2048 --runs 2 --only floor,etcd-dr,idle
 #   bench/run.sh --only promote       # promote of 512 MiB onto 3 ssh nodes (needs root)
+#   bench/run.sh --only replication --size-mib 64   # RPO, capture RSS, replay speed
 #
 # Options:
 #   --size-mib N     database size to fill etcd to (default 512; 1024 and 2048 raise the quota)
 #   --runs N         runs of each measurement (default 3)
-#   --only LIST      comma-separated groups: floor, pipelines, etcd-dr, restore, idle, promote
-#                    (default all; promote only as root, it needs namespaces and sshd)
+#   --only LIST      comma-separated groups: floor, pipelines, etcd-dr, restore, idle,
+#                    replication, promote (default all; promote only as root, it needs
+#                    namespaces and sshd)
 #   --work DIR       working directory (default: a new one under /tmp, removed at the end);
 #                    an existing DIR with a filled etcd is reused, skipping the fill
 #   --keep           keep the working directory
@@ -40,7 +42,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BENCH="$REPO/bench"
 SIZE_MIB=512
 RUNS=3
-ONLY="floor,pipelines,etcd-dr,restore,idle,promote"
+ONLY="floor,pipelines,etcd-dr,restore,idle,replication,promote"
 WORK=""
 KEEP=0
 OUT=""
@@ -54,7 +56,7 @@ while [ $# -gt 0 ]; do
         --keep) KEEP=1; shift ;;
         --out) OUT="$2"; shift 2 ;;
         --s3s-fs) S3S=1; shift ;;
-        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -92,9 +94,10 @@ fi
 
 log "building etcd-dr and etcd-fill (release)"
 # Two invocations: built together, the two packages' features unify into a third variant.
-(cd "$REPO" && cargo build --release --quiet -p etcd-dr && cargo build --release --quiet -p etcd-dr-e2e --bin etcd-fill)
+(cd "$REPO" && cargo build --release --quiet -p etcd-dr && cargo build --release --quiet -p etcd-dr-e2e --bin etcd-fill --bin etcd-load)
 EDR="$REPO/target/release/etcd-dr"
 FILL="$REPO/target/release/etcd-fill"
+LOAD="$REPO/target/release/etcd-load"
 if want promote; then
     if [ "$(id -u)" != 0 ]; then
         log "promote group skipped: it needs root (namespace nodes, sshd)"
@@ -227,7 +230,7 @@ M() { python3 "$BENCH/measure.py" run --results "$RESULTS" --runs "$RUNS" \
 M_S3S() { S3_ENDPOINT="$S3S_ENDPOINT" M "$@"; }
 RM_S3S='S3_ENDPOINT=$S3S_ENDPOINT python3 $BENCH/s3.py rm $BUCKET'
 export S3S_ENDPOINT
-export W="$WORK" ETCD_URL EDR BENCH BUCKET
+export W="$WORK" ETCD_URL EDR BENCH BUCKET LOAD OUT RUNS HTTP_PORT ETCD_PID
 fsize='stat -c %s'
 json_stored='python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[\"stored\"][\"size\"])"'
 
@@ -353,9 +356,20 @@ if want idle; then
     kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true
 fi
 
-# ------------------------------------------------------------------ 6. promote
+# ------------------------------------------------------------------ 6. continuous replication
+if want replication; then
+    log "6. continuous replication: etcd alone, RPO at 100 and 500 rev/s, a burst, replay"
+    write_config "$WORK/repl.toml" "[store]
+type = \"local\"
+path = \"$WORK/store-repl\"
+[replication]
+enabled = true"
+    "$BENCH/replication.sh" "$WORK/repl.toml"
+fi
+
+# ------------------------------------------------------------------ 7. promote
 if want promote; then
-    log "6. promote of ${SIZE_MIB} MiB onto 3 namespace nodes over ssh (its own etcd, fill, snapshot)"
+    log "7. promote of ${SIZE_MIB} MiB onto 3 namespace nodes over ssh (its own etcd, fill, snapshot)"
     # Nothing else of the benchmark runs meanwhile; the idle daemon and rows above are done.
     (cd "$REPO" && BENCH_PROMOTE_MIB="$SIZE_MIB" BENCH_PROMOTE_OUT="$OUT/promote.md" TMPDIR="$WORK" \
         "$PROMOTE_BENCH" --ignored --nocapture --test-threads 1 promote_of_a_big_snapshot) \
@@ -388,6 +402,7 @@ fi
             --gzip "boto3 download + gunzip + etcdutl snapshot restore" --gzip-name "shell restore"
     fi
     [ -n "$IDLE_LINE" ] && { echo; echo "$IDLE_LINE"; }
+    [ -s "$OUT/replication.md" ] && { echo; cat "$OUT/replication.md"; }
     [ -s "$OUT/promote.md" ] && { echo; sed 's/^## /### /' "$OUT/promote.md"; }
     [ -f "$OUT/notes.txt" ] && { echo; sed 's/^/- /' "$OUT/notes.txt"; }
 } > "$OUT/table.md"

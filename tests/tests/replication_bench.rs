@@ -1,6 +1,8 @@
 //! Replication benchmark (ignored by default: `cargo test -p etcd-dr-e2e --test replication_bench
 //! -- --ignored --nocapture`): RPO while writing 1 KiB Kubernetes-shaped objects at a fixed rate,
 //! stored bytes per event against gardener's JSON+gzip on the same events, replay revisions/s.
+//! In the test (debug) profile and in one process; `bench/run.sh --only replication` measures
+//! the daemon and `fetch --at` of the release build (RPO, capture RSS, replay, etcd alone).
 
 use std::io::Write;
 use std::process::{Command, Stdio};

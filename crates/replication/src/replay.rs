@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::pipeline::{revision_txn, ApplyGuard, TxnPipeline};
-use crate::scratch_etcd::{EtcdBinaries, ScratchEtcd};
+use crate::scratch_etcd::{process_cpu_time, EtcdBinaries, ScratchEtcd};
 use crate::{ChainReader, ReplicationError, RevisionEvents, Segment};
 
 /// TTL given to a lease the capture saw only after it had expired (its keys are deleted by a
@@ -45,6 +45,10 @@ pub struct ReplayReport {
     pub resent_transactions: u64,
     /// Time spent applying revisions.
     pub replay_time: Duration,
+    /// CPU time this process spent meanwhile (every thread; Linux only, else `None`).
+    pub replay_cpu_own: Option<Duration>,
+    /// CPU time the throw-away etcd spent meanwhile (Linux only, else `None`).
+    pub replay_cpu_etcd: Option<Duration>,
     /// Bytes of the written snapshot.
     pub snapshot_bytes: u64,
 }
@@ -137,8 +141,11 @@ async fn replay_into(
         leases_granted: 0,
         resent_transactions: 0,
         replay_time: Duration::ZERO,
+        replay_cpu_own: None,
+        replay_cpu_etcd: None,
         snapshot_bytes: 0,
     };
+    let cpu_before = (process_cpu_time("self"), scratch.cpu_time());
     let started = Instant::now();
     let outcome = if target > base_revision {
         // Segments are read and decoded (one ahead) while the previous one is applied.
@@ -169,6 +176,10 @@ async fn replay_into(
         Ok(())
     };
     report.replay_time = started.elapsed();
+    let since =
+        |before: Option<Duration>, now: Option<Duration>| Some(now?.saturating_sub(before?));
+    report.replay_cpu_own = since(cpu_before.0, process_cpu_time("self"));
+    report.replay_cpu_etcd = since(cpu_before.1, scratch.cpu_time());
     if outcome.is_ok() {
         // Nothing else writes to this etcd: its snapshot is at exactly the target revision.
         let now = scratch.revision().await?;

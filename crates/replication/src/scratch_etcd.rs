@@ -154,6 +154,11 @@ impl ScratchEtcd {
         &self.endpoint
     }
 
+    /// CPU time (user + system) it has used so far; `None` where /proc cannot tell.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        process_cpu_time(&self.child.id()?.to_string())
+    }
+
     /// Its current revision.
     pub async fn revision(&self) -> Result<i64, ReplicationError> {
         let status = self
@@ -261,6 +266,18 @@ fn connect_options() -> ConnectOptions {
         .with_timeout(Duration::from_secs(300))
 }
 
+/// CPU time (user + system) of process `pid` (`"self"` for this one) from `/proc/<pid>/stat`;
+/// `None` where there is no such file (not Linux, or the process is gone).
+pub(crate) fn process_cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the `)` that ends the command name: the state is field 0, utime 11, stime 12.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    // Clock ticks of USER_HZ, 100 per second on every Linux architecture etcd runs on.
+    Some(Duration::from_millis((user + system) * 10))
+}
+
 /// A port on 127.0.0.1 free right now (etcd binds it a moment later).
 fn free_loopback_port() -> Result<u16, ReplicationError> {
     TcpListener::bind("127.0.0.1:0")
@@ -277,4 +294,25 @@ fn free_loopback_port() -> Result<u16, ReplicationError> {
 fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(5)..].join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_of_this_process_grows_with_work() {
+        let before = process_cpu_time("self").expect("/proc/self/stat on Linux");
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let after = process_cpu_time("self").unwrap();
+        assert!(
+            after >= before + Duration::from_millis(100),
+            "{before:?} → {after:?}"
+        );
+        assert_eq!(process_cpu_time("no-such-process"), None);
+    }
 }

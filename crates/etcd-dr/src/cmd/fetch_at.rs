@@ -5,7 +5,9 @@ use std::path::Path;
 
 use anyhow::Context;
 use etcd_dr_core::RestorePoint;
-use etcd_dr_replication::{fetch_revision, EtcdBinaries, ReplicationLayout, RevisionSource};
+use etcd_dr_replication::{
+    fetch_revision, EtcdBinaries, ReplayReport, ReplicationLayout, RevisionSource,
+};
 
 use super::{identities, manifest_trust, open_store, shutdown_token};
 use crate::settings::Settings;
@@ -42,7 +44,7 @@ pub async fn run(
     let plan = &fetched.plan;
     match (&fetched.report, &plan.generation) {
         (Some(report), Some(generation)) => println!(
-            "revision {} written to {} (snapshot {} at revision {}, {} revisions replayed from {} segment(s) of generation {} in {:.1} s)",
+            "revision {} written to {} (snapshot {} at revision {}, {} revisions replayed from {} segment(s) of generation {} in {:.2} s{})",
             plan.target,
             output.display(),
             plan.base.id,
@@ -50,7 +52,8 @@ pub async fn run(
             report.replayed_revisions,
             report.segments_read,
             generation,
-            report.replay_time.as_secs_f64()
+            report.replay_time.as_secs_f64(),
+            replay_cpu(report)
         ),
         _ => println!(
             "revision {} written to {} (snapshot {} as it is: no segment is newer)",
@@ -60,4 +63,20 @@ pub async fn run(
         ),
     }
     Ok(())
+}
+
+/// The CPU spent meanwhile (when the OS tells) and the transactions sent twice.
+fn replay_cpu(report: &ReplayReport) -> String {
+    match (report.replay_cpu_own, report.replay_cpu_etcd) {
+        (Some(own), Some(etcd)) => format!(
+            "; CPU meanwhile: etcd-dr {:.2} s, throw-away etcd {:.2} s; {} transactions sent again after overtaking",
+            own.as_secs_f64(),
+            etcd.as_secs_f64(),
+            report.resent_transactions
+        ),
+        _ => format!(
+            "; {} transactions sent again after overtaking",
+            report.resent_transactions
+        ),
+    }
 }
