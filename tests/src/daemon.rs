@@ -145,7 +145,8 @@ pub fn assert_error(response: &HttpResponse, status: u16, code: &str) {
 }
 
 /// SIGTERMs a daemon and asserts it exits successfully within 10 s (its log `log` on failure).
-pub fn stop(child: Child, dr: &EtcdDr, log: &str) {
+pub fn stop(child: impl Into<Child>, dr: &EtcdDr, log: &str) {
+    let child = child.into();
     terminate(&child);
     let started = Instant::now();
     let output = child.wait_with_output().expect("wait for the daemon");

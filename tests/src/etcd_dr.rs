@@ -307,6 +307,19 @@ impl KillOnDrop {
     pub fn into_inner(mut self) -> Child {
         self.0.take().expect("the child is taken only once")
     }
+
+    /// Sends SIGTERM and waits for the process to end; its output as it ended.
+    pub fn terminate_and_wait(self) -> Output {
+        let child = self.into_inner();
+        terminate(&child);
+        child.wait_with_output().expect("wait for the process")
+    }
+}
+
+impl From<KillOnDrop> for Child {
+    fn from(guarded: KillOnDrop) -> Child {
+        guarded.into_inner()
+    }
 }
 
 impl Drop for KillOnDrop {

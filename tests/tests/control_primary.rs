@@ -30,7 +30,7 @@ fn the_primary_api_reports_triggers_and_counts_snapshots() {
         BUCKET,
         &api,
     );
-    let child = dr.spawn(&["run"], "primary.log");
+    let child = KillOnDrop::new(dr.spawn(&["run"], "primary.log"));
     api.wait_ready();
 
     // The schedule's first run starts at once; its retention is part of the run.
@@ -211,7 +211,7 @@ fn a_second_snapshot_while_one_runs_is_refused_naming_it() {
         BUCKET,
         &api,
     );
-    let child = dr.spawn(&["run"], "primary.log");
+    let child = KillOnDrop::new(dr.spawn(&["run"], "primary.log"));
     api.wait_ready();
     wait_for("the first scheduled run", Duration::from_secs(30), || {
         let status = api.status();
@@ -338,7 +338,7 @@ fn systemd_hears_ready_watchdog_pings_and_stopping() {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dr.dir().join("daemon.log")).unwrap());
-    let child = command.spawn().unwrap();
+    let child = KillOnDrop::new(command.spawn().unwrap());
 
     let mut buffer = [0u8; 4096];
     let mut receive = || {
@@ -370,7 +370,7 @@ fn systemd_hears_ready_watchdog_pings_and_stopping() {
         started.elapsed()
     );
 
-    terminate(&child);
+    terminate(child.child());
     let stopping = loop {
         let message = receive();
         if !message.lines().any(|l| l == "WATCHDOG=1") {
@@ -378,7 +378,7 @@ fn systemd_hears_ready_watchdog_pings_and_stopping() {
         }
     };
     assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping}");
-    let output = child.wait_with_output().unwrap();
+    let output = child.into_inner().wait_with_output().unwrap();
     assert!(output.status.success(), "{}", dr.log("daemon.log"));
 }
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use etcd_dr_e2e::daemon::{assert_error, primary_on_s3, stop, write_token, Api, API_TOKEN};
 use etcd_dr_e2e::{
-    http_request, wait_for, EtcdCluster, EtcdDr, EtcdOptions, FillSpec, MotoServer, StoreTarget,
+    http_request, wait_for, EtcdCluster, EtcdDr, EtcdOptions, FillSpec, KillOnDrop, MotoServer,
+    StoreTarget,
 };
 use serde_json::Value;
 
@@ -45,7 +46,7 @@ fn the_secondary_verifies_prestages_and_its_lag_follows_the_primary() {
     etcd.fill(FillSpec::objects(300));
     let primary_api = Api::on_free_port();
     let primary_dr = primary_on_s3(&etcd, &etcd.endpoints(), &s3, BUCKET, &primary_api);
-    let primary_child = primary_dr.spawn(&["run"], "primary.log");
+    let primary_child = KillOnDrop::new(primary_dr.spawn(&["run"], "primary.log"));
     primary_api.wait_ready();
     let first = wait_for(
         "the primary's first snapshot",
@@ -59,7 +60,7 @@ fn the_secondary_verifies_prestages_and_its_lag_follows_the_primary() {
 
     let api = Api::on_free_port();
     let dr = secondary(&s3, &api, "");
-    let child = dr.spawn(&["run"], "secondary.log");
+    let child = KillOnDrop::new(dr.spawn(&["run"], "secondary.log"));
     api.wait_ready();
     let status = wait_for(
         "the secondary to verify it",
@@ -123,7 +124,7 @@ fn the_secondary_verifies_prestages_and_its_lag_follows_the_primary() {
 
     // It resumes (something changed meanwhile): its first run lands and the lag falls.
     etcd.put("/registry/namespaces/team-c", b"k8s\0ns");
-    let primary_child = primary_dr.spawn(&["run"], "primary-again.log");
+    let primary_child = KillOnDrop::new(primary_dr.spawn(&["run"], "primary-again.log"));
     let third = wait_for(
         "the resumed primary's snapshot",
         Duration::from_secs(30),
@@ -172,7 +173,7 @@ fn a_corrupt_snapshot_is_counted_and_the_lag_stays_on_the_good_one() {
 
     let api = Api::on_free_port();
     let dr = secondary(&s3, &api, "");
-    let child = dr.spawn(&["run"], "secondary.log");
+    let child = KillOnDrop::new(dr.spawn(&["run"], "secondary.log"));
     api.wait_ready();
     let status = wait_for("the good one verified", Duration::from_secs(20), || {
         let status = api.status();
@@ -204,7 +205,7 @@ fn readiness_follows_the_store_away_and_back() {
     let mut s3 = MotoServer::with_bucket(BUCKET);
     let api = Api::on_free_port();
     let dr = secondary(&s3, &api, "readiness_grace = \"1s\"");
-    let child = dr.spawn(&["run"], "secondary.log");
+    let child = KillOnDrop::new(dr.spawn(&["run"], "secondary.log"));
     api.wait_ready();
 
     // Every metric is there from the start, at zero (nothing is stored yet).
@@ -302,7 +303,7 @@ fn a_restarted_secondary_reuses_its_staged_copy_only_if_it_still_matches() {
     .unwrap();
     let staged = prestage.join(format!("{id}.db"));
     let run_until_verified = |log: &str| -> Value {
-        let child = dr.spawn(&["run"], log);
+        let child = KillOnDrop::new(dr.spawn(&["run"], log));
         api.wait_ready();
         let status = wait_for("the snapshot verified", Duration::from_secs(20), || {
             let status = api.status();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use etcd_dr_e2e::files::files_under;
 use etcd_dr_e2e::nodes::ControlPlaneNodes;
-use etcd_dr_e2e::{EtcdCluster, EtcdDr, EtcdOptions, StoreTarget};
+use etcd_dr_e2e::{EtcdCluster, EtcdDr, EtcdOptions, KillOnDrop, StoreTarget};
 
 /// `etcd-dr keygen -o <dir>/<name>`: the identity file and the printed recipient.
 fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
@@ -252,12 +252,11 @@ fn the_secondary_verifies_and_prestages_encrypted_snapshots_with_its_identity() 
 
     // With a stranger's identity: no verification, the error names the snapshot, nothing staged.
     let (wrong, addr) = secondary_daemon(store.path(), &stranger);
-    let child = wrong.spawn(&["run"], "secondary.log");
+    let child = KillOnDrop::new(wrong.spawn(&["run"], "secondary.log"));
     let failed = etcd_dr_e2e::wait_for("the failed verification", Duration::from_secs(20), || {
         status(addr).filter(|s| s["last_error"]["message"].is_string())
     });
-    etcd_dr_e2e::terminate(&child);
-    let _ = child.wait_with_output();
+    let _ = child.terminate_and_wait();
     let message = failed["last_error"]["message"].as_str().unwrap();
     assert!(
         message.contains(&format!("snapshot {id} cannot be decrypted")),
@@ -271,12 +270,11 @@ fn the_secondary_verifies_and_prestages_encrypted_snapshots_with_its_identity() 
 
     // With its identity: verified and staged as the plain snapshot.
     let (right, addr) = secondary_daemon(store.path(), &identity);
-    let child = right.spawn(&["run"], "secondary.log");
+    let child = KillOnDrop::new(right.spawn(&["run"], "secondary.log"));
     let verified = etcd_dr_e2e::wait_for("the verification", Duration::from_secs(20), || {
         status(addr).filter(|s| s["newest_verified"]["id"] == id.as_str())
     });
-    etcd_dr_e2e::terminate(&child);
-    let _ = child.wait_with_output();
+    let _ = child.terminate_and_wait();
     assert_eq!(verified["secondary"]["prestaged"]["id"], id.as_str());
     let staged = std::fs::read(right.dir().join("prestage").join(format!("{id}.db"))).unwrap();
     assert!(contains(&staged, secret_value));
@@ -295,12 +293,11 @@ fn the_secondary_verifies_and_prestages_encrypted_snapshots_with_its_identity() 
     bytes[middle] ^= 1;
     std::fs::write(&bundle, bytes).unwrap();
     let (again, addr) = secondary_daemon(store.path(), &identity);
-    let child = again.spawn(&["run"], "secondary.log");
+    let child = KillOnDrop::new(again.spawn(&["run"], "secondary.log"));
     let failed = etcd_dr_e2e::wait_for("the failed verification", Duration::from_secs(20), || {
         status(addr).filter(|s| s["secondary"]["verify_failures"] == 1)
     });
-    etcd_dr_e2e::terminate(&child);
-    let _ = child.wait_with_output();
+    let _ = child.terminate_and_wait();
     let message = failed["last_error"]["message"].as_str().unwrap();
     assert!(
         message.contains(&format!("snapshot {second} is corrupt")),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use etcd_dr_e2e::{EtcdCluster, EtcdDr, EtcdOptions, StoreTarget};
+use etcd_dr_e2e::{EtcdCluster, EtcdDr, EtcdOptions, KillOnDrop, StoreTarget};
 
 /// `etcd-dr keygen [--signing] -o <dir>/<name>`: the key file and the printed public key.
 fn keygen(dir: &Path, name: &str, signing: bool) -> (PathBuf, String) {
@@ -273,7 +273,7 @@ fn get(addr: SocketAddr, path: &str) -> Option<etcd_dr_e2e::HttpResponse> {
 fn the_secondary_counts_refused_snapshots_and_its_lag_stays_on_the_genuine_one() {
     let ground = ground();
     let (dr, addr) = secondary_daemon(&ground);
-    let child = dr.spawn(&["run"], "secondary.log");
+    let child = KillOnDrop::new(dr.spawn(&["run"], "secondary.log"));
     let metrics = etcd_dr_e2e::wait_for("the refused count", Duration::from_secs(30), || {
         get(addr, "/metrics")
             .map(|r| r.text())
@@ -287,8 +287,7 @@ fn the_secondary_counts_refused_snapshots_and_its_lag_stays_on_the_genuine_one()
     });
     let snapshots = get(addr, "/v1/snapshots").unwrap().json();
     let forged = get(addr, &format!("/v1/snapshots/{}", ground.forged)).unwrap();
-    etcd_dr_e2e::terminate(&child);
-    let _ = child.wait_with_output();
+    let _ = child.terminate_and_wait();
 
     assert!(
         metrics.contains("\netcd_dr_unsigned_snapshots_allowed 0\n"),
@@ -444,7 +443,7 @@ fn a_slow_header_client_is_cut_off_while_a_normal_client_is_served() {
         "role = \"secondary\"\ncluster = \"prod\"\n{}\n[http]\nlisten = \"{addr}\"\nheader_timeout = \"1s\"\nmax_connections = 3\n[secondary]\npoll_interval = \"1s\"\n",
         StoreTarget::Local(&scratch.path().join("store")).config_section(),
     ));
-    let child = dr.spawn(&["run"], "daemon.log");
+    let child = KillOnDrop::new(dr.spawn(&["run"], "daemon.log"));
     assert!(etcd_dr_e2e::wait_for_port(addr, Duration::from_secs(20)));
 
     // Two clients that never finish their request head.
@@ -483,8 +482,7 @@ fn a_slow_header_client_is_cut_off_while_a_normal_client_is_served() {
         );
     }
     assert!(started.elapsed() < Duration::from_secs(5));
-    etcd_dr_e2e::terminate(&child);
-    let _ = child.wait_with_output();
+    let _ = child.terminate_and_wait();
 }
 
 /// A genuine snapshot of another etcd — signed with the trusted key, under the same cluster
@@ -548,6 +546,27 @@ fn another_etcds_signed_snapshot_is_refused_unless_it_starts_a_new_generation() 
         verified.contains(&format!("snapshot {genuine} OK")),
         "{verified}"
     );
+    // The API judges a named snapshot as the CLI does: 422 naming the generation.
+    let addr = SocketAddr::from(([127, 0, 0, 1], etcd_dr_e2e::free_port()));
+    let api_reader = EtcdDr::new(&format!(
+        "role = \"secondary\"\ncluster = \"prod\"\n{}\n[http]\nlisten = \"{addr}\"\n[secondary]\npoll_interval = \"1s\"\n",
+        StoreTarget::Local(store.path()).config_section()
+    ));
+    let daemon = KillOnDrop::new(api_reader.spawn(&["run"], "daemon.log"));
+    assert!(etcd_dr_e2e::wait_for_port(addr, Duration::from_secs(20)));
+    let refused = get(addr, &format!("/v1/snapshots/{foreign}")).unwrap();
+    let served = get(addr, &format!("/v1/snapshots/{genuine}")).unwrap();
+    let _ = daemon.terminate_and_wait();
+    assert_eq!(refused.status, 422, "{}", refused.text());
+    assert!(
+        refused
+            .text()
+            .contains("does not start a new etcd generation"),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(served.status, 200, "{}", served.text());
+    assert_eq!(served.json()["id"], genuine.as_str());
 
     // The primary now snapshots the other etcd (rebuilt under a new cluster id): it names the
     // cluster id before it, signed, and readers follow it.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use etcd_dr_e2e::{terminate, wait_for, EtcdCluster, EtcdDr, EtcdOptions, FillSpec, StoreTarget};
+use etcd_dr_e2e::{wait_for, EtcdCluster, EtcdDr, EtcdOptions, FillSpec, KillOnDrop, StoreTarget};
 
 fn local_dr(etcd: &EtcdCluster, store: &std::path::Path, extra: &str) -> EtcdDr {
     EtcdDr::with_sections(
@@ -183,7 +183,7 @@ fn the_daemon_skips_unchanged_revisions_and_stops_cleanly() {
         store.path(),
         "[schedule]\ninterval = \"10s\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
     );
-    let child = dr.spawn(&["run"], "daemon.log");
+    let child = KillOnDrop::new(dr.spawn(&["run"], "daemon.log"));
     wait_for(
         "the first scheduled snapshot",
         Duration::from_secs(20),
@@ -199,8 +199,7 @@ fn the_daemon_skips_unchanged_revisions_and_stops_cleanly() {
         Duration::from_secs(20),
         || (dr.list_json().len() == 2).then_some(()),
     );
-    terminate(&child);
-    let status = child.wait_with_output().unwrap().status;
+    let status = child.terminate_and_wait().status;
     assert!(status.success(), "{}", dr.log("daemon.log"));
     assert!(dr.log("daemon.log").contains("stopped"));
 }

@@ -6,7 +6,9 @@ use etcd_dr_core::{
     Progress, PromotionMode, PromotionRecord, StepName, StepState, TransferProgress,
 };
 
-/// Progress lines for what changed from `before` to `after` (the CLI prints them).
+/// Progress lines for what changed from `before` to `after` (the CLI prints them). Details
+/// carry what nodes and hooks printed: control characters come out escaped, so a hook's output
+/// cannot rewrite the operator's terminal or forge a line.
 pub fn progress_lines(before: Option<&PromotionRecord>, after: &PromotionRecord) -> Vec<String> {
     let mut lines = Vec::new();
     for step in &after.steps {
@@ -49,6 +51,9 @@ pub fn progress_lines(before: Option<&PromotionRecord>, after: &PromotionRecord)
         lines.push(line);
     }
     lines
+        .into_iter()
+        .map(|line| etcd_dr_core::printable(&line).into_owned())
+        .collect()
 }
 
 fn describe(step: &str, node: Option<&str>, progress: &Progress) -> String {
@@ -122,6 +127,33 @@ mod tests {
     use super::*;
     use crate::{record_transfer, PromotionTracker};
     use etcd_dr_core::{PromotionRequest, PromotionState};
+
+    #[test]
+    fn what_a_hook_printed_cannot_rewrite_the_terminal() {
+        let tracker = PromotionTracker::new(PromotionRecord::new(
+            "r-1".into(),
+            PromotionRequest::default(),
+            "ops@bastion".into(),
+        ));
+        tracker.start(StepName::HooksAfter, None);
+        tracker.add_nodes(StepName::HooksAfter, &["notify@bastion"]);
+        tracker.node_failed(
+            StepName::HooksAfter,
+            "notify@bastion",
+            "exit 1: \u{1b}[2J\u{1b}[Hpromotion succeeded\nfake line",
+        );
+        let lines = progress_lines(None, &tracker.snapshot());
+        assert!(
+            lines.iter().all(|l| !l.chars().any(char::is_control)),
+            "{lines:?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.contains(
+                "notify@bastion: failed — error: exit 1: \\u{1b}[2J\\u{1b}[Hpromotion succeeded\\u{a}fake line"
+            )),
+            "{lines:?}"
+        );
+    }
 
     #[test]
     fn the_activity_names_the_running_step_and_each_running_node() {

@@ -126,7 +126,7 @@ pub async fn run_printed(
     let _ = printer.await;
     let record = tracker.snapshot();
     for warning in &record.warnings {
-        say(&format!("warning: {warning}"));
+        say(&format!("warning: {}", etcd_dr_core::printable(warning)));
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&record)?);

@@ -332,6 +332,8 @@ impl etcd_dr_control::Daemon for DaemonHandle {
     }
 
     async fn get_snapshot(&self, id: &SnapshotId) -> Result<SnapshotManifest, ActionError> {
+        // Its own manifest first (404 for no such snapshot, 422 for an untrusted one, without
+        // a listing), then its place among the others: its etcd generation.
         read_manifest(
             &self.0.store,
             &self.0.layout,
@@ -340,7 +342,8 @@ impl etcd_dr_control::Daemon for DaemonHandle {
             &self.0.cancel,
         )
         .await
-        .map_err(action_error)
+        .map_err(action_error)?;
+        self.0.judged_snapshot(id).await
     }
 
     async fn trigger_snapshot(
@@ -395,7 +398,7 @@ impl etcd_dr_control::Daemon for DaemonHandle {
 }
 
 /// Transient store failures are the store being away (503); a missing snapshot is 404.
-fn action_error(error: TransportError) -> ActionError {
+pub(crate) fn action_error(error: TransportError) -> ActionError {
     match error {
         TransportError::SnapshotNotFound { .. } => ActionError::NotFound(error.to_string()),
         TransportError::Untrusted { .. } => ActionError::Refused(error.to_string()),
