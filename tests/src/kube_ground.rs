@@ -1,7 +1,8 @@
 //! A real Kubernetes control plane for the promote tests: kube-apiserver and
 //! kube-controller-manager (built from `k8s.io/kubernetes` by the install script) on etcd
 //! 3.6/3.7, run from kubeadm-shaped static pod manifests by a kubelet stand-in on three namespace
-//! nodes, with kubeadm's PKI layout and client-certificate `admin.conf` and
+//! nodes (with the `systemctl` and `crictl` the promotion's default commands call:
+//! [`crate::node_runtime`]), with kubeadm's PKI layout and client-certificate `admin.conf` and
 //! `controller-manager.conf`; a primary API on this machine; a status loop that keeps Node
 //! objects Ready as kubelets would; and `kubectl`.
 
@@ -11,138 +12,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_dr_nodes::{Node, NodeRole, SshExecutor};
+use etcd_dr_nodes::Node;
 use etcd_dr_restore::{KubernetesConfig, PromoteConfig};
 use etcd_dr_scheduler::EtcdConfig;
 
 use crate::kube_pki::KubePki;
-use crate::kubelet::answers;
-use crate::nodes::ControlPlaneNodes;
+use crate::kubelet::{answers, etcd_pod_manifest, EtcdPodSpec};
+use crate::node_runtime::recorded_pid;
+use crate::nodes::{ControlPlaneNodes, NodeProcess};
 use crate::{free_port, tools, wait_for, EtcdCluster, EtcdOptions, EtcdVersion};
 
-/// The kubelet stand-in for a whole control plane:
-/// `kube-standin.sh start|stop|stopped MANIFEST_DIR STATE_DIR BIN_DIRS`.
-///
-/// `start` runs the command of every `*.yaml` static pod manifest in `MANIFEST_DIR` (etcd first,
-/// the binaries found on `BIN_DIRS`), detached, pid in `STATE_DIR/<manifest>.pid`, log in
-/// `STATE_DIR/<manifest>.log`; `stop` stops them (TERM, then KILL after 10 s) and waits until
-/// they are gone; `stopped` succeeds when this node's etcd does not run. A zombie counts as gone.
-pub const KUBE_STANDIN_SCRIPT: &str = r#"#!/bin/sh
-set -u
-action=$1
-manifests=$2
-state=$3
-PATH=$4:$PATH
-alive() {
-    [ -e "/proc/$1" ] && ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$1/stat" 2>/dev/null
-}
-running() {
-    [ -f "$state/$1.pid" ] && alive "$(cat "$state/$1.pid")"
-}
-components() {
-    # etcd first, then the rest in name order.
-    for f in "$manifests"/etcd.yaml "$manifests"/*.yaml; do
-        [ -f "$f" ] && basename "$f" .yaml
-    done | awk '!seen[$0]++'
-}
-case $action in
-start)
-    mkdir -p "$state"
-    for c in $(components); do
-        running "$c" && continue
-        words=$(awk '/^ *- command:/ { on = 1; next } on && /^ *- / { sub(/^ *- /, ""); print; next } on { exit }' "$manifests/$c.yaml")
-        [ -n "$words" ] || { echo "no command in $manifests/$c.yaml" >&2; exit 1; }
-        # shellcheck disable=SC2086
-        setsid $words >>"$state/$c.log" 2>&1 </dev/null &
-        echo $! >"$state/$c.pid"
-    done
-    ;;
-stop)
-    for pidfile in "$state"/*.pid; do
-        [ -f "$pidfile" ] || continue
-        pid=$(cat "$pidfile")
-        alive "$pid" && kill "$pid"
-    done
-    for pidfile in "$state"/*.pid; do
-        [ -f "$pidfile" ] || continue
-        pid=$(cat "$pidfile")
-        i=0
-        while alive "$pid" && [ $i -lt 100 ]; do
-            sleep 0.1
-            i=$((i + 1))
-        done
-        alive "$pid" && kill -9 "$pid"
-        rm -f "$pidfile"
-    done
-    ;;
-stopped)
-    ! running etcd
-    ;;
-*)
-    echo "unknown action $action" >&2
-    exit 2
-    ;;
-esac
-"#;
-
-/// Where the stand-in keeps pids and logs, on each node.
-pub const STANDIN_STATE: &str = "/etc/kubernetes/standin";
-/// The static pod manifests, on each node.
-pub const MANIFESTS: &str = "/etc/kubernetes/manifests";
-
-/// A kubeadm-shaped etcd static pod manifest (plain HTTP clients and peers, fast elections).
-pub fn etcd_manifest(
-    name: &str,
-    client_url: &str,
-    peer_url: &str,
-    initial_cluster: &str,
-    token: &str,
-    version: &str,
-) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata:
-  annotations:
-    kubeadm.kubernetes.io/etcd.advertise-client-urls: {client_url}
-  labels:
-    component: etcd
-    tier: control-plane
-  name: etcd
-  namespace: kube-system
-spec:
-  containers:
-  - command:
-    - etcd
-    - --advertise-client-urls={client_url}
-    - --data-dir=/var/lib/etcd
-    - --initial-advertise-peer-urls={peer_url}
-    - --initial-cluster={initial_cluster}
-    - --initial-cluster-state=new
-    - --initial-cluster-token={token}
-    - --listen-client-urls={client_url}
-    - --listen-peer-urls={peer_url}
-    - --name={name}
-    - --heartbeat-interval=50
-    - --election-timeout=500
-    - --logger=zap
-    - --log-level=warn
-    image: registry.k8s.io/etcd:{version}-0
-    name: etcd
-    volumeMounts:
-    - mountPath: /var/lib/etcd
-      name: etcd-data
-  hostNetwork: true
-  priorityClassName: system-node-critical
-  volumes:
-  - hostPath:
-      path: /var/lib/etcd
-      type: DirectoryOrCreate
-    name: etcd-data
-status: {{}}
-"#
-    )
-}
+pub use crate::node_runtime::{MANIFESTS, STATE_DIR as STANDIN_STATE};
 
 /// kube-apiserver's flags (kubeadm's, trimmed to what runs without a kubelet), for a server on
 /// `address:port` with the PKI under `pki` and etcd at `etcd_servers`.
@@ -210,7 +90,6 @@ pub fn controller_manager_flags(port: u16) -> Vec<String> {
         "--cluster-name=kubernetes".into(),
         format!("--cluster-signing-cert-file={pki}/ca.crt"),
         format!("--cluster-signing-key-file={pki}/ca.key"),
-        // No file matches the `*` here, so the stand-in's unquoted words keep it as it is.
         "--controllers=*,bootstrapsigner,tokencleaner".into(),
         format!("--kubeconfig={conf}"),
         "--leader-elect=true".into(),
@@ -636,9 +515,11 @@ impl Drop for KubePrimary {
 /// serving certificate naming all three addresses), `admin.conf`, `controller-manager.conf`
 /// (its own kube-apiserver) and static pod manifests for etcd (three members, plain HTTP),
 /// kube-apiserver (on the node's own address, its own member as etcd) and
-/// kube-controller-manager (leader-elected among the three), run by [`KUBE_STANDIN_SCRIPT`]. A
-/// status loop keeps cp1..cp3 and `worker1` Ready through any of the three API servers. The
-/// primary runs no controller manager: its objects only need to exist.
+/// kube-controller-manager (leader-elected among the three), run by the node's kubelet stand-in
+/// ([`crate::node_runtime`]), which the promotion's default commands (`systemctl`, `crictl`,
+/// `pgrep`, `pkill`) stop and start. A status loop keeps cp1..cp3 and `worker1` Ready through
+/// any of the three API servers. Everything on the nodes ends with them (their PID namespaces).
+/// The primary runs no controller manager: its objects only need to exist.
 pub struct KubeSecondary {
     /// The nodes.
     pub ground: ControlPlaneNodes,
@@ -652,8 +533,6 @@ pub struct KubeSecondary {
     pub servers: Vec<String>,
     /// kubectl with `admin.conf` (server: cp1).
     pub kubectl: Kubectl,
-    /// The stand-in script.
-    pub standin: PathBuf,
     status_loop: Option<NodeStatusLoop>,
 }
 
@@ -667,9 +546,13 @@ pub fn secondary_nodes() -> Vec<SimulatedNode> {
     ]
 }
 
+/// The control-plane components every secondary node runs.
+pub const COMPONENTS: [&str; 3] = ["etcd", "kube-apiserver", "kube-controller-manager"];
+
 impl KubeSecondary {
-    /// Starts the nodes, writes their files, starts etcd, kube-apiserver and
-    /// kube-controller-manager on each, waits for every `/readyz` and starts the status loop.
+    /// Starts the nodes, writes their files, starts kubelet (and through it etcd,
+    /// kube-apiserver and kube-controller-manager) on each, waits for every `/readyz` and
+    /// starts the status loop.
     pub fn start(version: EtcdVersion) -> Self {
         let ground = ControlPlaneNodes::start(3);
         let addresses: Vec<String> = ground.nodes().iter().map(|n| n.address.clone()).collect();
@@ -677,46 +560,40 @@ impl KubeSecondary {
         let hosts = ground.names();
         names.extend(hosts.iter().map(String::as_str));
         let pki = KubePki::generate(&names);
-        let standin = ground.dir().join("kube-standin.sh");
-        std::fs::write(&standin, KUBE_STANDIN_SCRIPT).expect("write stand-in");
-        let peers: Vec<(String, String, String)> = ground
-            .nodes()
-            .iter()
-            .map(|n| {
-                (
-                    n.name.clone(),
-                    format!("http://{}:{}", n.address, free_port()),
-                    format!("http://{}:{}", n.address, free_port()),
-                )
-            })
-            .collect();
-        let initial_cluster = peers
-            .iter()
-            .map(|(name, _, peer)| format!("{name}={peer}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let (members, initial_cluster) = ground.etcd_members();
         let etcd_version = etcd_version_of(version);
         let kube = kube_version();
+        let images = [
+            version.bin_dir().to_path_buf(),
+            tools().kube_bin().to_path_buf(),
+        ];
         let mut servers = Vec::new();
-        for (index, (name, client, peer)) in peers.iter().enumerate() {
+        for (index, member) in members.iter().enumerate() {
             let node = ground.node(index);
+            crate::node_runtime::install(node, &images, &kube);
             pki.write(&node.host_path("/etc/kubernetes/pki"));
             let manifests = node.host_path(MANIFESTS);
             std::fs::create_dir_all(&manifests).expect("manifests dir");
             std::fs::write(
                 manifests.join("etcd.yaml"),
-                etcd_manifest(
-                    name,
-                    client,
-                    peer,
-                    &initial_cluster,
-                    "secondary",
-                    &etcd_version,
-                ),
+                etcd_pod_manifest(&EtcdPodSpec {
+                    name: &member.name,
+                    data_dir: "/var/lib/etcd",
+                    client_url: &member.client_url,
+                    peer_url: &member.peer_url,
+                    initial_cluster: &initial_cluster,
+                    token: "secondary",
+                    version: &etcd_version,
+                }),
             )
             .expect("etcd.yaml");
             let port = free_port();
-            let flags = apiserver_flags(&node.address, port, "/etc/kubernetes/pki", client);
+            let flags = apiserver_flags(
+                &node.address,
+                port,
+                "/etc/kubernetes/pki",
+                &member.client_url,
+            );
             std::fs::write(
                 manifests.join("kube-apiserver.yaml"),
                 apiserver_manifest(&flags, &kube),
@@ -746,10 +623,9 @@ impl KubeSecondary {
             ground,
             pki,
             version,
-            client_urls: peers.into_iter().map(|(_, client, _)| client).collect(),
+            client_urls: members.into_iter().map(|m| m.client_url).collect(),
             servers,
             kubectl: Kubectl { kubeconfig },
-            standin,
             status_loop: None,
         };
         for index in 0..3 {
@@ -764,37 +640,23 @@ impl KubeSecondary {
         secondary
     }
 
-    /// The stand-in's argv for `action` on a node.
-    pub fn kubelet_argv(&self, action: &str) -> Vec<String> {
-        let bins = format!(
-            "{}:{}",
-            self.version.bin_dir().display(),
-            tools().kube_bin().display()
-        );
-        vec![
-            "sh".into(),
-            self.standin.display().to_string(),
-            action.into(),
-            MANIFESTS.into(),
-            STANDIN_STATE.into(),
-            bins,
-        ]
-    }
-
-    /// Runs the stand-in's `action` on node `index` over ssh; panics when it fails.
-    pub fn kubelet(&self, index: usize, action: &str) {
-        let words: Vec<String> = self
-            .kubelet_argv(action)
-            .iter()
-            .map(|w| crate::nodes::sh_quote(w))
-            .collect();
-        let out = self.ground.ssh(index, &words.join(" "));
+    /// Runs `script` on node `index` over ssh; panics with its stderr unless it succeeds;
+    /// returns its stdout.
+    pub fn on_node(&self, index: usize, script: &str) -> String {
+        let out = self.ground.ssh(index, script);
         assert!(
             out.status.success(),
-            "kubelet stand-in {action} on cp{}: {}",
+            "`{script}` on cp{}: {}",
             index + 1,
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `systemctl VERB kubelet` on node `index` (`start`, `stop`, `restart`); panics when it
+    /// fails. Stopping kubelet leaves the components running, as on a kubeadm node.
+    pub fn kubelet(&self, index: usize, verb: &str) {
+        self.on_node(index, &format!("systemctl {verb} kubelet"));
     }
 
     /// Waits until every etcd member answers and every kube-apiserver is ready.
@@ -821,7 +683,8 @@ impl KubeSecondary {
         Kubectl { kubeconfig: path }
     }
 
-    /// A component's log on node `index` (`etcd`, `kube-apiserver`, `kube-controller-manager`).
+    /// A component's log on node `index` (`etcd`, `kube-apiserver`, `kube-controller-manager`,
+    /// `kubelet`).
     pub fn log(&self, index: usize, component: &str) -> String {
         let path = self
             .ground
@@ -832,27 +695,15 @@ impl KubeSecondary {
 
     /// The nodes, reached over ssh with the ground's ssh config.
     pub fn nodes(&self) -> Vec<Node> {
-        (0..3)
-            .map(|index| {
-                let executor = SshExecutor {
-                    ssh_config: Some(self.ground.ssh_config().to_path_buf()),
-                    connect_timeout: Duration::from_secs(5),
-                    ..SshExecutor::new(self.ground.node(index).name.clone())
-                };
-                Node::new(NodeRole::ControlPlane, Arc::new(executor))
-            })
-            .collect()
+        self.ground.ssh_nodes()
     }
 
-    /// A promote configuration for these nodes: the stand-in stops and starts the control
-    /// plane, this etcd version's `etcdutl` restores, the API is reached with `admin.conf`.
+    /// A promote configuration for these nodes with the default commands to stop (`systemctl
+    /// stop kubelet`, `crictl stop`), force-stop (`pkill -KILL`) and start (`systemctl start
+    /// kubelet`) the control plane and to tell that etcd is down (`pgrep`); this etcd version's
+    /// `etcdutl` restores; the API is reached with `admin.conf`.
     pub fn promote_config(&self, work: &Path) -> PromoteConfig {
         let mut config = PromoteConfig::new(EtcdConfig::plain(self.client_urls.clone()));
-        config.stop_control_plane = vec![self.kubelet_argv("stop")];
-        config.start_control_plane = vec![self.kubelet_argv("start")];
-        config.etcd_stopped_check = self.kubelet_argv("stopped");
-        // The default force stop kills by name machine-wide: these nodes share one pid space.
-        config.force_stop_command = self.kubelet_argv("stop");
         config.etcdutl = self.version.bin("etcdutl").display().to_string();
         config.require_service_account_keys = false;
         config.stop_timeout = Duration::from_secs(30);
@@ -873,26 +724,73 @@ impl KubeSecondary {
         config
     }
 
-    /// Pid of a component on node `index`, while the stand-in runs it.
+    /// The running process of `component` (`etcd`, `kube-apiserver`, `kubelet`) on node
+    /// `index`, as the stand-ins recorded it.
+    pub fn process(&self, index: usize, component: &str) -> Option<NodeProcess> {
+        let node = self.ground.node(index);
+        node.process(recorded_pid(node, component)?)
+    }
+
+    /// Pid on this machine of a component on node `index`, while it runs.
     pub fn pid(&self, index: usize, component: &str) -> Option<u32> {
-        let path = self
-            .ground
-            .node(index)
-            .host_path(&format!("{STANDIN_STATE}/{component}.pid"));
-        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+        self.process(index, component).map(|p| p.host_pid)
+    }
+
+    /// Every node's [`COMPONENTS`] as they run now, by node.
+    pub fn control_plane(&self) -> Vec<Vec<NodeProcess>> {
+        (0..3)
+            .map(|index| {
+                COMPONENTS
+                    .iter()
+                    .map(|c| {
+                        self.process(index, c)
+                            .unwrap_or_else(|| panic!("no {c} runs on cp{}", index + 1))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Asserts that every one of `before` (from [`Self::control_plane`]) is gone and that a new
+    /// process of each component runs in its place, started by the node's kubelet.
+    pub fn assert_restarted_by_kubelet(&self, before: &[Vec<NodeProcess>]) {
+        for (index, processes) in before.iter().enumerate() {
+            let node = self.ground.node(index);
+            let kubelet = self
+                .process(index, "kubelet")
+                .unwrap_or_else(|| panic!("kubelet does not run on cp{}", index + 1));
+            for (component, old) in COMPONENTS.iter().zip(processes) {
+                assert_eq!(
+                    node.process(old.pid)
+                        .filter(|p| p.start_ticks == old.start_ticks),
+                    None,
+                    "cp{}: the {component} from before still runs",
+                    index + 1
+                );
+                let new = self
+                    .process(index, component)
+                    .unwrap_or_else(|| panic!("no {component} runs on cp{}", index + 1));
+                assert_ne!(
+                    (new.pid, new.start_ticks),
+                    (old.pid, old.start_ticks),
+                    "cp{}: {component}",
+                    index + 1
+                );
+                assert_eq!(
+                    new.parent,
+                    kubelet.pid,
+                    "cp{}: {component} ({new:?}) was not started by kubelet ({kubelet:?})",
+                    index + 1
+                );
+            }
+        }
     }
 }
 
 impl Drop for KubeSecondary {
     fn drop(&mut self) {
+        // The components end with the nodes (`ground`, dropped next).
         self.status_loop.take();
-        for node in self.ground.nodes() {
-            for component in ["kube-controller-manager", "kube-apiserver", "etcd"] {
-                crate::kubelet::kill_pidfile(
-                    &node.host_path(&format!("{STANDIN_STATE}/{component}.pid")),
-                );
-            }
-        }
     }
 }
 

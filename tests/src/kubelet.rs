@@ -104,6 +104,8 @@ pub struct EtcdPodSpec<'a> {
     pub initial_cluster: &'a str,
     /// `--initial-cluster-token`.
     pub token: &'a str,
+    /// The etcd version its image names (`3.6.16`: `registry.k8s.io/etcd:3.6.16-0`).
+    pub version: &'a str,
 }
 
 /// A kubeadm-shaped etcd static pod manifest (plain HTTP, fast elections for tests).
@@ -136,12 +138,13 @@ spec:
     - --election-timeout=500
     - --logger=zap
     - --log-level=warn
-    image: registry.k8s.io/etcd:3.5.16-0
+    image: registry.k8s.io/etcd:{version}-0
     name: etcd
     volumeMounts:
     - mountPath: {data}
       name: etcd-data
   hostNetwork: true
+  priorityClassName: system-node-critical
   volumes:
   - hostPath:
       path: {data}
@@ -155,6 +158,7 @@ status: {{}}
         cluster = spec.initial_cluster,
         token = spec.token,
         name = spec.name,
+        version = spec.version,
     )
 }
 

@@ -22,6 +22,7 @@ pub mod kubelet;
 pub mod local_secondary;
 pub mod markdown_links;
 pub mod net;
+pub mod node_runtime;
 pub mod nodes;
 pub mod promotion;
 pub mod replication_ground;

@@ -57,6 +57,7 @@ impl LocalSecondary {
             peer_url: &peer_url,
             initial_cluster: &format!("{host}={peer_url}"),
             token: "secondary",
+            version: "3.5.16",
         });
         std::fs::write(kube.join("manifests/etcd.yaml"), manifest).unwrap();
         let standin = write_standin(dir.path());

@@ -1,23 +1,50 @@
 //! Control-plane nodes on this machine: each its own host name (UTS namespace), its own
-//! `/etc/kubernetes`, `/var/lib/etcd`, `/var/lib/kubelet` and `/etc/hosts` (bind mounts in a
-//! private mount namespace; the hosts file starts as a copy of this machine's), its own real
-//! `sshd` on its own loopback address (`127.0.0.1N`), reached through a generated ssh config
-//! file with a generated key. Needs root.
+//! `/etc/kubernetes`, `/var/lib/etcd`, `/var/lib/kubelet`, `/usr/local/sbin` and `/etc/hosts`
+//! (bind mounts in a private mount namespace; the hosts file starts as a copy of this
+//! machine's), its own processes (a PID namespace with its own `/proc`, whose first process is
+//! the node's real `sshd` on its own loopback address `127.0.0.1N`), reached through a
+//! generated ssh config file with a generated key. Needs root.
 //!
 //! Anything started inside a node (through its sshd, or with [`ControlPlaneNodes::spawn_in`])
-//! lives in that node's namespaces and sees that node's files. Everything the harness starts is
-//! killed by pid on drop.
+//! lives in that node's namespaces, sees that node's files and only that node's processes
+//! (`pgrep`, `pkill` and pids on the node are the node's own; [`TestNode::process`] translates
+//! one to this machine's). Stopping a node kills its first process, and with it every process of
+//! the node; dropping the nodes stops them all, so nothing a test started on a node outlives it.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
+
+use etcd_dr_nodes::{Node, NodeRole, SshExecutor};
 
 use crate::{free_port, tools, wait_for_port};
 
-/// The kubeadm paths each node gets its own copy of (host mount points created if missing).
-pub const NODE_MOUNTS: [&str; 3] = ["/etc/kubernetes", "/var/lib/etcd", "/var/lib/kubelet"];
+/// The paths each node gets its own copy of (host mount points created if missing): kubeadm's,
+/// and `/usr/local/sbin` (first on the nodes' PATH) for tools a ground installs on a node.
+pub const NODE_MOUNTS: [&str; 4] = [
+    "/etc/kubernetes",
+    "/var/lib/etcd",
+    "/var/lib/kubelet",
+    "/usr/local/sbin",
+];
+
+/// One process of a node, as this machine sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeProcess {
+    /// Its pid on this machine.
+    pub host_pid: u32,
+    /// Its pid on the node.
+    pub pid: u32,
+    /// Its parent's pid on the node (0: a parent outside the node's namespace).
+    pub parent: u32,
+    /// Its name (`comm`: at most 15 characters).
+    pub name: String,
+    /// When it started, in clock ticks after boot (tells a new process from an old one).
+    pub start_ticks: u64,
+}
 
 /// One node.
 pub struct TestNode {
@@ -29,7 +56,10 @@ pub struct TestNode {
     pub ssh_port: u16,
     /// Host-side directory holding the node's mounted directories.
     pub root: PathBuf,
+    /// `unshare`, whose child is the node's first process.
     sshd: Option<Child>,
+    /// The node's first process (its sshd), by its pid on this machine.
+    init: Option<u32>,
     sshd_config: PathBuf,
     log: PathBuf,
 }
@@ -52,9 +82,37 @@ impl TestNode {
         }
     }
 
-    /// Pid of the node's sshd (inside its namespaces), while it runs.
+    /// Pid on this machine of the node's sshd (the first process of its namespaces), while it
+    /// runs.
     pub fn sshd_pid(&self) -> Option<u32> {
-        self.sshd.as_ref().map(Child::id)
+        self.init
+    }
+
+    /// The node's process `pid` (a pid on the node), while it runs and is not a zombie.
+    pub fn process(&self, pid: u32) -> Option<NodeProcess> {
+        let init = self.init?;
+        let namespace = std::fs::read_link(format!("/proc/{init}/ns/pid")).ok()?;
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(host_pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if std::fs::read_link(format!("/proc/{host_pid}/ns/pid")).ok()
+                != Some(namespace.clone())
+            {
+                continue;
+            }
+            let Some(found) = read_node_process(host_pid) else {
+                continue;
+            };
+            if found.pid == pid {
+                return Some(found);
+            }
+        }
+        None
     }
 
     /// Host-side path of the node's own `/etc/hosts`.
@@ -66,6 +124,17 @@ impl TestNode {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// One etcd member per node: named after the node, plain HTTP on its address.
+#[derive(Debug, Clone)]
+pub struct NodeMember {
+    /// The node's (and member's) name.
+    pub name: String,
+    /// `http://<node address>:<free port>`.
+    pub client_url: String,
+    /// `http://<node address>:<free port>`.
+    pub peer_url: String,
 }
 
 /// Several control-plane nodes and the client side of ssh to reach them.
@@ -165,6 +234,7 @@ impl ControlPlaneNodes {
                 ssh_port,
                 root,
                 sshd: None,
+                init: None,
                 sshd_config,
             });
         }
@@ -192,7 +262,8 @@ impl ControlPlaneNodes {
         ground
     }
 
-    /// (Re)starts node `index`'s sshd in fresh namespaces with its own host name and mounts.
+    /// (Re)starts node `index`'s sshd in fresh namespaces with its own host name, mounts and
+    /// processes (`unshare --fork --kill-child`: killing `unshare` kills the node too).
     pub fn start_node(&mut self, index: usize) {
         let node = &mut self.nodes[index];
         assert!(node.sshd.is_none(), "{} already runs", node.name);
@@ -221,13 +292,22 @@ impl ControlPlaneNodes {
             .open(&node.log)
             .expect("sshd log");
         let child = Command::new("unshare")
-            .args(["--uts", "--mount", "--propagation", "private", "sh", "-c"])
+            .args(["--uts", "--mount", "--propagation", "private"])
+            .args([
+                "--pid",
+                "--fork",
+                "--kill-child",
+                "--mount-proc",
+                "sh",
+                "-c",
+            ])
             .arg(script)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log clone"))
             .stderr(log)
             .spawn()
             .expect("spawn unshare + sshd");
+        node.init = Some(first_child(child.id()));
         node.sshd = Some(child);
         let addr = format!("{}:{}", node.address, node.ssh_port)
             .parse()
@@ -237,10 +317,13 @@ impl ControlPlaneNodes {
         }
     }
 
-    /// Stops node `index`'s sshd (the node becomes unreachable; its files stay).
+    /// Stops node `index`: its first process (sshd) is killed, and with it every process of the
+    /// node; returns once they are all gone (`unshare` waits for its child, whose end waits for
+    /// the rest of its PID namespace). The node becomes unreachable; its files stay.
     pub fn stop_node(&mut self, index: usize) {
-        if let Some(mut child) = self.nodes[index].sshd.take() {
-            kill_pid(child.id());
+        let node = &mut self.nodes[index];
+        if let Some(mut child) = node.sshd.take() {
+            kill_pid(node.init.take().unwrap_or(child.id()));
             let _ = child.wait();
         }
     }
@@ -281,6 +364,41 @@ impl ControlPlaneNodes {
         )
     }
 
+    /// An etcd member for every node (free ports on its address) and their `--initial-cluster`.
+    pub fn etcd_members(&self) -> (Vec<NodeMember>, String) {
+        let members: Vec<NodeMember> = self
+            .nodes
+            .iter()
+            .map(|n| NodeMember {
+                name: n.name.clone(),
+                client_url: format!("http://{}:{}", n.address, free_port()),
+                peer_url: format!("http://{}:{}", n.address, free_port()),
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",");
+        (members, initial_cluster)
+    }
+
+    /// The nodes as the product reaches them: control plane, over ssh with this ground's ssh
+    /// config.
+    pub fn ssh_nodes(&self) -> Vec<Node> {
+        self.nodes
+            .iter()
+            .map(|node| {
+                let executor = SshExecutor {
+                    ssh_config: Some(self.ssh_config.clone()),
+                    connect_timeout: Duration::from_secs(5),
+                    ..SshExecutor::new(node.name.clone())
+                };
+                Node::new(NodeRole::ControlPlane, Arc::new(executor))
+            })
+            .collect()
+    }
+
     /// Runs `script` with `sh -c` on node `index` through the system ssh client.
     pub fn ssh(&self, index: usize, script: &str) -> Output {
         Command::new("ssh")
@@ -293,14 +411,14 @@ impl ControlPlaneNodes {
             .expect("run ssh")
     }
 
-    /// A command that runs `program` inside node `index`'s namespaces (`nsenter -m -u`).
+    /// A command that runs `program` inside node `index`'s namespaces (`nsenter -m -u -p`).
     pub fn command_in(&self, index: usize, program: &str) -> Command {
         let pid = self.nodes[index]
             .sshd_pid()
             .unwrap_or_else(|| panic!("{} is stopped", self.nodes[index].name));
         let mut command = Command::new("nsenter");
         command
-            .args(["-t", &pid.to_string(), "-m", "-u", "--"])
+            .args(["-t", &pid.to_string(), "-m", "-u", "-p", "--"])
             .arg(program);
         command
     }
@@ -518,6 +636,63 @@ impl Drop for ControlPlaneNodes {
 /// Single-quotes a word for `sh`.
 pub fn sh_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', "'\\''"))
+}
+
+/// The first child of `parent` (`unshare --fork`'s, the node's first process), once forked.
+fn first_child(parent: u32) -> u32 {
+    let children = format!("/proc/{parent}/task/{parent}/children");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&children).unwrap_or_default();
+        if let Some(pid) = text.split_whitespace().next().and_then(|p| p.parse().ok()) {
+            return pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "unshare {parent} did not fork the node's first process"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `host_pid`'s pids on its node (the last of `NSpid`, `PPid` translated likewise), name and
+/// start time; `None` once it is gone or a zombie.
+fn read_node_process(host_pid: u32) -> Option<NodeProcess> {
+    let stat = std::fs::read_to_string(format!("/proc/{host_pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state (3rd field of stat), ppid (4th), …, starttime (22nd).
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    let start_ticks = fields.get(19)?.parse().ok()?;
+    let host_parent: u32 = fields.get(1)?.parse().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{host_pid}/status")).ok()?;
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::trim)
+            .map(str::to_string)
+    };
+    let pid = field("NSpid:")?.split_whitespace().last()?.parse().ok()?;
+    let parent = std::fs::read_to_string(format!("/proc/{host_parent}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .map(|v| v.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        })
+        .filter(|pids| pids.len() > 1)
+        .and_then(|pids| pids.last()?.parse().ok())
+        .unwrap_or(0);
+    Some(NodeProcess {
+        host_pid,
+        pid,
+        parent,
+        name: field("Name:")?,
+        start_ticks,
+    })
 }
 
 fn kill_pid(pid: u32) {

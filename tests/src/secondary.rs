@@ -1,20 +1,20 @@
 //! The secondary control plane of the promote tests: three namespace nodes cp1..cp3 (see
 //! [`crate::nodes`]), each running a member of a three-member etcd through the kubelet stand-in
-//! (see [`crate::kubelet`]) from its own `/etc/kubernetes/manifests/etcd.yaml`.
+//! (see [`crate::kubelet`]) from its own `/etc/kubernetes/manifests/etcd.yaml`. The members
+//! live in the nodes' PID namespaces and end with the nodes.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_dr_nodes::{Node, NodeRole, SshExecutor};
+use etcd_dr_nodes::Node;
 use etcd_dr_restore::PromoteConfig;
 use etcd_dr_scheduler::EtcdConfig;
 
 use crate::kubelet::{
-    answers, etcd_pod_manifest, kill_pidfile, member_names, toml_array, write_standin, EtcdPodSpec,
+    answers, etcd_pod_manifest, member_names, toml_array, write_standin, EtcdPodSpec,
 };
 use crate::nodes::{ControlPlaneNodes, KubeadmFiles};
-use crate::{free_port, wait_for, EtcdVersion};
+use crate::{wait_for, EtcdVersion};
 
 /// The secondary control plane on three namespace nodes: each node's etcd (3 members, plain
 /// HTTP on the node's own loopback address) run by the kubelet stand-in from its own
@@ -61,34 +61,20 @@ impl SshSecondary {
     /// Gives every node the secondary's own service-account keys and etcd (its own peer URLs,
     /// same member names), starts them and waits until the cluster serves.
     pub fn become_secondary(&mut self) {
-        let peers: Vec<(String, String, String)> = self
-            .ground
-            .nodes()
-            .iter()
-            .map(|n| {
-                (
-                    n.name.clone(),
-                    format!("http://{}:{}", n.address, free_port()),
-                    format!("http://{}:{}", n.address, free_port()),
-                )
-            })
-            .collect();
-        let initial_cluster = peers
-            .iter()
-            .map(|(name, _, peer)| format!("{name}={peer}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        for (index, (name, client, peer)) in peers.iter().enumerate() {
+        let (members, initial_cluster) = self.ground.etcd_members();
+        for (index, member) in members.iter().enumerate() {
             let node = self.ground.node(index);
+            let name = &member.name;
             std::fs::write(
                 node.host_path(ETCD_MANIFEST),
                 etcd_pod_manifest(&EtcdPodSpec {
                     name,
                     data_dir: "/var/lib/etcd",
-                    client_url: client,
-                    peer_url: peer,
+                    client_url: &member.client_url,
+                    peer_url: &member.peer_url,
                     initial_cluster: &initial_cluster,
                     token: "secondary",
+                    version: "3.5.16",
                 }),
             )
             .unwrap();
@@ -103,7 +89,7 @@ impl SshSecondary {
             )
             .unwrap();
         }
-        self.client_urls = peers.into_iter().map(|(_, client, _)| client).collect();
+        self.client_urls = members.into_iter().map(|m| m.client_url).collect();
         for index in 0..3 {
             let out = self
                 .ground
@@ -178,23 +164,6 @@ impl SshSecondary {
 
     /// The nodes, reached over ssh with the ground's ssh config.
     pub fn nodes(&self) -> Vec<Node> {
-        (0..3)
-            .map(|index| {
-                let executor = SshExecutor {
-                    ssh_config: Some(self.ground.ssh_config().to_path_buf()),
-                    connect_timeout: Duration::from_secs(5),
-                    ..SshExecutor::new(self.ground.node(index).name.clone())
-                };
-                Node::new(NodeRole::ControlPlane, Arc::new(executor))
-            })
-            .collect()
-    }
-}
-
-impl Drop for SshSecondary {
-    fn drop(&mut self) {
-        for node in self.ground.nodes() {
-            kill_pidfile(&node.host_path(&format!("{STANDIN_STATE}/etcd.pid")));
-        }
+        self.ground.ssh_nodes()
     }
 }

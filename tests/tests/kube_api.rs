@@ -5,19 +5,22 @@
 //! primary's served.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_dr_e2e::kube_ground::{
-    etcd_version_of, kube_version, process_alive, KubePrimary, KubeSecondary, Kubectl,
+    etcd_version_of, kube_version, process_alive, KubePrimary, KubeSecondary, Kubectl, MANIFESTS,
 };
 use etcd_dr_e2e::kube_informer::{Informer, Seen};
+use etcd_dr_e2e::node_runtime::RUNTIME_UNREACHABLE;
 use etcd_dr_e2e::{wait_for, EtcdDr, EtcdVersion, StoreTarget};
 use etcd_dr_restore::{
-    AfterAction, Promoter, PromotionRecord, PromotionRequest, PromotionState, PromotionTracker,
-    StepName,
+    AfterAction, PromoteConfig, Promoter, PromotionRecord, PromotionRequest, PromotionState,
+    PromotionTracker, StepName,
 };
+use etcd_dr_scheduler::EtcdConfig;
 use etcd_dr_transport::SnapshotLayout;
 use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
@@ -325,9 +328,12 @@ fn snapshot_of(primary: &KubePrimary, store: &Path) -> EtcdDr {
 }
 
 fn promote(secondary: &KubeSecondary, store: &Path, work: &Path) -> PromotionRecord {
+    promote_with(secondary, secondary.promote_config(work), store)
+}
+
+fn promote_with(secondary: &KubeSecondary, config: PromoteConfig, store: &Path) -> PromotionRecord {
     let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(store).unwrap());
     let layout = SnapshotLayout::new("", "prod").unwrap();
-    let config = secondary.promote_config(work);
     let mut promoter = Promoter::new(config, store, layout, secondary.nodes(), vec![]).unwrap();
     promoter.trust = etcd_dr_e2e::test_trust("prod", false);
     let tracker = PromotionTracker::new(PromotionRecord::new(
@@ -536,6 +542,7 @@ fn objects_survive_promote(version: EtcdVersion) {
     assert_recorded_shape(&dr, version);
     let promoted_at = chrono::Utc::now();
     let promote_started = Instant::now();
+    let control_plane = secondary.control_plane();
     let record = promote(
         &secondary,
         &store.path().join("bucket"),
@@ -546,6 +553,14 @@ fn objects_survive_promote(version: EtcdVersion) {
         PromotionState::Succeeded,
         "{}",
         pretty(&record)
+    );
+    // The default commands stopped every node's etcd and kube-apiserver, and kubelet started
+    // new ones; none needed the force stop.
+    secondary.assert_restarted_by_kubelet(&control_plane);
+    assert!(
+        !record.warnings.iter().any(|w| w.contains("force stop")),
+        "{:?}",
+        record.warnings
     );
     let after_step = record.step(StepName::After);
     let detail = after_step.progress.detail.clone().unwrap_or_default();
@@ -778,21 +793,133 @@ fn the_secondary_runs_its_control_plane_from_static_pod_manifests_with_nodes_rea
             .get_json(&["lease", "-n", "kube-node-lease", "cp2"]);
         (lease["spec"]["renewTime"].as_str()? != first).then_some(())
     });
-    // The stand-in stops the whole control plane and starts it again.
-    let pids: Vec<u32> = (0..3)
-        .flat_map(|index| {
-            ["etcd", "kube-apiserver", "kube-controller-manager"]
-                .map(|c| secondary.pid(index, c).expect("pid"))
-        })
-        .collect();
-    for index in 0..3 {
-        secondary.kubelet(index, "stop");
-    }
-    for pid in pids {
-        assert!(!process_alive(pid), "{pid} still runs");
+    // kubelet starts again a component that dies while it runs.
+    let etcd = secondary.process(1, "etcd").unwrap();
+    assert_eq!(etcd.parent, secondary.process(1, "kubelet").unwrap().pid);
+    secondary.on_node(1, &format!("kill -KILL {}", etcd.pid));
+    wait_for(
+        "kubelet to start etcd again",
+        Duration::from_secs(20),
+        || secondary.process(1, "etcd").filter(|p| p.pid != etcd.pid),
+    );
+    // The default stop commands: kubelet stopped leaves the components running; crictl finds
+    // them by name and stops them; then nothing of the control plane runs.
+    let control_plane = secondary.control_plane();
+    let stop = PromoteConfig::new(EtcdConfig::plain(vec![])).stop_control_plane;
+    let argv = |words: &[String]| {
+        words
+            .iter()
+            .map(|w| etcd_dr_e2e::nodes::sh_quote(w))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    for (index, processes) in control_plane.iter().enumerate() {
+        secondary.on_node(index, &argv(&stop[0]));
+        let inactive = secondary.ground.ssh(index, "systemctl is-active kubelet");
+        assert_eq!(inactive.status.code(), Some(3));
+        for process in processes {
+            assert!(
+                process_alive(process.host_pid),
+                "{process:?} ended with kubelet"
+            );
+        }
+        let ids = secondary.on_node(index, "crictl ps -q --name '^kube-apiserver$'");
+        assert_eq!(ids.trim(), processes[1].pid.to_string());
+        secondary.on_node(index, &argv(&stop[1]));
+        for process in processes {
+            assert!(!process_alive(process.host_pid), "{process:?} still runs");
+        }
+        assert!(!secondary
+            .ground
+            .ssh(index, "pgrep -x etcd")
+            .status
+            .success());
     }
     for index in 0..3 {
         secondary.kubelet(index, "start");
     }
     secondary.wait_serving(Duration::from_secs(180));
+    secondary.assert_restarted_by_kubelet(&control_plane);
+}
+
+/// A kube-scheduler that ignores SIGTERM, as a hung one would.
+const STUBBORN_SCHEDULER: &str = "#!/bin/sh\ntrap '' TERM\nwhile :; do sleep 1; done\n";
+
+#[test]
+fn a_node_whose_container_runtime_does_not_answer_is_force_stopped_by_the_default_commands() {
+    let secondary = KubeSecondary::start(EtcdVersion::V3_6);
+    // cp2 also runs a kube-scheduler that SIGTERM does not stop.
+    let cp2 = secondary.ground.node(1);
+    let program = cp2.host_path("/usr/local/sbin/kube-scheduler");
+    std::fs::write(&program, STUBBORN_SCHEDULER).unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        cp2.host_path(&format!("{MANIFESTS}/kube-scheduler.yaml")),
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-scheduler\n  namespace: kube-system\n\
+         spec:\n  containers:\n  - command:\n    - /usr/local/sbin/kube-scheduler\n    \
+         image: registry.k8s.io/kube-scheduler:v1.34.4\n    name: kube-scheduler\n  hostNetwork: true\n",
+    )
+    .unwrap();
+    let scheduler = wait_for(
+        "kubelet to start kube-scheduler",
+        Duration::from_secs(20),
+        || secondary.process(1, "kube-scheduler"),
+    );
+    assert_eq!(scheduler.name, "kube-scheduler");
+    secondary.on_node(1, &format!("kill -TERM {}", scheduler.pid));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(cp2.process(scheduler.pid).as_ref(), Some(&scheduler));
+
+    let mut primary = KubePrimary::start(EtcdVersion::V3_6);
+    primary.kubectl.apply(&kubeadm_config(EtcdVersion::V3_6));
+    primary.kubectl.ok(&[
+        "create",
+        "configmap",
+        "from-the-primary",
+        "--from-literal=k=v",
+    ]);
+    primary.stop_status_loop();
+    let store = tempfile::tempdir().unwrap();
+    snapshot_of(&primary, &store.path().join("bucket"));
+
+    // cp2's crictl gets no answer from the container runtime: the stop commands stop its
+    // kubelet but none of its containers.
+    let control_plane = secondary.control_plane();
+    std::fs::write(cp2.host_path(RUNTIME_UNREACHABLE), "").unwrap();
+    let mut config = secondary.promote_config(&store.path().join("work"));
+    config.stop_timeout = Duration::from_secs(3);
+    let record = promote_with(&secondary, config, &store.path().join("bucket"));
+    assert_eq!(
+        record.state,
+        PromotionState::Succeeded,
+        "{}",
+        pretty(&record)
+    );
+    let force_stops: Vec<&String> = record
+        .warnings
+        .iter()
+        .filter(|w| w.contains("force stop"))
+        .collect();
+    assert_eq!(
+        force_stops,
+        ["node cp2: etcd still ran 3s after the stop commands; the force stop ([promote] force_stop_command) ended it"],
+        "{}",
+        pretty(&record)
+    );
+    // The force stop SIGKILLed cp2's etcd, kube-apiserver and kube-scheduler (SIGTERM would
+    // not have stopped the last); kubelet started new ones everywhere.
+    assert!(!process_alive(scheduler.host_pid), "{scheduler:?} survived");
+    secondary.assert_restarted_by_kubelet(&control_plane);
+    let kubelet = secondary.process(1, "kubelet").unwrap();
+    let restarted = secondary.process(1, "kube-scheduler").unwrap();
+    assert_eq!(restarted.parent, kubelet.pid, "{restarted:?}");
+    // The restored cluster serves the primary's objects through cp2's API server.
+    let served = secondary.kubectl_on(1).ok(&[
+        "get",
+        "configmap",
+        "from-the-primary",
+        "-o",
+        "jsonpath={.data.k}",
+    ]);
+    assert_eq!(served, "v");
 }

@@ -361,7 +361,8 @@ pub struct PromotionRecord {
     /// What failed, where (the first failure).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Failures that did not undo the promotion (after-steps), and the plan's warnings.
+    /// Failures that did not undo the promotion (after-steps), the plan's warnings, and each
+    /// node where the force stop ended etcd.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }

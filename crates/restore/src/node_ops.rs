@@ -199,13 +199,34 @@ fn script(body: &str, args: &[&str]) -> Vec<String> {
     argv
 }
 
+/// How the control plane of a node went down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Through the stop commands.
+    ByStopCommands,
+    /// etcd outlived `stop_timeout`: the force stop ended it.
+    ByForceStop,
+}
+
+impl Stopped {
+    /// For the record: what the force stop did on `node`, if it ran.
+    pub fn warning(self, node: &str, config: &PromoteConfig) -> Option<String> {
+        (self == Self::ByForceStop).then(|| {
+            format!(
+                "node {node}: etcd still ran {} after the stop commands; the force stop ([promote] force_stop_command) ended it",
+                humantime::format_duration(config.stop_timeout)
+            )
+        })
+    }
+}
+
 /// Runs the configured stop commands, then waits until the etcd-stopped check succeeds; after
 /// `stop_timeout`, force-stops (see [`force_stop`]).
 pub async fn stop_control_plane(
     node: &Node,
     config: &PromoteConfig,
     cancel: &CancellationToken,
-) -> Result<(), PromoteError> {
+) -> Result<Stopped, PromoteError> {
     for command in &config.stop_control_plane {
         node.command(command.iter().cloned()).run(cancel).await?;
     }
@@ -217,10 +238,11 @@ pub async fn stop_control_plane(
             .output(cancel)
             .await?;
         if check.status.success() {
-            return Ok(());
+            return Ok(Stopped::ByStopCommands);
         }
         if tokio::time::Instant::now() >= deadline {
-            return force_stop(node, config, cancel).await;
+            force_stop(node, config, cancel).await?;
+            return Ok(Stopped::ByForceStop);
         }
         tokio::select! {
             _ = cancel.cancelled() => return Err(PromoteError::Cancelled),
@@ -295,7 +317,10 @@ pub async fn restore_node(
     let kube = config.kubernetes_dir.as_str();
 
     tracker.node_detail(step, name, "stopping the control plane");
-    stop_control_plane(node, config, cancel).await?;
+    let stopped = stop_control_plane(node, config, cancel).await?;
+    if let Some(warning) = stopped.warning(name, config) {
+        tracker.update(|r| r.warnings.push(warning));
+    }
 
     tracker.node_detail(
         step,
@@ -389,7 +414,7 @@ pub async fn rollback_node(
         start_control_plane(node, config, cancel).await?;
         return Ok("unchanged; control plane started".into());
     }
-    stop_control_plane(node, config, cancel).await?;
+    let stopped = stop_control_plane(node, config, cancel).await?;
     let output = node
         .command(script(
             ROLLBACK_SCRIPT,
@@ -403,9 +428,63 @@ pub async fn rollback_node(
         .run(cancel)
         .await?;
     start_control_plane(node, config, cancel).await?;
+    let force_stopped = match stopped {
+        Stopped::ByForceStop => " (stopped by the force stop)",
+        Stopped::ByStopCommands => "",
+    };
     Ok(format!(
-        "old data dir and service-account keys put back ({}); the restore's leftovers are in {}/discarded",
+        "old data dir and service-account keys put back ({}){force_stopped}; the restore's leftovers are in {}/discarded",
         output.stdout_text().trim(),
         node_plan.work_dir
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use etcd_dr_nodes::{LocalExecutor, NodeRole};
+    use etcd_dr_scheduler::EtcdConfig;
+
+    use super::*;
+
+    fn sh(script: String) -> Vec<String> {
+        vec!["sh".into(), "-c".into(), script]
+    }
+
+    #[tokio::test]
+    async fn etcd_outliving_the_stop_commands_is_force_stopped_and_said_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("etcd-gone");
+        let node = Node::new(NodeRole::ControlPlane, Arc::new(LocalExecutor::new("cp1")));
+        let mut config = PromoteConfig::new(EtcdConfig::plain(vec![]));
+        config.stop_control_plane = vec![vec!["true".into()]];
+        config.etcd_stopped_check = vec!["test".into(), "-e".into(), gone.display().to_string()];
+        config.force_stop_command = sh(format!("touch '{}'", gone.display()));
+        config.stop_timeout = Duration::from_secs(1);
+        let cancel = CancellationToken::new();
+
+        let stopped = stop_control_plane(&node, &config, &cancel).await.unwrap();
+        assert_eq!(stopped, Stopped::ByForceStop);
+        assert_eq!(
+            stopped.warning("cp1", &config).unwrap(),
+            "node cp1: etcd still ran 1s after the stop commands; the force stop ([promote] force_stop_command) ended it"
+        );
+
+        // Down through the stop commands: no force stop, nothing to say.
+        let stopped = stop_control_plane(&node, &config, &cancel).await.unwrap();
+        assert_eq!(stopped, Stopped::ByStopCommands);
+        assert_eq!(stopped.warning("cp1", &config), None);
+
+        // Without a force stop, etcd still running fails the stop.
+        std::fs::remove_file(&gone).unwrap();
+        config.force_stop_command = Vec::new();
+        let error = stop_control_plane(&node, &config, &cancel)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, PromoteError::EtcdStillRunning { .. }),
+            "{error}"
+        );
+    }
 }

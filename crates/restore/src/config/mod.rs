@@ -160,13 +160,15 @@ fn default_force_stop() -> Vec<String> {
     words(&["sh", "-c", &force_stop_script(&CONTROL_PLANE_PROCESSES)])
 }
 /// SIGKILLs every process named `names`, then waits up to 5 s for all of them to be gone;
-/// fails naming those that are not.
+/// fails naming those that are not. Processes are matched by the name the kernel keeps for
+/// them (`pgrep -x`), which is cut to 15 bytes: `kube-controller-manager` runs as
+/// `kube-controller`, and the full name would match nothing.
 pub(crate) fn force_stop_script(names: &[&str]) -> String {
     let names = names.join(" ");
     format!(
-        "for name in {names}; do pkill -KILL -x \"$name\"; done; \
+        "for name in {names}; do pkill -KILL -x \"$(printf %.15s \"$name\")\"; done; \
          for i in 1 2 3 4 5 6 7 8 9 10; do left=''; \
-         for name in {names}; do pgrep -x \"$name\" >/dev/null && left=\"$left $name\"; done; \
+         for name in {names}; do pgrep -x \"$(printf %.15s \"$name\")\" >/dev/null && left=\"$left $name\"; done; \
          [ -z \"$left\" ] && exit 0; sleep 0.5; done; \
          echo \"still running after SIGKILL:$left\" >&2; exit 1"
     )
@@ -362,31 +364,65 @@ mod tests {
 
     #[test]
     fn the_force_stop_kills_and_checks() {
-        // A process of a name no one else uses (pgrep -x compares at most 15 characters).
+        // Processes of names no one else uses: one short, one longer than the 15 bytes the
+        // kernel keeps of a name (as kube-controller-manager is).
         let dir = tempfile::tempdir().unwrap();
-        let name = format!("edrfs{}", std::process::id() % 1_000_000);
-        let program = dir.path().join(&name);
-        std::fs::copy("/bin/sleep", &program).unwrap();
-        let mut child = std::process::Command::new(&program)
-            .arg("60")
-            .spawn()
-            .unwrap();
-        // Reaped at once, as kubelet's container runtime would (pgrep sees zombies).
-        let reaper = std::thread::spawn(move || child.wait().unwrap());
+        let id = std::process::id() % 1_000_000;
+        let short = format!("edrfs{id}");
+        let long = format!("e{id}-force-stop-long");
+        let mut reapers = Vec::new();
+        for name in [&short, &long] {
+            let program = dir.path().join(name);
+            std::fs::copy("/bin/sleep", &program).unwrap();
+            let mut child = std::process::Command::new(&program)
+                .arg("60")
+                .spawn()
+                .unwrap();
+            // Reaped at once, as kubelet's container runtime would (pgrep sees zombies).
+            reapers.push(std::thread::spawn(move || child.wait().unwrap()));
+        }
         let status = std::process::Command::new("sh")
-            .args(["-c", &force_stop_script(&[&name, "edrfs-absent"])])
+            .args(["-c", &force_stop_script(&[&short, &long, "edrfs-absent"])])
             .status()
             .unwrap();
         assert!(status.success());
-        let waited = reaper.join().unwrap();
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&waited),
-            Some(9)
-        );
+        for reaper in reapers {
+            let waited = reaper.join().unwrap();
+            assert_eq!(
+                std::os::unix::process::ExitStatusExt::signal(&waited),
+                Some(9)
+            );
+        }
         let default = PromoteConfig::new(EtcdConfig::plain(vec![])).force_stop_command;
         for name in CONTROL_PLANE_PROCESSES {
             assert!(default[2].contains(name), "{default:?}");
         }
+    }
+
+    #[test]
+    fn the_force_stop_names_what_survives() {
+        // A zombie (its parent has not reaped it yet) outlives SIGKILL and pgrep still sees
+        // it: the force stop gives up after 5 s and names it.
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!("edrfz{}", std::process::id() % 1_000_000);
+        let program = dir.path().join(&name);
+        std::fs::copy("/bin/sleep", &program).unwrap();
+        let mut child = std::process::Command::new(&program)
+            .arg("0")
+            .spawn()
+            .unwrap();
+        // Not reaped until the script has given up: a zombie named `name`.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let output = std::process::Command::new("sh")
+            .args(["-c", &force_stop_script(&[&name])])
+            .output()
+            .unwrap();
+        child.wait().unwrap();
+        assert!(!output.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&output.stderr).trim(),
+            format!("still running after SIGKILL: {name}")
+        );
     }
 
     #[test]
