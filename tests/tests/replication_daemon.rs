@@ -2,7 +2,8 @@
 //! revision into segments while writes flow, reports a lag of seconds (and about none when
 //! idle), continues its chain across a kill, starts a new generation (counted) after being away
 //! longer than etcd's history, and removes generations no kept snapshot needs; the secondary
-//! verifies the chain and measures its lag from the store alone.
+//! verifies the chain and measures its lag from the store alone, never from a heartbeat the
+//! primary did not sign.
 
 use std::path::Path;
 use std::process::Child;
@@ -11,9 +12,13 @@ use std::time::Duration;
 
 use etcd_dr_e2e::daemon::{stop, write_token, Api};
 use etcd_dr_e2e::{
-    block_on, terminate, test_trust, wait_for, EtcdCluster, EtcdDr, EtcdOptions, StoreTarget,
+    block_on, segment_signer, terminate, test_trust, wait_for, EtcdCluster, EtcdDr, EtcdOptions,
+    StoreTarget,
 };
-use etcd_dr_replication::{list_generations, ChainReader, GenerationId, ReplicationLayout};
+use etcd_dr_replication::{
+    list_generations, write_heartbeat, ChainReader, GenerationId, ReplicationHeartbeat,
+    ReplicationLayout,
+};
 use etcd_dr_transport::Identities;
 use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
@@ -224,9 +229,15 @@ fn the_primary_stores_every_revision_within_seconds_and_an_idle_cluster_shows_no
     let chains = verified_chains(store.path());
     assert_eq!(chains.len(), 1, "{chains:?}");
     let (generation, revisions) = &chains[0];
-    assert!(
-        snapshot_revisions(&primary.dr).contains(&generation.base_revision()),
-        "generation {generation} starts from no stored snapshot"
+    // One full snapshot at start serves both the schedule's first run and the generation.
+    assert_eq!(
+        snapshot_revisions(&primary.dr),
+        [generation.base_revision()],
+        "generation {generation} must start from the one snapshot taken at start-up"
+    );
+    assert_eq!(
+        primary.metric("etcd_dr_snapshots_total{result=\"success\"}"),
+        1.0
     );
     assert_consecutive(revisions, generation.base_revision() + 1, last);
 }
@@ -338,6 +349,11 @@ fn away_longer_than_etcds_history_starts_a_new_generation_and_retention_drops_th
     assert!(problem.contains("compacted"), "{status}");
     let last = write_keys(&etcd, "second", 50);
     primary.wait_stored(last);
+    // The restart's scheduled snapshot and the new generation's are one.
+    assert_eq!(
+        primary.metric("etcd_dr_snapshots_total{result=\"success\"}"),
+        1.0
+    );
 
     let chains = verified_chains(store.path());
     assert!(chains.len() >= 2, "{chains:?}");
@@ -462,5 +478,133 @@ fn the_secondary_verifies_the_chain_and_sees_a_dead_primary_as_lag() {
         lag >= 3.5,
         "secondary lag {lag} s with the primary dead for 4 s"
     );
+    assert_eq!(
+        secondary_api.metric("etcd_dr_replication_heartbeats_refused_total"),
+        0.0,
+        "the primary's own (signed) heartbeats are accepted"
+    );
+
+    // A store writer forges the heartbeat to make the lag look small: unsigned, then signed by
+    // a key the secondary does not trust. Neither moves the lag; each is counted and named.
+    let generation = status["replication"]["generation"]
+        .as_str()
+        .expect("a generation")
+        .to_string();
+    let forged = |signer: Option<etcd_dr_replication::SegmentSigner>| {
+        let now = chrono::Utc::now();
+        let mut heartbeat = ReplicationHeartbeat {
+            generation: generation.clone(),
+            stored_revision: last,
+            etcd_revision: last,
+            complete_as_of: now,
+            written_at: now,
+            tail: None,
+            signature: None,
+        };
+        if let Some(signer) = signer {
+            signer.sign_heartbeat(&mut heartbeat);
+        }
+        let store = store_of(store.path());
+        block_on(async move {
+            write_heartbeat(&store, &layout(), &heartbeat, &CancellationToken::new())
+                .await
+                .unwrap()
+        });
+    };
+    let (stranger_key, _) = etcd_dr_transport::generate_signing_key();
+    for (n, signer) in [None, Some(segment_signer(&stranger_key, "prod"))]
+        .into_iter()
+        .enumerate()
+    {
+        let before = secondary_api.metric("etcd_dr_replication_lag_seconds");
+        forged(signer);
+        wait_for(
+            "the forged heartbeat refused",
+            Duration::from_secs(10),
+            || {
+                (secondary_api.metric("etcd_dr_replication_heartbeats_refused_total") > n as f64)
+                    .then_some(())
+            },
+        );
+        std::thread::sleep(Duration::from_secs(1));
+        let lag = secondary_api.metric("etcd_dr_replication_lag_seconds");
+        assert!(
+            lag >= before + 0.5,
+            "a forged heartbeat changed the secondary's lag from {before} s to {lag} s"
+        );
+        let status = secondary_api.status();
+        let problem = status["replication"]["last_problem"]["message"]
+            .as_str()
+            .unwrap_or_default();
+        let why = if n == 0 {
+            "is not signed"
+        } else {
+            "not among signing.trusted_keys"
+        };
+        assert!(
+            problem.contains("replication-progress.json` is refused") && problem.contains(why),
+            "{status}"
+        );
+    }
     drop(secondary_child);
+}
+
+#[test]
+fn a_generation_older_than_max_generation_age_hands_over_to_a_new_one_without_a_gap() {
+    let etcd = EtcdCluster::start(EtcdOptions::default());
+    let store = tempfile::tempdir().unwrap();
+    let primary = ReplicatingPrimary::new(&etcd, store.path(), "max_generation_age = \"3s\"\n");
+    wait_for("a generation to start", Duration::from_secs(30), || {
+        primary.api.status()["replication"]["generation"]
+            .as_str()
+            .map(str::to_string)
+    });
+    // Writes flow across at least two hand-overs.
+    let started = std::time::Instant::now();
+    let mut last = 0;
+    while started.elapsed() < Duration::from_secs(8) {
+        last = write_keys(&etcd, "flow", 20);
+    }
+    wait_for("two hand-overs", Duration::from_secs(30), || {
+        (verified_chains(store.path()).len() >= 3).then_some(())
+    });
+    let last = last.max(write_keys(&etcd, "end", 5));
+    primary.wait_stored(last);
+    assert_eq!(
+        primary.metric("etcd_dr_replication_generation_breaks_total{reason=\"compacted\"}"),
+        0.0
+    );
+
+    // Every generation starts above a stored full snapshot and holds every revision after it;
+    // each one before the newest reaches the next one's base: no revision is left to a
+    // snapshot alone.
+    let chains = verified_chains(store.path());
+    let snapshots = snapshot_revisions(&primary.dr);
+    for (generation, revisions) in &chains {
+        assert!(
+            snapshots.contains(&generation.base_revision()),
+            "{generation} starts from no stored snapshot ({snapshots:?})"
+        );
+        let end = revisions
+            .last()
+            .copied()
+            .unwrap_or(generation.base_revision());
+        assert_consecutive(revisions, generation.base_revision() + 1, end);
+    }
+    for pair in chains.windows(2) {
+        let ((old, old_revisions), (new, _)) = (&pair[0], &pair[1]);
+        let old_end = old_revisions.last().copied().unwrap_or(old.base_revision());
+        assert!(
+            old_end >= new.base_revision(),
+            "{old} ends at {old_end}, below {new}'s base: a gap"
+        );
+    }
+    // (An idle generation can be empty: its base is then the revision its predecessor ended at.)
+    let newest_stored = chains.iter().filter_map(|(_, r)| r.last().copied()).max();
+    assert_eq!(newest_stored, Some(last), "{chains:?}");
+    let status = primary.api.status();
+    assert_eq!(
+        status["replication"]["restorable_revision"], last,
+        "{status}"
+    );
 }

@@ -68,6 +68,10 @@ pub struct ReplicationStatus {
     pub segment_bytes: u64,
     /// Generations ended since start-up (each needed a full snapshot).
     pub generation_breaks: u64,
+    /// Heartbeats refused since start-up (secondary): unsigned, an unknown signer, another
+    /// cluster or changed after signing; the lag is not measured from them.
+    #[serde(default)]
+    pub heartbeats_refused: u64,
     /// The last generation break or replication error, if any.
     pub last_problem: Option<LastError>,
 }

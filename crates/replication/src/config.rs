@@ -41,6 +41,10 @@ pub struct ReplicationConfig {
     /// On shutdown, how long captured revisions may still take to reach the store.
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// A generation this old ends and a new one starts from a fresh full snapshot, so a
+    /// restore never reads a chain longer than this.
+    #[serde(default = "default_max_generation_age", with = "humantime_serde")]
+    pub max_generation_age: Duration,
 }
 
 fn default_cut_interval() -> Duration {
@@ -64,6 +68,9 @@ fn default_poll_interval() -> Duration {
 fn default_retry_interval() -> Duration {
     Duration::from_secs(5)
 }
+fn default_max_generation_age() -> Duration {
+    Duration::from_secs(6 * 3600)
+}
 fn default_shutdown_grace() -> Duration {
     CaptureOptions::default().shutdown_grace
 }
@@ -80,6 +87,7 @@ impl Default for ReplicationConfig {
             poll_interval: default_poll_interval(),
             retry_interval: default_retry_interval(),
             shutdown_grace: default_shutdown_grace(),
+            max_generation_age: default_max_generation_age(),
         }
     }
 }
@@ -124,6 +132,19 @@ impl ReplicationConfig {
         within("poll_interval", self.poll_interval, ms(100), s(600), "5s");
         within("retry_interval", self.retry_interval, ms(100), s(600), "5s");
         within("shutdown_grace", self.shutdown_grace, ms(0), s(300), "10s");
+        within(
+            "max_generation_age",
+            self.max_generation_age,
+            s(1),
+            s(31 * 24 * 3600),
+            "6h",
+        );
+        if self.max_generation_age <= self.cut_interval {
+            problems.push(
+                format!("{field}.max_generation_age"),
+                "must be longer than replication.cut_interval (a generation holds many segments), e.g. \"6h\"",
+            );
+        }
         if !(1..=256).contains(&self.cut_size_mib) {
             problems.push(
                 format!("{field}.cut_size_mib"),
@@ -173,6 +194,7 @@ mod tests {
             upload_queue_segments: 0,
             max_watch_message_mib: 1,
             heartbeat_interval: Duration::from_secs(3600),
+            max_generation_age: Duration::from_millis(500),
             ..ReplicationConfig::default()
         };
         let mut problems = ConfigProblems::default();
@@ -183,6 +205,7 @@ mod tests {
             [
                 "replication.cut_interval",
                 "replication.heartbeat_interval",
+                "replication.max_generation_age",
                 "replication.cut_size_mib",
                 "replication.upload_queue_segments",
                 "replication.max_watch_message_mib"

@@ -15,8 +15,8 @@ use tracing::{error, info, warn};
 
 use crate::store::{list_generations, list_segments, SegmentStore};
 use crate::{
-    capture_generation, read_chain_tail, read_heartbeat, CaptureOptions, CaptureProgress,
-    CaptureStart, ChainLink, GenerationBreak, GenerationId, HeartbeatTail, ReplicationError,
+    read_chain_tail, read_heartbeat, CaptureOptions, CaptureProgress, CaptureStart, ChainLink,
+    GenerationBreak, GenerationId, HeartbeatTail, ReplicationError,
 };
 
 /// What the capture needs from the daemon around it.
@@ -49,6 +49,9 @@ pub struct ContinuousCapture {
     pub options: CaptureOptions,
     /// Pause after an error before trying again.
     pub retry_interval: Duration,
+    /// End a generation this old, and start the next from a fresh full snapshot (`rotation.rs`);
+    /// `None`: a generation lasts until it breaks.
+    pub max_generation_age: Option<Duration>,
 }
 
 /// How the next capture starts.
@@ -57,6 +60,9 @@ enum Next {
     ResumeNewest,
     /// Start a new generation from a fresh full snapshot.
     NewGeneration,
+    /// Start a new generation above this full snapshot's revision (already taken, and reached
+    /// by the generation before).
+    NewGenerationFrom(i64),
 }
 
 impl ContinuousCapture {
@@ -99,21 +105,27 @@ impl ContinuousCapture {
                         continue;
                     }
                 },
+                Next::NewGenerationFrom(revision) => CaptureStart {
+                    generation: GenerationId::new(Utc::now(), revision),
+                    resume: None,
+                },
             };
             let generation = start.generation.clone();
-            let outcome = capture_generation(
-                &self.client,
-                self.sink.clone(),
-                start,
-                &self.options,
-                progress,
-                cancel,
-            )
-            .await;
-            match outcome {
+            let end = self.capture_bounded(host, start, progress, cancel).await;
+            match end.outcome {
                 Ok(tail) => {
-                    info!(%generation, stored_up_to = ?tail.map(|t| t.last_revision), "replication capture stopped");
-                    return;
+                    let stored_up_to = tail.map(|t| t.last_revision);
+                    match end.next_base {
+                        Some(base) if !cancel.is_cancelled() => {
+                            info!(%generation, ?stored_up_to, "replication generation ended at its maximum age; the next starts above the full snapshot at revision {base}");
+                            next = Next::NewGenerationFrom(base);
+                            continue;
+                        }
+                        _ => {
+                            info!(%generation, ?stored_up_to, "replication capture stopped");
+                            return;
+                        }
+                    }
                 }
                 Err(ReplicationError::GenerationEnded { reason, .. }) => {
                     host.generation_ended(&generation, &reason);
@@ -188,14 +200,15 @@ impl ContinuousCapture {
         generation: &GenerationId,
         cancel: &CancellationToken,
     ) -> Result<Option<ChainLink>, ReplicationError> {
-        let heartbeat = match read_heartbeat(&self.sink.store, &self.sink.layout, cancel).await {
-            Ok(heartbeat) => heartbeat,
-            Err(ReplicationError::Cancelled) => return Err(ReplicationError::Cancelled),
-            Err(error) => {
-                warn!(%error, "the replication heartbeat cannot be read");
-                None
-            }
-        };
+        let heartbeat =
+            match read_heartbeat(&self.sink.store, &self.sink.layout, &self.trust, cancel).await {
+                Ok(heartbeat) => heartbeat,
+                Err(ReplicationError::Cancelled) => return Err(ReplicationError::Cancelled),
+                Err(error) => {
+                    warn!(%error, "the replication heartbeat cannot be read");
+                    None
+                }
+            };
         let Some(heartbeat) = heartbeat.filter(|h| h.generation_id().as_ref() == Some(generation))
         else {
             return Ok(None);

@@ -147,6 +147,15 @@ pub enum ReplicationError {
         /// What is wrong.
         detail: String,
     },
+    /// The replication heartbeat is not signed by a trusted key (or not signed, and unsigned
+    /// ones are refused): it is not used.
+    #[error("replication heartbeat `{key}` is refused: {reason}")]
+    UntrustedHeartbeat {
+        /// Its object key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
     /// Bad configuration or arguments.
     #[error("{0}")]
     Config(String),

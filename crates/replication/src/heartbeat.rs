@@ -2,18 +2,25 @@
 //! `heartbeat_interval`, saying how far the stored chain reaches and as of when it held
 //! everything etcd had. Only the secondary's lag is measured from it: it claims nothing that
 //! a restore uses (the chain is the truth) and is written only after the segments it counts.
+//! It is signed like the segments (`heartbeat_signature.rs`), and read only when the signature
+//! satisfies the reader's trust: a store writer cannot make the secondary's lag look small.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
+use etcd_dr_core::ManifestSignature;
+use etcd_dr_transport::ManifestTrust;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::{CaptureProgress, ChainLink, GenerationId, ReplicationError, ReplicationLayout};
+use crate::heartbeat_signature::check_heartbeat_signature;
+use crate::{
+    CaptureProgress, ChainLink, GenerationId, ReplicationError, ReplicationLayout, SegmentSigner,
+};
 
 /// Largest heartbeat a reader accepts (it is a few hundred bytes).
 const MAX_HEARTBEAT_BYTES: usize = 64 << 10;
@@ -37,6 +44,10 @@ pub struct ReplicationHeartbeat {
     /// anything: the next segment would not link, and every chain reader says so.
     #[serde(default)]
     pub tail: Option<HeartbeatTail>,
+    /// The producer's Ed25519 signature over every field above and the store's cluster name
+    /// (`docs/segments.md`); absent when the producer has no signing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<ManifestSignature>,
 }
 
 /// The chain's end as the heartbeat records it.
@@ -80,6 +91,7 @@ impl ReplicationHeartbeat {
                 digest: hex::encode(link.digest),
                 cluster_id: link.cluster_id,
             }),
+            signature: None,
         })
     }
 
@@ -108,10 +120,13 @@ pub async fn write_heartbeat(
     }
 }
 
-/// Reads the heartbeat; `None` when there is none.
+/// Reads the heartbeat; `None` when there is none. One that `trust` does not accept (unsigned
+/// unless `allow_unsigned`, an unknown signer, another cluster, changed after signing) is an
+/// `UntrustedHeartbeat` error: never used.
 pub async fn read_heartbeat(
     store: &Arc<dyn ObjectStore>,
     layout: &ReplicationLayout,
+    trust: &ManifestTrust,
     cancel: &CancellationToken,
 ) -> Result<Option<ReplicationHeartbeat>, ReplicationError> {
     let path = layout.progress_path();
@@ -139,14 +154,22 @@ pub async fn read_heartbeat(
     if heartbeat.generation_id().is_none() {
         return Err(bad("names no valid generation".into()));
     }
+    check_heartbeat_signature(&heartbeat, trust).map_err(|reason| {
+        ReplicationError::UntrustedHeartbeat {
+            key: path.to_string(),
+            reason,
+        }
+    })?;
     Ok(Some(heartbeat))
 }
 
-/// Writes the heartbeat every `interval` while the capture's progress moves (and once more on
-/// shutdown), until `cancel`. A failed write is logged and retried at the next interval.
+/// Writes the heartbeat, signed by `signer` when there is one, every `interval` while the
+/// capture's progress moves (and once more on shutdown), until `cancel`. A failed write is
+/// logged and retried at the next interval.
 pub async fn keep_heartbeat(
     store: Arc<dyn ObjectStore>,
     layout: ReplicationLayout,
+    signer: Option<SegmentSigner>,
     progress: watch::Receiver<CaptureProgress>,
     interval: Duration,
     cancel: CancellationToken,
@@ -160,7 +183,7 @@ pub async fn keep_heartbeat(
             () = cancel.cancelled() => true,
         };
         let next = ReplicationHeartbeat::from_progress(&progress.borrow(), SystemTime::now());
-        if let Some(next) = next {
+        if let Some(mut next) = next {
             let moved = written.as_ref().is_none_or(|w| {
                 (&w.generation, w.stored_revision, w.complete_as_of, &w.tail)
                     != (
@@ -171,6 +194,9 @@ pub async fn keep_heartbeat(
                     )
             });
             if moved {
+                if let Some(signer) = &signer {
+                    signer.sign_heartbeat(&mut next);
+                }
                 // On shutdown: one last write, bounded, whatever the shutdown token says.
                 let write_cancel = CancellationToken::new();
                 let write = write_heartbeat(&store, &layout, &next, &write_cancel);
@@ -192,18 +218,22 @@ mod tests {
     use object_store::memory::InMemory;
 
     use super::*;
+    use crate::segment_signature::tests::{test_signer, trusting};
 
     #[tokio::test]
-    async fn a_heartbeat_reads_back_and_a_foreign_object_is_refused() {
+    async fn a_signed_heartbeat_reads_back_and_a_foreign_or_unsigned_object_is_refused() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let layout = ReplicationLayout::new("dr", "prod").unwrap();
         let cancel = CancellationToken::new();
+        let trust = trusting(&[1], false);
         assert_eq!(
-            read_heartbeat(&store, &layout, &cancel).await.unwrap(),
+            read_heartbeat(&store, &layout, &trust, &cancel)
+                .await
+                .unwrap(),
             None
         );
         let now = Utc::now();
-        let heartbeat = ReplicationHeartbeat {
+        let mut heartbeat = ReplicationHeartbeat {
             generation: GenerationId::new(now, 41).to_string(),
             stored_revision: 50,
             etcd_revision: 50,
@@ -214,19 +244,41 @@ mod tests {
                 digest: hex::encode([9u8; 32]),
                 cluster_id: 42,
             }),
+            signature: None,
         };
+        // Unsigned: refused, saying why.
         write_heartbeat(&store, &layout, &heartbeat, &cancel)
             .await
             .unwrap();
-        let read = read_heartbeat(&store, &layout, &cancel).await.unwrap();
+        let error = read_heartbeat(&store, &layout, &trust, &cancel)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, ReplicationError::UntrustedHeartbeat { reason, .. } if reason.contains("not signed")),
+            "{error}"
+        );
+
+        test_signer(1).sign_heartbeat(&mut heartbeat);
+        write_heartbeat(&store, &layout, &heartbeat, &cancel)
+            .await
+            .unwrap();
+        let read = read_heartbeat(&store, &layout, &trust, &cancel)
+            .await
+            .unwrap();
         assert_eq!(read.as_ref(), Some(&heartbeat));
         let link = read.unwrap().tail.unwrap().link().unwrap();
         assert_eq!((link.last_revision, link.digest), (50, [9; 32]));
+        // Signed by a key this reader does not trust.
+        let error = read_heartbeat(&store, &layout, &trusting(&[2], false), &cancel)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("is refused: it is signed by"), "{error}");
         store
             .put(layout.progress_path(), PutPayload::from(&b"{\"x\":1}"[..]))
             .await
             .unwrap();
-        let error = read_heartbeat(&store, &layout, &cancel)
+        let error = read_heartbeat(&store, &layout, &trust, &cancel)
             .await
             .unwrap_err()
             .to_string();

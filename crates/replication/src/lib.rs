@@ -14,12 +14,14 @@ mod continuous;
 mod error;
 mod follow;
 mod heartbeat;
+mod heartbeat_signature;
 mod layout;
 mod pipeline;
 mod point_in_time;
 mod replay;
 mod restore;
 mod retention;
+mod rotation;
 mod scratch_etcd;
 mod segment;
 mod segment_signature;
@@ -36,6 +38,7 @@ pub use follow::{restorable_revision, ChainFollower, FollowedChain};
 pub use heartbeat::{
     keep_heartbeat, read_heartbeat, write_heartbeat, HeartbeatTail, ReplicationHeartbeat,
 };
+pub use heartbeat_signature::{check_heartbeat_signature, HEARTBEAT_SIGNATURE_DOMAIN};
 pub use layout::{GenerationId, ReplicationLayout, SegmentName, PROGRESS_FILE, SEGMENT_SUFFIX};
 pub use replay::{replay_to_revision, ReplayReport, ReplayRequest};
 pub use restore::{

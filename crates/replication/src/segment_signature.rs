@@ -3,7 +3,8 @@
 //! (`signing.trusted_keys`), as for manifests. The signature sits in the segment's `extension`
 //! field (covered by the trailer) and covers the segment as it would be without it: header
 //! (cluster id, generation, revisions, times, the previous segment's digest, so the chain) and
-//! body, plus the store's cluster name.
+//! body, plus the store's cluster name. The same signer signs the heartbeat
+//! (`heartbeat_signature.rs`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -22,8 +23,8 @@ pub(crate) const SIGNED_EXTENSION_LEN: usize = 1 + 32 + 64;
 /// The producer's signing key, for the segments of one cluster.
 #[derive(Clone)]
 pub struct SegmentSigner {
-    signer: Arc<ManifestSigner>,
-    cluster: String,
+    pub(crate) signer: Arc<ManifestSigner>,
+    pub(crate) cluster: String,
 }
 
 impl fmt::Debug for SegmentSigner {

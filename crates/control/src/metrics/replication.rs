@@ -23,6 +23,7 @@ pub(super) struct ReplicationMetrics {
     restorable_revision: IntGauge,
     segments: IntCounter,
     segment_bytes: IntCounter,
+    heartbeats_refused: IntCounter,
     generation_breaks: IntCounterVec,
 }
 
@@ -74,6 +75,10 @@ impl ReplicationMetrics {
                 "etcd_dr_replication_segment_bytes_total",
                 "Bytes of segments stored (primary).",
             )?,
+            heartbeats_refused: counter(
+                "etcd_dr_replication_heartbeats_refused_total",
+                "Primary heartbeats the secondary refused (unsigned, unknown signer, another cluster, changed after signing); its lag is not measured from them.",
+            )?,
             generation_breaks,
         })
     }
@@ -98,5 +103,6 @@ impl ReplicationMetrics {
         };
         catch_up(&self.segments, status.segments);
         catch_up(&self.segment_bytes, status.segment_bytes);
+        catch_up(&self.heartbeats_refused, status.heartbeats_refused);
     }
 }

@@ -59,6 +59,7 @@ fn every_metric_is_present_at_zero_from_the_start() {
         "etcd_dr_replication_restorable_revision",
         "etcd_dr_replication_segments_total",
         "etcd_dr_replication_segment_bytes_total",
+        "etcd_dr_replication_heartbeats_refused_total",
         "etcd_dr_replication_generation_breaks_total{reason=\"compacted\"}",
         "etcd_dr_replication_generation_breaks_total{reason=\"gap\"}",
         "etcd_dr_replication_generation_breaks_total{reason=\"regression\"}",
@@ -72,7 +73,7 @@ fn every_metric_is_present_at_zero_from_the_start() {
         env!("CARGO_PKG_VERSION")
     );
     assert_eq!(value(&text, &build), 1.0);
-    assert_eq!(metrics.family_names().len(), 29);
+    assert_eq!(metrics.family_names().len(), 30);
 }
 
 #[test]
@@ -148,6 +149,7 @@ fn replication_values_follow_the_status() {
         complete_as_of: Some(start - chrono::Duration::milliseconds(2500)),
         segments: 7,
         segment_bytes: 4096,
+        heartbeats_refused: 2,
         ..crate::ReplicationStatus::default()
     });
     metrics.set_replication_enabled(true);
@@ -167,6 +169,10 @@ fn replication_values_follow_the_status() {
     assert_eq!(
         value(&text, "etcd_dr_replication_segment_bytes_total"),
         4096.0
+    );
+    assert_eq!(
+        value(&text, "etcd_dr_replication_heartbeats_refused_total"),
+        2.0
     );
     assert_eq!(
         value(

@@ -19,10 +19,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use etcd_dr_control::{
     ActionError, Activity, ApiCaller, DaemonStatus, InFlight, LastError, Metrics,
-    PromotionAccepted, RunningKind, RunningWork, SnapshotAccepted, SnapshotRequest, Trigger,
+    PromotionAccepted, RunningKind, RunningWork, SnapshotAccepted, SnapshotRequest,
+    SnapshotSummary, Trigger,
 };
 use etcd_dr_core::{PromotionRecord, PromotionRequest, SnapshotId, SnapshotManifest};
 use etcd_dr_scheduler::SnapshotContext;
@@ -267,6 +268,21 @@ impl DaemonState {
             status.last_error = Some(LastError { at: now, message });
             status.failing_since.get_or_insert(now);
         });
+    }
+
+    /// The newest snapshot this daemon committed whose upload completed at or after `since`:
+    /// one snapshot serves a run that waited meanwhile (the schedule's and a new replication
+    /// generation's at start-up).
+    pub fn snapshot_committed_since(&self, since: DateTime<Utc>) -> Option<SnapshotSummary> {
+        self.lock_status()
+            .last_snapshot
+            .clone()
+            .filter(|snapshot| snapshot.completed_at >= since)
+    }
+
+    /// When this daemon started.
+    pub fn started_at(&self) -> DateTime<Utc> {
+        self.lock_status().started_at
     }
 
     /// The message of the most recent failure, if any.

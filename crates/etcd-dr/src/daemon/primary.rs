@@ -1,6 +1,6 @@
 //! The primary role: snapshots on the schedule (or on request), then retention.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -55,6 +55,7 @@ pub async fn load_baseline(state: &DaemonState) {
 /// requested through the API meanwhile makes the scheduled one wait.
 pub async fn run(state: &DaemonState, schedule: &Schedule) {
     let description = schedule.describe();
+    let first_run = AtomicBool::new(true);
     etcd_dr_scheduler::run_schedule(
         schedule,
         &state.cancel,
@@ -69,6 +70,15 @@ pub async fn run(state: &DaemonState, schedule: &Schedule) {
         },
         || async {
             let _guard = state.snapshot_lock.lock().await;
+            // At start-up with replication on, a new generation's full snapshot may have just
+            // been taken (before this first run, or while it waited for the lock): it serves
+            // this run too.
+            if first_run.swap(false, Ordering::Relaxed) {
+                if let Some(snapshot) = state.snapshot_committed_since(state.started_at()) {
+                    tracing::info!(id = %snapshot.id, "the first scheduled snapshot is skipped: {} was taken since start-up", snapshot.id);
+                    return;
+                }
+            }
             let skip_unchanged = state.settings.schedule.skip_unchanged;
             snapshot_cycle(state, Trigger::Schedule, None, skip_unchanged, None).await;
         },

@@ -3,6 +3,7 @@
 //! time with the schedule), its progress shown in status and metrics, and its heartbeat.
 //! Segment retention runs after snapshot retention (`prune_segments`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +23,10 @@ use super::{primary, DaemonState};
 
 /// How often a capture checks whether a promotion fenced this primary.
 const FENCE_LOOK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long after start-up a new generation may start from the schedule's first snapshot
+/// instead of its own: well inside the 5 minutes of history kube-apiserver's compaction leaves.
+const START_UP_SNAPSHOT_WINDOW: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
 
 /// What status shows of replication, kept by the loops; the primary's capture progress is
 /// read at each status request, so it is never stale.
@@ -79,15 +84,35 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The daemon as the capture sees it.
 struct DaemonCaptureHost<'a> {
     state: &'a DaemonState,
+    /// No generation started since start-up yet: a snapshot taken since start-up (the
+    /// schedule's first run) can be its base, within [`START_UP_SNAPSHOT_WINDOW`]. Later
+    /// generations start from a snapshot taken for them (or one that completed while they
+    /// waited for the lock), so a base that etcd has compacted past is never offered twice.
+    first_generation: AtomicBool,
 }
 
 impl CaptureHost for DaemonCaptureHost<'_> {
     async fn full_snapshot(&self, cancel: &CancellationToken) -> Result<i64, String> {
         let state = self.state;
+        let now = Utc::now();
+        let started_at = state.started_at();
+        let since = if self.first_generation.swap(false, Ordering::Relaxed)
+            && now - started_at <= START_UP_SNAPSHOT_WINDOW
+        {
+            started_at
+        } else {
+            now
+        };
         let _guard = tokio::select! {
             guard = state.snapshot_lock.lock() => guard,
             () = cancel.cancelled() => return Err("shutting down".into()),
         };
+        // A snapshot that completed since (at start-up, typically the schedule's first run) is
+        // as good a base as a new one: no second full snapshot back to back.
+        if let Some(snapshot) = state.snapshot_committed_since(since) {
+            tracing::info!(id = %snapshot.id, "the new replication generation starts from the snapshot just taken");
+            return Ok(snapshot.revision);
+        }
         match primary::snapshot_cycle(state, Trigger::Replication, None, false, None).await {
             Some(id) => Ok(id.revision()),
             None => Err(state
@@ -136,16 +161,17 @@ pub async fn run(state: Arc<DaemonState>) -> anyhow::Result<()> {
     let settings = &state.settings;
     let config = &settings.replication;
     let layout = layout(&state)?;
+    // The manifests' signing key signs the segments and the heartbeat too.
+    let signer = state
+        .snapshots
+        .as_ref()
+        .and_then(|context| context.signer.clone())
+        .map(|signer| SegmentSigner::new(signer, &settings.cluster));
     let sink = SegmentStore {
         store: state.store.clone(),
         layout: layout.clone(),
         recipients: settings.encryption.recipients()?,
-        // The manifests' signing key signs the segments too.
-        signer: state
-            .snapshots
-            .as_ref()
-            .and_then(|context| context.signer.clone())
-            .map(|signer| SegmentSigner::new(signer, &settings.cluster)),
+        signer: signer.clone(),
     };
     let source = EtcdSource::new(settings.etcd()?.clone())?;
     let client = loop {
@@ -167,6 +193,7 @@ pub async fn run(state: Arc<DaemonState>) -> anyhow::Result<()> {
         trust: state.trust.clone(),
         options: config.capture_options(),
         retry_interval: config.retry_interval,
+        max_generation_age: Some(config.max_generation_age),
     };
     let (progress_tx, progress_rx) = watch::channel(CaptureProgress::default());
     state.replication.follow_capture(progress_rx.clone());
@@ -174,11 +201,15 @@ pub async fn run(state: Arc<DaemonState>) -> anyhow::Result<()> {
     let heartbeat = tokio::spawn(keep_heartbeat(
         state.store.clone(),
         layout,
+        signer,
         progress_rx,
         config.heartbeat_interval,
         heartbeat_cancel.clone(),
     ));
-    let host = DaemonCaptureHost { state: &state };
+    let host = DaemonCaptureHost {
+        state: &state,
+        first_generation: AtomicBool::new(true),
+    };
     while !state.cancel.is_cancelled() {
         if state.fenced_reason().is_some() {
             tokio::select! {

@@ -2,7 +2,9 @@
 //! generation's new segments are listed and chain-verified (`ChainFollower`: only what is new),
 //! and the primary's heartbeat is read. The lag is measured from the newest moment at which
 //! everything etcd had is stored *and verified here*: the heartbeat's `complete_as_of` once
-//! the verified chain reaches the heartbeat's revision. An idle cluster keeps that moment
+//! the verified chain reaches the heartbeat's revision, and only from a heartbeat whose
+//! signature the trust accepts (else the newest verified revision's observed time; a refused
+//! heartbeat is counted and shown). An idle cluster keeps that moment
 //! fresh (the primary's heartbeat moves on); a dead primary, or a chain that does not verify,
 //! lets the lag grow.
 
@@ -37,28 +39,45 @@ pub async fn run(state: &DaemonState) -> anyhow::Result<()> {
             return Ok(());
         }
         let chain = follower.chain().clone();
-        let heartbeat = read_heartbeat(&state.store, &layout, &state.cancel).await;
+        let newest_verified_revision =
+            state.update(|status| status.newest_verified.as_ref().map(|s| s.revision));
+        let heartbeat = read_heartbeat(&state.store, &layout, &state.trust, &state.cancel).await;
         let verified_end = chain.verified.map(|link| link.last_revision);
         let mut problem = polled.err().map(|e| format!("replication chain: {e}"));
         let mut etcd_revision = None;
+        let mut heartbeat_used = false;
+        let mut heartbeat_refused = false;
         match heartbeat {
             Ok(Some(heartbeat)) => {
                 etcd_revision = Some(heartbeat.etcd_revision);
                 let same_generation = heartbeat.generation_id() == chain.generation;
-                if same_generation
-                    && verified_end.is_some_and(|end| end >= heartbeat.stored_revision)
+                // A generation with nothing stored yet is not listed (no segment): everything
+                // up to its base is in its base snapshot, which this secondary verified.
+                let new_and_empty = heartbeat.generation_id().is_some_and(|generation| {
+                    heartbeat.stored_revision == generation.base_revision()
+                        && newest_verified_revision == Some(generation.base_revision())
+                });
+                if (same_generation
+                    && verified_end.is_some_and(|end| end >= heartbeat.stored_revision))
+                    || new_and_empty
                 {
                     complete_as_of = complete_as_of.max(Some(heartbeat.complete_as_of));
+                    heartbeat_used = true;
                 }
             }
             Ok(None) => {}
             Err(ReplicationError::Cancelled) => return Ok(()),
-            Err(error) => problem = Some(format!("replication heartbeat: {error}")),
+            Err(error) => {
+                // Refused (unsigned, unknown signer, another cluster, changed): a store writer
+                // could have written it; it moves nothing.
+                heartbeat_refused = matches!(error, ReplicationError::UntrustedHeartbeat { .. });
+                problem = Some(format!("replication heartbeat: {error}"));
+            }
         }
-        // Before any heartbeat is satisfied: the newest verified revision's observation time
-        // (etcd had at least that much then).
-        if complete_as_of.is_none() {
-            complete_as_of = chain.last_observed;
+        // Without a heartbeat to trust: the newest verified revision's observation time (etcd
+        // had at least that much then).
+        if !heartbeat_used {
+            complete_as_of = complete_as_of.max(chain.last_observed);
         }
         let newest_snapshot = state.update(|status| status.newest_verified.clone());
         let restorable = etcd_dr_replication::restorable_revision(
@@ -76,6 +95,7 @@ pub async fn run(state: &DaemonState) -> anyhow::Result<()> {
             status.segments = chain.verified_segments;
             status.complete_as_of = complete_as_of;
             status.restorable_revision = restorable;
+            status.heartbeats_refused += u64::from(heartbeat_refused);
             if let Some(message) = problem {
                 status.last_problem = Some(LastError {
                     at: Utc::now(),

@@ -133,7 +133,8 @@ pub(super) fn words(list: &[&str]) -> Vec<String> {
     list.iter().map(|w| w.to_string()).collect()
 }
 /// kubeadm: kubelet runs the static pods; without it they keep running until their containers
-/// are stopped.
+/// are stopped. `crictl stop` without a timeout SIGKILLs at once (containerd's CRI); with
+/// `--timeout 10` etcd gets SIGTERM and ten seconds to shut down cleanly first.
 fn default_stop_commands() -> Vec<Vec<String>> {
     vec![
         words(&["systemctl", "stop", "kubelet"]),
@@ -142,7 +143,7 @@ fn default_stop_commands() -> Vec<Vec<String>> {
             "-c",
             "for name in etcd kube-apiserver kube-controller-manager kube-scheduler; do \
              ids=$(crictl ps -q --name \"^$name\\$\"); \
-             if [ -n \"$ids\" ]; then crictl stop $ids >/dev/null; fi; done",
+             if [ -n \"$ids\" ]; then crictl stop --timeout 10 $ids >/dev/null; fi; done",
         ]),
     ]
 }
