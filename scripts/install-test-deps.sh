@@ -14,7 +14,7 @@
 #   $TOOLS/bin/promtool                          from Debian's prometheus package (unpacked only)
 #   $TOOLS/etcd-3.6/bin/{etcd,etcdctl,etcdutl}  etcd 3.6.x built from the go.etcd.io/etcd/*/v3 modules
 #   $TOOLS/etcd-3.7/bin/{etcd,etcdctl,etcdutl}  etcd 3.7.x, same way
-#   $TOOLS/kubernetes-1.N/bin/{kube-apiserver,kubectl}
+#   $TOOLS/kubernetes-1.N/bin/{kube-apiserver,kubectl,kube-controller-manager}
 #                                                built from k8s.io/kubernetes through the Go module
 #                                                proxy (versions pinned below, in one place)
 #                   Go builds go through a build module generated in a temp dir; Go's module and
@@ -475,19 +475,24 @@ build_etcd() {
     GO_NOTE="built $v: $(cat "$out/.build-stats")"
 }
 
-# kube-controller-manager is left out until a test runs it, to keep the cold build (the longest
-# install step, docs/testground.md) short. Add it here and to the go get below to build it.
-KUBE_BINS=(kube-apiserver kubectl)
+# Each is `k8s.io/kubernetes/cmd/<name>`; the per-machine cache keeps them one by one, so adding
+# one here builds only that one on a machine that has the others.
+KUBE_BINS=(kube-apiserver kubectl kube-controller-manager)
+kube_bin_ok() { # kube_bin_ok FILE: FILE is one of KUBE_BINS and reports $KUBERNETES_VERSION
+    local f="$1" out
+    [ -x "$f" ] || return 1
+    case "$(basename "$f")" in
+        kubectl) out="$("$f" version --client 2>/dev/null || true)"
+                 grep -q "Client Version: v$KUBERNETES_VERSION" <<<"$out" ;;
+        *) out="$("$f" --version 2>/dev/null || true)"
+           grep -qx "Kubernetes v$KUBERNETES_VERSION" <<<"$out" ;;
+    esac
+}
 kube_ok() { # kube_ok DIR
     local d="$1" b
     for b in "${KUBE_BINS[@]}"; do
-        [ -x "$d/bin/$b" ] || return 1
+        kube_bin_ok "$d/bin/$b" || return 1
     done
-    local out
-    out="$("$d/bin/kube-apiserver" --version 2>/dev/null || true)"
-    grep -qx "Kubernetes v$KUBERNETES_VERSION" <<<"$out" || return 1
-    out="$("$d/bin/kubectl" version --client 2>/dev/null || true)"
-    grep -q "Client Version: v$KUBERNETES_VERSION" <<<"$out"
 }
 build_kubernetes() { # build_kubernetes DEST
     local v="$KUBERNETES_VERSION" dest="$1" mod="$WORK/kubernetes-$KUBERNETES_VERSION"
@@ -496,10 +501,21 @@ build_kubernetes() { # build_kubernetes DEST
         GO_NOTE="copied $v from $out"
         return
     fi
+    # Only what the cache lacks (or holds at another version) is built; the rest is kept.
+    local missing=() b
+    for b in "${KUBE_BINS[@]}"; do
+        kube_bin_ok "$out/$b" || missing+=("$b")
+    done
     local minor="${KUBERNETES_SERIES#1.}" patch="${v##*.}"
     local staging="0.$minor.$patch"
     rm -rf "$out.tmp"
     mkdir -p "$mod" "$out.tmp"
+    for b in "${KUBE_BINS[@]}"; do
+        if kube_bin_ok "$out/$b"; then
+            cp -l "$out/$b" "$out.tmp/$b" 2>/dev/null || cp "$out/$b" "$out.tmp/$b"
+            grep "^$b:" "$out/.build-stats.per-binary" >> "$out.tmp/.build-stats.per-binary" 2>/dev/null || true
+        fi
+    done
     (
         cd "$mod"
         "${GO_ENV[@]}" go mod init etcd-dr.test/kubernetes-build >/dev/null 2>&1
@@ -511,25 +527,27 @@ build_kubernetes() { # build_kubernetes DEST
         for name in $(awk '$2 == "=>" && $3 ~ /^\.\/staging\// { print $1 }' "$gomod"); do
             "${GO_ENV[@]}" go mod edit "-replace=$name=$name@v$staging"
         done
-        go_timed "$log" "${GO_ENV[@]}" go get "k8s.io/kubernetes@v$v" \
-            "k8s.io/kubernetes/cmd/kube-apiserver@v$v" "k8s.io/kubernetes/cmd/kubectl@v$v"
+        local cmds=() b
+        for b in "${missing[@]}"; do
+            cmds+=("k8s.io/kubernetes/cmd/$b@v$v")
+        done
+        go_timed "$log" "${GO_ENV[@]}" go get "k8s.io/kubernetes@v$v" "${cmds[@]}"
         local t1=$(date +%s)
         local x="k8s.io/component-base/version" y="k8s.io/client-go/pkg/version"
         local ldflags="-s -w -X $x.gitVersion=v$v -X $x.gitMajor=1 -X $x.gitMinor=$minor -X $x.gitTreeState=clean"
         ldflags+=" -X $y.gitVersion=v$v -X $y.gitMajor=1 -X $y.gitMinor=$minor -X $y.gitTreeState=clean"
-        local b
-        for b in "${KUBE_BINS[@]}"; do
+        for b in "${missing[@]}"; do
             local b0=$(date +%s)
             go_timed "$log" "${GO_ENV[@]}" go build -trimpath -ldflags "$ldflags" -o "$out.tmp/$b" "k8s.io/kubernetes/cmd/$b"
             echo "$b: $(( $(date +%s) - b0 ))s" >> "$out.tmp/.build-stats.per-binary"
         done
         local t2=$(date +%s)
-        echo "download $((t1 - t0))s ($(du -sh "$("${GO_ENV[@]}" go env GOMODCACHE)" | cut -f1) module cache), build $((t2 - t1))s, peak RSS $(peak_rss_mib "$log") MiB" > "$out.tmp/.build-stats"
+        echo "${missing[*]}: download $((t1 - t0))s ($(du -sh "$("${GO_ENV[@]}" go env GOMODCACHE)" | cut -f1) module cache), build $((t2 - t1))s, peak RSS $(peak_rss_mib "$log") MiB" > "$out.tmp/.build-stats"
     )
     rm -rf "$out"
     mv "$out.tmp" "$out"
     install_cached kubernetes "$v" "$dest" "${KUBE_BINS[@]}" || die "Kubernetes $v binaries missing after build"
-    kube_ok "$dest" || die "kube-apiserver/kubectl in $dest do not report v$v"
+    kube_ok "$dest" || die "${KUBE_BINS[*]} in $dest do not all report v$v"
     GO_NOTE="built $v: $(cat "$out/.build-stats")"
 }
 
@@ -606,7 +624,7 @@ if [ "${TESTGROUND_SKIP_GO_BUILDS:-0}" != 1 ]; then
     SUMMARY+=(
         "etcd 3.6:        $(etcd_version_of "$E36/bin/etcd") (go build, $E36/bin)"
         "etcd 3.7:        $(etcd_version_of "$E37/bin/etcd") (go build, $E37/bin)"
-        "kubernetes:      $(first_line "$KUBE/bin/kube-apiserver" --version) (kube-apiserver, kubectl in $KUBE/bin)"
+        "kubernetes:      $(first_line "$KUBE/bin/kube-apiserver" --version) (${KUBE_BINS[*]} in $KUBE/bin)"
     )
 fi
 SUMMARY+=(

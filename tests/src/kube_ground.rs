@@ -1,9 +1,10 @@
-//! A real Kubernetes control plane for the promote tests: kube-apiserver (built from
-//! `k8s.io/kubernetes` by the install script) on etcd 3.6/3.7, run from kubeadm-shaped static pod
-//! manifests by a kubelet stand-in on three namespace nodes (with the `systemctl` and `crictl`
-//! the promotion's default commands call: [`crate::node_runtime`]), with kubeadm's PKI layout
-//! and a client-certificate `admin.conf`; a primary API on this machine; a status loop that
-//! keeps Node objects Ready as kubelets would; and `kubectl`.
+//! A real Kubernetes control plane for the promote tests: kube-apiserver and
+//! kube-controller-manager (built from `k8s.io/kubernetes` by the install script) on etcd
+//! 3.6/3.7, run from kubeadm-shaped static pod manifests by a kubelet stand-in on three namespace
+//! nodes (with the `systemctl` and `crictl` the promotion's default commands call:
+//! [`crate::node_runtime`]), with kubeadm's PKI layout and client-certificate `admin.conf` and
+//! `controller-manager.conf`; a primary API on this machine; a status loop that keeps Node
+//! objects Ready as kubelets would; and `kubectl`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -67,6 +68,60 @@ pub fn apiserver_manifest(flags: &[String], version: &str) -> String {
          readOnly: true\n  hostNetwork: true\n  priorityClassName: system-node-critical\n  \
          volumes:\n  - hostPath:\n      path: /etc/kubernetes/pki\n      type: DirectoryOrCreate\n    \
          name: k8s-certs\nstatus: {{}}\n"
+    ));
+    text
+}
+
+/// kube-controller-manager's flags as kubeadm 1.34 writes them (the PKI under
+/// `/etc/kubernetes/pki`, `controller-manager.conf` beside it), serving on `127.0.0.1:port`:
+/// kubeadm leaves the port at its default, but the nodes of this ground share one loopback.
+/// With the client and front-proxy CAs given as files it looks nothing up in the API at start,
+/// so it may start before kube-apiserver answers (leader election waits for it).
+pub fn controller_manager_flags(port: u16) -> Vec<String> {
+    let conf = "/etc/kubernetes/controller-manager.conf";
+    let pki = "/etc/kubernetes/pki";
+    [
+        "--allocate-node-cidrs=true".to_string(),
+        format!("--authentication-kubeconfig={conf}"),
+        format!("--authorization-kubeconfig={conf}"),
+        "--bind-address=127.0.0.1".into(),
+        format!("--client-ca-file={pki}/ca.crt"),
+        "--cluster-cidr=10.244.0.0/16".into(),
+        "--cluster-name=kubernetes".into(),
+        format!("--cluster-signing-cert-file={pki}/ca.crt"),
+        format!("--cluster-signing-key-file={pki}/ca.key"),
+        "--controllers=*,bootstrapsigner,tokencleaner".into(),
+        format!("--kubeconfig={conf}"),
+        "--leader-elect=true".into(),
+        format!("--requestheader-client-ca-file={pki}/front-proxy-ca.crt"),
+        format!("--root-ca-file={pki}/ca.crt"),
+        format!("--secure-port={port}"),
+        format!("--service-account-private-key-file={pki}/sa.key"),
+        "--service-cluster-ip-range=10.96.0.0/12".into(),
+        "--use-service-account-credentials=true".into(),
+    ]
+    .into()
+}
+
+/// A kubeadm-shaped kube-controller-manager static pod manifest.
+pub fn controller_manager_manifest(flags: &[String], version: &str) -> String {
+    let mut text = String::from(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  labels:\n    component: kube-controller-manager\n    \
+         tier: control-plane\n  name: kube-controller-manager\n  namespace: kube-system\nspec:\n  \
+         containers:\n  - command:\n    - kube-controller-manager\n",
+    );
+    for flag in flags {
+        text.push_str(&format!("    - {flag}\n"));
+    }
+    text.push_str(&format!(
+        "    image: registry.k8s.io/kube-controller-manager:{version}\n    \
+         name: kube-controller-manager\n    volumeMounts:\n    - mountPath: /etc/kubernetes/pki\n      \
+         name: k8s-certs\n      readOnly: true\n    - mountPath: /etc/kubernetes/controller-manager.conf\n      \
+         name: kubeconfig\n      readOnly: true\n  hostNetwork: true\n  \
+         priorityClassName: system-node-critical\n  volumes:\n  - hostPath:\n      \
+         path: /etc/kubernetes/pki\n      type: DirectoryOrCreate\n    name: k8s-certs\n  \
+         - hostPath:\n      path: /etc/kubernetes/controller-manager.conf\n      type: FileOrCreate\n    \
+         name: kubeconfig\nstatus: {{}}\n"
     ));
     text
 }
@@ -457,12 +512,14 @@ impl Drop for KubePrimary {
 }
 
 /// The secondary: three namespace nodes cp1..cp3, each with kubeadm's PKI (one cluster CA, a
-/// serving certificate naming all three addresses), `admin.conf`, and static pod manifests for
-/// etcd (three members, plain HTTP) and kube-apiserver (on the node's own address, its own
-/// member as etcd), run by the node's kubelet stand-in ([`crate::node_runtime`]), which the
-/// promotion's default commands (`systemctl`, `crictl`, `pgrep`, `pkill`) stop and start. A
-/// status loop keeps cp1..cp3 and `worker1` Ready through any of the three API servers.
-/// Everything on the nodes ends with them (their PID namespaces).
+/// serving certificate naming all three addresses), `admin.conf`, `controller-manager.conf`
+/// (its own kube-apiserver) and static pod manifests for etcd (three members, plain HTTP),
+/// kube-apiserver (on the node's own address, its own member as etcd) and
+/// kube-controller-manager (leader-elected among the three), run by the node's kubelet stand-in
+/// ([`crate::node_runtime`]), which the promotion's default commands (`systemctl`, `crictl`,
+/// `pgrep`, `pkill`) stop and start. A status loop keeps cp1..cp3 and `worker1` Ready through
+/// any of the three API servers. Everything on the nodes ends with them (their PID namespaces).
+/// The primary runs no controller manager: its objects only need to exist.
 pub struct KubeSecondary {
     /// The nodes.
     pub ground: ControlPlaneNodes,
@@ -490,11 +547,12 @@ pub fn secondary_nodes() -> Vec<SimulatedNode> {
 }
 
 /// The control-plane components every secondary node runs.
-pub const COMPONENTS: [&str; 2] = ["etcd", "kube-apiserver"];
+pub const COMPONENTS: [&str; 3] = ["etcd", "kube-apiserver", "kube-controller-manager"];
 
 impl KubeSecondary {
-    /// Starts the nodes, writes their files, starts kubelet (and through it etcd and
-    /// kube-apiserver) on each, waits for every `/readyz` and starts the status loop.
+    /// Starts the nodes, writes their files, starts kubelet (and through it etcd,
+    /// kube-apiserver and kube-controller-manager) on each, waits for every `/readyz` and
+    /// starts the status loop.
     pub fn start(version: EtcdVersion) -> Self {
         let ground = ControlPlaneNodes::start(3);
         let addresses: Vec<String> = ground.nodes().iter().map(|n| n.address.clone()).collect();
@@ -547,6 +605,16 @@ impl KubeSecondary {
                 pki.admin_conf(&server),
             )
             .expect("admin.conf");
+            std::fs::write(
+                node.host_path("/etc/kubernetes/controller-manager.conf"),
+                pki.controller_manager_conf(&server),
+            )
+            .expect("controller-manager.conf");
+            std::fs::write(
+                manifests.join("kube-controller-manager.yaml"),
+                controller_manager_manifest(&controller_manager_flags(free_port()), &kube),
+            )
+            .expect("kube-controller-manager.yaml");
             servers.push(server);
         }
         let kubeconfig = ground.dir().join("admin.conf");
@@ -615,7 +683,8 @@ impl KubeSecondary {
         Kubectl { kubeconfig: path }
     }
 
-    /// A component's log on node `index` (`etcd`, `kube-apiserver`, `kubelet`).
+    /// A component's log on node `index` (`etcd`, `kube-apiserver`, `kube-controller-manager`,
+    /// `kubelet`).
     pub fn log(&self, index: usize, component: &str) -> String {
         let path = self
             .ground

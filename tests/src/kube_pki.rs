@@ -1,6 +1,7 @@
 //! Kubernetes PKI for the tests, laid out as kubeadm lays it out under `/etc/kubernetes/pki`:
 //! the cluster CA, kube-apiserver's serving certificate, the service-account key pair, etcd's CA
-//! and certificates, and a client-certificate `admin.conf`.
+//! and certificates, the front-proxy CA, and client-certificate kubeconfigs (`admin.conf`,
+//! `controller-manager.conf`).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -19,8 +20,8 @@ pub struct CertPair {
     pub key: String,
 }
 
-/// A cluster's PKI: everything kubeadm's `certs` phase writes that the test control plane
-/// uses (no front proxy, no kubelet client).
+/// A cluster's PKI: everything kubeadm's `certs` and `kubeconfig` phases write that the test
+/// control plane uses (no front-proxy client, no kubelet client).
 #[derive(Debug, Clone)]
 pub struct KubePki {
     /// `ca.crt` / `ca.key`: the cluster CA (client certificates and kube-apiserver's serving
@@ -44,6 +45,11 @@ pub struct KubePki {
     pub apiserver_etcd_client: CertPair,
     /// The `kubernetes-admin` client certificate (`system:masters`), for `admin.conf`.
     pub admin: CertPair,
+    /// `front-proxy-ca.crt` / `.key`: kube-controller-manager's `--requestheader-client-ca-file`
+    /// (with it, the controller manager does not look the CA up in the API at start-up).
+    pub front_proxy_ca: CertPair,
+    /// The `system:kube-controller-manager` client certificate, for `controller-manager.conf`.
+    pub controller_manager: CertPair,
 }
 
 fn new_ca(common_name: &str) -> (CertPair, Issuer<'static, KeyPair>) {
@@ -110,6 +116,7 @@ impl KubePki {
         use ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
         let (ca, ca_issuer) = new_ca("kubernetes");
         let (etcd_ca, etcd_issuer) = new_ca("etcd-ca");
+        let (front_proxy_ca, _) = new_ca("front-proxy-ca");
         let mut apiserver_sans: Vec<String> = [
             "kubernetes",
             "kubernetes.default",
@@ -138,6 +145,13 @@ impl KubePki {
                 &ca_issuer,
                 "kubernetes-admin",
                 Some("system:masters"),
+                &[],
+                vec![ClientAuth],
+            ),
+            controller_manager: leaf(
+                &ca_issuer,
+                "system:kube-controller-manager",
+                None,
                 &[],
                 vec![ClientAuth],
             ),
@@ -173,14 +187,16 @@ impl KubePki {
             sa_pub: sa.public_key_pem(),
             ca,
             etcd_ca,
+            front_proxy_ca,
         }
     }
 
     /// Writes the files into `pki` (a node's `/etc/kubernetes/pki`, host side) with kubeadm's
     /// names and modes (0600 keys, 0644 certificates).
     pub fn write(&self, pki: &Path) {
-        let pairs: [(&str, &CertPair); 8] = [
+        let pairs: [(&str, &CertPair); 9] = [
             ("ca", &self.ca),
+            ("front-proxy-ca", &self.front_proxy_ca),
             ("apiserver", &self.apiserver),
             ("apiserver-etcd-client", &self.apiserver_etcd_client),
             ("etcd/ca", &self.etcd_ca),
@@ -209,18 +225,32 @@ impl KubePki {
     /// A kubeconfig for `kubernetes-admin@kubernetes` at `server`, certificates inline, as
     /// kubeadm writes `/etc/kubernetes/admin.conf`.
     pub fn admin_conf(&self, server: &str) -> String {
+        self.kubeconfig(server, "kubernetes-admin", &self.admin)
+    }
+
+    /// A kubeconfig for `system:kube-controller-manager@kubernetes` at `server` (the node's
+    /// own kube-apiserver), as kubeadm writes `/etc/kubernetes/controller-manager.conf`.
+    pub fn controller_manager_conf(&self, server: &str) -> String {
+        self.kubeconfig(
+            server,
+            "system:kube-controller-manager",
+            &self.controller_manager,
+        )
+    }
+
+    fn kubeconfig(&self, server: &str, user: &str, pair: &CertPair) -> String {
         use base64::Engine;
         let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: {ca}\n    \
              server: {server}\n  name: kubernetes\ncontexts:\n- context:\n    cluster: kubernetes\n    \
-             user: kubernetes-admin\n  name: kubernetes-admin@kubernetes\n\
-             current-context: kubernetes-admin@kubernetes\npreferences: {{}}\nusers:\n\
-             - name: kubernetes-admin\n  user:\n    client-certificate-data: {cert}\n    \
+             user: {user}\n  name: {user}@kubernetes\n\
+             current-context: {user}@kubernetes\npreferences: {{}}\nusers:\n\
+             - name: {user}\n  user:\n    client-certificate-data: {cert}\n    \
              client-key-data: {key}\n",
             ca = b64(&self.ca.cert),
-            cert = b64(&self.admin.cert),
-            key = b64(&self.admin.key),
+            cert = b64(&pair.cert),
+            key = b64(&pair.key),
         )
     }
 }

@@ -17,8 +17,8 @@ use etcd_dr_e2e::kube_informer::{Informer, Seen};
 use etcd_dr_e2e::node_runtime::RUNTIME_UNREACHABLE;
 use etcd_dr_e2e::{wait_for, EtcdDr, EtcdVersion, StoreTarget};
 use etcd_dr_restore::{
-    PromoteConfig, Promoter, PromotionRecord, PromotionRequest, PromotionState, PromotionTracker,
-    StepName,
+    AfterAction, PromoteConfig, Promoter, PromotionRecord, PromotionRequest, PromotionState,
+    PromotionTracker, StepName,
 };
 use etcd_dr_scheduler::EtcdConfig;
 use etcd_dr_transport::SnapshotLayout;
@@ -172,6 +172,8 @@ const KINDS: [&str; 7] = [
 ];
 
 const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+/// The Deployment controller's record of the ReplicaSet revision it rolled out.
+const DEPLOYMENT_REVISION: &str = "deployment.kubernetes.io/revision";
 
 fn create_objects(kubectl: &Kubectl) {
     kubectl.apply(OBJECTS);
@@ -195,8 +197,10 @@ fn create_objects(kubectl: &Kubectl) {
 }
 
 /// `(namespace/name) → object` of `kind` with the test's label, without what an API server
-/// changes by itself or a rollout restart changes (resourceVersion, managedFields, generation
-/// and its DaemonSet annotation, status, the restartedAt annotation).
+/// changes by itself, a rollout restart changes or the secondary's controller manager writes
+/// (resourceVersion, managedFields, generation and its DaemonSet annotation, status, the
+/// restartedAt annotation, a Deployment's revision annotation: the primary runs no controller
+/// manager, so its Deployments have none).
 fn labelled(kubectl: &Kubectl, kind: &str) -> BTreeMap<String, Value> {
     let list = kubectl.get_json(&[kind, "-A", "-l", LABEL]);
     let mut out = BTreeMap::new();
@@ -215,6 +219,7 @@ fn labelled(kubectl: &Kubectl, kind: &str) -> BTreeMap<String, Value> {
         // The API server's mirror of a DaemonSet's generation, which the restart bumps.
         if let Some(annotations) = item["metadata"]["annotations"].as_object_mut() {
             annotations.remove("deprecated.daemonset.template.generation");
+            annotations.remove(DEPLOYMENT_REVISION);
         }
         if let Some(annotations) =
             item["spec"]["template"]["metadata"]["annotations"].as_object_mut()
@@ -358,6 +363,116 @@ fn pod_names(kubectl: &Kubectl) -> Vec<String> {
     names
 }
 
+/// Each labelled Deployment's new ReplicaSet: one it controls whose pod template carries its
+/// `restartedAt`, created after `promoted_at` by the secondary's kube-controller-manager, with
+/// pods of its own. Waits up to `timeout` (leader election and informer sync after the
+/// restart take a while on a loaded machine) and panics naming the Deployments that got none.
+/// The pods stay Pending: this ground has no scheduler and no kubelet.
+fn assert_new_replica_sets(
+    secondary: &KubeSecondary,
+    promoted_at: chrono::DateTime<chrono::Utc>,
+    timeout: Duration,
+) {
+    let kubectl = &secondary.kubectl;
+    let deadline = Instant::now() + timeout;
+    let owned_by = |item: &Value, uid: &Value| {
+        item["metadata"]["ownerReferences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|o| o["uid"] == *uid && o["controller"] == true)
+    };
+    loop {
+        let deployments = kubectl.get_json(&["deployments.apps", "-A", "-l", LABEL]);
+        let replica_sets = kubectl.get_json(&["replicasets.apps", "-A"]);
+        let pods = kubectl.get_json(&["pods", "-A"]);
+        let mut missing = Vec::new();
+        for deployment in deployments["items"].as_array().expect("items") {
+            let name = format!(
+                "{}/{}",
+                deployment["metadata"]["namespace"].as_str().unwrap_or(""),
+                deployment["metadata"]["name"].as_str().unwrap_or("")
+            );
+            let stamp = &deployment["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT];
+            let new_set = replica_sets["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|rs| {
+                    owned_by(rs, &deployment["metadata"]["uid"])
+                        && rs["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT] == *stamp
+                });
+            let Some(new_set) = new_set else {
+                missing.push(format!("{name}: no ReplicaSet with restartedAt {stamp}"));
+                continue;
+            };
+            let created = new_set["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap_or("");
+            let created = chrono::DateTime::parse_from_rfc3339(created).expect("creationTimestamp");
+            assert!(
+                created >= promoted_at - chrono::Duration::seconds(1),
+                "{name}: its ReplicaSet was created at {created}, before the promotion ({promoted_at})"
+            );
+            let own_pods: Vec<&Value> = pods["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| owned_by(p, &new_set["metadata"]["uid"]))
+                .collect();
+            if own_pods.is_empty() {
+                missing.push(format!("{name}: its new ReplicaSet has no pods yet"));
+                continue;
+            }
+            for pod in own_pods {
+                assert_eq!(pod["status"]["phase"], "Pending", "{name}: {pod}");
+                assert!(pod["spec"]["nodeName"].is_null(), "{name}: {pod}");
+            }
+        }
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Deployments without a new ReplicaSet from the controller manager after {timeout:?}: \
+             {missing:?}\ncp1's kube-controller-manager log (tail):\n{}",
+            tail(&secondary.log(0, "kube-controller-manager"), 40)
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// The last `lines` lines of `text`.
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// `(action, resource, target, outcome)` of each after-step result of `action`, sorted.
+fn after_results(record: &PromotionRecord, action: AfterAction) -> Vec<(String, String, String)> {
+    let mut out: Vec<(String, String, String)> = record
+        .after_results
+        .iter()
+        .filter(|r| r.action == action)
+        .map(|r| {
+            (
+                r.resource.clone().unwrap_or_default(),
+                r.target.clone(),
+                r.outcome.as_str().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn triples(items: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+    items
+        .iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        .collect()
+}
+
 /// Objects of every kind come back with their uids and content on all three API servers; the
 /// workloads carry a new restartedAt; the named kube-system pods are gone.
 fn objects_survive_promote(version: EtcdVersion) {
@@ -380,6 +495,12 @@ fn objects_survive_promote(version: EtcdVersion) {
             "kube-proxy-x7k2p",
             "kube-scheduler-cp1"
         ]
+    );
+    // No controller manager on the primary: no ReplicaSet there, so any one the secondary
+    // serves after the promotion is new.
+    assert_eq!(
+        primary.kubectl.get_json(&["replicasets.apps", "-A"])["items"],
+        serde_json::json!([])
     );
     primary.stop_status_loop();
 
@@ -447,6 +568,39 @@ fn objects_survive_promote(version: EtcdVersion) {
         detail.contains("2 deployments restarted") && detail.contains("1 daemonsets restarted"),
         "{detail}"
     );
+    // The same, per object, in the record's typed results.
+    assert_eq!(
+        after_results(&record, AfterAction::RolloutRestart),
+        triples(&[
+            ("daemonsets", "ops/agent", "done"),
+            ("deployments", "default/web", "done"),
+            ("deployments", "shop/cart", "done"),
+        ]),
+        "{}",
+        pretty(&record)
+    );
+    assert_eq!(
+        after_results(&record, AfterAction::PodDelete),
+        triples(&[
+            ("pods", "kube-system/kube-controller-manager-cp1", "done"),
+            ("pods", "kube-system/kube-proxy-x7k2p", "done"),
+            ("pods", "kube-system/kube-scheduler-cp1", "done"),
+        ]),
+        "{}",
+        pretty(&record)
+    );
+    assert_eq!(
+        after_results(&record, AfterAction::NodesReady),
+        triples(&[("nodes", "worker-gone", "warning")]),
+        "{}",
+        pretty(&record)
+    );
+    assert_eq!(
+        after_results(&record, AfterAction::KubeletRestart),
+        triples(&[("", "*", "skipped")]),
+        "{}",
+        pretty(&record)
+    );
 
     for index in 0..3 {
         let kubectl = secondary.kubectl_on(index);
@@ -486,7 +640,11 @@ fn objects_survive_promote(version: EtcdVersion) {
             );
         }
     }
-    // kube-proxy, controller-manager and scheduler pods deleted; the others stay.
+    // The secondary's kube-controller-manager (restarted by the promotion with the rest of the
+    // control plane) rolls each restarted Deployment out: a new ReplicaSet per Deployment.
+    assert_new_replica_sets(&secondary, promoted_at, Duration::from_secs(240));
+    // kube-proxy, controller-manager and scheduler pods deleted; the others stay (the
+    // controller manager makes pods only in the workloads' namespaces, none in kube-system).
     assert_eq!(pod_names(&secondary.kubectl), ["coredns-keeps-running"]);
 
     // The Node that never turns Ready is named in a warning; the promotion still succeeded.
@@ -564,6 +722,44 @@ fn the_secondary_runs_its_control_plane_from_static_pod_manifests_with_nodes_rea
             );
         }
     }
+    // kube-controller-manager runs from its manifest on every node with kubeadm's kubeconfig,
+    // and one of the three holds its leader lease (its identity: the node's host name + uuid).
+    for index in 0..3 {
+        let pid = secondary
+            .pid(index, "kube-controller-manager")
+            .unwrap_or_else(|| panic!("no kube-controller-manager on cp{}", index + 1));
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(
+            cmdline.contains("--kubeconfig=/etc/kubernetes/controller-manager.conf")
+                && cmdline.contains("--use-service-account-credentials=true"),
+            "cp{}: {cmdline}",
+            index + 1
+        );
+    }
+    let leader = wait_for(
+        "a kube-controller-manager to lead",
+        Duration::from_secs(180),
+        || {
+            let output = secondary.kubectl.run(&[
+                "get",
+                "lease",
+                "-n",
+                "kube-system",
+                "kube-controller-manager",
+                "-o",
+                "json",
+            ]);
+            let lease: Value = serde_json::from_slice(&output.stdout).ok()?;
+            lease["spec"]["holderIdentity"].as_str().map(str::to_string)
+        },
+    );
+    assert!(
+        ["cp1_", "cp2_", "cp3_"]
+            .iter()
+            .any(|p| leader.starts_with(p)),
+        "{leader}"
+    );
     let version = secondary.kubectl.ok(&["version", "-o", "json"]);
     let version: Value = serde_json::from_str(&version).unwrap();
     assert_eq!(

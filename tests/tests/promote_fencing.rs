@@ -177,6 +177,36 @@ fn the_api_promotes_once_fences_the_primary_and_calls_the_kubernetes_api() {
         .filter(|r| r.method == "DELETE")
         .map(|r| r.target.as_str())
         .collect();
+    // The record's typed after-step results name each object the calls acted on.
+    let results: Vec<String> = record["after_results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no after_results: {record:#}"))
+        .iter()
+        .filter(|r| r["action"] != "kubelet-restart")
+        .map(|r| {
+            format!(
+                "{} {} {} {} {}",
+                r["action"].as_str().unwrap(),
+                r["resource"].as_str().unwrap_or("-"),
+                r["target"].as_str().unwrap(),
+                r["outcome"].as_str().unwrap(),
+                r["detail"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [
+            "nodes-ready nodes * done every Node Ready (1)",
+            "rollout-restart deployments default/web done -",
+            "rollout-restart deployments shop/cart done -",
+            "rollout-restart daemonsets kube-system/kube-proxy done -",
+            "pod-delete pods kube-system/deleted-1 done label k8s-app=kube-proxy",
+            "pod-delete pods kube-system/deleted-1 done label component=kube-controller-manager",
+            "pod-delete pods kube-system/deleted-1 done label component=kube-scheduler",
+        ],
+        "{record:#}"
+    );
     for (delete, selector) in deletes.iter().zip([
         "labelSelector=k8s-app%3Dkube-proxy",
         "labelSelector=component%3Dkube-controller-manager",

@@ -5,12 +5,14 @@
 //! - [`ClusterShape`]: the Kubernetes cluster as its etcd records it (versions, nodes, kubeadm).
 //! - [`PromotionMarker`]: the fence a promotion writes into the store.
 //! - [`PromotionRecord`] and [`PromotionPlan`]: a promotion's steps × nodes and the plan its
-//!   preflight approved, as `GET /v1/promote` shows them.
+//!   preflight approved, as `GET /v1/promote` shows them, with [`AfterResult`]: what each
+//!   after-step action did.
 //! - [`Role`]: primary or secondary.
 //! - [`ConfigProblem`]: one bad configuration field, so start-up can report all of them at once.
 
 #![forbid(unsafe_code)]
 
+mod after_result;
 mod byte_size;
 mod cluster_shape;
 mod config_problem;
@@ -25,6 +27,7 @@ mod role;
 mod snapshot_id;
 mod terminal_text;
 
+pub use after_result::{AfterAction, AfterOutcome, AfterResult, ALL_TARGETS};
 pub use byte_size::human_bytes;
 pub use cluster_shape::{
     ClusterNode, ClusterShape, CniDaemonSet, KubeadmShape, NodeAddress, ObjectCounts, ResourceCount,

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::{PromotionPlan, PromotionRequest, ReplaySummary, SnapshotId};
+use crate::{AfterResult, PromotionPlan, PromotionRequest, ReplaySummary, SnapshotId};
 
 /// The steps of a promotion, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -355,6 +355,9 @@ pub struct PromotionRecord {
     pub replay: Option<ReplaySummary>,
     /// Every step, in the order of [`StepName::ALL`].
     pub steps: Vec<StepRecord>,
+    /// What each after-step action did, per target, in the order they ran.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub after_results: Vec<AfterResult>,
     /// What failed, where (the first failure).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -386,6 +389,7 @@ impl PromotionRecord {
                     nodes: Vec::new(),
                 })
                 .collect(),
+            after_results: Vec::new(),
             error: None,
             warnings: Vec::new(),
         }
@@ -440,6 +444,7 @@ mod tests {
         assert_eq!(json["steps"][6]["nodes"][0]["state"], "done");
         assert_eq!(json["steps"][0]["state"], "pending");
         assert!(json.get("plan").is_none());
+        assert!(json.get("after_results").is_none());
         assert!(json["steps"][6]["nodes"][0].get("transfer").is_none());
     }
 

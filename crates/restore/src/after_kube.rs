@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use etcd_dr_core::{AfterAction, AfterOutcome, AfterResult, ALL_TARGETS};
 use tokio_util::sync::CancellationToken;
 
 use crate::kube::KubeClient;
@@ -31,6 +32,28 @@ impl NodesReady {
                 humantime::format_duration(timeout),
                 names.join(", ")
             ),
+        }
+    }
+
+    /// The record's results: every Node Ready as one `done`, else a `warning` per Node that
+    /// is not.
+    pub fn results(&self, timeout: Duration) -> Vec<AfterResult> {
+        let result = |target: &str, outcome| {
+            AfterResult::new(AfterAction::NodesReady, target, outcome).on("nodes")
+        };
+        match self {
+            Self::All(_) => {
+                vec![result(ALL_TARGETS, AfterOutcome::Done).saying(self.describe(timeout))]
+            }
+            Self::NotReady(names, _) => names
+                .iter()
+                .map(|name| {
+                    result(name, AfterOutcome::Warning).saying(format!(
+                        "not Ready after {}",
+                        humantime::format_duration(timeout)
+                    ))
+                })
+                .collect(),
         }
     }
 }
@@ -64,10 +87,13 @@ pub async fn wait_nodes_ready(
     }
 }
 
-/// What the workload steps did: one line per kind and selector in `done`, each failure (an
-/// object that could not be patched, a list or delete that failed) in `errors`.
+/// What the workload steps did: one result per object restarted or pod deleted (or per list
+/// that failed, per selector that matched nothing), and the lines of the step's detail: one
+/// per kind and selector in `done`, each failure in `errors`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkloadResults {
+    /// Per object.
+    pub results: Vec<AfterResult>,
     /// What was done.
     pub done: Vec<String>,
     /// What failed.
@@ -81,13 +107,16 @@ pub async fn restart_workloads(
     after: &AfterConfig,
     mut progress: impl FnMut(String),
 ) -> WorkloadResults {
-    let mut results = WorkloadResults::default();
+    let mut out = WorkloadResults::default();
     let now = Utc::now();
     for kind in &after.rollout_restart {
         progress(format!("rollout restart of {kind}"));
+        let result = |target: &str, outcome| {
+            AfterResult::new(AfterAction::RolloutRestart, target, outcome).on(kind.as_str())
+        };
         match kube.rollout_restart(kind, now).await {
             Ok(report) => {
-                results.done.push(format!(
+                out.done.push(format!(
                     "{} {kind} restarted{}",
                     report.restarted.len(),
                     if report.failed.is_empty() {
@@ -96,9 +125,23 @@ pub async fn restart_workloads(
                         format!(", {} failed", report.failed.len())
                     }
                 ));
-                results.errors.extend(report.failed);
+                out.results.extend(
+                    report
+                        .restarted
+                        .iter()
+                        .map(|key| result(key, AfterOutcome::Done)),
+                );
+                for (key, why) in report.failed {
+                    out.errors.push(format!("{kind} {key}: {why}"));
+                    out.results
+                        .push(result(&key, AfterOutcome::Failed).saying(why));
+                }
             }
-            Err(error) => results.errors.push(error.to_string()),
+            Err(error) => {
+                out.errors.push(error.to_string());
+                out.results
+                    .push(result(ALL_TARGETS, AfterOutcome::Failed).saying(error.to_string()));
+            }
         }
     }
     for pods in &after.delete_pods {
@@ -106,15 +149,44 @@ pub async fn restart_workloads(
             "deleting pods {} in {}",
             pods.label_selector, pods.namespace
         ));
+        let result = |target: &str, outcome| {
+            AfterResult::new(AfterAction::PodDelete, target, outcome)
+                .on("pods")
+                .saying(format!("label {}", pods.label_selector))
+        };
         match kube.delete_pods(pods).await {
-            Ok(count) => results.done.push(format!(
-                "{count} pod(s) {} deleted in {}",
-                pods.label_selector, pods.namespace
-            )),
-            Err(error) => results.errors.push(error.to_string()),
+            Ok(names) => {
+                out.done.push(format!(
+                    "{} pod(s) {} deleted in {}",
+                    names.len(),
+                    pods.label_selector,
+                    pods.namespace
+                ));
+                if names.is_empty() {
+                    out.results.push(
+                        result(
+                            &format!("{}/{ALL_TARGETS}", pods.namespace),
+                            AfterOutcome::Skipped,
+                        )
+                        .saying(format!("no pod with label {}", pods.label_selector)),
+                    );
+                }
+                out.results
+                    .extend(names.iter().map(|name| result(name, AfterOutcome::Done)));
+            }
+            Err(error) => {
+                out.errors.push(error.to_string());
+                out.results.push(
+                    result(
+                        &format!("{}/{ALL_TARGETS}", pods.namespace),
+                        AfterOutcome::Failed,
+                    )
+                    .saying(format!("label {}: {error}", pods.label_selector)),
+                );
+            }
         }
     }
-    results
+    out
 }
 
 #[cfg(test)]
@@ -129,5 +201,21 @@ mod tests {
             NodesReady::NotReady(vec!["w1".into(), "w9".into()], 5).describe(timeout),
             "2 of 5 Node(s) not Ready after 5m: w1, w9"
         );
+        let all = NodesReady::All(5).results(timeout);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].target, ALL_TARGETS);
+        assert_eq!(all[0].outcome, AfterOutcome::Done);
+        assert_eq!(all[0].detail.as_deref(), Some("every Node Ready (5)"));
+        let some = NodesReady::NotReady(vec!["w1".into(), "w9".into()], 5).results(timeout);
+        assert_eq!(
+            some.iter()
+                .map(|r| (r.target.as_str(), r.outcome, r.resource.as_deref()))
+                .collect::<Vec<_>>(),
+            [
+                ("w1", AfterOutcome::Warning, Some("nodes")),
+                ("w9", AfterOutcome::Warning, Some("nodes"))
+            ]
+        );
+        assert_eq!(some[0].detail.as_deref(), Some("not Ready after 5m"));
     }
 }

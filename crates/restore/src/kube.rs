@@ -43,8 +43,8 @@ impl Debug for KubeClient {
 pub struct RolloutReport {
     /// `namespace/name` of each object restarted.
     pub restarted: Vec<String>,
-    /// `namespace/name: why` of each object that could not be.
-    pub failed: Vec<String>,
+    /// `namespace/name` of each object that could not be, and why.
+    pub failed: Vec<(String, String)>,
 }
 
 fn bad_config(config: &KubernetesConfig, detail: impl std::fmt::Display) -> PromoteError {
@@ -271,9 +271,9 @@ impl KubeClient {
         }
     }
 
-    /// Deletes the pods `selector` chooses (one delete-collection call). Returns how many the
-    /// API server listed as deleted.
-    pub async fn delete_pods(&self, selector: &PodSelector) -> Result<usize, PromoteError> {
+    /// Deletes the pods `selector` chooses (one delete-collection call). Returns the
+    /// `namespace/name` of each pod the API server listed as deleted, sorted.
+    pub async fn delete_pods(&self, selector: &PodSelector) -> Result<Vec<String>, PromoteError> {
         let api: Api<Pod> = Api::namespaced(self.client().await?, &selector.namespace);
         let deleted = api
             .delete_collection(
@@ -290,7 +290,26 @@ impl KubeClient {
                     e,
                 )
             })?;
-        Ok(deleted.left().map(|list| list.items.len()).unwrap_or(0))
+        let mut names: Vec<String> = deleted
+            .left()
+            .map(|list| {
+                list.items
+                    .iter()
+                    .map(|pod| {
+                        format!(
+                            "{}/{}",
+                            pod.metadata
+                                .namespace
+                                .as_deref()
+                                .unwrap_or(&selector.namespace),
+                            pod.metadata.name.as_deref().unwrap_or_default()
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        Ok(names)
     }
 }
 
@@ -334,7 +353,7 @@ where
                 .await
             {
                 Ok(_) => report.restarted.push(key),
-                Err(error) => report.failed.push(format!("{kind} {key}: {error}")),
+                Err(error) => report.failed.push((key, error.to_string())),
             }
         }
         token = page.metadata.continue_.filter(|t| !t.is_empty());

@@ -37,8 +37,9 @@ pub use bundle_keys::service_account_keys_from_bundles;
 pub use config::{AfterConfig, KubernetesConfig, PodSelector, PromoteConfig, ReplayConfig};
 pub use error::PromoteError;
 pub use etcd_dr_core::{
-    EtcdVersion, NodePlan, NodeRecord, Progress, PromotionMode, PromotionPlan, PromotionRecord,
-    PromotionRequest, PromotionState, RestoreTool, StepName, StepRecord, StepState,
+    AfterAction, AfterOutcome, AfterResult, EtcdVersion, NodePlan, NodeRecord, Progress,
+    PromotionMode, PromotionPlan, PromotionRecord, PromotionRequest, PromotionState, RestoreTool,
+    StepName, StepRecord, StepState,
 };
 pub use etcd_pod::{parse_etcd_pod, EtcdPod};
 pub use fence_watch::{check_fence_once, FenceCheckError};
