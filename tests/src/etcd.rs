@@ -484,6 +484,50 @@ impl EtcdCluster {
         self.wait_healthy();
     }
 
+    /// Replaces a one-member cluster's data with `snapshot` (a plain `.db`), restored under the
+    /// member's name and peer URL, as an operator's restore without a revision bump does: with
+    /// `new_cluster_id` false under the same token (the same cluster id, at the snapshot's
+    /// revision: etcd went back in time), else under a new one (another cluster id). The
+    /// member keeps its client port.
+    pub fn rewind_to(&mut self, snapshot: &Path, new_cluster_id: bool) {
+        assert_eq!(
+            self.members.len(),
+            1,
+            "rewind_to is for one-member clusters"
+        );
+        self.kill(0);
+        if new_cluster_id {
+            self.token = format!("etcd-dr-test-{}", rand::random::<u32>());
+        }
+        let member = &self.members[0];
+        std::fs::remove_dir_all(&member.data_dir).expect("remove the member's data");
+        let tool = match self.version {
+            EtcdVersion::V3_4 => self.version.bin("etcdctl"),
+            _ => self.version.bin("etcdutl"),
+        };
+        let peer_url = format!("http://127.0.0.1:{}", member.peer_port);
+        let output = Command::new(&tool)
+            .env("ETCDCTL_API", "3")
+            .args(["snapshot", "restore"])
+            .arg(snapshot)
+            .args(["--name", &member.name])
+            .arg(format!("--initial-cluster={}={peer_url}", member.name))
+            .arg(format!("--initial-cluster-token={}", self.token))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg("--data-dir")
+            .arg(&member.data_dir)
+            .output()
+            .expect("run snapshot restore");
+        assert!(
+            output.status.success(),
+            "{} snapshot restore failed: {}",
+            tool.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        self.spawn_member(0, "existing");
+        self.wait_healthy();
+    }
+
     /// The pid of member `index`, when it runs.
     pub fn pid(&self, index: usize) -> Option<u32> {
         self.members[index].process.as_ref().map(Child::id)

@@ -817,7 +817,9 @@ fn the_secondary_runs_its_control_plane_from_static_pod_manifests_with_nodes_rea
         secondary.on_node(index, &argv(&stop[0]));
         let inactive = secondary.ground.ssh(index, "systemctl is-active kubelet");
         assert_eq!(inactive.status.code(), Some(3));
-        for process in processes {
+        // etcd and kube-apiserver are the witnesses: a controller manager exits by design when
+        // it loses its leader lease (a loaded machine), and only a running kubelet restarts it.
+        for process in &processes[..2] {
             assert!(
                 process_alive(process.host_pid),
                 "{process:?} ended with kubelet"

@@ -608,3 +608,104 @@ fn a_generation_older_than_max_generation_age_hands_over_to_a_new_one_without_a_
         "{status}"
     );
 }
+
+/// The primary's etcd is restored from an older snapshot while the daemon runs (an operator's
+/// restore without a revision bump): `rewound_cluster_id` false keeps its cluster id (etcd went
+/// back in time under the same identity), true gives it another. Returns the primary, the
+/// revision the chain held before, and the store.
+fn rewind_under_a_running_capture(
+    rewound_cluster_id: bool,
+) -> (ReplicatingPrimary, EtcdCluster, i64, i64, tempfile::TempDir) {
+    let mut etcd = EtcdCluster::start(EtcdOptions::default());
+    write_keys(&etcd, "old", 20);
+    let scratch = tempfile::tempdir().unwrap();
+    let older = scratch.path().join("older.db");
+    let saved = etcd.etcdctl(
+        &etcd.endpoints(),
+        &["snapshot", "save", older.to_str().unwrap()],
+    );
+    assert!(saved.status.success(), "{saved:?}");
+    let older_revision = etcd.revision();
+    let store = tempfile::tempdir().unwrap();
+    let primary = ReplicatingPrimary::new(&etcd, store.path(), "");
+    let held = write_keys(&etcd, "first", 60);
+    primary.wait_stored(held);
+
+    etcd.rewind_to(&older, rewound_cluster_id);
+    assert_eq!(etcd.revision(), older_revision);
+    (primary, etcd, held, older_revision, store)
+}
+
+/// etcd restored under the same cluster id to a revision below the chain: the capture does not
+/// join its next revisions to the chain (their numbers were the old history's): it counts a
+/// regression, and a new generation starts from a new full snapshot.
+#[test]
+fn an_etcd_rewound_under_the_same_cluster_id_ends_the_generation_as_a_regression() {
+    let (primary, etcd, held, older_revision, store) = rewind_under_a_running_capture(false);
+    wait_for("the regression break", Duration::from_secs(60), || {
+        (primary.metric("etcd_dr_replication_generation_breaks_total{reason=\"regression\"}")
+            == 1.0)
+            .then_some(())
+    });
+    let problem = primary.api.status()["replication"]["last_problem"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        problem.contains(&format!(
+            "etcd reports revision {older_revision}, below revision {held}"
+        )),
+        "{problem}"
+    );
+    // New history, numbered over the old one's revisions.
+    let last = write_keys(&etcd, "second", (held - older_revision + 30) as usize);
+    assert!(last > held);
+    primary.wait_stored(last);
+
+    let chains = verified_chains(store.path());
+    assert_eq!(chains.len(), 2, "{chains:?}");
+    // Nothing claimed that was not the old history: the old chain ends where it was.
+    let (old, old_revisions) = &chains[0];
+    assert_consecutive(old_revisions, old.base_revision() + 1, held);
+    let (new, new_revisions) = &chains[1];
+    assert!(
+        (older_revision..=last).contains(&new.base_revision()),
+        "{new} starts from the rewound etcd"
+    );
+    assert!(snapshot_revisions(&primary.dr).contains(&new.base_revision()));
+    assert_consecutive(new_revisions, new.base_revision() + 1, last);
+    // The newest revision restores to the rewound etcd's keyspace: none of the old history.
+    let restored = store.path().join("restored.db");
+    primary.dr.run_ok(&[
+        "fetch",
+        "--at",
+        "newest",
+        "--output",
+        restored.to_str().unwrap(),
+    ]);
+    let check = EtcdCluster::start_restored(&restored, etcd.version());
+    assert_eq!(check.dump(), etcd.dump());
+}
+
+/// etcd restored under another cluster id: a `cluster_changed` break, and the new generation's
+/// full snapshot names the cluster id before it.
+#[test]
+fn an_etcd_restored_as_another_cluster_ends_the_generation_and_the_snapshot_names_the_old_id() {
+    let (primary, etcd, held, _, store) = rewind_under_a_running_capture(true);
+    wait_for("the cluster change break", Duration::from_secs(60), || {
+        (primary.metric("etcd_dr_replication_generation_breaks_total{reason=\"cluster_changed\"}")
+            == 1.0)
+            .then_some(())
+    });
+    let last = write_keys(&etcd, "second", 20);
+    primary.wait_stored(last);
+    let chains = verified_chains(store.path());
+    assert_eq!(chains.len(), 2, "{chains:?}");
+    assert_consecutive(&chains[0].1, chains[0].0.base_revision() + 1, held);
+    assert_consecutive(&chains[1].1, chains[1].0.base_revision() + 1, last);
+    let manifests = primary.dr.list_json();
+    let first = &manifests[0]["etcd"];
+    let newest = &manifests.last().unwrap()["etcd"];
+    assert_ne!(first["cluster_id"], newest["cluster_id"]);
+    assert_eq!(newest["previous_cluster_id"], first["cluster_id"]);
+}
