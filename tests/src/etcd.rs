@@ -157,36 +157,7 @@ impl EtcdCluster {
             process: None,
         };
         let token = "etcd-dr-restored".to_string();
-        let (tool, subcommand) = match version {
-            EtcdVersion::V3_5 | EtcdVersion::V3_6 | EtcdVersion::V3_7 => {
-                (version.bin("etcdutl"), "snapshot")
-            }
-            EtcdVersion::V3_4 => (version.bin("etcdctl"), "snapshot"),
-        };
-        let output = Command::new(&tool)
-            .env("ETCDCTL_API", "3")
-            .args([subcommand, "restore"])
-            .arg(snapshot)
-            .args(["--name", &member.name])
-            .arg(format!(
-                "--initial-cluster={}=http://127.0.0.1:{}",
-                member.name, member.peer_port
-            ))
-            .arg(format!("--initial-cluster-token={token}"))
-            .arg(format!(
-                "--initial-advertise-peer-urls=http://127.0.0.1:{}",
-                member.peer_port
-            ))
-            .arg("--data-dir")
-            .arg(&member.data_dir)
-            .output()
-            .expect("run snapshot restore");
-        assert!(
-            output.status.success(),
-            "{} snapshot restore failed: {}",
-            tool.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        restore_member_data(version, snapshot, &member, &token);
         let mut cluster = Self {
             dir,
             members: vec![member],
@@ -501,29 +472,7 @@ impl EtcdCluster {
         }
         let member = &self.members[0];
         std::fs::remove_dir_all(&member.data_dir).expect("remove the member's data");
-        let tool = match self.version {
-            EtcdVersion::V3_4 => self.version.bin("etcdctl"),
-            _ => self.version.bin("etcdutl"),
-        };
-        let peer_url = format!("http://127.0.0.1:{}", member.peer_port);
-        let output = Command::new(&tool)
-            .env("ETCDCTL_API", "3")
-            .args(["snapshot", "restore"])
-            .arg(snapshot)
-            .args(["--name", &member.name])
-            .arg(format!("--initial-cluster={}={peer_url}", member.name))
-            .arg(format!("--initial-cluster-token={}", self.token))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg("--data-dir")
-            .arg(&member.data_dir)
-            .output()
-            .expect("run snapshot restore");
-        assert!(
-            output.status.success(),
-            "{} snapshot restore failed: {}",
-            tool.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        restore_member_data(self.version, snapshot, member, &self.token);
         self.spawn_member(0, "existing");
         self.wait_healthy();
     }
@@ -532,6 +481,39 @@ impl EtcdCluster {
     pub fn pid(&self, index: usize) -> Option<u32> {
         self.members[index].process.as_ref().map(Child::id)
     }
+}
+
+/// Restores `snapshot` into `member`'s data dir, as a one-member cluster under its name and
+/// peer URL and `token` (which with them decides the cluster id), with `version`'s tool.
+fn restore_member_data(
+    version: EtcdVersion,
+    snapshot: &Path,
+    member: &EtcdMemberProcess,
+    token: &str,
+) {
+    let tool = match version {
+        EtcdVersion::V3_4 => version.bin("etcdctl"),
+        _ => version.bin("etcdutl"),
+    };
+    let peer_url = format!("http://127.0.0.1:{}", member.peer_port);
+    let output = Command::new(&tool)
+        .env("ETCDCTL_API", "3")
+        .args(["snapshot", "restore"])
+        .arg(snapshot)
+        .args(["--name", &member.name])
+        .arg(format!("--initial-cluster={}={peer_url}", member.name))
+        .arg(format!("--initial-cluster-token={token}"))
+        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+        .arg("--data-dir")
+        .arg(&member.data_dir)
+        .output()
+        .expect("run snapshot restore");
+    assert!(
+        output.status.success(),
+        "{} snapshot restore failed: {}",
+        tool.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 impl Drop for EtcdCluster {
