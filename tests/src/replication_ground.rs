@@ -73,6 +73,19 @@ pub async fn snapshot_to(client: &mut Client, path: &Path) {
     std::fs::write(path, bytes).expect("write base snapshot");
 }
 
+/// A generation that was already being captured when the one-off snapshot of `manifest` (JSON,
+/// no `etcd.replication_generation`) was taken: started a second before it, based a revision
+/// below it. That snapshot is then a base of the generation by its time (the daemon's own
+/// snapshots name their generation instead).
+pub fn generation_around(manifest: &serde_json::Value) -> GenerationId {
+    let created_at: chrono::DateTime<chrono::Utc> = manifest["created_at"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .expect("the manifest's created_at");
+    let revision = manifest["etcd"]["revision"].as_i64().expect("its revision");
+    GenerationId::new(created_at - chrono::TimeDelta::seconds(1), revision - 1)
+}
+
 /// `etcd` and `etcdutl` of `version`, for the throw-away etcd.
 pub fn replay_binaries(version: EtcdVersion) -> EtcdBinaries {
     EtcdBinaries {

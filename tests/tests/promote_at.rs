@@ -12,9 +12,9 @@ use etcd_dr_e2e::local_secondary::{this_host, LocalSecondary};
 use etcd_dr_e2e::promotion::{
     assert_state, local_store, primary_with_snapshot, promote_locally, record_json,
 };
-use etcd_dr_e2e::replication_ground::{keyspace, CaptureRun, CaptureTarget};
+use etcd_dr_e2e::replication_ground::{generation_around, keyspace, CaptureRun, CaptureTarget};
 use etcd_dr_e2e::{block_on, EtcdVersion};
-use etcd_dr_replication::{CaptureOptions, GenerationId, ReplicationLayout};
+use etcd_dr_replication::{CaptureOptions, ReplicationLayout};
 use etcd_dr_restore::{PromotionRequest, PromotionState, StepName, StepState};
 
 #[test]
@@ -22,6 +22,7 @@ fn a_promotion_at_a_revision_restores_exactly_that_revision() {
     let host = this_host();
     let primary = primary_with_snapshot(&host);
     let snapshot_revision = primary.etcd.revision();
+    let generation = generation_around(&primary.dr.list_json()[0]);
     let (endpoints, options) = primary.etcd.connect_parts();
     let store = local_store(primary.store.path());
     let (middle, last, at_middle) = block_on(async move {
@@ -30,7 +31,7 @@ fn a_promotion_at_a_revision_restores_exactly_that_revision() {
         let captured = CaptureTarget {
             store,
             layout: ReplicationLayout::new("", "prod").unwrap(),
-            generation: GenerationId::new(chrono::Utc::now(), snapshot_revision),
+            generation,
             base_db: Default::default(),
             base_revision: snapshot_revision,
         };

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, DeleteOptions, PutOptions, Txn, TxnOp};
-use etcd_dr_e2e::replication_ground::{keyspace, replay_binaries, revision_of, snapshot_to};
+use etcd_dr_e2e::replication_ground::{
+    generation_around, keyspace, replay_binaries, revision_of, snapshot_to,
+};
 use etcd_dr_e2e::{
     block_on, segment_signer, test_signing_key, test_trust, EtcdCluster, EtcdDr, EtcdOptions,
     EtcdVersion, StoreTarget,
@@ -392,7 +394,7 @@ fn fetch_at_a_revision_writes_the_keyspace_of_that_revision() {
     );
     etcd.put("k/base", b"in the snapshot");
     let manifest = dr.snapshot_json(&[]);
-    let base_revision = manifest["etcd"]["revision"].as_i64().unwrap();
+    let generation = generation_around(&manifest);
     let (endpoints, options) = etcd.connect_parts();
     let store_path = store_dir.path().to_path_buf();
     let (middle, last, after_middle) = block_on(async move {
@@ -405,7 +407,7 @@ fn fetch_at_a_revision_writes_the_keyspace_of_that_revision() {
             signer: Some(segment_signer(&test_signing_key().0, "prod")),
         };
         let start = CaptureStart {
-            generation: GenerationId::new(chrono::Utc::now(), base_revision),
+            generation,
             resume: None,
         };
         let (progress_tx, mut progress_rx) = watch::channel(CaptureProgress::default());

@@ -626,6 +626,9 @@ fn rewind_under_a_running_capture(
     );
     assert!(saved.status.success(), "{saved:?}");
     let older_revision = etcd.revision();
+    // The daemon's first snapshot lies above the rewound revision: after the rewind it is in
+    // the new generation's revision range, and of the old history.
+    write_keys(&etcd, "before-start", 5);
     let store = tempfile::tempdir().unwrap();
     let primary = ReplicatingPrimary::new(&etcd, store.path(), "");
     let held = write_keys(&etcd, "first", 60);

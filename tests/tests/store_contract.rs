@@ -173,6 +173,7 @@ fn manifest(created_at: DateTime<Utc>, revision: i64, stored: StoredObject) -> S
             source_member_id: "8e9e05c52164694d".into(),
             members: vec![],
             previous_cluster_id: None,
+            replication_generation: None,
         },
         raw: ObjectDigest {
             size: stored.size,

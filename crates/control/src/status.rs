@@ -173,6 +173,10 @@ pub struct SnapshotSummary {
     pub created_at: DateTime<Utc>,
     /// When its upload completed.
     pub completed_at: DateTime<Utc>,
+    /// The continuous-replication generation whose segments replay onto it, if its manifest
+    /// names one (`etcd.replication_generation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_generation: Option<String>,
 }
 
 impl From<&SnapshotManifest> for SnapshotSummary {
@@ -185,6 +189,7 @@ impl From<&SnapshotManifest> for SnapshotSummary {
             duration_seconds: manifest.duration_seconds,
             created_at: manifest.created_at,
             completed_at: manifest.completed_at,
+            replication_generation: manifest.etcd.replication_generation.clone(),
         }
     }
 }
@@ -282,6 +287,7 @@ mod tests {
             duration_seconds: 1.0,
             created_at: start + chrono::Duration::seconds(60),
             completed_at: start + chrono::Duration::seconds(61),
+            replication_generation: None,
         });
         assert_eq!(status.replication_lag_seconds(now), 30.0);
         // A snapshot from the future (its producer's clock ahead) shows as negative lag, for

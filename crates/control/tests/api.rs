@@ -40,6 +40,7 @@ fn manifest(minute: u32, revision: i64) -> SnapshotManifest {
             source_member_id: "8e9e05c52164694d".into(),
             members: vec![],
             previous_cluster_id: None,
+            replication_generation: None,
         },
         raw: ObjectDigest {
             size: 20480,

@@ -80,6 +80,13 @@ pub struct EtcdClusterInfo {
     /// id it follows (docs/security.md, "etcd generations").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_cluster_id: Option<String>,
+    /// The continuous-replication generation whose history this snapshot is in: the one it
+    /// starts (taken for it) or the one whose capture ran unbroken while it was taken. Only a
+    /// snapshot naming a generation is a base for replaying that generation's segments: an etcd
+    /// restored under the same cluster id numbers a new history over the old one's revisions,
+    /// and a revision range alone cannot tell them apart. Signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_generation: Option<String>,
 }
 
 /// One etcd member, from the member list plus its endpoint status where it answered.
@@ -274,6 +281,7 @@ pub(crate) mod tests {
                     }),
                 }],
                 previous_cluster_id: None,
+                replication_generation: None,
             },
             raw: ObjectDigest {
                 size: 20512,

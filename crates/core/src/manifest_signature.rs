@@ -11,7 +11,8 @@
 //! that manifests without it keep verifying with the signatures they already carry. A change
 //! to an existing record changes the domain tag instead. The first such record is
 //! `kubernetes` (the cluster shape), whose value is the shape's compact JSON; the second is
-//! `etcd.previous_cluster_id` (the start of a new etcd generation).
+//! `etcd.previous_cluster_id` (the start of a new etcd generation), the third
+//! `etcd.replication_generation` (whose segments replay onto the snapshot).
 
 use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
@@ -175,6 +176,10 @@ impl SnapshotManifest {
             // A new etcd generation: readers accept the change of cluster id on its word.
             payload.text("etcd.previous_cluster_id", previous);
         }
+        if let Some(generation) = &self.etcd.replication_generation {
+            // Which segments a restore may replay onto this snapshot.
+            payload.text("etcd.replication_generation", generation);
+        }
         payload.0
     }
 }
@@ -220,6 +225,10 @@ mod tests {
             (
                 "new etcd generation",
                 change(|m| m.etcd.previous_cluster_id = Some("1".into())),
+            ),
+            (
+                "replication generation",
+                change(|m| m.etcd.replication_generation = Some("g".into())),
             ),
             ("revision", change(|m| m.etcd.revision += 1)),
             (

@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::time::Duration;
 
-use chrono::Utc;
 use etcd_client::Client;
 use etcd_dr_transport::{Identities, ManifestTrust};
 use tokio::sync::watch;
@@ -21,12 +20,14 @@ use crate::{
 
 /// What the capture needs from the daemon around it.
 pub trait CaptureHost: Sync {
-    /// Takes a full snapshot now (never two at once with the schedule) and returns the etcd
-    /// revision it was recorded at; `Err` says why none was taken.
+    /// Takes a full snapshot now (never two at once with the schedule) to start a new
+    /// generation, and returns that generation: the one its manifest names
+    /// (`etcd.replication_generation`), based at the revision it was recorded at; `Err` says
+    /// why none was taken.
     fn full_snapshot(
         &self,
         cancel: &CancellationToken,
-    ) -> impl Future<Output = Result<i64, String>> + Send;
+    ) -> impl Future<Output = Result<GenerationId, String>> + Send;
 
     /// A generation ended (already logged): count it, alert on it.
     fn generation_ended(&self, generation: &GenerationId, reason: &GenerationBreak);
@@ -60,9 +61,9 @@ enum Next {
     ResumeNewest,
     /// Start a new generation from a fresh full snapshot.
     NewGeneration,
-    /// Start a new generation above this full snapshot's revision (already taken, and reached
-    /// by the generation before).
-    NewGenerationFrom(i64),
+    /// Start this new generation (its full snapshot already taken, and reached by the
+    /// generation before).
+    NewGenerationFrom(GenerationId),
 }
 
 impl ContinuousCapture {
@@ -89,9 +90,8 @@ impl ContinuousCapture {
                     }
                 },
                 Next::NewGeneration => match host.full_snapshot(cancel).await {
-                    Ok(revision) => {
-                        let generation = GenerationId::new(Utc::now(), revision);
-                        info!(%generation, "new replication generation from the full snapshot at revision {revision}");
+                    Ok(generation) => {
+                        info!(%generation, "new replication generation from the full snapshot at revision {}", generation.base_revision());
                         CaptureStart {
                             generation,
                             resume: None,
@@ -105,8 +105,8 @@ impl ContinuousCapture {
                         continue;
                     }
                 },
-                Next::NewGenerationFrom(revision) => CaptureStart {
-                    generation: GenerationId::new(Utc::now(), revision),
+                Next::NewGenerationFrom(generation) => CaptureStart {
+                    generation,
                     resume: None,
                 },
             };
@@ -117,7 +117,7 @@ impl ContinuousCapture {
                     let stored_up_to = tail.map(|t| t.last_revision);
                     match end.next_base {
                         Some(base) if !cancel.is_cancelled() => {
-                            info!(%generation, ?stored_up_to, "replication generation ended at its maximum age; the next starts above the full snapshot at revision {base}");
+                            info!(%generation, ?stored_up_to, next = %base, "replication generation ended at its maximum age; the next starts above the full snapshot at revision {}", base.base_revision());
                             next = Next::NewGenerationFrom(base);
                             continue;
                         }

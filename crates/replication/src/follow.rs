@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::{list_generations, list_segments_after};
 use crate::{
-    ChainLink, ChainReader, GenerationId, ReplicationError, ReplicationLayout, SegmentName,
+    BaseCandidate, ChainLink, ChainReader, GenerationId, ReplicationError, ReplicationLayout,
+    SegmentName,
 };
 
 /// Where the verified chain of the newest generation ends.
@@ -28,20 +29,20 @@ pub struct FollowedChain {
     pub verified_segments: u64,
 }
 
-/// The newest revision a restore reaches: the chain's end when a snapshot lies within its
-/// generation (at or above its base, at or below the end), else the newest snapshot's.
+/// The newest revision a restore reaches: the chain's end when the newest snapshot is a base
+/// for the newest generation (`base.rs`) at or below the end, else the newest snapshot's.
 pub fn restorable_revision(
     generation: Option<&GenerationId>,
     chain_end: i64,
-    newest_snapshot: Option<i64>,
+    newest_snapshot: Option<BaseCandidate<'_>>,
 ) -> Option<i64> {
     match (generation, newest_snapshot) {
         (Some(generation), Some(snapshot))
-            if generation.base_revision() <= snapshot && snapshot <= chain_end =>
+            if snapshot.revision <= chain_end && snapshot.serves(generation, None) =>
         {
             Some(chain_end)
         }
-        (_, snapshot) => snapshot,
+        (_, snapshot) => snapshot.map(|s| s.revision),
     }
 }
 
@@ -151,20 +152,40 @@ mod tests {
     use crate::NO_PREVIOUS_SEGMENT;
 
     #[test]
-    fn a_restore_reaches_the_chain_end_only_with_a_snapshot_inside_its_generation() {
+    fn a_restore_reaches_the_chain_end_only_with_a_base_of_its_generation() {
         let generation = GenerationId::new(chrono::Utc::now(), 100);
+        let name = generation.to_string();
+        let named = |revision| BaseCandidate {
+            revision,
+            created_at: generation.started(),
+            generation: Some(&name),
+        };
         assert_eq!(
-            restorable_revision(Some(&generation), 150, Some(100)),
+            restorable_revision(Some(&generation), 150, Some(named(100))),
             Some(150)
         );
         assert_eq!(
-            restorable_revision(Some(&generation), 150, Some(120)),
+            restorable_revision(Some(&generation), 150, Some(named(120))),
             Some(150)
         );
         // The only snapshot predates the generation: the chain is no use.
+        let before = BaseCandidate {
+            revision: 90,
+            created_at: generation.started() - chrono::TimeDelta::minutes(1),
+            generation: None,
+        };
         assert_eq!(
-            restorable_revision(Some(&generation), 150, Some(90)),
+            restorable_revision(Some(&generation), 150, Some(before)),
             Some(90)
+        );
+        // Inside the range but of another history (another generation named).
+        let other = BaseCandidate {
+            generation: Some("20261201T000000Z-r0000000000000000007"),
+            ..named(120)
+        };
+        assert_eq!(
+            restorable_revision(Some(&generation), 150, Some(other)),
+            Some(120)
         );
         assert_eq!(restorable_revision(None, 0, None), None);
     }

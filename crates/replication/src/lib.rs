@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod base;
 mod capture;
 mod chain;
 mod config;
@@ -27,6 +28,7 @@ mod segment;
 mod segment_signature;
 mod store;
 
+pub use base::BaseCandidate;
 pub use capture::{
     capture_generation, CaptureOptions, CaptureProgress, CaptureStart, GenerationBreak,
 };

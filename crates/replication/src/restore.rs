@@ -1,5 +1,6 @@
 //! Restore to a point from the store: the point resolved to a revision, the generation whose
-//! chain covers it, the newest full snapshot at or below it inside that generation, fetched and
+//! chain covers it, the newest full snapshot at or below it that is a base for that generation
+//! (`base.rs`: of its history, not merely of its revision range), fetched and
 //! verified by transport, then replay.
 
 use std::os::unix::fs::OpenOptionsExt;
@@ -15,8 +16,8 @@ use crate::point_in_time::revision_at_time;
 use crate::scratch_etcd::EtcdBinaries;
 use crate::store::{list_generations, list_segments};
 use crate::{
-    replay_to_revision, ChainReader, GenerationId, ReplayReport, ReplayRequest, ReplicationError,
-    ReplicationLayout,
+    replay_to_revision, BaseCandidate, ChainReader, GenerationId, ReplayReport, ReplayRequest,
+    ReplicationError, ReplicationLayout,
 };
 
 /// Where to look and what to use.
@@ -98,7 +99,8 @@ pub async fn plan_restore(
         if generation.base_revision() > target || target > *last {
             continue;
         }
-        if let Some(base) = newest_base(&catalog.snapshots, generation.base_revision(), target) {
+        let next = next_generation(&reaches, generation);
+        if let Some(base) = newest_base(&catalog.snapshots, generation, next, target) {
             return Ok(RestorePlan {
                 target,
                 base: base.clone(),
@@ -139,12 +141,27 @@ pub async fn plan_restore(
     })
 }
 
-/// The newest complete snapshot with `from <= revision <= to`.
-fn newest_base(snapshots: &[SnapshotManifest], from: i64, to: i64) -> Option<&SnapshotManifest> {
+/// The newest complete snapshot at or below `to` that `generation`'s segments may be replayed
+/// onto (`base.rs`); `next` is the generation after it.
+fn newest_base<'a>(
+    snapshots: &'a [SnapshotManifest],
+    generation: &GenerationId,
+    next: Option<&GenerationId>,
+    to: i64,
+) -> Option<&'a SnapshotManifest> {
     snapshots
         .iter()
-        .filter(|m| m.etcd.revision >= from && m.etcd.revision <= to)
+        .filter(|m| m.etcd.revision <= to && BaseCandidate::from(*m).serves(generation, next))
         .max_by_key(|m| (m.etcd.revision, m.id.clone()))
+}
+
+/// The generation that started after `generation`; `reaches` newest first.
+fn next_generation<'a>(
+    reaches: &'a [(GenerationId, i64)],
+    generation: &GenerationId,
+) -> Option<&'a GenerationId> {
+    let index = reaches.iter().position(|(g, _)| g == generation)?;
+    index.checked_sub(1).map(|newer| &reaches[newer].0)
 }
 
 /// `newest`: the end of the newest generation that has a base snapshot, or the newest snapshot
@@ -155,7 +172,8 @@ fn newest_stored(
 ) -> Result<(i64, Option<GenerationId>), ReplicationError> {
     let newest_snapshot = snapshots.last().map(|m| m.etcd.revision);
     for (generation, last) in reaches {
-        if newest_base(snapshots, generation.base_revision(), *last).is_some() {
+        let next = next_generation(reaches, generation);
+        if newest_base(snapshots, generation, next, *last).is_some() {
             if newest_snapshot.is_some_and(|r| r > *last) {
                 break;
             }

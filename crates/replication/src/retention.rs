@@ -1,39 +1,46 @@
-//! Segment retention: a generation is removed once it is wholly older than the oldest full
-//! snapshot kept (no kept snapshot can be a base for any revision it holds); the newest
-//! generation (the one being written) is always kept, and so is every segment newer than the
-//! oldest kept snapshot.
+//! Segment retention: a generation is removed once no kept full snapshot is a base for any
+//! revision it holds (`base.rs`: of its history, at or below its last revision), since nothing
+//! can then replay it; the newest generation (the one being written) is always kept.
 
 use std::sync::Arc;
 
+use etcd_dr_core::SnapshotManifest;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::base::with_next;
 use crate::store::{list_generations, list_segments};
-use crate::{GenerationId, ReplicationError, ReplicationLayout};
+use crate::{BaseCandidate, GenerationId, ReplicationError, ReplicationLayout};
 
 /// The generations to remove, given each one's newest listed revision (oldest generation
-/// first) and the revision of the oldest full snapshot kept.
+/// first) and the full snapshots kept.
 pub fn plan_generation_removal(
     generations: &[(GenerationId, i64)],
-    oldest_kept_snapshot_revision: i64,
+    kept: &[BaseCandidate<'_>],
 ) -> Vec<GenerationId> {
+    let ids: Vec<GenerationId> = generations.iter().map(|(g, _)| g.clone()).collect();
     let Some((_, older)) = generations.split_last() else {
         return Vec::new();
     };
     older
         .iter()
-        .filter(|(_, last_revision)| *last_revision < oldest_kept_snapshot_revision)
-        .map(|(generation, _)| generation.clone())
+        .zip(with_next(&ids))
+        .filter(|((_, last_revision), (generation, next))| {
+            !kept.iter().any(|snapshot| {
+                snapshot.revision <= *last_revision && snapshot.serves(generation, *next)
+            })
+        })
+        .map(|((generation, _), _)| generation.clone())
         .collect()
 }
 
-/// Removes the generations wholly older than the oldest kept full snapshot (at
-/// `oldest_kept_snapshot_revision`). Each generation's segments go newest first, so that one
-/// cut short is still a valid (shorter) chain. Returns what was removed.
+/// Removes the generations that no kept full snapshot (`kept`) can be a base for. Each
+/// generation's segments go newest first, so that one cut short is still a valid (shorter)
+/// chain. Returns what was removed.
 pub async fn prune_generations(
     store: &Arc<dyn ObjectStore>,
     layout: &ReplicationLayout,
-    oldest_kept_snapshot_revision: i64,
+    kept: &[SnapshotManifest],
     cancel: &CancellationToken,
 ) -> Result<Vec<GenerationId>, ReplicationError> {
     let generations = list_generations(store, layout, cancel).await?;
@@ -47,12 +54,13 @@ pub async fn prune_generations(
         reaches.push((generation.clone(), last));
         names_of.push((generation, names));
     }
-    let removed = plan_generation_removal(&reaches, oldest_kept_snapshot_revision);
+    let kept: Vec<BaseCandidate<'_>> = kept.iter().map(BaseCandidate::from).collect();
+    let removed = plan_generation_removal(&reaches, &kept);
     for (generation, names) in names_of {
         if !removed.contains(&generation) {
             continue;
         }
-        tracing::info!(%generation, segments = names.len(), oldest_kept_snapshot_revision, "removing a replication generation older than every kept snapshot");
+        tracing::info!(%generation, segments = names.len(), "removing a replication generation no kept snapshot is a base for");
         for name in names.iter().rev() {
             let path = layout.segment_path(&generation, name);
             let delete = store.delete(&path);
@@ -105,7 +113,10 @@ mod tests {
         )
         .unwrap();
         sink.put(&newer, &cancel).await.unwrap();
-        let removed = prune_generations(&sink.store, &sink.layout, 100, &cancel)
+        // A kept snapshot named for the newer generation only.
+        let mut kept = crate::base::tests::manifest(500, "2026-12-02T11:59:00Z");
+        kept.etcd.replication_generation = Some(newer_generation.to_string());
+        let removed = prune_generations(&sink.store, &sink.layout, &[kept], &cancel)
             .await
             .unwrap();
         assert_eq!(removed.len(), 1, "{}", old.key);
@@ -126,21 +137,45 @@ mod tests {
     }
 
     #[test]
-    fn removes_only_generations_wholly_older_than_the_oldest_kept_snapshot() {
+    fn removes_only_generations_no_kept_snapshot_is_a_base_for() {
         let generations = [
             (generation(10), 99),
             (generation(100), 250),
             (generation(251), 400),
         ];
-        // Oldest kept snapshot at 200: the first generation ends before it.
-        assert_eq!(plan_generation_removal(&generations, 200), [generation(10)]);
-        // A kept snapshot at 99 is a base for revision 99 of the first generation.
-        assert!(plan_generation_removal(&generations, 99).is_empty());
+        let names: Vec<String> = generations.iter().map(|(g, _)| g.to_string()).collect();
+        let named = |revision, index: usize| BaseCandidate {
+            revision,
+            created_at: generations[index].0.started(),
+            generation: Some(&names[index]),
+        };
+        // Kept: a base of the second generation only.
+        assert_eq!(
+            plan_generation_removal(&generations, &[named(200, 1)]),
+            [generation(10)]
+        );
+        // A kept base of the first generation at its last revision keeps it.
+        assert!(plan_generation_removal(&generations, &[named(99, 0), named(200, 1)]).is_empty());
+        // Named for the first generation but above where its chain ends: replays nothing.
+        assert_eq!(
+            plan_generation_removal(&generations, &[named(120, 0), named(200, 1)]),
+            [generation(10)]
+        );
+        // An unnamed snapshot started while the second generation was the newest.
+        let unnamed = BaseCandidate {
+            revision: 150,
+            created_at: generations[1].0.started() + chrono::TimeDelta::seconds(5),
+            generation: None,
+        };
+        assert_eq!(
+            plan_generation_removal(&generations, &[unnamed]),
+            [generation(10)]
+        );
         // The newest generation is kept whatever the snapshots say.
         assert_eq!(
-            plan_generation_removal(&generations, 1_000),
+            plan_generation_removal(&generations, &[]),
             [generation(10), generation(100)]
         );
-        assert!(plan_generation_removal(&[], 5).is_empty());
+        assert!(plan_generation_removal(&[], &[]).is_empty());
     }
 }

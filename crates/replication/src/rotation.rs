@@ -22,7 +22,7 @@ pub(crate) struct CaptureEnd {
     pub outcome: Result<Option<ChainLink>, ReplicationError>,
     /// The revision of the full snapshot taken to end the generation (its chain reaches it when
     /// the outcome is `Ok`).
-    pub next_base: Option<i64>,
+    pub next_base: Option<GenerationId>,
 }
 
 /// How long until `generation`, started at its id's time, is `max_age` old (zero when it is).
@@ -78,7 +78,7 @@ impl ContinuousCapture {
                 taken = &mut snapshot => taken,
             };
             match taken {
-                Ok(revision) => break revision,
+                Ok(next) => break next,
                 Err(reason) => {
                     warn!(%generation, %reason, retry_in = ?self.retry_interval, "no full snapshot for the next replication generation; the current one goes on");
                     wait = self.retry_interval;
@@ -89,8 +89,8 @@ impl ContinuousCapture {
         // left to the snapshot alone.
         let mut stored = progress.subscribe();
         tokio::select! {
-            outcome = &mut capture => return ended(outcome, Some(base)),
-            _ = stored.wait_for(|p| p.stored_revision >= base) => {}
+            outcome = &mut capture => return ended(outcome, Some(base.clone())),
+            _ = stored.wait_for(|p| p.stored_revision >= base.base_revision()) => {}
         }
         stop.cancel();
         ended(capture.await, Some(base))

@@ -298,6 +298,7 @@ mod tests {
                     })
                     .collect(),
                 previous_cluster_id: None,
+                replication_generation: None,
             },
             raw: ObjectDigest {
                 size: 1000,

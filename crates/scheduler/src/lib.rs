@@ -20,5 +20,7 @@ mod source;
 pub use error::SourceError;
 pub use etcd_config::EtcdConfig;
 pub use schedule::{run_schedule, Schedule, ScheduleConfig};
-pub use snapshot::{host_name, BundlePlan, SnapshotContext, SnapshotError, SnapshotOutcome};
+pub use snapshot::{
+    host_name, BundlePlan, SnapshotContext, SnapshotError, SnapshotHooks, SnapshotOutcome,
+};
 pub use source::{ClusterSurvey, EndpointReport, EndpointStatus, EtcdSource, SnapshotChunks};

@@ -88,6 +88,7 @@ fn values_move_with_events_and_status() {
         duration_seconds: 3.0,
         created_at: start,
         completed_at: start + chrono::Duration::seconds(3),
+        replication_generation: None,
     };
     metrics.snapshot_taken(&snapshot);
     metrics.snapshot_failed();

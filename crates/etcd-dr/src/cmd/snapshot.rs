@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use etcd_dr_scheduler::{SnapshotError, SnapshotOutcome};
+use etcd_dr_scheduler::{SnapshotError, SnapshotHooks, SnapshotOutcome};
 use etcd_dr_transport::{ShipProgress, TransportError};
 
 use super::{human_bytes, shutdown_token, snapshot_context};
@@ -43,7 +43,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitCode> {
         on_terminal(args.json),
     );
     let outcome = context
-        .take_snapshot(args.label, false, &progress, &|_| {}, &cancel)
+        .take_snapshot(args.label, false, &progress, SnapshotHooks::NONE, &cancel)
         .await;
     drop(bar);
     if let Err(SnapshotError::Transport(TransportError::ProducerBusy {

@@ -21,6 +21,7 @@ pub async fn check_once(state: &DaemonState) {
             None,
         )
         .await
+        .map(|snapshot| snapshot.id)
         .ok_or_else(|| {
             state
                 .status_last_error()

@@ -296,6 +296,7 @@ impl DaemonState {
     /// Exports what a listing found that needs attention: unreadable manifests (counted and
     /// named in `last_error`, never skipped silently) and the newest snapshot's clock skew.
     pub fn observe_catalog(&self, catalog: &Catalog) {
+        self.replication.observe_snapshots(&catalog.snapshots);
         self.metrics
             .set_unreadable_manifests(catalog.unreadable.len());
         if let Some(bad) = catalog.unreadable.last() {

@@ -9,11 +9,11 @@ use etcd_dr_control::{
     ActionError, Activity, RunningKind, RunningWork, ScheduleStatus, SnapshotSummary, Trigger,
 };
 use etcd_dr_core::SnapshotId;
-use etcd_dr_scheduler::{Schedule, SnapshotError, SnapshotOutcome};
+use etcd_dr_scheduler::{Schedule, SnapshotError, SnapshotHooks, SnapshotOutcome};
 use etcd_dr_transport::{apply_retention, list_snapshots, plan_verified_retention, TransportError};
 use tokio::sync::oneshot;
 
-use super::DaemonState;
+use super::{replication, DaemonState};
 
 /// Tells `POST /v1/snapshots` the id of the snapshot it started, or why none started.
 pub type IdSender = oneshot::Sender<Result<SnapshotId, ActionError>>;
@@ -87,7 +87,7 @@ pub async fn run(state: &DaemonState, schedule: &Schedule) {
 }
 
 /// One snapshot (the caller holds the snapshot lock), then retention and a fresh count.
-/// Returns the id of the snapshot it committed. A fenced primary takes none. While it runs,
+/// Returns the snapshot it committed. A fenced primary takes none. While it runs,
 /// `POST /v1/snapshots` answers 409 naming it.
 pub async fn snapshot_cycle(
     state: &DaemonState,
@@ -95,7 +95,7 @@ pub async fn snapshot_cycle(
     label: Option<String>,
     skip_unchanged: bool,
     id_sender: Option<IdSender>,
-) -> Option<SnapshotId> {
+) -> Option<SnapshotSummary> {
     state.snapshot_run_started(trigger);
     let taken = snapshot_and_prune(state, trigger, label, skip_unchanged, id_sender).await;
     state.snapshot_run_ended();
@@ -108,7 +108,7 @@ async fn snapshot_and_prune(
     label: Option<String>,
     skip_unchanged: bool,
     id_sender: Option<IdSender>,
-) -> Option<SnapshotId> {
+) -> Option<SnapshotSummary> {
     let Some(context) = &state.snapshots else {
         return None;
     };
@@ -142,8 +142,16 @@ async fn snapshot_and_prune(
         });
         send_id(Ok(id.clone()));
     };
+    let capture_before = state.replication.capture_progress();
+    let replication_generation = |revision| {
+        replication::generation_of_snapshot(state, trigger, capture_before.as_ref(), revision)
+    };
+    let hooks = SnapshotHooks {
+        on_attempt: &on_attempt,
+        replication_generation: &replication_generation,
+    };
     let result = context
-        .take_snapshot(label, skip_unchanged, &state.progress, &on_attempt, cancel)
+        .take_snapshot(label, skip_unchanged, &state.progress, hooks, cancel)
         .await;
     // Before the run shows as finished: the next request lists the new snapshot.
     state.forget_catalog().await;
@@ -159,10 +167,10 @@ async fn snapshot_and_prune(
             state.metrics.snapshot_taken(&summary);
             state.update(|status| {
                 status.last_snapshot = Some(summary.clone());
-                status.newest_verified = Some(summary);
+                status.newest_verified = Some(summary.clone());
             });
             state.cycle_succeeded();
-            taken = Some(manifest.id.clone());
+            taken = Some(summary);
         }
         Ok(SnapshotOutcome::Unchanged { revision, newest }) => {
             tracing::info!(revision, newest = %newest, "revision unchanged since the newest snapshot; skipped");
@@ -225,7 +233,11 @@ async fn snapshot_and_prune(
     }
     // Retention is part of the run: /v1/status shows it in flight, so a trigger refused meanwhile
     // (409, "see in_flight") points at something there.
-    state.begin(Activity::Retention, trigger, taken.clone());
+    state.begin(
+        Activity::Retention,
+        trigger,
+        taken.as_ref().map(|s| s.id.clone()),
+    );
     if let Err(error) = prune(state).await {
         tracing::error!(%error, "retention failed");
         state.note_error(format!("retention failed: {error}"));

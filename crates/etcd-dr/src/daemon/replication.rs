@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use etcd_dr_control::{LastError, ReplicationStatus, SnapshotSummary, Trigger};
+use etcd_dr_control::{LastError, ReplicationStatus, Role, SnapshotSummary, Trigger};
 use etcd_dr_core::SnapshotManifest;
 use etcd_dr_replication::{
-    keep_heartbeat, prune_generations, restorable_revision, CaptureHost, CaptureProgress,
-    ContinuousCapture, GenerationBreak, GenerationId, ReplicationError, ReplicationLayout,
-    SegmentSigner, SegmentStore,
+    keep_heartbeat, prune_generations, restorable_revision, BaseCandidate, CaptureHost,
+    CaptureProgress, ContinuousCapture, GenerationBreak, GenerationId, ReplicationError,
+    ReplicationLayout, SegmentSigner, SegmentStore,
 };
 use etcd_dr_scheduler::EtcdSource;
 use tokio::sync::watch;
@@ -34,6 +34,8 @@ const START_UP_SNAPSHOT_WINDOW: chrono::TimeDelta = chrono::TimeDelta::minutes(2
 pub struct ReplicationView {
     recorded: Mutex<Option<ReplicationStatus>>,
     capture: Mutex<Option<watch::Receiver<CaptureProgress>>>,
+    /// The snapshots of the store as last listed: which can be a generation's base.
+    listed: Mutex<Vec<SnapshotSummary>>,
 }
 
 impl ReplicationView {
@@ -53,11 +55,46 @@ impl ReplicationView {
         *lock(&self.capture) = Some(progress);
     }
 
+    /// The store's snapshots as just listed.
+    pub fn observe_snapshots(&self, snapshots: &[SnapshotManifest]) {
+        *lock(&self.listed) = snapshots.iter().map(SnapshotSummary::from).collect();
+    }
+
+    /// The newest revision a restore reaches with the chain ending at `chain_end` in
+    /// `generation`: its end when a snapshot listed (or `newest_snapshot`) is a base of the
+    /// generation at or below it, else the newest snapshot's.
+    pub fn restorable_revision(
+        &self,
+        generation: Option<&GenerationId>,
+        chain_end: i64,
+        newest_snapshot: Option<&SnapshotSummary>,
+    ) -> Option<i64> {
+        let listed = lock(&self.listed);
+        let base = generation.and_then(|generation| {
+            listed
+                .iter()
+                .chain(newest_snapshot)
+                .filter(|s| s.revision <= chain_end && base_candidate(s).serves(generation, None))
+                .max_by_key(|s| s.revision)
+        });
+        restorable_revision(
+            generation,
+            chain_end,
+            base.or(newest_snapshot).map(base_candidate),
+        )
+    }
+
+    /// The capture's progress now; `None` before the capture runs.
+    pub fn capture_progress(&self) -> Option<CaptureProgress> {
+        lock(&self.capture)
+            .as_ref()
+            .map(|progress| progress.borrow().clone())
+    }
+
     /// The status to show; `newest_snapshot` decides what a restore reaches.
     pub fn status(&self, newest_snapshot: Option<&SnapshotSummary>) -> Option<ReplicationStatus> {
         let mut status = lock(&self.recorded).clone()?;
-        if let Some(progress) = lock(&self.capture).as_ref() {
-            let progress = progress.borrow();
+        if let Some(progress) = self.capture_progress() {
             status.generation = progress.generation.as_ref().map(ToString::to_string);
             status.etcd_revision = progress.etcd_revision;
             status.captured_revision = progress.captured_revision;
@@ -65,14 +102,50 @@ impl ReplicationView {
             status.segments = progress.stored_segments;
             status.segment_bytes = progress.stored_bytes;
             status.complete_as_of = progress.complete_as_of().map(DateTime::<Utc>::from);
-            status.restorable_revision = restorable_revision(
+            status.restorable_revision = self.restorable_revision(
                 progress.generation.as_ref(),
                 progress.stored_revision,
-                newest_snapshot.map(|s| s.revision),
+                newest_snapshot,
             );
         }
         Some(status)
     }
+}
+
+/// A snapshot as a possible base of a generation.
+pub fn base_candidate(snapshot: &SnapshotSummary) -> BaseCandidate<'_> {
+    BaseCandidate {
+        revision: snapshot.revision,
+        created_at: snapshot.created_at,
+        generation: snapshot.replication_generation.as_deref(),
+    }
+}
+
+/// The replication generation a snapshot of this daemon at `revision` names in its manifest
+/// (`etcd.replication_generation`, decided just before the manifest commits; `before` is the
+/// capture's progress as the snapshot run started):
+/// - one taken while the same watch stayed open on a generation is in that generation (not
+///   for the capture's own snapshots, which start the next);
+/// - any other starts a new generation, based at its revision: the capture may adopt it (at
+///   start-up the schedule's first snapshot serves as the first generation's base); until it
+///   does, it is no base of any stored generation — the watch was not open throughout, so
+///   etcd may have been restored under it.
+pub fn generation_of_snapshot(
+    state: &DaemonState,
+    trigger: Trigger,
+    before: Option<&CaptureProgress>,
+    revision: i64,
+) -> Option<String> {
+    if !state.settings.replication.enabled || state.settings.role != Role::Primary {
+        return None;
+    }
+    let now = state.replication.capture_progress();
+    match (trigger, before, &now) {
+        (Trigger::Replication, _, _) => None,
+        (_, Some(before), Some(now)) => now.unbroken_since(before).map(ToString::to_string),
+        _ => None,
+    }
+    .or_else(|| Some(GenerationId::new(Utc::now(), revision).to_string()))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -92,7 +165,7 @@ struct DaemonCaptureHost<'a> {
 }
 
 impl CaptureHost for DaemonCaptureHost<'_> {
-    async fn full_snapshot(&self, cancel: &CancellationToken) -> Result<i64, String> {
+    async fn full_snapshot(&self, cancel: &CancellationToken) -> Result<GenerationId, String> {
         let state = self.state;
         let now = Utc::now();
         let started_at = state.started_at();
@@ -108,13 +181,21 @@ impl CaptureHost for DaemonCaptureHost<'_> {
             () = cancel.cancelled() => return Err("shutting down".into()),
         };
         // A snapshot that completed since (at start-up, typically the schedule's first run) is
-        // as good a base as a new one: no second full snapshot back to back.
+        // as good a base as a new one when it names the generation it may start: no second
+        // full snapshot back to back.
         if let Some(snapshot) = state.snapshot_committed_since(since) {
-            tracing::info!(id = %snapshot.id, "the new replication generation starts from the snapshot just taken");
-            return Ok(snapshot.revision);
+            if let Some(generation) = starting_generation(&snapshot) {
+                tracing::info!(id = %snapshot.id, "the new replication generation starts from the snapshot just taken");
+                return Ok(generation);
+            }
         }
         match primary::snapshot_cycle(state, Trigger::Replication, None, false, None).await {
-            Some(id) => Ok(id.revision()),
+            Some(snapshot) => starting_generation(&snapshot).ok_or_else(|| {
+                format!(
+                    "snapshot {} names no replication generation to start",
+                    snapshot.id
+                )
+            }),
             None => Err(state
                 .status_last_error()
                 .unwrap_or_else(|| "no snapshot was taken".into())),
@@ -146,6 +227,15 @@ impl CaptureHost for DaemonCaptureHost<'_> {
         });
         self.state.note_error(message);
     }
+}
+
+/// The generation `snapshot` starts: the one its manifest names, when based at its revision.
+fn starting_generation(snapshot: &SnapshotSummary) -> Option<GenerationId> {
+    snapshot
+        .replication_generation
+        .as_deref()
+        .and_then(|name| name.parse::<GenerationId>().ok())
+        .filter(|generation| generation.base_revision() == snapshot.revision)
 }
 
 /// The segments' place in the store.
@@ -245,22 +335,17 @@ pub async fn run(state: Arc<DaemonState>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Removes replication generations wholly older than the oldest kept snapshot (after snapshot
-/// retention, from its catalog). Only with replication on: without it, no store call.
+/// Removes replication generations no kept snapshot is a base for (after snapshot retention,
+/// from its catalog). Only with replication on: without it, no store call.
 pub async fn prune_segments(state: &DaemonState, kept: &[SnapshotManifest]) -> anyhow::Result<()> {
     if !state.settings.replication.enabled {
         return Ok(());
     }
-    let Some(oldest_kept) = kept.iter().map(|m| m.etcd.revision).min() else {
-        return Ok(());
-    };
-    let removed =
-        prune_generations(&state.store, &layout(state)?, oldest_kept, &state.cancel).await?;
+    let removed = prune_generations(&state.store, &layout(state)?, kept, &state.cancel).await?;
     if !removed.is_empty() {
         tracing::info!(
             removed = removed.len(),
-            oldest_kept,
-            "replication generations older than every kept snapshot removed"
+            "replication generations no kept snapshot is a base for removed"
         );
     }
     Ok(())

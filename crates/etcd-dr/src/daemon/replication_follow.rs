@@ -80,10 +80,10 @@ pub async fn run(state: &DaemonState) -> anyhow::Result<()> {
             complete_as_of = complete_as_of.max(chain.last_observed);
         }
         let newest_snapshot = state.update(|status| status.newest_verified.clone());
-        let restorable = etcd_dr_replication::restorable_revision(
+        let restorable = state.replication.restorable_revision(
             chain.generation.as_ref(),
             verified_end.unwrap_or(0),
-            newest_snapshot.as_ref().map(|s| s.revision),
+            newest_snapshot.as_ref(),
         );
         if let Some(message) = &problem {
             tracing::warn!(%message, "replication follow");

@@ -33,6 +33,13 @@ pub struct CaptureProgress {
     pub stored_bytes: u64,
     /// The stored end of the chain (`None` before the generation's first segment).
     pub stored_tail: Option<ChainLink>,
+    /// The number of the watch that is open on the generation's history, `None` between
+    /// watches. A new number each time a watch opens: a snapshot taken while the same watch
+    /// stayed open (same generation, same number before and after) is of the history that
+    /// watch captures, since an etcd restored under it would have broken the watch.
+    pub open_watch: Option<u64>,
+    /// Watches opened so far (the next one's number).
+    watches_opened: u64,
     /// Unix ms of the newest moment at which every revision etcd had reported was stored; 0
     /// before the first such moment.
     complete_unix_ms: i64,
@@ -54,6 +61,35 @@ impl CaptureProgress {
         self.captured_revision = stored;
         self.stored_revision = stored;
         self.unstored_reports.clear();
+    }
+
+    /// A watch opened on the generation's history: its number.
+    pub(crate) fn watch_opened(&mut self) -> u64 {
+        self.watches_opened += 1;
+        self.open_watch = Some(self.watches_opened);
+        self.watches_opened
+    }
+
+    /// The watch `number` closed (for whatever reason).
+    pub(crate) fn watch_closed(&mut self, number: u64) {
+        if self.open_watch == Some(number) {
+            self.open_watch = None;
+        }
+    }
+
+    /// The generation whose history a snapshot is in when this capture's progress was
+    /// `before` as the snapshot started and is `self` now: the same watch stayed open on the
+    /// same generation throughout.
+    pub fn unbroken_since(&self, before: &CaptureProgress) -> Option<&GenerationId> {
+        match (&self.generation, self.open_watch) {
+            (Some(generation), Some(watch))
+                if before.open_watch == Some(watch)
+                    && before.generation.as_ref() == Some(generation) =>
+            {
+                Some(generation)
+            }
+            _ => None,
+        }
     }
 
     /// etcd reported `revision` (a watch response's header, or an event) at `at_unix_ms`.
@@ -118,6 +154,30 @@ pub(crate) fn unix_ms(time: SystemTime) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_is_in_a_generation_only_while_one_watch_stays_open_on_it() {
+        let generation = GenerationId::new(chrono::Utc::now(), 40);
+        let mut progress = CaptureProgress::default();
+        progress.start_generation(generation.clone(), 40, None);
+        // No watch open as the snapshot starts: no generation, whatever follows.
+        let before = progress.clone();
+        let first = progress.watch_opened();
+        assert_eq!(progress.unbroken_since(&before), None);
+        // Open before and after, the same watch: its generation.
+        let before = progress.clone();
+        assert_eq!(progress.unbroken_since(&before), Some(&generation));
+        // The watch broke (etcd restarted under it) and another opened: not provably the
+        // same history.
+        progress.watch_closed(first);
+        assert_eq!(progress.unbroken_since(&before), None);
+        progress.watch_opened();
+        assert_eq!(progress.unbroken_since(&before), None);
+        // Another generation with the same watch number is not the same either.
+        let before = progress.clone();
+        progress.start_generation(GenerationId::new(chrono::Utc::now(), 90), 90, None);
+        assert_eq!(progress.unbroken_since(&before), None);
+    }
 
     fn at(ms: i64) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(ms as u64)

@@ -76,6 +76,7 @@ pub(super) async fn watch_into_segments(
         stream = watch_client.watch("", Some(watch_options)) => stream.map_err(|e| ReplicationError::etcd("watch", e))?.split(),
         () = cancel.cancelled() => return Ok(()),
     };
+    let open = OpenWatch::opened(progress);
     let mut lease_client = client.lease_client();
     let mut known_leases: HashSet<i64> = HashSet::new();
     let mut fragments: Vec<PbEvent> = Vec::new();
@@ -181,9 +182,31 @@ pub(super) async fn watch_into_segments(
             progress.send_modify(|p| p.etcd_reported(header.revision, received_unix_ms));
         }
     };
+    drop(open);
     // Revisions already captured are valid whatever stopped the watch: store them.
     let flushed = builder.cut(segments, &CancellationToken::new()).await;
     outcome.and(flushed)
+}
+
+/// The open watch as progress shows it (`open_watch`), until dropped.
+struct OpenWatch<'a> {
+    progress: &'a watch::Sender<CaptureProgress>,
+    number: u64,
+}
+
+impl<'a> OpenWatch<'a> {
+    fn opened(progress: &'a watch::Sender<CaptureProgress>) -> Self {
+        let mut number = 0;
+        progress.send_modify(|p| number = p.watch_opened());
+        Self { progress, number }
+    }
+}
+
+impl Drop for OpenWatch<'_> {
+    fn drop(&mut self) {
+        let number = self.number;
+        self.progress.send_modify(|p| p.watch_closed(number));
+    }
 }
 
 /// etcd's cluster id and revision now, by a linearizable read (a lagging member answers only

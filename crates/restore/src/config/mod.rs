@@ -363,6 +363,23 @@ mod tests {
         assert!(problems.is_empty(), "{problems}");
     }
 
+    /// `sleep seconds` run as a copy of sleep at `program` (a process of that name).
+    fn sleep_named(program: &std::path::Path, seconds: &str) -> std::process::Child {
+        std::fs::copy("/bin/sleep", program).unwrap();
+        // Another test forking while the copy was open for writing keeps it open in that child
+        // until it execs: "text file busy" for a moment.
+        let mut attempts = 0;
+        loop {
+            match std::process::Command::new(program).arg(seconds).spawn() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && attempts < 50 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                spawned => return spawned.unwrap(),
+            }
+        }
+    }
+
     #[test]
     fn the_force_stop_kills_and_checks() {
         // Processes of names no one else uses: one short, one longer than the 15 bytes the
@@ -374,11 +391,7 @@ mod tests {
         let mut reapers = Vec::new();
         for name in [&short, &long] {
             let program = dir.path().join(name);
-            std::fs::copy("/bin/sleep", &program).unwrap();
-            let mut child = std::process::Command::new(&program)
-                .arg("60")
-                .spawn()
-                .unwrap();
+            let mut child = sleep_named(&program, "60");
             // Reaped at once, as kubelet's container runtime would (pgrep sees zombies).
             reapers.push(std::thread::spawn(move || child.wait().unwrap()));
         }
@@ -407,11 +420,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let name = format!("edrfz{}", std::process::id() % 1_000_000);
         let program = dir.path().join(&name);
-        std::fs::copy("/bin/sleep", &program).unwrap();
-        let mut child = std::process::Command::new(&program)
-            .arg("0")
-            .spawn()
-            .unwrap();
+        let mut child = sleep_named(&program, "0");
         // Not reaped until the script has given up: a zombie named `name`.
         std::thread::sleep(std::time::Duration::from_millis(300));
         let output = std::process::Command::new("sh")

@@ -84,6 +84,7 @@ pub(super) fn build_manifest(
             source_member_id: etcd_id_hex(candidate.member_id),
             members: survey.members.clone(),
             previous_cluster_id: attempt.previous_cluster_id.clone(),
+            replication_generation: None,
         },
         raw: data.raw,
         etcd_sha256: data.etcd_sha256,

@@ -80,10 +80,30 @@ pub enum SnapshotOutcome {
     },
 }
 
+/// What the caller of a snapshot run hears of it and adds to its manifest.
+#[derive(Clone, Copy)]
+pub struct SnapshotHooks<'a> {
+    /// Hears the id of each attempt (the id carries the revision of the member streamed from,
+    /// so a failover changes it).
+    pub on_attempt: &'a (dyn Fn(&SnapshotId) + Send + Sync),
+    /// Asked with the snapshot's revision once its data and bundles are stored, just before
+    /// the manifest commits: the replication generation whose history the snapshot is in
+    /// (`etcd.replication_generation`), if any.
+    pub replication_generation: &'a (dyn Fn(i64) -> Option<String> + Send + Sync),
+}
+
+impl SnapshotHooks<'static> {
+    /// Hears nothing, adds nothing (a one-off snapshot outside the daemon).
+    pub const NONE: Self = Self {
+        on_attempt: &|_| {},
+        replication_generation: &|_| None,
+    };
+}
+
 impl SnapshotContext {
     /// Takes one snapshot. With `skip_unchanged`, a cluster whose revision equals that of the
-    /// newest stored snapshot is left alone. `on_attempt` hears the id of each attempt (the
-    /// id carries the revision of the member streamed from, so a failover changes it).
+    /// newest stored snapshot is left alone. `hooks` hears each attempt's id and names the
+    /// snapshot's replication generation.
     ///
     /// The producer lease of the prefix is held throughout: while another producer holds it
     /// this fails at once with [`TransportError::ProducerBusy`] and writes nothing.
@@ -92,7 +112,7 @@ impl SnapshotContext {
         label: Option<String>,
         skip_unchanged: bool,
         progress: &ShipProgress,
-        on_attempt: &(dyn Fn(&SnapshotId) + Send + Sync),
+        hooks: SnapshotHooks<'_>,
         cancel: &CancellationToken,
     ) -> Result<SnapshotOutcome, SnapshotError> {
         let lease = ProducerLease::acquire(
@@ -107,7 +127,7 @@ impl SnapshotContext {
         let leased = cancel.child_token();
         let keeper = LeaseKeeper::start(lease, leased.clone());
         let result = self
-            .take_leased(label, skip_unchanged, progress, on_attempt, &leased)
+            .take_leased(label, skip_unchanged, progress, hooks, &leased)
             .await;
         let lost = keeper.is_lost();
         // Released even on shutdown (a token of its own), within a bound: a lease left
@@ -134,7 +154,7 @@ impl SnapshotContext {
         label: Option<String>,
         skip_unchanged: bool,
         progress: &ShipProgress,
-        on_attempt: &(dyn Fn(&SnapshotId) + Send + Sync),
+        hooks: SnapshotHooks<'_>,
         cancel: &CancellationToken,
     ) -> Result<SnapshotOutcome, SnapshotError> {
         let started = Instant::now();
@@ -174,11 +194,11 @@ impl SnapshotContext {
                 started,
                 previous_cluster_id: previous_cluster_id.clone(),
             };
-            on_attempt(&attempt.id);
+            (hooks.on_attempt)(&attempt.id);
             let span =
                 tracing::info_span!("snapshot", id = %attempt.id, endpoint = %candidate.endpoint);
             match self
-                .stream_from(&attempt, progress, cancel)
+                .stream_from(&attempt, progress, hooks, cancel)
                 .instrument(span)
                 .await
             {
@@ -200,6 +220,7 @@ impl SnapshotContext {
         &self,
         attempt: &Attempt<'_>,
         progress: &ShipProgress,
+        hooks: SnapshotHooks<'_>,
         cancel: &CancellationToken,
     ) -> Result<SnapshotManifest, SnapshotError> {
         let (id, candidate) = (&attempt.id, attempt.candidate);
@@ -258,6 +279,7 @@ impl SnapshotContext {
         };
         let mut manifest =
             build_manifest(&self.cluster, attempt, data, nodes, kubernetes, producer());
+        manifest.etcd.replication_generation = (hooks.replication_generation)(candidate.revision);
         if let Err(error) = commit_manifest(
             &self.store,
             &self.layout,

@@ -25,6 +25,7 @@ fn manifest(cluster: &str, encrypted: bool) -> SnapshotManifest {
             source_member_id: "1".into(),
             members: Vec::new(),
             previous_cluster_id: None,
+            replication_generation: None,
         },
         raw: ObjectDigest {
             size: 10,

@@ -22,6 +22,7 @@ pub fn manifest(id: SnapshotId, data: etcd_dr_transport::UploadedData) -> Snapsh
             source_member_id: "1".into(),
             members: vec![],
             previous_cluster_id: None,
+            replication_generation: None,
         },
         raw: data.raw,
         etcd_sha256: data.etcd_sha256,
