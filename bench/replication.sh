@@ -18,6 +18,20 @@ REPL="$OUT/replication.jsonl"
 : > "$REPL"
 log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# CPU time the hypervisor gave to others while this VM wanted it (/proc/stat "steal", in
+# seconds): on a shared host it is what makes two runs of the same code differ.
+steal_now() { awk '/^cpu / { print $9 / 100 }' /proc/stat; }
+# Adds {"steal_seconds": …} since $1 to the last row of $REPL.
+add_steal() {
+    python3 - "$REPL" "$1" "$(steal_now)" <<'PY'
+import json, sys
+path, before, after = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+lines = open(path).read().splitlines()
+row = json.loads(lines[-1]); row["steal_seconds"] = round(after - before, 2)
+lines[-1] = json.dumps(row)
+open(path, "w").write("\n".join(lines) + "\n")
+PY
+}
 OWN=()
 trap 'for p in "${OWN[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
 
@@ -36,8 +50,10 @@ OWN+=("$CEIL_PID")
 for _ in $(seq 100); do etcdctl --endpoints "$CEIL_URL" endpoint health >/dev/null 2>&1 && break; sleep 0.2; done
 for writers in 1 16 64; do
     log "etcd alone: 10,000 one-put transactions, $writers at once"
+    before=$(steal_now)
     "$LOAD" --endpoint "$CEIL_URL" --rate 0 --count 10000 --writers "$writers" --txn \
         --label "etcd alone, $writers at once" --process "etcd=$CEIL_PID" >> "$REPL"
+    add_steal "$before"
 done
 kill "$CEIL_PID"; wait "$CEIL_PID" 2>/dev/null || true
 rm -rf "$W/ceiling"
@@ -64,14 +80,18 @@ seed=1
 for rate in 100 500; do
     log "capture: $rate rev/s of 1 KiB values for 20 s"
     seed=$((seed + 1))
+    before=$(steal_now)
     "$LOAD" --endpoint "$ETCD_URL" --rate "$rate" --seconds 20 --writers 16 --seed "$seed" \
         --label "capture at $rate/s" --metrics "$METRICS" \
         --process "etcd-dr=$DAEMON" --process "etcd=$ETCD_PID" >> "$REPL"
+    add_steal "$before"
 done
 log "capture: a burst of 20,000 writes, 64 writers, unpaced"
+before=$(steal_now)
 "$LOAD" --endpoint "$ETCD_URL" --rate 0 --count 20000 --writers 64 --seed 9 \
     --label "capture, burst" --metrics "$METRICS" \
     --process "etcd-dr=$DAEMON" --process "etcd=$ETCD_PID" >> "$REPL"
+add_steal "$before"
 last=$(etcdctl --endpoints "$ETCD_URL" endpoint status -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Status"]["header"]["revision"])')
 caught_up=""
 for _ in $(seq 600); do
@@ -101,6 +121,7 @@ PY
 for run in $(seq "$RUNS"); do
     log "replay: etcd-dr fetch --at newest (run $run of $RUNS)"
     rm -f "$W/replayed.db"
+    before=$(steal_now)
     /usr/bin/time -f 'TIME %e %U %S %M' -o "$W/fetch.time" \
         "$EDR" --config "$CONFIG" fetch --at newest --output "$W/replayed.db" > "$W/fetch.out" 2>"$W/fetch.err"
     python3 - "$W/fetch.out" "$W/fetch.time" >> "$REPL" <<'PY'
@@ -113,6 +134,7 @@ print(json.dumps({"label": "replay", "revisions": int(revisions), "segments": in
     "replay_seconds": float(seconds), "replay_cpu_etcd_dr": float(own), "replay_cpu_etcd": float(etcd), "resent": int(resent),
     "fetch_wall": float(wall), "fetch_cpu": float(user) + float(system), "fetch_peak_rss_kib": int(rss)}))
 PY
+    add_steal "$before"
 done
 rm -f "$W/replayed.db"
 
@@ -122,32 +144,32 @@ import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 def mib(kib): return f"{kib / 1024:.1f} MiB"
 print("### Continuous replication\n")
-print("| etcd alone: one-put transactions | rate | wall | etcd CPU |")
-print("|---|---:|---:|---:|")
+print("| etcd alone: one-put transactions | rate | wall | etcd CPU | CPU stolen by the host meanwhile |")
+print("|---|---:|---:|---:|---:|")
 for r in rows:
     if r["label"].startswith("etcd alone"):
         p = r["processes"]["etcd"]
-        print(f"| {r['label']} ({r['writes']}) | {r['rate_reached']:.0f}/s | {r['seconds']:.2f} s | {p['cpu_seconds']:.2f} s |")
+        print(f"| {r['label']} ({r['writes']}) | {r['rate_reached']:.0f}/s | {r['seconds']:.2f} s | {p['cpu_seconds']:.2f} s | {r.get('steal_seconds', 0):.2f} s |")
 print()
-print("| capture (etcd-dr run, local store) | rate reached | RPO p50 / p99 / max | etcd-dr CPU | etcd-dr peak RSS | etcd CPU |")
-print("|---|---:|---:|---:|---:|---:|")
+print("| capture (etcd-dr run, local store) | rate reached | RPO p50 / p99 / max | etcd-dr CPU | etcd-dr peak RSS | etcd CPU | CPU stolen meanwhile |")
+print("|---|---:|---:|---:|---:|---:|---:|")
 for r in rows:
     if r["label"].startswith("capture"):
         d, e = r["processes"]["etcd-dr"], r["processes"]["etcd"]
         lag = "/".join(f"{r[k]:.2f}" for k in ("lag_p50_seconds", "lag_p99_seconds", "lag_max_seconds")) + " s"
-        print(f"| {r['label']}: {r['writes']} writes in {r['seconds']:.1f} s | {r['rate_reached']:.0f}/s | {lag} | {d['cpu_seconds']:.2f} s | {mib(d['peak_rss_kib'])}{'' if d['peak_reset_at_start'] else ' (since start)'} | {e['cpu_seconds']:.2f} s |")
+        print(f"| {r['label']}: {r['writes']} writes in {r['seconds']:.1f} s | {r['rate_reached']:.0f}/s | {lag} | {d['cpu_seconds']:.2f} s | {mib(d['peak_rss_kib'])}{'' if d['peak_reset_at_start'] else ' (since start)'} | {e['cpu_seconds']:.2f} s | {r.get('steal_seconds', 0):.2f} s |")
     if r["label"] == "daemon after the burst":
-        print(f"| daemon's peak RSS since its start | | | | {mib(r['peak_rss_kib_lifetime'])} | |")
+        print(f"| daemon's peak RSS since its start | | | | {mib(r['peak_rss_kib_lifetime'])} | | |")
 print()
 for r in rows:
     if r["label"] == "stored":
         print(f"Stored: {r['segments']} segments, {r['revisions']} revisions (one event each), {r['bytes']} bytes, {r['bytes'] / max(r['revisions'], 1):.1f} bytes/event.\n")
 replays = [r for r in rows if r["label"] == "replay"]
 if replays:
-    print("| replay: `etcd-dr fetch --at newest` | revisions | replay | rev/s | CPU in replay: etcd-dr / throw-away etcd | sent again | fetch wall (restore, start, replay, snapshot) | fetch CPU | fetch peak RSS |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| replay: `etcd-dr fetch --at newest` | revisions | replay | rev/s | CPU in replay: etcd-dr / throw-away etcd | sent again | fetch wall (restore, start, replay, snapshot) | fetch CPU | fetch peak RSS | CPU stolen meanwhile |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for i, r in enumerate(replays, 1):
-        print(f"| run {i} | {r['revisions']} | {r['replay_seconds']:.2f} s | {r['revisions'] / r['replay_seconds']:.0f} | {r['replay_cpu_etcd_dr']:.2f} s / {r['replay_cpu_etcd']:.2f} s | {r['resent']} | {r['fetch_wall']:.2f} s | {r['fetch_cpu']:.2f} s | {mib(r['fetch_peak_rss_kib'])} |")
+        print(f"| run {i} | {r['revisions']} | {r['replay_seconds']:.2f} s | {r['revisions'] / r['replay_seconds']:.0f} | {r['replay_cpu_etcd_dr']:.2f} s / {r['replay_cpu_etcd']:.2f} s | {r['resent']} | {r['fetch_wall']:.2f} s | {r['fetch_cpu']:.2f} s | {mib(r['fetch_peak_rss_kib'])} | {r.get('steal_seconds', 0):.2f} s |")
     rates = [r["revisions"] / r["replay_seconds"] for r in replays]
     print(f"\nReplay median: {statistics.median(rates):.0f} revisions/s.")
 PY
