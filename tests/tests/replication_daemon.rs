@@ -677,6 +677,17 @@ fn an_etcd_rewound_under_the_same_cluster_id_ends_the_generation_as_a_regression
     );
     assert!(snapshot_revisions(&primary.dr).contains(&new.base_revision()));
     assert_consecutive(new_revisions, new.base_revision() + 1, last);
+    // `latest` is the rewound etcd's snapshot, below the old history's: it says it starts a
+    // new history of the same cluster id (signed), and readers order it last.
+    let manifests = primary.dr.list_json();
+    let (oldest, newest) = (&manifests[0]["etcd"], &manifests.last().unwrap()["etcd"]);
+    assert!(
+        oldest["revision"].as_i64().unwrap() > older_revision,
+        "{manifests:?}"
+    );
+    assert_eq!(newest["revision"], new.base_revision(), "{manifests:?}");
+    assert_eq!(newest["rewound_from_revision"], oldest["revision"]);
+    assert_eq!(newest["cluster_id"], oldest["cluster_id"]);
     // The newest revision restores to the rewound etcd's keyspace: none of the old history.
     let restored = store.path().join("restored.db");
     primary.dr.run_ok(&[

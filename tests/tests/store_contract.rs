@@ -174,6 +174,7 @@ fn manifest(created_at: DateTime<Utc>, revision: i64, stored: StoredObject) -> S
             members: vec![],
             previous_cluster_id: None,
             replication_generation: None,
+            rewound_from_revision: None,
         },
         raw: ObjectDigest {
             size: stored.size,

@@ -41,6 +41,7 @@ fn manifest(minute: u32, revision: i64) -> SnapshotManifest {
             members: vec![],
             previous_cluster_id: None,
             replication_generation: None,
+            rewound_from_revision: None,
         },
         raw: ObjectDigest {
             size: 20480,

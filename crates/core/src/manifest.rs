@@ -87,6 +87,13 @@ pub struct EtcdClusterInfo {
     /// and a revision range alone cannot tell them apart. Signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_generation: Option<String>,
+    /// Set when the producer found etcd below the newest stored snapshot of the same cluster
+    /// id (its revision here): etcd was restored from an older snapshot under the same
+    /// identity, and this snapshot starts a new history of it. Readers order every snapshot of
+    /// a cluster id committed from it on after every one committed before, whatever their
+    /// revisions: `latest` is the etcd as it is now, not the history it went back from. Signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewound_from_revision: Option<i64>,
 }
 
 /// One etcd member, from the member list plus its endpoint status where it answered.
@@ -282,6 +289,7 @@ pub(crate) mod tests {
                 }],
                 previous_cluster_id: None,
                 replication_generation: None,
+                rewound_from_revision: None,
             },
             raw: ObjectDigest {
                 size: 20512,

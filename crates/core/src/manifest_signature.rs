@@ -12,7 +12,8 @@
 //! to an existing record changes the domain tag instead. The first such record is
 //! `kubernetes` (the cluster shape), whose value is the shape's compact JSON; the second is
 //! `etcd.previous_cluster_id` (the start of a new etcd generation), the third
-//! `etcd.replication_generation` (whose segments replay onto the snapshot).
+//! `etcd.replication_generation` (whose segments replay onto the snapshot), the fourth
+//! `etcd.rewound_from_revision` (a new history of the same etcd cluster id).
 
 use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
@@ -180,6 +181,10 @@ impl SnapshotManifest {
             // Which segments a restore may replay onto this snapshot.
             payload.text("etcd.replication_generation", generation);
         }
+        if let Some(revision) = self.etcd.rewound_from_revision {
+            // A new history of the same cluster id: readers order it after the old one.
+            payload.number("etcd.rewound_from_revision", revision);
+        }
         payload.0
     }
 }
@@ -229,6 +234,10 @@ mod tests {
             (
                 "replication generation",
                 change(|m| m.etcd.replication_generation = Some("g".into())),
+            ),
+            (
+                "rewound etcd",
+                change(|m| m.etcd.rewound_from_revision = Some(90)),
             ),
             ("revision", change(|m| m.etcd.revision += 1)),
             (

@@ -299,6 +299,7 @@ mod tests {
                     .collect(),
                 previous_cluster_id: None,
                 replication_generation: None,
+                rewound_from_revision: None,
             },
             raw: ObjectDigest {
                 size: 1000,

@@ -17,9 +17,11 @@ use crate::{ManifestSigner, ManifestTrust, SnapshotLayout, TransportError, MANIF
 #[derive(Debug, Default)]
 pub struct Catalog {
     /// Complete snapshots (manifest present and readable), oldest first: by etcd revision
-    /// within one etcd cluster id, commit time (the store's clock) breaking ties; clusters
-    /// (an etcd restored into a new cluster id) by their latest commit. A producer's clock
-    /// never decides which snapshot is the newest.
+    /// within one history of one etcd cluster id, commit time (the store's clock) breaking
+    /// ties; histories of a cluster id (etcd restored under the same id: a snapshot naming
+    /// `rewound_from_revision` starts one) by their start's commit time; clusters (an etcd
+    /// restored into a new cluster id) by their latest commit. A producer's clock never
+    /// decides which snapshot is the newest.
     pub snapshots: Vec<SnapshotManifest>,
     /// When the store wrote each snapshot's manifest (its Last-Modified): the commit time by
     /// the store's own clock.
@@ -105,18 +107,39 @@ impl Catalog {
                 .and_modify(|latest| *latest = (*latest).max(at))
                 .or_insert(at);
         }
-        self.snapshots.sort_by(|a, b| {
-            let key = |m: &SnapshotManifest| {
-                (
+        // Where each new history of a cluster id starts (etcd restored under the same id):
+        // the commit times of the snapshots that say so.
+        let mut history_starts: HashMap<String, Vec<DateTime<Utc>>> = HashMap::new();
+        for manifest in &self.snapshots {
+            if manifest.etcd.rewound_from_revision.is_some() {
+                history_starts
+                    .entry(manifest.etcd.cluster_id.clone())
+                    .or_default()
+                    .push(commit[&manifest.id]);
+            }
+        }
+        let history_of = |m: &SnapshotManifest| {
+            let at = commit[&m.id];
+            history_starts
+                .get(m.etcd.cluster_id.as_str())
+                .and_then(|starts| starts.iter().filter(|start| **start <= at).max().copied())
+        };
+        let mut keyed: Vec<_> = std::mem::take(&mut self.snapshots)
+            .into_iter()
+            .map(|m| {
+                let key = (
                     cluster_rank[&m.etcd.cluster_id],
                     m.etcd.cluster_id.clone(),
+                    history_of(&m),
                     m.etcd.revision,
                     commit[&m.id],
                     m.id.clone(),
-                )
-            };
-            key(a).cmp(&key(b))
-        });
+                );
+                (key, m)
+            })
+            .collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        self.snapshots = keyed.into_iter().map(|(_, m)| m).collect();
     }
 }
 
@@ -431,5 +454,32 @@ mod tests {
         assert_eq!(catalog.newest().unwrap().id, after.id);
         let skew = catalog.clock_skew_seconds(&ahead).unwrap();
         assert!(skew < -29.0 * 86400.0, "{skew}");
+    }
+
+    #[test]
+    fn a_new_history_of_the_same_cluster_id_orders_after_the_old_one() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 2, 12, 0, 0).unwrap();
+        let minutes = |m: i64| now + chrono::Duration::minutes(m);
+        // The old history reached revision 900; etcd was restored to revision 300 under the
+        // same cluster id, and the snapshot after says so; then the new history went on.
+        let old_a = manifest("c1", 500, minutes(0));
+        let old_b = manifest("c1", 900, minutes(10));
+        let mut rewound = manifest("c1", 300, minutes(20));
+        rewound.etcd.rewound_from_revision = Some(900);
+        let new_b = manifest("c1", 450, minutes(30));
+        let mut catalog = Catalog::default();
+        for (manifest, committed) in [
+            (&new_b, minutes(30)),
+            (&old_b, minutes(10)),
+            (&rewound, minutes(20)),
+            (&old_a, minutes(0)),
+        ] {
+            catalog.committed_at.insert(manifest.id.clone(), committed);
+            catalog.snapshots.push(manifest.clone());
+        }
+        catalog.order();
+        let revisions: Vec<i64> = catalog.snapshots.iter().map(|m| m.etcd.revision).collect();
+        assert_eq!(revisions, [500, 900, 300, 450]);
+        assert_eq!(catalog.newest().unwrap().id, new_b.id);
     }
 }

@@ -30,6 +30,9 @@ pub(super) struct Attempt<'a> {
     /// The etcd cluster id of the newest stored snapshot when it differs from this one's: the
     /// snapshot starts a new etcd generation and says so (signed).
     pub previous_cluster_id: Option<String>,
+    /// The revision of the newest stored snapshot of this cluster id when etcd is below it:
+    /// restored from an older snapshot, the snapshot starts a new history (signed).
+    pub rewound_from_revision: Option<i64>,
 }
 
 /// The etcd cluster id this snapshot's generation follows: the newest stored snapshot's, when
@@ -42,6 +45,18 @@ pub(super) fn new_generation_after(
         .map(|newest| &newest.etcd.cluster_id)
         .filter(|previous| **previous != etcd_id_hex(survey.cluster_id))
         .cloned()
+}
+
+/// The newest stored snapshot's revision when the survey found the same etcd cluster id below
+/// it: etcd was restored from an older snapshot under the same identity (its revisions go
+/// back), and this snapshot starts a new history of it.
+pub(super) fn rewound_below(
+    newest: Option<&SnapshotManifest>,
+    survey: &ClusterSurvey,
+) -> Option<i64> {
+    let (newest, revision) = (newest?, survey.revision()?);
+    (newest.etcd.cluster_id == etcd_id_hex(survey.cluster_id) && revision < newest.etcd.revision)
+        .then_some(newest.etcd.revision)
 }
 
 /// `Unchanged` when the newest stored snapshot is of the same etcd cluster at the revision
@@ -85,6 +100,7 @@ pub(super) fn build_manifest(
             members: survey.members.clone(),
             previous_cluster_id: attempt.previous_cluster_id.clone(),
             replication_generation: None,
+            rewound_from_revision: attempt.rewound_from_revision,
         },
         raw: data.raw,
         etcd_sha256: data.etcd_sha256,
@@ -193,6 +209,7 @@ pub(super) mod tests {
             created_at: Utc::now(),
             started: Instant::now(),
             previous_cluster_id: None,
+            rewound_from_revision: None,
         };
         build_manifest(
             "prod",
@@ -276,5 +293,24 @@ pub(super) mod tests {
             new_generation_after(Some(&stored), &survey).as_deref(),
             Some("d2")
         );
+    }
+
+    #[test]
+    fn the_same_cluster_below_the_newest_snapshot_starts_a_new_history() {
+        let survey = survey(vec![member("https://a:2379", 0xa1, 0xa1, 70)]);
+        let mut stored = manifest_of(&survey, &survey.candidates()[0].clone());
+        assert_eq!(rewound_below(None, &survey), None);
+        // At or below etcd's revision: the same history.
+        assert_eq!(rewound_below(Some(&stored), &survey), None);
+        stored.etcd.revision = 69;
+        assert_eq!(rewound_below(Some(&stored), &survey), None);
+        // etcd went back below a stored snapshot: a new history, naming where the old ended.
+        stored.etcd.revision = 90;
+        assert_eq!(rewound_below(Some(&stored), &survey), Some(90));
+        // Another cluster id is a new etcd generation instead.
+        stored.etcd.cluster_id = "d2".into();
+        assert_eq!(rewound_below(Some(&stored), &survey), None);
+        let built = manifest_of(&survey, &survey.candidates()[0].clone());
+        assert_eq!(built.etcd.rewound_from_revision, None);
     }
 }

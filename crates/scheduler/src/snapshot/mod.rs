@@ -24,7 +24,9 @@ use tracing::Instrument;
 use crate::{EndpointStatus, EtcdSource};
 pub use error::SnapshotError;
 pub use manifest::host_name;
-use manifest::{build_manifest, new_generation_after, producer, unchanged_since, Attempt};
+use manifest::{
+    build_manifest, new_generation_after, producer, rewound_below, unchanged_since, Attempt,
+};
 
 /// How long removing a failed attempt's objects may take. The removal runs to its end even
 /// during shutdown (the attempt's uploads are already gone, so it is short); retention removes
@@ -180,6 +182,15 @@ impl SnapshotContext {
             );
         }
 
+        let rewound_from_revision = rewound_below(catalog.newest(), &survey);
+        if let Some(newest) = rewound_from_revision {
+            tracing::warn!(
+                newest_stored_revision = newest,
+                revision = ?survey.revision(),
+                "etcd is below the newest stored snapshot of the same cluster id (restored from an older snapshot?): this snapshot starts a new history, and `latest` follows it"
+            );
+        }
+
         let mut failures = Vec::new();
         for candidate in survey.candidates() {
             if cancel.is_cancelled() {
@@ -193,6 +204,7 @@ impl SnapshotContext {
                 created_at,
                 started,
                 previous_cluster_id: previous_cluster_id.clone(),
+                rewound_from_revision,
             };
             (hooks.on_attempt)(&attempt.id);
             let span =

@@ -26,6 +26,7 @@ fn manifest(cluster: &str, encrypted: bool) -> SnapshotManifest {
             members: Vec::new(),
             previous_cluster_id: None,
             replication_generation: None,
+            rewound_from_revision: None,
         },
         raw: ObjectDigest {
             size: 10,

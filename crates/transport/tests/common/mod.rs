@@ -23,6 +23,7 @@ pub fn manifest(id: SnapshotId, data: etcd_dr_transport::UploadedData) -> Snapsh
             members: vec![],
             previous_cluster_id: None,
             replication_generation: None,
+            rewound_from_revision: None,
         },
         raw: data.raw,
         etcd_sha256: data.etcd_sha256,
