@@ -29,20 +29,23 @@ pub struct FollowedChain {
     pub verified_segments: u64,
 }
 
-/// The newest revision a restore reaches: the chain's end when the newest snapshot is a base
+/// The newest revision a restore reaches: the chain's end when one of `snapshots` is a base
 /// for the newest generation (`base.rs`) at or below the end, else the newest snapshot's.
-pub fn restorable_revision(
+pub fn restorable_revision<'a>(
     generation: Option<&GenerationId>,
     chain_end: i64,
-    newest_snapshot: Option<BaseCandidate<'_>>,
+    snapshots: impl IntoIterator<Item = BaseCandidate<'a>>,
+    newest_snapshot: Option<i64>,
 ) -> Option<i64> {
-    match (generation, newest_snapshot) {
-        (Some(generation), Some(snapshot))
-            if snapshot.revision <= chain_end && snapshot.serves(generation, None) =>
-        {
-            Some(chain_end)
-        }
-        (_, snapshot) => snapshot.map(|s| s.revision),
+    let based = generation.is_some_and(|generation| {
+        snapshots
+            .into_iter()
+            .any(|s| s.revision <= chain_end && s.serves(generation, None))
+    });
+    if based {
+        Some(chain_end)
+    } else {
+        newest_snapshot
     }
 }
 
@@ -161,11 +164,11 @@ mod tests {
             generation: Some(&name),
         };
         assert_eq!(
-            restorable_revision(Some(&generation), 150, Some(named(100))),
+            restorable_revision(Some(&generation), 150, [named(100)], Some(100)),
             Some(150)
         );
         assert_eq!(
-            restorable_revision(Some(&generation), 150, Some(named(120))),
+            restorable_revision(Some(&generation), 150, [named(120)], Some(120)),
             Some(150)
         );
         // The only snapshot predates the generation: the chain is no use.
@@ -175,7 +178,7 @@ mod tests {
             generation: None,
         };
         assert_eq!(
-            restorable_revision(Some(&generation), 150, Some(before)),
+            restorable_revision(Some(&generation), 150, [before], Some(90)),
             Some(90)
         );
         // Inside the range but of another history (another generation named).
@@ -184,10 +187,10 @@ mod tests {
             ..named(120)
         };
         assert_eq!(
-            restorable_revision(Some(&generation), 150, Some(other)),
+            restorable_revision(Some(&generation), 150, [other], Some(120)),
             Some(120)
         );
-        assert_eq!(restorable_revision(None, 0, None), None);
+        assert_eq!(restorable_revision(None, 0, [], None), None);
     }
 
     #[tokio::test]

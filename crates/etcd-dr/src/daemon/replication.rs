@@ -70,17 +70,11 @@ impl ReplicationView {
         newest_snapshot: Option<&SnapshotSummary>,
     ) -> Option<i64> {
         let listed = lock(&self.listed);
-        let base = generation.and_then(|generation| {
-            listed
-                .iter()
-                .chain(newest_snapshot)
-                .filter(|s| s.revision <= chain_end && base_candidate(s).serves(generation, None))
-                .max_by_key(|s| s.revision)
-        });
         restorable_revision(
             generation,
             chain_end,
-            base.or(newest_snapshot).map(base_candidate),
+            listed.iter().chain(newest_snapshot).map(base_candidate),
+            newest_snapshot.map(|s| s.revision),
         )
     }
 
