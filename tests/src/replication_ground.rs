@@ -10,7 +10,7 @@ use std::time::Duration;
 use etcd_client::{Client, GetOptions};
 use etcd_dr_replication::{
     capture_generation, replay_to_revision, CaptureOptions, CaptureProgress, CaptureStart,
-    ChainLink, ChainReader, EtcdBinaries, GenerationId, ReplayReport, ReplayRequest,
+    ChainLink, ChainReader, EtcdBinaries, GenerationId, ReplayEngine, ReplayReport, ReplayRequest,
     ReplicationError, ReplicationLayout, SegmentStore,
 };
 use etcd_dr_transport::Identities;
@@ -86,12 +86,17 @@ pub fn generation_around(manifest: &serde_json::Value) -> GenerationId {
     GenerationId::new(created_at - chrono::TimeDelta::seconds(1), revision - 1)
 }
 
-/// `etcd` and `etcdutl` of `version`, for the throw-away etcd.
-pub fn replay_binaries(version: EtcdVersion) -> EtcdBinaries {
-    EtcdBinaries {
+/// The `etcd` replay engine with `version`'s `etcd` and `etcdutl`.
+pub fn etcd_engine(version: EtcdVersion) -> ReplayEngine {
+    ReplayEngine::Etcd(EtcdBinaries {
         etcd: version.bin("etcd"),
         etcdutl: version.bin("etcdutl"),
-    }
+    })
+}
+
+/// Both replay engines, the default (`backend`) first, for tests that prove them alike.
+pub fn both_engines(version: EtcdVersion) -> [ReplayEngine; 2] {
+    [ReplayEngine::Backend, etcd_engine(version)]
 }
 
 /// Where a capture writes, and from which base.
@@ -139,13 +144,13 @@ impl CaptureTarget {
         }
     }
 
-    /// Replays onto the base snapshot up to `target` into `dir` with `version`'s etcd; returns
-    /// the written `.db` and the report.
+    /// Replays onto the base snapshot up to `target` into `dir` with `engine`; returns the
+    /// written `.db` and the report.
     pub async fn restore_at(
         &self,
         dir: &Path,
         target: i64,
-        version: EtcdVersion,
+        engine: &ReplayEngine,
     ) -> Result<(PathBuf, ReplayReport), ReplicationError> {
         let cancel = CancellationToken::new();
         let mut chain = ChainReader::open(
@@ -165,8 +170,7 @@ impl CaptureTarget {
             work_dir: dir.to_path_buf(),
             base_cluster_id: None,
         };
-        let report =
-            replay_to_revision(&replay_binaries(version), &mut chain, &request, &cancel).await?;
+        let report = replay_to_revision(engine, &mut chain, &request, &cancel).await?;
         Ok((output_db, report))
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, DeleteOptions, PutOptions, Txn, TxnOp};
 use etcd_dr_e2e::replication_ground::{
-    generation_around, keyspace, replay_binaries, revision_of, snapshot_to,
+    both_engines, generation_around, keyspace, revision_of, snapshot_to,
 };
 use etcd_dr_e2e::{
     block_on, segment_signer, test_signing_key, test_trust, EtcdCluster, EtcdDr, EtcdOptions,
@@ -16,8 +16,8 @@ use etcd_dr_e2e::{
 };
 use etcd_dr_replication::{
     capture_generation, list_generations, list_segments, read_segment, CaptureOptions,
-    CaptureProgress, CaptureStart, ChainReader, GenerationBreak, GenerationId, ReplayRequest,
-    ReplicationError, ReplicationLayout, SegmentStore,
+    CaptureProgress, CaptureStart, ChainReader, GenerationBreak, GenerationId, ReplayEngine,
+    ReplayRequest, ReplicationError, ReplicationLayout, SegmentStore,
 };
 use etcd_dr_transport::Identities;
 use object_store::local::LocalFileSystem;
@@ -192,7 +192,7 @@ async fn restore_at(
     captured: &Captured,
     dir: &Path,
     target: i64,
-    version: EtcdVersion,
+    engine: &ReplayEngine,
 ) -> Result<PathBuf, ReplicationError> {
     let cancel = CancellationToken::new();
     let mut chain = ChainReader::open(
@@ -204,7 +204,7 @@ async fn restore_at(
         &cancel,
     )
     .await?;
-    let output_db = dir.join(format!("restored-{target}.db"));
+    let output_db = dir.join(format!("restored-{target}-{}.db", engine.name()));
     let request = ReplayRequest {
         base_db: captured.base_db.clone(),
         target_revision: target,
@@ -212,13 +212,9 @@ async fn restore_at(
         work_dir: dir.to_path_buf(),
         base_cluster_id: None,
     };
-    let report = etcd_dr_replication::replay_to_revision(
-        &replay_binaries(version),
-        &mut chain,
-        &request,
-        &cancel,
-    )
-    .await?;
+    let report =
+        etcd_dr_replication::replay_to_revision(engine, &mut chain, &request, &cancel).await?;
+    assert_eq!(report.engine, engine.name());
     assert_eq!(report.revision, target);
     assert_eq!(report.base_revision, captured.base_revision);
     Ok(output_db)
@@ -287,17 +283,29 @@ fn restored_keyspaces_equal_the_source(version: EtcdVersion) {
                 targets.push(target);
             }
         }
+        // Each target with each engine: the backend written directly and the one a
+        // throw-away etcd replayed into both equal the source.
         for target in targets {
-            let restored_db = restore_at(&captured, &dir_path, target, version)
-                .await
-                .expect("restore");
             let expected = keyspace(&mut reader, target).await;
-            let restored = EtcdCluster::start_restored(&restored_db, version);
-            let mut restored_client = restored.client().await;
-            assert_eq!(revision_of(&mut restored_client).await, target);
-            let got = keyspace(&mut restored_client, 0).await;
-            assert_eq!(got.len(), expected.len(), "key count at revision {target}");
-            assert!(got == expected, "keyspace differs at revision {target}");
+            for engine in both_engines(version) {
+                let restored_db = restore_at(&captured, &dir_path, target, &engine)
+                    .await
+                    .expect("restore");
+                let restored = EtcdCluster::start_restored(&restored_db, version);
+                let mut restored_client = restored.client().await;
+                assert_eq!(revision_of(&mut restored_client).await, target);
+                let got = keyspace(&mut restored_client, 0).await;
+                let engine = engine.name();
+                assert_eq!(
+                    got.len(),
+                    expected.len(),
+                    "key count at revision {target} ({engine})"
+                );
+                assert!(
+                    got == expected,
+                    "keyspace differs at revision {target} ({engine})"
+                );
+            }
         }
 
         // A missing segment: the restore refuses and says how far it can go.
@@ -306,9 +314,14 @@ fn restored_keyspaces_equal_the_source(version: EtcdVersion) {
             .layout
             .segment_path(&captured.generation, &names[missing]);
         captured.store.delete(&path).await.unwrap();
-        let error = restore_at(&captured, &dir_path, captured.last_revision, version)
-            .await
-            .unwrap_err();
+        let error = restore_at(
+            &captured,
+            &dir_path,
+            captured.last_revision,
+            &ReplayEngine::Backend,
+        )
+        .await
+        .unwrap_err();
         let reachable = names[missing - 1].last_revision;
         assert!(
             matches!(error, ReplicationError::NotRestorable { restorable, .. } if restorable == reachable),
@@ -321,9 +334,11 @@ fn restored_keyspaces_equal_the_source(version: EtcdVersion) {
             "{error}"
         );
         // Below the hole, the chain still restores.
-        restore_at(&captured, &dir_path, reachable, version)
-            .await
-            .expect("restore below the hole");
+        for engine in both_engines(version) {
+            restore_at(&captured, &dir_path, reachable, &engine)
+                .await
+                .expect("restore below the hole");
+        }
     });
 }
 
@@ -451,25 +466,37 @@ fn fetch_at_a_revision_writes_the_keyspace_of_that_revision() {
     let at = middle.to_string();
     let etcd_bin = EtcdVersion::V3_5.bin("etcd");
     let etcdutl_bin = EtcdVersion::V3_5.bin("etcdutl");
-    // `fetch --at <at> --output <output>` replaying with etcd 3.5: what it printed.
+    // `fetch --at <at> --output <output>` with the default engine: what it printed.
     let fetch_at = |at: &str, output: &std::path::Path| {
-        dr.run_ok(&[
-            "fetch",
-            "--at",
-            at,
-            "--output",
-            output.to_str().unwrap(),
-            "--etcd-bin",
-            etcd_bin.to_str().unwrap(),
-            "--etcdutl-bin",
-            etcdutl_bin.to_str().unwrap(),
-        ])
+        dr.run_ok(&["fetch", "--at", at, "--output", output.to_str().unwrap()])
     };
-    let printed = fetch_at(&at, &output);
+    // The same with a throw-away etcd 3.5 replaying.
+    let printed = dr.run_ok(&[
+        "fetch",
+        "--at",
+        &at,
+        "--output",
+        output.to_str().unwrap(),
+        "--replay-with",
+        "etcd",
+        "--etcd-bin",
+        etcd_bin.to_str().unwrap(),
+        "--etcdutl-bin",
+        etcdutl_bin.to_str().unwrap(),
+    ]);
     assert!(
-        printed.contains(&format!("revision {middle} written to")),
+        printed.contains(&format!("revision {middle} written to"))
+            && printed.contains("by the etcd engine"),
         "{printed}"
     );
+    let by_backend = dr.dir().join("at-middle-backend.db");
+    let printed = fetch_at(&at, &by_backend);
+    assert!(
+        printed.contains(&format!("revision {middle} written to"))
+            && printed.contains("by the backend engine"),
+        "{printed}"
+    );
+    let restored_backend = EtcdCluster::start_restored(&by_backend, EtcdVersion::V3_5);
     let restored = EtcdCluster::start_restored(&output, EtcdVersion::V3_5);
     let (source_endpoints, source_options) = etcd.connect_parts();
     let (restored_endpoints, restored_options) = restored.connect_parts();
@@ -481,7 +508,11 @@ fn fetch_at_a_revision_writes_the_keyspace_of_that_revision() {
             .await
             .unwrap();
         assert_eq!(revision_of(&mut copy).await, middle);
-        assert!(keyspace(&mut copy, 0).await == keyspace(&mut source, middle).await);
+        let expected = keyspace(&mut source, middle).await;
+        assert!(keyspace(&mut copy, 0).await == expected);
+        let mut copy = restored_backend.client().await;
+        assert_eq!(revision_of(&mut copy).await, middle);
+        assert!(keyspace(&mut copy, 0).await == expected);
     });
 
     // A time: the newest revision observed at or before it. `newest`: the newest stored.
@@ -571,10 +602,6 @@ fn fetch_at_a_revision_writes_the_keyspace_of_that_revision() {
             &last.to_string(),
             "--output",
             forged_output.to_str().unwrap(),
-            "--etcd-bin",
-            etcd_bin.to_str().unwrap(),
-            "--etcdutl-bin",
-            etcdutl_bin.to_str().unwrap(),
         ]);
         assert!(
             error.contains(&format!("segment `{planted}` is refused: ")) && error.contains(reason),

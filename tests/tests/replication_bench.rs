@@ -17,8 +17,8 @@ use etcd_dr_e2e::{
 };
 use etcd_dr_replication::{
     capture_generation, list_segments, read_segment, replay_to_revision, CaptureOptions,
-    CaptureProgress, CaptureStart, ChainReader, EtcdBinaries, GenerationId, ReplayRequest,
-    ReplicationLayout, SegmentStore,
+    CaptureProgress, CaptureStart, ChainReader, EtcdBinaries, GenerationId, ReplayEngine,
+    ReplayRequest, ReplicationLayout, SegmentStore,
 };
 use etcd_dr_transport::Identities;
 use object_store::local::LocalFileSystem;
@@ -267,34 +267,46 @@ fn replication_rpo_bytes_per_event_and_replay_speed() {
         let gardener = gardener_json_gzip_bytes(&events);
 
         let cancel = CancellationToken::new();
-        let mut chain = ChainReader::open(
-            store.clone(),
-            layout.clone(),
-            generation.clone(),
-            Identities::none(),
-            test_trust("bench", false),
-            &cancel,
-        )
-        .await
-        .unwrap();
-        let request = ReplayRequest {
-            base_db,
-            target_revision: last,
-            output_db: dir_path.join("replayed.db"),
-            work_dir: dir_path.clone(),
-            base_cluster_id: None,
-        };
-        let binaries = EtcdBinaries {
-            etcd: EtcdVersion::V3_5.bin("etcd"),
-            etcdutl: EtcdVersion::V3_5.bin("etcdutl"),
-        };
-        let (own_before, children_before) = cpu_seconds();
-        let replay_started = Instant::now();
-        let report = replay_to_revision(&binaries, &mut chain, &request, &cancel)
+        let engines = [
+            ReplayEngine::Backend,
+            ReplayEngine::Etcd(EtcdBinaries {
+                etcd: EtcdVersion::V3_5.bin("etcd"),
+                etcdutl: EtcdVersion::V3_5.bin("etcdutl"),
+            }),
+        ];
+        let mut replays = Vec::new();
+        for engine in &engines {
+            let mut chain = ChainReader::open(
+                store.clone(),
+                layout.clone(),
+                generation.clone(),
+                Identities::none(),
+                test_trust("bench", false),
+                &cancel,
+            )
             .await
             .unwrap();
-        let replay_wall = replay_started.elapsed().as_secs_f64();
-        let (own_after, children_after) = cpu_seconds();
+            let request = ReplayRequest {
+                base_db: base_db.clone(),
+                target_revision: last,
+                output_db: dir_path.join(format!("replayed-{}.db", engine.name())),
+                work_dir: dir_path.clone(),
+                base_cluster_id: None,
+            };
+            let (own_before, children_before) = cpu_seconds();
+            let replay_started = Instant::now();
+            let report = replay_to_revision(engine, &mut chain, &request, &cancel)
+                .await
+                .unwrap();
+            let replay_wall = replay_started.elapsed().as_secs_f64();
+            let (own_after, children_after) = cpu_seconds();
+            replays.push((
+                report,
+                replay_wall,
+                own_after - own_before,
+                children_after - children_before,
+            ));
+        }
 
         println!(
             "BENCH replication: {} events in all, 1 KiB Kubernetes-shaped values; burst of {BURST_REVISIONS} at {:.0}/s",
@@ -311,18 +323,20 @@ fn replication_rpo_bytes_per_event_and_replay_speed() {
         }
         println!("BENCH stored: {} segments, {} bytes, {:.1} bytes/event; gardener JSON+gzip on the same events: {} bytes, {:.1} bytes/event",
             names.len(), stored_bytes, stored_bytes as f64 / events.len() as f64, gardener, gardener as f64 / events.len() as f64);
-        println!(
-            "BENCH replay: {} revisions in {:.2} s = {:.0} revisions/s ({} sent again after overtaking), {} segments",
-            report.replayed_revisions,
-            report.replay_time.as_secs_f64(),
-            report.replayed_revisions as f64 / report.replay_time.as_secs_f64(),
-            report.resent_transactions,
-            report.segments_read
-        );
-        println!(
-            "BENCH replay end to end (etcdutl restore, etcd start, replay, snapshot): {replay_wall:.2} s wall; CPU: etcd-dr {:.2} s, throw-away etcd + etcdutl {:.2} s",
-            own_after - own_before,
-            children_after - children_before
-        );
+        for (report, replay_wall, own, children) in &replays {
+            println!(
+                "BENCH replay ({}): {} revisions in {:.2} s = {:.0} revisions/s ({} sent again after overtaking), {} segments",
+                report.engine,
+                report.replayed_revisions,
+                report.replay_time.as_secs_f64(),
+                report.replayed_revisions as f64 / report.replay_time.as_secs_f64(),
+                report.resent_transactions,
+                report.segments_read
+            );
+            println!(
+                "BENCH replay end to end ({}; with etcd: etcdutl restore, etcd start, replay, snapshot): {replay_wall:.2} s wall; CPU: etcd-dr {own:.2} s, throw-away etcd + etcdutl {children:.2} s",
+                report.engine
+            );
+        }
     });
 }

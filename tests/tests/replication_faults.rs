@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use etcd_client::{Client, DeleteOptions, PutOptions, Txn, TxnOp};
 use etcd_dr_e2e::replication_ground::{
-    keyspace, revision_of, CaptureRun, CaptureTarget, LostAnswerStore,
+    both_engines, keyspace, revision_of, CaptureRun, CaptureTarget, LostAnswerStore,
 };
 use etcd_dr_e2e::{
     block_on, EtcdCluster, EtcdDr, EtcdOptions, EtcdVersion, KillOnDrop, MotoServer, ProxyMode,
     TcpProxy,
 };
 use etcd_dr_replication::{
-    list_segments, CaptureOptions, ChainReader, ReplicationError, SegmentName,
+    list_segments, CaptureOptions, ChainReader, ReplayEngine, ReplicationError, SegmentName,
 };
 use etcd_dr_transport::Identities;
 use object_store::local::LocalFileSystem;
@@ -38,21 +38,32 @@ fn quick_cuts() -> CaptureOptions {
     }
 }
 
-/// Restores `target` and checks it against the source's read at that revision.
+/// Restores `target` with each replay engine and checks each against the source's read at
+/// that revision.
 async fn assert_restores(captured: &CaptureTarget, dir: &Path, source: &mut Client, target: i64) {
-    let (db, report) = captured
-        .restore_at(dir, target, EtcdVersion::V3_5)
-        .await
-        .unwrap_or_else(|e| panic!("restore at {target}: {e}"));
-    assert_eq!(report.revision, target);
     let expected = keyspace(source, target).await;
-    let restored = EtcdCluster::start_restored(&db, EtcdVersion::V3_5);
-    let mut copy = restored.client().await;
-    assert_eq!(revision_of(&mut copy).await, target);
-    let got = keyspace(&mut copy, 0).await;
-    assert_eq!(got.len(), expected.len(), "key count at revision {target}");
-    assert!(got == expected, "keyspace differs at revision {target}");
-    std::fs::remove_file(db).unwrap();
+    for engine in both_engines(EtcdVersion::V3_5) {
+        let (db, report) = captured
+            .restore_at(dir, target, &engine)
+            .await
+            .unwrap_or_else(|e| panic!("restore at {target} ({}): {e}", engine.name()));
+        assert_eq!(report.revision, target);
+        let restored = EtcdCluster::start_restored(&db, EtcdVersion::V3_5);
+        let mut copy = restored.client().await;
+        assert_eq!(revision_of(&mut copy).await, target);
+        let got = keyspace(&mut copy, 0).await;
+        let engine = engine.name();
+        assert_eq!(
+            got.len(),
+            expected.len(),
+            "key count at revision {target} ({engine})"
+        );
+        assert!(
+            got == expected,
+            "keyspace differs at revision {target} ({engine})"
+        );
+        std::fs::remove_file(db).unwrap();
+    }
 }
 
 #[test]
@@ -309,7 +320,7 @@ fn a_capture_killed_mid_segment_leaves_a_valid_chain_and_resumes_from_it() {
         );
         assert_restores(&captured, &dir, &mut client, chain_end).await;
         let error = captured
-            .restore_at(&dir, written_before_kill, EtcdVersion::V3_5)
+            .restore_at(&dir, written_before_kill, &ReplayEngine::Backend)
             .await
             .unwrap_err();
         assert!(
@@ -375,7 +386,7 @@ fn a_corrupt_segment_stops_the_restore_where_the_chain_is_intact() {
         std::fs::write(&file, bytes).unwrap();
 
         let error = captured
-            .restore_at(&dir, last, EtcdVersion::V3_5)
+            .restore_at(&dir, last, &ReplayEngine::Backend)
             .await
             .unwrap_err();
         let reachable = names[names.len() / 2 - 1].last_revision;

@@ -17,12 +17,12 @@ use crate::BackendError;
 const PAGE_HEADER: usize = 16;
 const ELEMENT: usize = 16;
 const BUCKET_HEADER: usize = 16;
-const BRANCH_PAGE: u16 = 0x01;
-const LEAF_PAGE: u16 = 0x02;
-const META_PAGE: u16 = 0x04;
-const BUCKET_LEAF: u32 = 0x01;
-const MAGIC: u32 = 0xED0C_DAED;
-const VERSION: u32 = 2;
+pub(crate) const BRANCH_PAGE: u16 = 0x01;
+pub(crate) const LEAF_PAGE: u16 = 0x02;
+pub(crate) const META_PAGE: u16 = 0x04;
+pub(crate) const BUCKET_LEAF: u32 = 0x01;
+pub(crate) const MAGIC: u32 = 0xED0C_DAED;
+pub(crate) const VERSION: u32 = 2;
 /// Deepest B+tree accepted: a real one is a handful of levels; more means a cycle.
 const MAX_DEPTH: usize = 64;
 
@@ -33,6 +33,7 @@ pub struct BoltFile {
     page_size: u64,
     pages: u64,
     root: u64,
+    root_sequence: u64,
 }
 
 /// Called with each leaf element's flags, key and value; `false` stops the walk.
@@ -80,7 +81,75 @@ impl BoltFile {
             page_size,
             pages: length / page_size,
             root: newest.root,
+            root_sequence: newest.root_sequence,
         })
+    }
+
+    /// The page size the file was written with.
+    pub fn page_size(&self) -> u64 {
+        self.page_size
+    }
+
+    /// The root bucket's sequence (bbolt's `NextSequence` counter of the top level).
+    pub fn root_sequence(&self) -> u64 {
+        self.root_sequence
+    }
+
+    /// The top-level buckets in key order, each with its sequence counter.
+    pub fn buckets(&self) -> Result<Vec<(Vec<u8>, u64)>, BackendError> {
+        let root = self.read_page(self.root)?;
+        let mut buckets = Vec::new();
+        let mut error = None;
+        self.walk_raw(&root, 0, &mut |flags, key, value| {
+            if flags & BUCKET_LEAF == 0 {
+                error = Some(corrupt(&self.path, "a plain key in the root bucket"));
+                return false;
+            }
+            match u64_at(value, 8) {
+                Some(sequence) => buckets.push((key.to_vec(), sequence)),
+                None => {
+                    error = Some(corrupt(&self.path, "bucket header too short"));
+                    return false;
+                }
+            }
+            true
+        })?;
+        match error {
+            Some(error) => Err(error),
+            None => Ok(buckets),
+        }
+    }
+
+    /// Calls `visit(key, value)` for every key of the top-level bucket `name`, in key order,
+    /// and refuses a bucket that holds nested buckets (etcd's never do): for a copy that must
+    /// not leave anything out.
+    pub fn for_each_flat(
+        &self,
+        name: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), BackendError>,
+    ) -> Result<(), BackendError> {
+        let mut error = None;
+        self.walk_bucket(name, &mut |flags, key, value| {
+            let visited = if flags & BUCKET_LEAF != 0 {
+                Err(corrupt(
+                    &self.path,
+                    &format!(
+                        "bucket `{}` holds a nested bucket, which etcd never writes",
+                        String::from_utf8_lossy(name)
+                    ),
+                ))
+            } else {
+                visit(key, value)
+            };
+            match visited {
+                Ok(()) => true,
+                Err(e) => {
+                    error = Some(e);
+                    false
+                }
+            }
+        })?;
+        error.map_or(Ok(()), Err)
     }
 
     /// Calls `visit(key, value)` for every key of the top-level bucket `name`, in key order.
@@ -90,6 +159,13 @@ impl BoltFile {
         name: &[u8],
         mut visit: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), BackendError> {
+        self.walk_bucket(name, &mut |flags, key, value| {
+            flags & BUCKET_LEAF != 0 || visit(key, value)
+        })
+    }
+
+    /// Walks every leaf element of the top-level bucket `name`, nested bucket entries included.
+    fn walk_bucket(&self, name: &[u8], visit: &mut LeafVisitor<'_>) -> Result<(), BackendError> {
         let root = self.read_page(self.root)?;
         let bucket = self
             .find_bucket(&root, name, 0)?
@@ -100,9 +176,9 @@ impl BoltFile {
         match bucket {
             BucketRoot::Page(id) => {
                 let page = self.read_page(id)?;
-                self.walk(&page, 0, &mut visit).map(|_| ())
+                self.walk_raw(&page, 0, visit).map(|_| ())
             }
-            BucketRoot::Inline(page) => self.walk(&page, 0, &mut visit).map(|_| ()),
+            BucketRoot::Inline(page) => self.walk_raw(&page, 0, visit).map(|_| ()),
         }
     }
 
@@ -129,18 +205,6 @@ impl BoltFile {
             Some(error) => Err(error),
             None => Ok(found),
         }
-    }
-
-    /// Walks leaf entries that are not buckets; returns false when `visit` stopped the walk.
-    fn walk(
-        &self,
-        page: &[u8],
-        depth: usize,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<bool, BackendError> {
-        self.walk_raw(page, depth, &mut |flags, key, value| {
-            flags & BUCKET_LEAF != 0 || visit(key, value)
-        })
     }
 
     fn walk_raw(
@@ -222,6 +286,7 @@ impl BoltFile {
 struct Meta {
     page_size: u32,
     root: u64,
+    root_sequence: u64,
     txid: u64,
 }
 
@@ -241,6 +306,7 @@ fn meta(page: &[u8]) -> Option<Meta> {
     Some(Meta {
         page_size: u32_at(page, m + 8)?,
         root: u64_at(page, m + 16)?,
+        root_sequence: u64_at(page, m + 24)?,
         txid: u64_at(page, m + 48)?,
     })
 }
@@ -257,7 +323,7 @@ fn bucket_root(value: &[u8]) -> Option<BucketRoot> {
     })
 }
 
-fn fnv1a64(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })

@@ -8,6 +8,8 @@
 #![forbid(unsafe_code)]
 
 mod bolt;
+mod bolt_writer;
+mod extend;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,8 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 
 pub use bolt::BoltFile;
+pub use bolt_writer::{BoltWriter, BucketHeader, BucketWriter};
+pub use extend::{BackendExtension, Change, ExtendedBackend, Lease};
 
 /// Why a backend file cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +38,14 @@ pub enum BackendError {
         /// The file.
         path: PathBuf,
         /// What is wrong.
+        detail: String,
+    },
+    /// A revision cannot be appended where it was offered.
+    #[error("cannot append revision {revision}: {detail}")]
+    Append {
+        /// The revision.
+        revision: i64,
+        /// Why.
         detail: String,
     },
     /// The bucket etcd keeps its keys in is missing.

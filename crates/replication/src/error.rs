@@ -162,6 +162,14 @@ pub enum ReplicationError {
     /// The operation was cancelled (shutdown).
     #[error("cancelled")]
     Cancelled,
+    /// The restored backend file could not be read or written (the `backend` replay engine).
+    #[error("restored backend `{}`: {detail}", .path.display())]
+    Backend {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What failed.
+        detail: String,
+    },
 }
 
 impl ReplicationError {

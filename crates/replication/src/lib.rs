@@ -20,6 +20,7 @@ mod layout;
 mod pipeline;
 mod point_in_time;
 mod replay;
+mod replay_backend;
 mod restore;
 mod retention;
 mod rotation;
@@ -42,7 +43,7 @@ pub use heartbeat::{
 };
 pub use heartbeat_signature::{check_heartbeat_signature, HEARTBEAT_SIGNATURE_DOMAIN};
 pub use layout::{GenerationId, ReplicationLayout, SegmentName, PROGRESS_FILE, SEGMENT_SUFFIX};
-pub use replay::{replay_to_revision, ReplayReport, ReplayRequest};
+pub use replay::{replay_to_revision, ReplayEngine, ReplayReport, ReplayRequest};
 pub use restore::{
     fetch_revision, plan_restore, replay_generation, FetchedRevision, RestorePlan, RevisionSource,
 };

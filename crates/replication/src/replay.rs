@@ -1,5 +1,7 @@
-//! Replay: a generation's revisions applied to a throw-away etcd restored from a base snapshot,
-//! each revision as one transaction that must land on the recorded revision (pipelined, in
+//! Replay: a generation's revisions carried onto a base snapshot up to a target revision, by
+//! one of two engines ([`ReplayEngine`]): the base's backend file extended directly
+//! (`replay_backend.rs`, the default), or a throw-away etcd restored from the base that applies
+//! each revision as one transaction which must land on the recorded revision (pipelined, in
 //! order: `pipeline.rs`), then a snapshot at exactly the target revision.
 
 use std::collections::{HashMap, HashSet};
@@ -14,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::pipeline::{revision_txn, ApplyGuard, TxnPipeline};
+use crate::replay_backend::replay_into_backend;
 use crate::scratch_etcd::{process_cpu_time, EtcdBinaries, ScratchEtcd};
 use crate::{ChainReader, ReplicationError, RevisionEvents, Segment};
 
@@ -26,6 +29,8 @@ const LEASE_KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
 /// What a replay did.
 #[derive(Debug, Clone)]
 pub struct ReplayReport {
+    /// The engine that replayed (`backend` or `etcd`).
+    pub engine: &'static str,
     /// The real revision of the base snapshot (can be above the revision it was recorded at).
     pub base_revision: i64,
     /// The revision of the written snapshot (the target).
@@ -68,29 +73,65 @@ pub struct ReplayRequest {
     pub base_cluster_id: Option<u64>,
 }
 
-/// Restores `request.base_db` into a throw-away etcd, replays `chain` up to the target revision
-/// and writes a snapshot taken at exactly that revision.
-pub async fn replay_to_revision(
-    binaries: &EtcdBinaries,
-    chain: &mut ChainReader,
-    request: &ReplayRequest,
-    cancel: &CancellationToken,
-) -> Result<ReplayReport, ReplicationError> {
-    let scratch =
-        ScratchEtcd::restore(binaries, &request.base_db, &request.work_dir, cancel).await?;
-    let result = replay_into(&scratch, chain, request, cancel).await;
-    scratch.stop().await;
-    result
+/// How a replay carries the base snapshot forward.
+#[derive(Debug, Clone)]
+pub enum ReplayEngine {
+    /// The base's backend file copied and the recorded changes appended to its `key` bucket
+    /// as etcd stores them (`etcd-backend`): no etcd needed, bounded by reading the segments.
+    Backend,
+    /// A throw-away etcd restored from the base, every revision applied as one transaction
+    /// whose revision etcd must confirm, then its snapshot at the target.
+    Etcd(EtcdBinaries),
 }
 
-async fn replay_into(
-    scratch: &ScratchEtcd,
+impl ReplayEngine {
+    /// Its name in configuration and reports: `backend` or `etcd`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Backend => "backend",
+            Self::Etcd(_) => "etcd",
+        }
+    }
+}
+
+/// Carries `request.base_db` forward with `chain`'s revisions up to the target revision and
+/// writes the snapshot at exactly that revision to `request.output_db`, with `engine`.
+pub async fn replay_to_revision(
+    engine: &ReplayEngine,
     chain: &mut ChainReader,
     request: &ReplayRequest,
     cancel: &CancellationToken,
 ) -> Result<ReplayReport, ReplicationError> {
+    let report = match engine {
+        ReplayEngine::Backend => replay_into_backend(chain, request, cancel).await?,
+        ReplayEngine::Etcd(binaries) => {
+            let scratch =
+                ScratchEtcd::restore(binaries, &request.base_db, &request.work_dir, cancel).await?;
+            let result = replay_into(&scratch, chain, request, cancel).await;
+            scratch.stop().await;
+            result?
+        }
+    };
+    info!(
+        engine = engine.name(),
+        base = report.base_revision,
+        revision = report.revision,
+        revisions = report.replayed_revisions,
+        resent = report.resent_transactions,
+        seconds = report.replay_time.as_secs_f64(),
+        "replayed to revision"
+    );
+    Ok(report)
+}
+
+/// Refuses a target below the base, and a generation that starts above the base's next
+/// revision.
+pub(crate) fn check_coverage(
+    chain: &ChainReader,
+    request: &ReplayRequest,
+    base_revision: i64,
+) -> Result<(), ReplicationError> {
     let target = request.target_revision;
-    let base_revision = scratch.revision().await?;
     if target < base_revision {
         return Err(ReplicationError::NoCoverage {
             requested: target,
@@ -110,6 +151,57 @@ async fn replay_into(
             ),
         });
     }
+    Ok(())
+}
+
+/// Refuses a segment of another etcd cluster than the base's.
+pub(crate) fn check_cluster(
+    key: &str,
+    segment: &Segment,
+    request: &ReplayRequest,
+) -> Result<(), ReplicationError> {
+    match request.base_cluster_id {
+        Some(expected) if segment.header.cluster_id != expected => {
+            Err(ReplicationError::NoCoverage {
+                requested: request.target_revision,
+                detail: format!(
+                    "segment `{key}` records etcd cluster {:x}, the base snapshot is of cluster {expected:x}",
+                    segment.header.cluster_id
+                ),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The TTL to grant `lease`, first used at `revision` in segment `key`, from the TTLs recorded
+/// so far.
+pub(crate) fn lease_ttl(
+    recorded: &HashMap<i64, i64>,
+    lease: i64,
+    key: &str,
+    revision: i64,
+) -> Result<i64, ReplicationError> {
+    match recorded.get(&lease) {
+        Some(&ttl) if ttl > 0 => Ok(ttl),
+        Some(_) => Ok(EXPIRED_LEASE_TTL_SECONDS),
+        None => Err(ReplicationError::BadEvent {
+            segment: key.to_string(),
+            revision,
+            detail: format!("lease {lease:x} is used but was never recorded"),
+        }),
+    }
+}
+
+async fn replay_into(
+    scratch: &ScratchEtcd,
+    chain: &mut ChainReader,
+    request: &ReplayRequest,
+    cancel: &CancellationToken,
+) -> Result<ReplayReport, ReplicationError> {
+    let target = request.target_revision;
+    let base_revision = scratch.revision().await?;
+    check_coverage(chain, request, base_revision)?;
     let client = scratch.client().clone();
     let existing_leases: HashSet<i64> = client
         .lease_client()
@@ -132,6 +224,7 @@ async fn replay_into(
     }
 
     let mut report = ReplayReport {
+        engine: "etcd",
         base_revision,
         revision: base_revision,
         replayed_revisions: 0,
@@ -199,20 +292,12 @@ async fn replay_into(
     keepalive_cancel.cancel();
     let _ = keepalive.await;
     outcome?;
-    info!(
-        base = report.base_revision,
-        revision = report.revision,
-        revisions = report.replayed_revisions,
-        resent = report.resent_transactions,
-        seconds = report.replay_time.as_secs_f64(),
-        "replayed to revision"
-    );
     Ok(report)
 }
 
 /// Reads the chain's segments in order until one reaches `target`, handing each on. A chain
 /// that breaks or ends first is `NotRestorable`, naming how far it reaches.
-async fn read_chain(
+pub(crate) async fn read_chain(
     chain: &mut ChainReader,
     base_revision: i64,
     target: i64,
@@ -286,17 +371,7 @@ async fn apply_segments(
         let Some((key, segment)) = received else {
             return Err(ReplicationError::Cancelled);
         };
-        if let Some(expected) = request.base_cluster_id {
-            if segment.header.cluster_id != expected {
-                return Err(ReplicationError::NoCoverage {
-                    requested: target,
-                    detail: format!(
-                        "segment `{key}` records etcd cluster {:x}, the base snapshot is of cluster {expected:x}",
-                        segment.header.cluster_id
-                    ),
-                });
-            }
-        }
+        check_cluster(&key, &segment, request)?;
         report.segments_read += 1;
         report.first_segment.get_or_insert_with(|| key.to_string());
         report.last_segment = Some(key.to_string());
@@ -311,17 +386,7 @@ async fn apply_segments(
                 break;
             }
             for lease in leases_needed(&revision, &existing_leases) {
-                let ttl = match recorded_ttls.get(&lease) {
-                    Some(&ttl) if ttl > 0 => ttl,
-                    Some(_) => EXPIRED_LEASE_TTL_SECONDS,
-                    None => {
-                        return Err(ReplicationError::BadEvent {
-                            segment: key.to_string(),
-                            revision: revision.revision,
-                            detail: format!("lease {lease:x} is used but was never recorded"),
-                        })
-                    }
-                };
+                let ttl = lease_ttl(&recorded_ttls, lease, &key, revision.revision)?;
                 lease_client
                     .grant(ttl, Some(LeaseGrantOptions::new().with_id(lease)))
                     .await

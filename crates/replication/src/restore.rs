@@ -13,11 +13,10 @@ use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
 
 use crate::point_in_time::revision_at_time;
-use crate::scratch_etcd::EtcdBinaries;
 use crate::store::{list_generations, list_segments};
 use crate::{
-    replay_to_revision, BaseCandidate, ChainReader, GenerationId, ReplayReport, ReplayRequest,
-    ReplicationError, ReplicationLayout,
+    replay_to_revision, BaseCandidate, ChainReader, GenerationId, ReplayEngine, ReplayReport,
+    ReplayRequest, ReplicationError, ReplicationLayout,
 };
 
 /// Where to look and what to use.
@@ -33,8 +32,8 @@ pub struct RevisionSource {
     /// What a base snapshot and every segment must be to be used (signed by a trusted key, of
     /// this cluster; a snapshot encrypted where required).
     pub trust: ManifestTrust,
-    /// etcd and etcdutl for the throw-away etcd.
-    pub binaries: EtcdBinaries,
+    /// How revisions are replayed onto the base snapshot.
+    pub engine: ReplayEngine,
 }
 
 /// What a restore to a point uses, decided from listings (and, for a time, a few segment
@@ -189,7 +188,7 @@ fn newest_stored(
 }
 
 /// Writes a plain `.db` of the keyspace at `point` to `output` (which must not exist), using
-/// `work_dir` for the base snapshot and the throw-away etcd.
+/// `work_dir` for the base snapshot (and the `etcd` engine's throw-away etcd).
 pub async fn fetch_revision(
     source: &RevisionSource,
     point: RestorePoint,
@@ -242,7 +241,7 @@ pub async fn replay_generation(
         cancel,
     )
     .await?;
-    replay_to_revision(&source.binaries, &mut chain, request, cancel).await
+    replay_to_revision(&source.engine, &mut chain, request, cancel).await
 }
 
 /// The base snapshot, verified, into the new owner-only file `path`.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use etcd_dr_core::{printable, NodeBundle, RestorePoint, SnapshotManifest};
+use etcd_dr_replication::{EtcdBinaries, ReplayEngine};
 use etcd_dr_transport::{
     read_object, read_snapshot, resolve_snapshot, Identities, PartialFile, SnapshotLayout,
     SnapshotSelector,
@@ -35,16 +36,30 @@ pub struct Args {
     keep_owners: bool,
     /// The keyspace at a point in history: an etcd revision, a time (RFC 3339: the newest
     /// revision observed at or before it) or `newest` (the newest revision stored). The newest
-    /// snapshot at or below it, replayed with the stored replication segments in a throw-away
-    /// etcd (docs/segments.md).
+    /// snapshot at or below it, carried forward with the stored replication segments
+    /// (docs/segments.md).
     #[arg(long, value_name = "REV|TIME|newest", conflicts_with_all = ["node", "snapshot"])]
     at: Option<RestorePoint>,
-    /// With --at: the `etcd` binary (3.5+) for the throw-away etcd.
+    /// With --at: how the segments are replayed. `backend` appends the recorded changes to
+    /// the snapshot's backend file directly (no etcd needed); `etcd` applies every revision
+    /// as a transaction in a throw-away etcd (--etcd-bin, --etcdutl-bin).
+    #[arg(long, value_enum, default_value_t = ReplayWith::Backend, requires = "at")]
+    replay_with: ReplayWith,
+    /// With --replay-with etcd: the `etcd` binary (3.5+) for the throw-away etcd.
     #[arg(long, default_value = "etcd", requires = "at")]
     etcd_bin: PathBuf,
-    /// With --at: the `etcdutl` binary (3.5+).
+    /// With --replay-with etcd: the `etcdutl` binary (3.5+).
     #[arg(long, default_value = "etcdutl", requires = "at")]
     etcdutl_bin: PathBuf,
+}
+
+/// `--replay-with`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ReplayWith {
+    /// The snapshot's backend file extended directly.
+    Backend,
+    /// A throw-away etcd.
+    Etcd,
 }
 
 pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
@@ -56,14 +71,14 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
         );
     }
     if let Some(point) = args.at {
-        return super::fetch_at::run(
-            settings,
-            point,
-            &args.output,
-            &args.etcd_bin,
-            &args.etcdutl_bin,
-        )
-        .await;
+        let engine = match args.replay_with {
+            ReplayWith::Backend => ReplayEngine::Backend,
+            ReplayWith::Etcd => ReplayEngine::Etcd(EtcdBinaries {
+                etcd: args.etcd_bin,
+                etcdutl: args.etcdutl_bin,
+            }),
+        };
+        return super::fetch_at::run(settings, point, &args.output, engine).await;
     }
     let (store, layout) = open_store(settings)?;
     let cancel = shutdown_token();

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 use etcd_dr_core::RestorePoint;
 use etcd_dr_replication::{
-    fetch_revision, EtcdBinaries, ReplayReport, ReplicationLayout, RevisionSource,
+    fetch_revision, ReplayEngine, ReplayReport, ReplicationLayout, RevisionSource,
 };
 
 use super::{identities, manifest_trust, open_store, shutdown_token};
@@ -16,8 +16,7 @@ pub async fn run(
     settings: &Settings,
     point: RestorePoint,
     output: &Path,
-    etcd: &Path,
-    etcdutl: &Path,
+    engine: ReplayEngine,
 ) -> anyhow::Result<()> {
     let (store, snapshots) = open_store(settings)?;
     let segments = ReplicationLayout::new(&settings.store.prefix, &settings.cluster)?;
@@ -27,10 +26,7 @@ pub async fn run(
         segments,
         identities: identities(settings)?,
         trust: manifest_trust(settings)?,
-        binaries: EtcdBinaries {
-            etcd: etcd.to_path_buf(),
-            etcdutl: etcdutl.to_path_buf(),
-        },
+        engine,
     };
     let work_dir = output
         .parent()
@@ -44,7 +40,7 @@ pub async fn run(
     let plan = &fetched.plan;
     match (&fetched.report, &plan.generation) {
         (Some(report), Some(generation)) => println!(
-            "revision {} written to {} (snapshot {} at revision {}, {} revisions replayed from {} segment(s) of generation {} in {:.2} s{})",
+            "revision {} written to {} (snapshot {} at revision {}, {} revisions replayed from {} segment(s) of generation {} in {:.2} s by the {} engine{})",
             plan.target,
             output.display(),
             plan.base.id,
@@ -53,6 +49,7 @@ pub async fn run(
             report.segments_read,
             generation,
             report.replay_time.as_secs_f64(),
+            report.engine,
             replay_cpu(report)
         ),
         _ => println!(
@@ -65,9 +62,11 @@ pub async fn run(
     Ok(())
 }
 
-/// The CPU spent meanwhile (when the OS tells) and the transactions sent twice.
+/// The CPU spent meanwhile (when the OS tells) and, with etcd, the transactions sent twice.
 fn replay_cpu(report: &ReplayReport) -> String {
     match (report.replay_cpu_own, report.replay_cpu_etcd) {
+        (Some(own), None) => format!("; CPU meanwhile: {:.2} s", own.as_secs_f64()),
+        (None, None) => String::new(),
         (Some(own), Some(etcd)) => format!(
             "; CPU meanwhile: etcd-dr {:.2} s, throw-away etcd {:.2} s; {} transactions sent again after overtaking",
             own.as_secs_f64(),

@@ -100,7 +100,7 @@ pub struct PromoteConfig {
     /// Commands run before and after the restore (`[[promote.hooks]]`), in order.
     #[serde(default)]
     pub hooks: Vec<HookConfig>,
-    /// The local etcd binaries a restore to a point (`at`) replays with.
+    /// How a restore to a point (`at`) replays: the engine and, for `etcd`, its binaries.
     #[serde(default)]
     pub replay: ReplayConfig,
 }

@@ -5,8 +5,7 @@
 
 use etcd_dr_core::{create_private_dir, ReplaySummary, RestorePoint, StepName};
 use etcd_dr_replication::{
-    plan_restore, replay_generation, EtcdBinaries, ReplayRequest, ReplicationLayout, RestorePlan,
-    RevisionSource,
+    plan_restore, replay_generation, ReplayRequest, ReplicationLayout, RestorePlan, RevisionSource,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -21,10 +20,7 @@ impl Promoter {
             segments: ReplicationLayout::beside(&self.layout),
             identities: self.identities.clone(),
             trust: self.trust.clone(),
-            binaries: EtcdBinaries {
-                etcd: self.config.replay.etcd.clone(),
-                etcdutl: self.config.replay.etcdutl.clone(),
-            },
+            engine: self.config.replay.engine(),
         }
     }
 

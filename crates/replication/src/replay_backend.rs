@@ -1,0 +1,224 @@
+//! The `backend` replay engine: the base snapshot's backend file carried forward without etcd
+//! (`etcd-backend`'s `BackendExtension`): its buckets copied into the output, every recorded
+//! change above its revision appended to the `key` bucket exactly as the source etcd stored it
+//! (the watch hands out the stored `KeyValue`; a change's index in its revision is its `sub`),
+//! and the leases those changes use added with their recorded TTLs. Segments are read and
+//! decoded by the chain reader (one ahead) while a blocking thread writes the file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use etcd_dr_etcd_backend::{BackendError, BackendExtension, Change, KeyValue};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::replay::{check_cluster, check_coverage, lease_ttl, read_chain};
+use crate::scratch_etcd::process_cpu_time;
+use crate::{ChainReader, ReplayReport, ReplayRequest, ReplicationError, Segment};
+
+/// etcd's event type of a deletion (`mvccpb.Event_DELETE`); 0 is a put.
+const EVENT_DELETE: i32 = 1;
+
+pub(crate) async fn replay_into_backend(
+    chain: &mut ChainReader,
+    request: &ReplayRequest,
+    cancel: &CancellationToken,
+) -> Result<ReplayReport, ReplicationError> {
+    let cpu_before = process_cpu_time("self");
+    let started = Instant::now();
+    let (base_db, output_db) = (request.base_db.clone(), request.output_db.clone());
+    let extension = blocking(&request.output_db, move || {
+        BackendExtension::start(&base_db, &output_db)
+    })
+    .await?
+    .map_err(|e| backend_error(e, &request.base_db))?;
+    let base_revision = extension.base_revision();
+    check_coverage(chain, request, base_revision)?;
+
+    let (segments_tx, segments_rx) = mpsc::channel(1);
+    let applying = {
+        let (request, cancel) = (request.clone(), cancel.clone());
+        blocking(&request.output_db.clone(), move || {
+            apply_segments(extension, segments_rx, &request, &cancel)
+        })
+    };
+    let read = if request.target_revision > base_revision {
+        read_chain(
+            chain,
+            base_revision,
+            request.target_revision,
+            segments_tx,
+            cancel,
+        )
+        .await
+    } else {
+        drop(segments_tx);
+        Ok(())
+    };
+    let applied = applying.await?;
+    // As with the etcd engine: a failure to apply says more than the reader it stopped, an
+    // unreadable chain more than the applier that ran out of segments.
+    let applied = match (read, applied) {
+        (_, Err(error))
+            if !matches!(error, ReplicationError::Cancelled) || cancel.is_cancelled() =>
+        {
+            return Err(error)
+        }
+        (Err(error), _) => return Err(error),
+        (Ok(()), result) => result?,
+    };
+    let replay_time = started.elapsed();
+    let replay_cpu_own = match (cpu_before, process_cpu_time("self")) {
+        (Some(before), Some(now)) => Some(now.saturating_sub(before)),
+        _ => None,
+    };
+    Ok(ReplayReport {
+        engine: "backend",
+        base_revision,
+        revision: applied.revision,
+        replayed_revisions: applied.revisions,
+        segments_read: applied.segments,
+        first_segment: applied.first_segment,
+        last_segment: applied.last_segment,
+        leases_granted: applied.leases,
+        resent_transactions: 0,
+        replay_time,
+        replay_cpu_own,
+        replay_cpu_etcd: None,
+        snapshot_bytes: applied.bytes,
+    })
+}
+
+/// What the blocking writer did.
+struct Applied {
+    revision: i64,
+    revisions: u64,
+    segments: u64,
+    first_segment: Option<String>,
+    last_segment: Option<String>,
+    leases: u64,
+    bytes: u64,
+}
+
+/// Appends the segments' revisions above the base up to the target, then finishes the file
+/// with the leases they use. Runs on a blocking thread; the output is removed on any failure
+/// (the extension removes it when dropped unfinished).
+fn apply_segments(
+    mut extension: BackendExtension,
+    mut segments: mpsc::Receiver<(Arc<str>, Segment)>,
+    request: &ReplayRequest,
+    cancel: &CancellationToken,
+) -> Result<Applied, ReplicationError> {
+    let target = request.target_revision;
+    let mut applied = Applied {
+        revision: extension.base_revision(),
+        revisions: 0,
+        segments: 0,
+        first_segment: None,
+        last_segment: None,
+        leases: 0,
+        bytes: 0,
+    };
+    let mut recorded_ttls: HashMap<i64, i64> = HashMap::new();
+    let mut leases: BTreeMap<i64, i64> = BTreeMap::new();
+    while applied.revision < target {
+        if cancel.is_cancelled() {
+            return Err(ReplicationError::Cancelled);
+        }
+        // The reader names why the chain ended.
+        let Some((key, segment)) = segments.blocking_recv() else {
+            return Err(ReplicationError::Cancelled);
+        };
+        check_cluster(&key, &segment, request)?;
+        applied.segments += 1;
+        applied.first_segment.get_or_insert_with(|| key.to_string());
+        applied.last_segment = Some(key.to_string());
+        for lease in &segment.leases {
+            recorded_ttls.insert(lease.id, lease.granted_ttl_seconds);
+        }
+        for revision in segment.revisions {
+            if revision.revision <= applied.revision {
+                continue;
+            }
+            if revision.revision > target {
+                break;
+            }
+            if revision.events.is_empty() {
+                return Err(ReplicationError::BadEvent {
+                    segment: key.to_string(),
+                    revision: revision.revision,
+                    detail: "a revision without changes".into(),
+                });
+            }
+            for (sub, event) in revision.events.into_iter().enumerate() {
+                let Some(kv) = event.kv else {
+                    return Err(ReplicationError::BadEvent {
+                        segment: key.to_string(),
+                        revision: revision.revision,
+                        detail: format!("change {sub} has no key"),
+                    });
+                };
+                let change = if event.r#type == EVENT_DELETE {
+                    Change::Delete
+                } else {
+                    Change::Put
+                };
+                if change == Change::Put
+                    && kv.lease != 0
+                    && !extension.base_has_lease(kv.lease)
+                    && !leases.contains_key(&kv.lease)
+                {
+                    let ttl = lease_ttl(&recorded_ttls, kv.lease, &key, revision.revision)?;
+                    leases.insert(kv.lease, ttl);
+                }
+                let kv = KeyValue {
+                    key: kv.key,
+                    create_revision: kv.create_revision,
+                    mod_revision: kv.mod_revision,
+                    version: kv.version,
+                    value: kv.value,
+                    lease: kv.lease,
+                };
+                extension
+                    .append(revision.revision, sub as i64, change, &kv)
+                    .map_err(|e| ReplicationError::BadEvent {
+                        segment: key.to_string(),
+                        revision: revision.revision,
+                        detail: e.to_string(),
+                    })?;
+            }
+            applied.revision = revision.revision;
+            applied.revisions += 1;
+        }
+    }
+    let finished = extension
+        .finish(leases)
+        .map_err(|e| backend_error(e, &request.output_db))?;
+    applied.leases = finished.leases_added;
+    applied.bytes = finished.bytes;
+    Ok(applied)
+}
+
+/// Runs file work on a blocking thread.
+fn blocking<T: Send + 'static>(
+    output: &std::path::Path,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> impl std::future::Future<Output = Result<T, ReplicationError>> {
+    let output = output.to_path_buf();
+    let task = tokio::task::spawn_blocking(work);
+    async move {
+        task.await.map_err(|e| ReplicationError::Backend {
+            path: output,
+            detail: format!("the writer thread ended: {e}"),
+        })
+    }
+}
+
+fn backend_error(error: BackendError, path: &std::path::Path) -> ReplicationError {
+    ReplicationError::Backend {
+        path: PathBuf::from(path),
+        detail: error.to_string(),
+    }
+}
