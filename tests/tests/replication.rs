@@ -204,7 +204,11 @@ async fn restore_at(
         &cancel,
     )
     .await?;
-    let output_db = dir.join(format!("restored-{target}-{}.db", engine.name()));
+    let output_db = dir.join(format!(
+        "restored-{target}-{}-{}.db",
+        engine.name(),
+        rand::random::<u32>()
+    ));
     let request = ReplayRequest {
         base_db: captured.base_db.clone(),
         target_revision: target,
