@@ -130,11 +130,11 @@ for run in $(seq "$RUNS"); do
 import json, re, sys
 out = open(sys.argv[1]).read()
 wall, user, system, rss = open(sys.argv[2]).read().split("TIME ")[1].split()
-m = re.search(r"(\d+) revisions replayed from (\d+) segment\(s\).* in ([\d.]+) s by the (\w+) engine; CPU meanwhile: (?:etcd-dr )?([\d.]+) s(?:, throw-away etcd ([\d.]+) s; (\d+) transactions sent again)?", out)
-revisions, segments, seconds, engine, own, etcd, resent = m.groups()
+m = re.search(r"(\d+) revisions replayed from (\d+) segment\(s\).* in ([\d.]+) s by the (\w+) engine; CPU meanwhile: (?:etcd-dr )?([\d.]+) s(?:, throw-away etcd ([\d.]+) s; (\d+) transactions sent again)?(?:; copying the base took ([\d.]+) s)?", out)
+revisions, segments, seconds, engine, own, etcd, resent, base_copy = m.groups()
 assert engine == sys.argv[3], out
 print(json.dumps({"label": "replay", "engine": engine, "revisions": int(revisions), "segments": int(segments),
-    "replay_seconds": float(seconds), "replay_cpu_etcd_dr": float(own), "replay_cpu_etcd": float(etcd or 0), "resent": int(resent or 0),
+    "replay_seconds": float(seconds), "replay_cpu_etcd_dr": float(own), "replay_cpu_etcd": float(etcd or 0), "resent": int(resent or 0), "base_copy_seconds": float(base_copy or 0),
     "fetch_wall": float(wall), "fetch_cpu": float(user) + float(system), "fetch_peak_rss_kib": int(rss)}))
 PY
     add_steal "$before"
@@ -170,10 +170,11 @@ for r in rows:
         print(f"Stored: {r['segments']} segments, {r['revisions']} revisions (one event each), {r['bytes']} bytes, {r['bytes'] / max(r['revisions'], 1):.1f} bytes/event.\n")
 replays = [r for r in rows if r["label"] == "replay"]
 if replays:
-    print("| replay: `etcd-dr fetch --at newest` | engine | revisions | replay | rev/s | CPU in replay: etcd-dr / throw-away etcd | sent again | fetch wall | fetch CPU | fetch peak RSS | CPU stolen meanwhile |")
+    print("| replay: `etcd-dr fetch --at newest` | engine | revisions | replay (base copy) | rev/s | CPU in replay: etcd-dr / throw-away etcd | sent again | fetch wall | fetch CPU | fetch peak RSS | CPU stolen meanwhile |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for i, r in enumerate(replays, 1):
-        print(f"| {i} | {r['engine']} | {r['revisions']} | {r['replay_seconds']:.2f} s | {r['revisions'] / r['replay_seconds']:.0f} | {r['replay_cpu_etcd_dr']:.2f} s / {r['replay_cpu_etcd']:.2f} s | {r['resent']} | {r['fetch_wall']:.2f} s | {r['fetch_cpu']:.2f} s | {mib(r['fetch_peak_rss_kib'])} | {r.get('steal_seconds', 0):.2f} s |")
+        copy = f" ({r['base_copy_seconds']:.2f} s)" if r["engine"] == "backend" else ""
+        print(f"| {i} | {r['engine']} | {r['revisions']} | {r['replay_seconds']:.2f} s{copy} | {r['revisions'] / r['replay_seconds']:.0f} | {r['replay_cpu_etcd_dr']:.2f} s / {r['replay_cpu_etcd']:.2f} s | {r['resent']} | {r['fetch_wall']:.2f} s | {r['fetch_cpu']:.2f} s | {mib(r['fetch_peak_rss_kib'])} | {r.get('steal_seconds', 0):.2f} s |")
     for engine in ("backend", "etcd"):
         rates = [r["revisions"] / r["replay_seconds"] for r in replays if r["engine"] == engine]
         if rates:

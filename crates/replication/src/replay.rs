@@ -48,8 +48,11 @@ pub struct ReplayReport {
     pub leases_granted: u64,
     /// Transactions that reached etcd before their predecessor and were sent again.
     pub resent_transactions: u64,
-    /// Time spent applying revisions.
+    /// Time spent applying revisions (`backend`: copying the base's backend included).
     pub replay_time: Duration,
+    /// `backend`: the part of `replay_time` spent copying the base's backend before the first
+    /// revision (`None` with `etcd`, whose restore and start are not in `replay_time`).
+    pub base_copy_time: Option<Duration>,
     /// CPU time this process spent meanwhile (every thread; Linux only, else `None`).
     pub replay_cpu_own: Option<Duration>,
     /// CPU time the throw-away etcd spent meanwhile (Linux only, else `None`).
@@ -234,6 +237,7 @@ async fn replay_into(
         leases_granted: 0,
         resent_transactions: 0,
         replay_time: Duration::ZERO,
+        base_copy_time: None,
         replay_cpu_own: None,
         replay_cpu_etcd: None,
         snapshot_bytes: 0,

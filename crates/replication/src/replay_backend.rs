@@ -34,6 +34,7 @@ pub(crate) async fn replay_into_backend(
     })
     .await?
     .map_err(|e| backend_error(e, &request.base_db))?;
+    let base_copy_time = started.elapsed();
     let base_revision = extension.base_revision();
     check_coverage(chain, request, base_revision)?;
 
@@ -85,6 +86,7 @@ pub(crate) async fn replay_into_backend(
         leases_granted: applied.leases,
         resent_transactions: 0,
         replay_time,
+        base_copy_time: Some(base_copy_time),
         replay_cpu_own,
         replay_cpu_etcd: None,
         snapshot_bytes: applied.bytes,

@@ -65,7 +65,11 @@ pub async fn run(
 /// The CPU spent meanwhile (when the OS tells) and, with etcd, the transactions sent twice.
 fn replay_cpu(report: &ReplayReport) -> String {
     match (report.replay_cpu_own, report.replay_cpu_etcd) {
-        (Some(own), None) => format!("; CPU meanwhile: {:.2} s", own.as_secs_f64()),
+        (Some(own), None) => format!(
+            "; CPU meanwhile: {:.2} s; copying the base took {:.2} s",
+            own.as_secs_f64(),
+            report.base_copy_time.unwrap_or_default().as_secs_f64()
+        ),
         (None, None) => String::new(),
         (Some(own), Some(etcd)) => format!(
             "; CPU meanwhile: etcd-dr {:.2} s, throw-away etcd {:.2} s; {} transactions sent again after overtaking",
