@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::EtcdVersion;
+use crate::{EtcdCluster, EtcdVersion};
 
 /// One key as etcd reports it: key, value, create and mod revision, version, lease.
 pub type KeyState = (Vec<u8>, Vec<u8>, i64, i64, i64, i64);
@@ -61,6 +61,36 @@ pub async fn keyspace(client: &mut Client, revision: i64) -> Vec<KeyState> {
 pub async fn revision_of(client: &mut Client) -> i64 {
     let status = client.status().await.expect("status");
     status.header().expect("header").revision()
+}
+
+/// Starts `db` as a restored etcd of `version` and checks that it is at `target` and holds
+/// exactly `expected` (the source's keyspace at `target`); `engine` names the replay in the
+/// failures. Returns the running etcd and a client of it.
+pub async fn assert_restored(
+    db: &Path,
+    version: EtcdVersion,
+    target: i64,
+    expected: &[KeyState],
+    engine: &str,
+) -> (EtcdCluster, Client) {
+    let restored = EtcdCluster::start_restored(db, version);
+    let mut client = restored.client().await;
+    assert_eq!(
+        revision_of(&mut client).await,
+        target,
+        "revision ({engine})"
+    );
+    let got = keyspace(&mut client, 0).await;
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "key count at revision {target} ({engine})"
+    );
+    assert!(
+        got == expected,
+        "keyspace differs at revision {target} ({engine})"
+    );
+    (restored, client)
 }
 
 /// Writes etcd's snapshot of `client`'s member to `path`.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, DeleteOptions, PutOptions, Txn, TxnOp};
 use etcd_dr_e2e::replication_ground::{
-    both_engines, generation_around, keyspace, revision_of, snapshot_to,
+    assert_restored, both_engines, generation_around, keyspace, revision_of, snapshot_to,
 };
 use etcd_dr_e2e::{
     block_on, segment_signer, test_signing_key, test_trust, EtcdCluster, EtcdDr, EtcdOptions,
@@ -295,20 +295,7 @@ fn restored_keyspaces_equal_the_source(version: EtcdVersion) {
                 let restored_db = restore_at(&captured, &dir_path, target, &engine)
                     .await
                     .expect("restore");
-                let restored = EtcdCluster::start_restored(&restored_db, version);
-                let mut restored_client = restored.client().await;
-                assert_eq!(revision_of(&mut restored_client).await, target);
-                let got = keyspace(&mut restored_client, 0).await;
-                let engine = engine.name();
-                assert_eq!(
-                    got.len(),
-                    expected.len(),
-                    "key count at revision {target} ({engine})"
-                );
-                assert!(
-                    got == expected,
-                    "keyspace differs at revision {target} ({engine})"
-                );
+                assert_restored(&restored_db, version, target, &expected, engine.name()).await;
             }
         }
 
