@@ -155,6 +155,21 @@ impl BackendExtension {
                 kv.mod_revision
             )));
         }
+        // A put's version counts from 1 at its creation, which is at or before it.
+        let created_here = kv.create_revision == revision;
+        if change == Change::Put
+            && (kv.version < 1
+                || kv.create_revision < 1
+                || kv.create_revision > revision
+                || (kv.version == 1) != created_here)
+        {
+            return Err(refuse(format!(
+                "its put of `{}` records version {} created at revision {}",
+                String::from_utf8_lossy(&kv.key),
+                kv.version,
+                kv.create_revision
+            )));
+        }
         self.key_buffer.clear();
         self.key_buffer.extend_from_slice(&revision.to_be_bytes());
         self.key_buffer.push(b'_');
@@ -557,16 +572,40 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let base = base(dir.path(), None);
         let output = dir.path().join("out.db");
-        let cases: [(i64, i64, i64, &str); 4] = [
-            (4, 0, 4, "at or below the base's revision 4"),
-            (6, 0, 6, "revisions must follow each other"),
-            (5, 1, 5, "revisions must follow each other"),
-            (5, 0, 9, "records mod_revision 9"),
+        let cases = [
+            (
+                (4, 0),
+                put("x", "", 4, 4, 1),
+                "at or below the base's revision 4",
+            ),
+            (
+                (6, 0),
+                put("x", "", 6, 6, 1),
+                "revisions must follow each other",
+            ),
+            (
+                (5, 1),
+                put("x", "", 5, 5, 1),
+                "revisions must follow each other",
+            ),
+            ((5, 0), put("x", "", 9, 5, 1), "records mod_revision 9"),
+            (
+                (5, 0),
+                put("x", "", 5, 3, 1),
+                "version 1 created at revision 3",
+            ),
+            (
+                (5, 0),
+                put("x", "", 5, 5, 2),
+                "version 2 created at revision 5",
+            ),
+            ((5, 0), put("x", "", 5, 7, 2), "created at revision 7"),
+            ((5, 0), put("x", "", 5, 2, 0), "version 0"),
         ];
-        for (revision, sub, recorded, expected) in cases {
+        for ((revision, sub), kv, expected) in cases {
             let mut extension = BackendExtension::start(&base, &output).unwrap();
             let error = extension
-                .append(revision, sub, Change::Put, &put("x", "", recorded, 5, 1))
+                .append(revision, sub, Change::Put, &kv)
                 .unwrap_err()
                 .to_string();
             assert!(error.contains(expected), "{error}");
