@@ -15,7 +15,7 @@ use etcd_dr_e2e::promotion::{
 use etcd_dr_e2e::replication_ground::{generation_around, keyspace, CaptureRun, CaptureTarget};
 use etcd_dr_e2e::{block_on, EtcdVersion};
 use etcd_dr_replication::{CaptureOptions, ReplicationLayout};
-use etcd_dr_restore::{PromotionRequest, PromotionState, StepName, StepState};
+use etcd_dr_restore::{PromotionRequest, PromotionState, ReplayEngineName, StepName, StepState};
 
 #[test]
 fn a_promotion_at_a_revision_restores_exactly_that_revision() {
@@ -70,13 +70,16 @@ fn a_promotion_at_a_revision_restores_exactly_that_revision() {
     });
 
     let node = LocalSecondary::start(&host);
-    let mut config = node.config(&EtcdVersion::V3_5.bin("etcdutl"));
-    config.replay.etcd = EtcdVersion::V3_5.bin("etcd");
-    config.replay.etcdutl = EtcdVersion::V3_5.bin("etcdutl");
+    let config = node.config(&EtcdVersion::V3_5.bin("etcdutl"));
+    // The dry run replays in a throw-away etcd, the promotion with the default engine.
+    let mut with_etcd = config.clone();
+    with_etcd.replay.engine = ReplayEngineName::Etcd;
+    with_etcd.replay.etcd = EtcdVersion::V3_5.bin("etcd");
+    with_etcd.replay.etcdutl = EtcdVersion::V3_5.bin("etcdutl");
 
     // A dry run at `newest` plans the newest stored revision and changes nothing.
     let record = promote_locally(
-        config.clone(),
+        with_etcd,
         primary.store.path(),
         &host,
         PromotionRequest {
@@ -92,6 +95,7 @@ fn a_promotion_at_a_revision_restores_exactly_that_revision() {
         .expect("the record says what is replayed");
     assert_eq!(replay.target_revision, last, "{}", record_json(&record));
     assert_eq!(replay.replayed_revisions as i64, last - snapshot_revision);
+    assert_eq!(replay.engine, "etcd");
     assert_eq!(record.plan.as_ref().unwrap().snapshot_revision, last);
     assert_eq!(node.data_dir_entries(), ["member"]);
 
@@ -115,6 +119,7 @@ fn a_promotion_at_a_revision_restores_exactly_that_revision() {
     assert_eq!(replay.base_revision, snapshot_revision);
     assert_eq!(replay.replayed_revisions as i64, middle - snapshot_revision);
     assert!(replay.segments_used >= 1 && replay.first_segment.is_some());
+    assert_eq!(replay.engine, "backend");
     let plan = record.plan.as_ref().unwrap();
     assert_eq!(plan.snapshot_revision, middle);
     assert!(member_revision(&node.client_url) >= plan.expected_min_revision);

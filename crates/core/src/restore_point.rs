@@ -109,10 +109,13 @@ pub struct ReplaySummary {
     /// The last segment read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_segment: Option<String>,
-    /// Revisions applied in the throw-away etcd.
+    /// Revisions applied onto the base.
     pub replayed_revisions: u64,
     /// Seconds spent applying them.
     pub replay_seconds: f64,
+    /// The replay engine (`backend` or `etcd`); empty until the replay ran.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub engine: String,
 }
 
 #[cfg(test)]

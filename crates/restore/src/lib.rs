@@ -34,7 +34,9 @@ mod verify;
 pub use admission::{admit, take_restore_lock, Admission, AdmissionError, LockHolder};
 pub use after_kube::{restart_workloads, wait_nodes_ready, NodesReady, WorkloadResults};
 pub use bundle_keys::service_account_keys_from_bundles;
-pub use config::{AfterConfig, KubernetesConfig, PodSelector, PromoteConfig, ReplayConfig};
+pub use config::{
+    AfterConfig, KubernetesConfig, PodSelector, PromoteConfig, ReplayConfig, ReplayEngineName,
+};
 pub use error::PromoteError;
 pub use etcd_dr_core::{
     AfterAction, AfterOutcome, AfterResult, EtcdVersion, NodePlan, NodeRecord, Progress,

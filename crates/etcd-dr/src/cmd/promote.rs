@@ -141,8 +141,12 @@ pub async fn run_printed(
                 println!("  replay         none: the snapshot is that revision");
             } else {
                 println!(
-                    "  replay         {} revision(s) onto revision {}, generation {}",
-                    replay.replayed_revisions, replay.base_revision, replay.generation
+                    "  replay         {} revision(s) onto revision {}, generation {}, in {:.2} s by the {} engine",
+                    replay.replayed_revisions,
+                    replay.base_revision,
+                    replay.generation,
+                    replay.replay_seconds,
+                    replay.engine
                 );
                 println!(
                     "  segments       {} ({} … {})",

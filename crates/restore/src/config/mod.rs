@@ -14,7 +14,7 @@ mod kubernetes;
 mod replay;
 
 pub use kubernetes::{AfterConfig, KubernetesConfig, PodSelector};
-pub use replay::ReplayConfig;
+pub use replay::{ReplayConfig, ReplayEngineName};
 
 use crate::front_end::FrontEndConfig;
 use crate::hooks::{validate_hooks, HookConfig};

@@ -47,6 +47,7 @@ impl Promoter {
                 last_segment: None,
                 replayed_revisions: 0,
                 replay_seconds: 0.0,
+                engine: String::new(),
             })
         });
         Ok(plan)
@@ -98,6 +99,7 @@ impl Promoter {
                 summary.last_segment = report.last_segment.clone();
                 summary.replayed_revisions = report.replayed_revisions;
                 summary.replay_seconds = report.replay_time.as_secs_f64();
+                summary.engine = report.engine.to_string();
             }
         });
         Ok(LocalSnapshot {
