@@ -2,10 +2,12 @@
 //! not a mutable index, is the truth. Every segment read is signed by a trusted key (or the
 //! reader allows unsigned ones), so a store writer cannot plant or relink one.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use etcd_dr_transport::{Identities, ManifestTrust};
 use object_store::ObjectStore;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{list_segments, read_segment};
@@ -25,6 +27,15 @@ pub struct ChainLink {
     pub cluster_id: u64,
 }
 
+/// Segments read ahead of the one handed out: their GETs and decoding overlap, so a store that
+/// answers in tens of milliseconds is not read one round trip at a time. At most this many
+/// decoded segments wait (each about the cut size, 8 MiB by default, unless one revision is
+/// larger). They are checked against the chain in order, when handed out.
+const READ_AHEAD: usize = 8;
+
+/// A segment being read (fetched, decrypted, decompressed, decoded, signature checked).
+type SegmentRead = JoinHandle<Result<(Segment, SegmentDigest), ReplicationError>>;
+
 /// Yields a generation's segments oldest first, verified against each other.
 pub struct ChainReader {
     store: Arc<dyn ObjectStore>,
@@ -35,6 +46,14 @@ pub struct ChainReader {
     names: Vec<SegmentName>,
     next_index: usize,
     verified: Option<ChainLink>,
+    /// Reads of `names[next_index..]`, in order.
+    ahead: VecDeque<SegmentRead>,
+}
+
+impl Drop for ChainReader {
+    fn drop(&mut self) {
+        self.stop_reading_ahead();
+    }
 }
 
 impl ChainReader {
@@ -58,6 +77,7 @@ impl ChainReader {
             names,
             next_index: 0,
             verified: None,
+            ahead: VecDeque::new(),
         })
     }
 
@@ -81,6 +101,7 @@ impl ChainReader {
             names,
             next_index: 0,
             verified,
+            ahead: VecDeque::new(),
         }
     }
 
@@ -112,10 +133,28 @@ impl ChainReader {
         let Some(name) = self.names.get(self.next_index) else {
             return Ok(None);
         };
-        let path = self.layout.segment_path(&self.generation, name);
-        let key = path.to_string();
-        let (segment, digest) =
-            read_segment(&self.store, &path, &self.identities, &self.trust, cancel).await?;
+        let key = self.layout.segment_path(&self.generation, name).to_string();
+        self.read_ahead(cancel);
+        let read = self
+            .ahead
+            .front_mut()
+            .expect("the next segment is being read");
+        let read = tokio::select! {
+            read = read => read,
+            () = cancel.cancelled() => return Err(ReplicationError::Cancelled),
+        };
+        self.ahead.pop_front();
+        let read = read
+            .map_err(|e| ReplicationError::corrupt(&key, format!("reading task: {e}")))
+            .and_then(|read| read);
+        let (segment, digest) = match read {
+            Ok(read) => read,
+            Err(error) => {
+                // A later call reads this segment again rather than the one after it.
+                self.stop_reading_ahead();
+                return Err(error);
+            }
+        };
         let header = &segment.header;
         let broken = |detail: String| ReplicationError::ChainBroken {
             generation: self.generation.to_string(),
@@ -159,6 +198,31 @@ impl ChainReader {
         self.next_index += 1;
         Ok(Some((key, segment)))
     }
+
+    /// Starts reading the next segments not being read yet, up to [`READ_AHEAD`].
+    fn read_ahead(&mut self, cancel: &CancellationToken) {
+        while self.ahead.len() < READ_AHEAD {
+            let Some(name) = self.names.get(self.next_index + self.ahead.len()) else {
+                break;
+            };
+            let path = self.layout.segment_path(&self.generation, name);
+            let (store, identities, trust, cancel) = (
+                self.store.clone(),
+                self.identities.clone(),
+                self.trust.clone(),
+                cancel.clone(),
+            );
+            self.ahead.push_back(tokio::spawn(async move {
+                read_segment(&store, &path, &identities, &trust, &cancel).await
+            }));
+        }
+    }
+
+    fn stop_reading_ahead(&mut self) {
+        for read in self.ahead.drain(..) {
+            read.abort();
+        }
+    }
 }
 
 /// The end of a generation as stored (its newest segment, read and checked on its own), to
@@ -187,6 +251,8 @@ pub async fn read_chain_tail(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use object_store::memory::InMemory;
     use object_store::ObjectStoreExt;
 
@@ -283,6 +349,37 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(tail.last_revision, 19);
+    }
+
+    #[tokio::test]
+    async fn the_next_segments_are_fetched_while_one_is_handed_out() {
+        use etcd_dr_transport::fault_store::{Call, Fault, FaultStore};
+        let (sink, _) = stored_chain().await;
+        let slow = FaultStore::new(sink.store.clone());
+        for nth in 1..=3 {
+            slow.arm(Call::Get, nth, Fault::Delay(Duration::from_millis(300)));
+        }
+        let cancel = CancellationToken::new();
+        let mut reader = ChainReader::open(
+            Arc::new(slow.clone()),
+            sink.layout.clone(),
+            generation(),
+            Identities::none(),
+            trust(),
+            &cancel,
+        )
+        .await
+        .unwrap();
+        let (_, first) = reader.next_segment(&cancel).await.unwrap().unwrap();
+        assert_eq!(first.header.first_revision, 11);
+        // The two after it were requested before the first came back, not after.
+        assert_eq!(slow.count(Call::Get), 3);
+        let mut rest = Vec::new();
+        while let Some((_, segment)) = reader.next_segment(&cancel).await.unwrap() {
+            rest.push(segment.header.first_revision);
+        }
+        assert_eq!(rest, [14, 17]);
+        assert_eq!(slow.count(Call::Get), 3, "each segment is read once");
     }
 
     #[tokio::test]
