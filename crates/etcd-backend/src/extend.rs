@@ -305,13 +305,15 @@ impl BackendExtension {
         let header = bucket.finish(&mut out, sequence)?;
         self.written.push((KEY_BUCKET.to_vec(), header));
         let mut later = std::mem::take(&mut self.later);
-        if !new_leases.is_empty() && !later.iter().any(|(name, _)| name == LEASE_BUCKET) {
+        let base_has_leases = later.iter().any(|(name, _)| name == LEASE_BUCKET);
+        if !new_leases.is_empty() && !base_has_leases {
             later.push((LEASE_BUCKET.to_vec(), 0));
             later.sort();
         }
         for (name, sequence) in later {
             let header = if name == LEASE_BUCKET {
-                merge_leases(&self.base, &mut out, sequence, &new_leases)?
+                let base = base_has_leases.then_some(&self.base);
+                merge_leases(base, &mut out, sequence, &new_leases)?
             } else {
                 copy_bucket(&self.base, &mut out, &name, sequence)?
             };
@@ -349,9 +351,10 @@ fn copy_bucket(
     bucket.finish(out, sequence)
 }
 
-/// The base's leases with `new` ones between them, in key order (the base's win a tie).
+/// The base's leases (`None`: it has no `lease` bucket) with `new` ones between them, in key
+/// order (the base's win a tie).
 fn merge_leases(
-    base: &BoltFile,
+    base: Option<&BoltFile>,
     out: &mut BoltWriter,
     sequence: u64,
     new: &BTreeMap<[u8; 8], Lease>,
@@ -367,7 +370,7 @@ fn merge_leases(
                 .expect("a Vec grows to hold a message");
             bucket.push(out, id, &encoded)
         };
-    if base.buckets()?.iter().any(|(name, _)| name == LEASE_BUCKET) {
+    if let Some(base) = base {
         base.for_each_flat(LEASE_BUCKET, |key, value| {
             while let Some((id, lease)) = pending.next_if(|(id, _)| id.as_slice() <= key) {
                 if id.as_slice() != key {

@@ -127,6 +127,30 @@ pub async fn replay_to_revision(
     Ok(report)
 }
 
+/// What a replay whose chain reader and applier ran side by side failed of, if anything: a
+/// failure to apply says more than the reader it stopped; an unreadable chain says more than
+/// the applier that ran out of segments (which reports `Cancelled`).
+pub(crate) fn first_cause<T>(
+    read: Result<(), ReplicationError>,
+    applied: Result<T, ReplicationError>,
+    cancel: &CancellationToken,
+) -> Result<T, ReplicationError> {
+    match (read, applied) {
+        (_, Err(error))
+            if !matches!(error, ReplicationError::Cancelled) || cancel.is_cancelled() =>
+        {
+            Err(error)
+        }
+        (Err(error), _) => Err(error),
+        (Ok(()), result) => result,
+    }
+}
+
+/// CPU time spent between two readings, when both were taken.
+pub(crate) fn cpu_since(before: Option<Duration>, now: Option<Duration>) -> Option<Duration> {
+    Some(now?.saturating_sub(before?))
+}
+
 /// Refuses a target below the base, and a generation that starts above the base's next
 /// revision.
 pub(crate) fn check_coverage(
@@ -258,25 +282,13 @@ async fn replay_into(
             cancel,
         );
         let (read, applied) = tokio::join!(reading, applying);
-        // A failure to apply says more than the reader stopped by it; an unreadable chain
-        // says more than the applier that ran out of segments.
-        match (read, applied) {
-            (_, Err(error))
-                if !matches!(error, ReplicationError::Cancelled) || cancel.is_cancelled() =>
-            {
-                Err(error)
-            }
-            (Err(error), _) => Err(error),
-            (Ok(()), result) => result,
-        }
+        first_cause(read, applied, cancel)
     } else {
         Ok(())
     };
     report.replay_time = started.elapsed();
-    let since =
-        |before: Option<Duration>, now: Option<Duration>| Some(now?.saturating_sub(before?));
-    report.replay_cpu_own = since(cpu_before.0, process_cpu_time("self"));
-    report.replay_cpu_etcd = since(cpu_before.1, scratch.cpu_time());
+    report.replay_cpu_own = cpu_since(cpu_before.0, process_cpu_time("self"));
+    report.replay_cpu_etcd = cpu_since(cpu_before.1, scratch.cpu_time());
     if outcome.is_ok() {
         // Nothing else writes to this etcd: its snapshot is at exactly the target revision.
         let now = scratch.revision().await?;
@@ -389,7 +401,7 @@ async fn apply_segments(
             if revision.revision > target {
                 break;
             }
-            for lease in leases_needed(&revision, &existing_leases) {
+            for lease in leases_needed(&revision, |lease| existing_leases.contains(&lease)) {
                 let ttl = lease_ttl(&recorded_ttls, lease, &key, revision.revision)?;
                 lease_client
                     .grant(ttl, Some(LeaseGrantOptions::new().with_id(lease)))
@@ -412,14 +424,15 @@ async fn apply_segments(
     report.resent_transactions = pipeline.resent;
     Ok(())
 }
-/// Leases the revision's puts carry that the throw-away etcd does not have yet.
-fn leases_needed(revision: &RevisionEvents, existing: &HashSet<i64>) -> Vec<i64> {
+/// Leases the revision's puts carry that are not `known` yet (to the throw-away etcd, or to
+/// the backend being written), each once, in id order.
+pub(crate) fn leases_needed(revision: &RevisionEvents, known: impl Fn(i64) -> bool) -> Vec<i64> {
     let mut needed: Vec<i64> = revision
         .events
         .iter()
         .filter(|event| event.r#type == 0)
         .filter_map(|event| event.kv.as_ref().map(|kv| kv.lease))
-        .filter(|lease| *lease != 0 && !existing.contains(lease))
+        .filter(|lease| *lease != 0 && !known(*lease))
         .collect();
     needed.sort_unstable();
     needed.dedup();

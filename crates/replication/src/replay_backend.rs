@@ -8,13 +8,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use etcd_dr_etcd_backend::{BackendError, BackendExtension, Change, KeyValue};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::replay::{check_cluster, check_coverage, lease_ttl, read_chain};
+use crate::replay::{
+    check_cluster, check_coverage, cpu_since, first_cause, lease_ttl, leases_needed, read_chain,
+};
 use crate::scratch_etcd::process_cpu_time;
 use crate::{ChainReader, ReplayReport, ReplayRequest, ReplicationError, Segment};
 
@@ -34,15 +36,30 @@ pub(crate) async fn replay_into_backend(
     })
     .await?
     .map_err(|e| backend_error(e, &request.base_db))?;
-    let base_copy_time = started.elapsed();
     let base_revision = extension.base_revision();
     check_coverage(chain, request, base_revision)?;
 
+    let report = ReplayReport {
+        engine: "backend",
+        base_revision,
+        revision: base_revision,
+        replayed_revisions: 0,
+        segments_read: 0,
+        first_segment: None,
+        last_segment: None,
+        leases_granted: 0,
+        resent_transactions: 0,
+        replay_time: Duration::ZERO,
+        base_copy_time: Some(started.elapsed()),
+        replay_cpu_own: None,
+        replay_cpu_etcd: None,
+        snapshot_bytes: 0,
+    };
     let (segments_tx, segments_rx) = mpsc::channel(1);
     let applying = {
         let (request, cancel) = (request.clone(), cancel.clone());
         blocking(&request.output_db.clone(), move || {
-            apply_segments(extension, segments_rx, &request, &cancel)
+            apply_segments(extension, segments_rx, report, &request, &cancel)
         })
     };
     let read = if request.target_revision > base_revision {
@@ -58,74 +75,26 @@ pub(crate) async fn replay_into_backend(
         drop(segments_tx);
         Ok(())
     };
-    let applied = applying.await?;
-    // As with the etcd engine: a failure to apply says more than the reader it stopped, an
-    // unreadable chain more than the applier that ran out of segments.
-    let applied = match (read, applied) {
-        (_, Err(error))
-            if !matches!(error, ReplicationError::Cancelled) || cancel.is_cancelled() =>
-        {
-            return Err(error)
-        }
-        (Err(error), _) => return Err(error),
-        (Ok(()), result) => result?,
-    };
-    let replay_time = started.elapsed();
-    let replay_cpu_own = match (cpu_before, process_cpu_time("self")) {
-        (Some(before), Some(now)) => Some(now.saturating_sub(before)),
-        _ => None,
-    };
-    Ok(ReplayReport {
-        engine: "backend",
-        base_revision,
-        revision: applied.revision,
-        replayed_revisions: applied.revisions,
-        segments_read: applied.segments,
-        first_segment: applied.first_segment,
-        last_segment: applied.last_segment,
-        leases_granted: applied.leases,
-        resent_transactions: 0,
-        replay_time,
-        base_copy_time: Some(base_copy_time),
-        replay_cpu_own,
-        replay_cpu_etcd: None,
-        snapshot_bytes: applied.bytes,
-    })
-}
-
-/// What the blocking writer did.
-struct Applied {
-    revision: i64,
-    revisions: u64,
-    segments: u64,
-    first_segment: Option<String>,
-    last_segment: Option<String>,
-    leases: u64,
-    bytes: u64,
+    let mut report = first_cause(read, applying.await?, cancel)?;
+    report.replay_time = started.elapsed();
+    report.replay_cpu_own = cpu_since(cpu_before, process_cpu_time("self"));
+    Ok(report)
 }
 
 /// Appends the segments' revisions above the base up to the target, then finishes the file
-/// with the leases they use. Runs on a blocking thread; the output is removed on any failure
-/// (the extension removes it when dropped unfinished).
+/// with the leases they use; `report` counts what was applied. Runs on a blocking thread; the
+/// output is removed on any failure (the extension removes it when dropped unfinished).
 fn apply_segments(
     mut extension: BackendExtension,
     mut segments: mpsc::Receiver<(Arc<str>, Segment)>,
+    mut report: ReplayReport,
     request: &ReplayRequest,
     cancel: &CancellationToken,
-) -> Result<Applied, ReplicationError> {
+) -> Result<ReplayReport, ReplicationError> {
     let target = request.target_revision;
-    let mut applied = Applied {
-        revision: extension.base_revision(),
-        revisions: 0,
-        segments: 0,
-        first_segment: None,
-        last_segment: None,
-        leases: 0,
-        bytes: 0,
-    };
     let mut recorded_ttls: HashMap<i64, i64> = HashMap::new();
     let mut leases: BTreeMap<i64, i64> = BTreeMap::new();
-    while applied.revision < target {
+    while report.revision < target {
         if cancel.is_cancelled() {
             return Err(ReplicationError::Cancelled);
         }
@@ -134,14 +103,14 @@ fn apply_segments(
             return Err(ReplicationError::Cancelled);
         };
         check_cluster(&key, &segment, request)?;
-        applied.segments += 1;
-        applied.first_segment.get_or_insert_with(|| key.to_string());
-        applied.last_segment = Some(key.to_string());
+        report.segments_read += 1;
+        report.first_segment.get_or_insert_with(|| key.to_string());
+        report.last_segment = Some(key.to_string());
         for lease in &segment.leases {
             recorded_ttls.insert(lease.id, lease.granted_ttl_seconds);
         }
         for revision in segment.revisions {
-            if revision.revision <= applied.revision {
+            if revision.revision <= report.revision {
                 continue;
             }
             if revision.revision > target {
@@ -153,6 +122,12 @@ fn apply_segments(
                     revision: revision.revision,
                     detail: "a revision without changes".into(),
                 });
+            }
+            for lease in leases_needed(&revision, |lease| {
+                extension.base_has_lease(lease) || leases.contains_key(&lease)
+            }) {
+                let ttl = lease_ttl(&recorded_ttls, lease, &key, revision.revision)?;
+                leases.insert(lease, ttl);
             }
             for (sub, event) in revision.events.into_iter().enumerate() {
                 let Some(kv) = event.kv else {
@@ -167,14 +142,6 @@ fn apply_segments(
                 } else {
                     Change::Put
                 };
-                if change == Change::Put
-                    && kv.lease != 0
-                    && !extension.base_has_lease(kv.lease)
-                    && !leases.contains_key(&kv.lease)
-                {
-                    let ttl = lease_ttl(&recorded_ttls, kv.lease, &key, revision.revision)?;
-                    leases.insert(kv.lease, ttl);
-                }
                 let kv = KeyValue {
                     key: kv.key,
                     create_revision: kv.create_revision,
@@ -191,16 +158,16 @@ fn apply_segments(
                         detail: e.to_string(),
                     })?;
             }
-            applied.revision = revision.revision;
-            applied.revisions += 1;
+            report.revision = revision.revision;
+            report.replayed_revisions += 1;
         }
     }
     let finished = extension
         .finish(leases)
         .map_err(|e| backend_error(e, &request.output_db))?;
-    applied.leases = finished.leases_added;
-    applied.bytes = finished.bytes;
-    Ok(applied)
+    report.leases_granted = finished.leases_added;
+    report.snapshot_bytes = finished.bytes;
+    Ok(report)
 }
 
 /// Runs file work on a blocking thread.
