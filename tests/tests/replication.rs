@@ -2,6 +2,7 @@
 //! segments, then restored at random revisions and compared with the source's own read at that
 //! revision.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -392,12 +393,14 @@ fn a_capture_that_starts_below_the_compaction_ends_its_generation() {
 fn fetch_at_a_revision_writes_the_keyspace_of_that_revision() {
     let etcd = EtcdCluster::start(EtcdOptions::default());
     let store_dir = tempfile::tempdir().unwrap();
+    // The throw-away etcd must not see the daemon's secrets (etcd logs unknown `ETCD_*`).
     let dr = EtcdDr::with_sections(
         "prod",
         &etcd.config_section(&etcd.endpoints()),
         &StoreTarget::Local(store_dir.path()),
         "",
-    );
+    )
+    .env("ETCD_DR_API_TOKEN", "api-token-value-must-not-leak");
     etcd.put("k/base", b"in the snapshot");
     let manifest = dr.snapshot_json(&[]);
     let generation = generation_around(&manifest);
@@ -455,7 +458,19 @@ fn fetch_at_a_revision_writes_the_keyspace_of_that_revision() {
 
     let output = dr.dir().join("at-middle.db");
     let at = middle.to_string();
-    let etcd_bin = EtcdVersion::V3_5.bin("etcd");
+    // etcd behind a wrapper that records the environment it was given.
+    let child_env = dr.dir().join("etcd-env");
+    let etcd_bin = dr.dir().join("etcd-recording-env");
+    std::fs::write(
+        &etcd_bin,
+        format!(
+            "#!/bin/sh\nenv >> '{}'\nexec '{}' \"$@\"\n",
+            child_env.display(),
+            EtcdVersion::V3_5.bin("etcd").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&etcd_bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let etcdutl_bin = EtcdVersion::V3_5.bin("etcdutl");
     // `fetch --at <at> --output <output>` with the default engine: what it printed.
     let fetch_at = |at: &str, output: &std::path::Path| {
@@ -487,6 +502,15 @@ fn fetch_at_a_revision_writes_the_keyspace_of_that_revision() {
             && printed.contains("by the backend engine"),
         "{printed}"
     );
+    // Both restored copies hold every Secret of the cluster: owner-only whatever the umask.
+    for copy in [&output, &by_backend] {
+        let mode = std::fs::metadata(copy).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", copy.display());
+    }
+    let seen =
+        std::fs::read_to_string(&child_env).expect("the wrapper recorded etcd's environment");
+    assert!(seen.contains("PATH="), "{seen}");
+    assert!(!seen.contains("must-not-leak"), "{seen}");
     let restored_backend = EtcdCluster::start_restored(&by_backend, EtcdVersion::V3_5);
     let restored = EtcdCluster::start_restored(&output, EtcdVersion::V3_5);
     let (source_endpoints, source_options) = etcd.connect_parts();

@@ -14,6 +14,7 @@
 
 mod after_result;
 mod byte_size;
+mod child_env;
 mod cluster_shape;
 mod config_problem;
 mod manifest;
@@ -29,6 +30,7 @@ mod terminal_text;
 
 pub use after_result::{AfterAction, AfterOutcome, AfterResult, ALL_TARGETS};
 pub use byte_size::human_bytes;
+pub use child_env::{allowed_child_environment, is_allowed_in_child, CHILD_ENV_ALLOWED};
 pub use cluster_shape::{
     ClusterNode, ClusterShape, CniDaemonSet, KubeadmShape, NodeAddress, ObjectCounts, ResourceCount,
 };

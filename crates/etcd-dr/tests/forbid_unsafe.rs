@@ -27,3 +27,24 @@ fn every_crate_root_forbids_unsafe_code() {
         );
     }
 }
+
+#[test]
+fn every_target_of_every_member_inherits_the_workspace_forbid() {
+    let root = std::fs::read_to_string(workspace().join("Cargo.toml")).unwrap();
+    assert!(
+        root.contains("[workspace.lints.rust]\nunsafe_code = \"forbid\""),
+        "the workspace Cargo.toml does not forbid unsafe code"
+    );
+    let mut manifests = vec![workspace().join("tests/Cargo.toml")];
+    for entry in std::fs::read_dir(workspace().join("crates")).unwrap() {
+        manifests.push(entry.unwrap().path().join("Cargo.toml"));
+    }
+    for manifest in manifests {
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        assert!(
+            text.contains("[lints]\nworkspace = true"),
+            "{} does not inherit the workspace lints (tests, examples and benches included)",
+            manifest.display()
+        );
+    }
+}

@@ -25,10 +25,10 @@ mod unpack;
 
 pub use bundle::{default_bundle_paths, BundleConfig, TarScanner, TarSummary, UnreachablePolicy};
 pub use check::{check_node, FreeSpace, NodeReport};
-pub use child_env::{is_allowed_in_child, CHILD_ENV_ALLOWED};
 pub use command::{CommandOutput, NodeCommand, MAX_CAPTURED_STDOUT, STDERR_TAIL};
 pub use config::{is_valid_node_name, AccessConfig, AccessKind, NodesConfig};
 pub use error::NodeError;
+pub use etcd_dr_core::{is_allowed_in_child, CHILD_ENV_ALLOWED};
 pub use executor::{Executor, LocalExecutor, SshExecutor};
 pub use node::{Node, NodeRole};
 pub use output_stream::OutputStream;

@@ -72,6 +72,8 @@ impl ScratchEtcd {
             .args(["--name", "replay", "--initial-cluster", &initial_cluster])
             .args(["--initial-advertise-peer-urls", &peer_url])
             .args(["--initial-cluster-token", token])
+            .env_clear()
+            .envs(etcd_dr_core::allowed_child_environment())
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output();
@@ -123,6 +125,9 @@ impl ScratchEtcd {
             .arg(format!("--quota-backend-bytes={QUOTA_BACKEND_BYTES}"))
             .arg("--auto-compaction-retention=0")
             .args(["--logger", "zap", "--log-level", "warn"])
+            // etcd reads every `ETCD_*` variable and logs unknown ones with their value.
+            .env_clear()
+            .envs(etcd_dr_core::allowed_child_environment())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -181,10 +186,11 @@ impl ScratchEtcd {
             path: path.display().to_string(),
             source,
         };
-        // Never replaces a file; a failed write leaves nothing behind.
+        // Never replaces a file; a failed write leaves nothing behind; private whatever the umask.
         let file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(path)
             .await
             .map_err(io_error)?;

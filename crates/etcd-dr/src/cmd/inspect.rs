@@ -2,6 +2,7 @@
 //! objects per resource and namespace — read from the snapshot itself, without etcd.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 
 use anyhow::Context;
 use etcd_dr_cluster_shape::{read_snapshot_contents, SnapshotContents, DEFAULT_KUBERNETES_PREFIX};
@@ -60,6 +61,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&path)
         .with_context(|| format!("creating `{}`", path.display()))?;
     let (_, mut writer) = read_snapshot(
