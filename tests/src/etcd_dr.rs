@@ -100,6 +100,36 @@ impl EtcdDr {
         std::fs::write(&self.config, config).expect("write config");
     }
 
+    /// `etcd-dr <args>` run on a pseudo-terminal (util-linux `script`): what the terminal
+    /// showed (progress bars included). Panics unless it succeeded.
+    pub fn run_on_terminal(&self, args: &[&str]) -> String {
+        let command = self.command(args);
+        let words: Vec<String> = std::iter::once(command.get_program())
+            .chain(command.get_args())
+            .map(|word| format!("'{}'", word.to_string_lossy().replace('\'', r"'\''")))
+            .collect();
+        let output = Command::new("script")
+            .args([
+                "--quiet",
+                "--return",
+                "--command",
+                &words.join(" "),
+                "/dev/null",
+            ])
+            .envs(
+                command
+                    .get_envs()
+                    .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+            )
+            .env("TERM", "xterm")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "{args:?} on a terminal:\n{shown}");
+        shown
+    }
+
     /// A command running `etcd-dr --config <file> <args>`.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(etcd_dr_bin());

@@ -199,6 +199,7 @@ impl CaptureTarget {
             output_db: output_db.clone(),
             work_dir: dir.to_path_buf(),
             base_cluster_id: None,
+            progress: None,
         };
         let report = replay_to_revision(engine, &mut chain, &request, &cancel).await?;
         Ok((output_db, report))

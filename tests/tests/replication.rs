@@ -216,6 +216,7 @@ async fn restore_at(
         output_db: output_db.clone(),
         work_dir: dir.to_path_buf(),
         base_cluster_id: None,
+        progress: None,
     };
     let report =
         etcd_dr_replication::replay_to_revision(engine, &mut chain, &request, &cancel).await?;
@@ -543,6 +544,24 @@ fn fetch_at_a_revision_writes_the_keyspace_of_that_revision() {
     assert!(
         printed.contains(&format!("revision {last} written to")),
         "{printed}"
+    );
+    // On a terminal a bar follows the download and then the replay; piped, the summary alone.
+    assert!(
+        !printed.contains("fetch --at") && !printed.contains('\r'),
+        "{printed:?}"
+    );
+    let on_terminal = dr.dir().join("at-newest-terminal.db");
+    let shown = dr.run_on_terminal(&[
+        "fetch",
+        "--at",
+        "newest",
+        "--output",
+        on_terminal.to_str().unwrap(),
+    ]);
+    assert!(shown.contains("fetch --at newest: "), "{shown:?}");
+    assert!(
+        shown.contains(&format!("revision {last} written to")),
+        "{shown:?}"
     );
 
     // Beyond what is stored: refused, saying how far it can go; nothing written.

@@ -292,6 +292,7 @@ fn replication_rpo_bytes_per_event_and_replay_speed() {
                 output_db: dir_path.join(format!("replayed-{}.db", engine.name())),
                 work_dir: dir_path.clone(),
                 base_cluster_id: None,
+                progress: None,
             };
             let (own_before, children_before) = cpu_seconds();
             let replay_started = Instant::now();

@@ -204,35 +204,6 @@ fn the_daemon_skips_unchanged_revisions_and_stops_cleanly() {
     assert!(dr.log("daemon.log").contains("stopped"));
 }
 
-/// `etcd-dr <args>` run on a pseudo-terminal (util-linux `script`): what the terminal showed.
-fn on_a_terminal(dr: &EtcdDr, args: &[&str]) -> String {
-    let command = dr.command(args);
-    let words: Vec<String> = std::iter::once(command.get_program())
-        .chain(command.get_args())
-        .map(|word| format!("'{}'", word.to_string_lossy().replace('\'', r"'\''")))
-        .collect();
-    let output = std::process::Command::new("script")
-        .args([
-            "--quiet",
-            "--return",
-            "--command",
-            &words.join(" "),
-            "/dev/null",
-        ])
-        .envs(
-            command
-                .get_envs()
-                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
-        )
-        .env("TERM", "xterm")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let shown = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "{args:?} on a terminal:\n{shown}");
-    shown
-}
-
 #[test]
 fn transfers_show_progress_on_a_terminal_and_nowhere_else() {
     let etcd = EtcdCluster::start(EtcdOptions::default());
@@ -243,14 +214,14 @@ fn transfers_show_progress_on_a_terminal_and_nowhere_else() {
 
     // On a terminal: a bar with the bytes and the rate while it runs, then the summary.
     let output = dr.dir().join("terminal.db");
-    let shown = on_a_terminal(&dr, &["fetch", &id, "--output", output.to_str().unwrap()]);
+    let shown = dr.run_on_terminal(&["fetch", &id, "--output", output.to_str().unwrap()]);
     assert!(shown.contains(&format!("fetch {id}")), "{shown:?}");
     assert!(shown.contains("B/s"), "{shown:?}");
     assert!(
         shown.contains(&format!("snapshot {id} written to")),
         "{shown:?}"
     );
-    let shown = on_a_terminal(&dr, &["verify", &id]);
+    let shown = dr.run_on_terminal(&["verify", &id]);
     assert!(shown.contains(&format!("verify {id}")), "{shown:?}");
 
     // Piped, or with --json: the summary alone.
@@ -264,7 +235,7 @@ fn transfers_show_progress_on_a_terminal_and_nowhere_else() {
     // A new revision: a snapshot in the same second at the same revision would have the
     // first one's id (and be refused as already stored).
     etcd.put("/after-the-first-snapshot", b"x");
-    let shown = on_a_terminal(&dr, &["snapshot", "--json"]);
+    let shown = dr.run_on_terminal(&["snapshot", "--json"]);
     assert!(!shown.contains("B/s"), "{shown:?}");
     assert!(shown.contains("\"etcd_sha256\""), "{shown:?}");
 }

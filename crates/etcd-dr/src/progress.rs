@@ -1,16 +1,17 @@
 //! Progress of long work for a person at a terminal: a bar (bytes, rate, ETA) that follows a
-//! transfer's [`ShipProgress`], or a spinner with what is running (promote, restore) that turns
+//! transfer's [`ShipProgress`] or a restore to a revision's [`ReplayProgress`], or a spinner with what is running (promote, restore) that turns
 //! into a bar while the snapshot is copied. Drawn on stderr, and only
 //! when both stdout and stderr are terminals and `--json` was not asked for: scripts, pipes,
 //! logs and CI see the final summary alone.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_dr_core::TransferProgress;
-use etcd_dr_transport::ShipProgress;
+use etcd_dr_replication::{ReplayProgress, ReplayStage};
+use etcd_dr_transport::{CountingWriter, ShipProgress};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// How often a bar reads its counters and redraws.
@@ -102,6 +103,78 @@ impl Drop for TransferBar {
     }
 }
 
+/// A bar on stderr that follows a restore to a revision until dropped: the base snapshot's
+/// download (bytes, rate, ETA), then the revisions replayed onto it (count, rate, ETA).
+pub struct ReplayBar {
+    bar: ProgressBar,
+    follower: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ReplayBar {
+    /// Follows `progress` under the label `what`; draws nothing unless `visible`. Needs a
+    /// Tokio runtime when visible.
+    pub fn follow(what: impl Into<String>, progress: Arc<ReplayProgress>, visible: bool) -> Self {
+        if !visible {
+            return Self {
+                bar: ProgressBar::hidden(),
+                follower: None,
+            };
+        }
+        let what = what.into();
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(bar_style());
+        bar.set_message(format!("{what}: base snapshot"));
+        let follower = {
+            let bar = bar.clone();
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(REFRESH);
+                let mut replaying = false;
+                loop {
+                    ticks.tick().await;
+                    match progress.stage() {
+                        ReplayStage::Downloading { done, expected } => {
+                            bar.set_length(expected.max(done));
+                            bar.set_position(done);
+                        }
+                        ReplayStage::Replaying { done, total } => {
+                            if !replaying {
+                                replaying = true;
+                                bar.set_style(revisions_style());
+                                bar.set_message(format!("{what}: replaying"));
+                                bar.set_position(0);
+                                bar.reset_eta();
+                            }
+                            bar.set_length(total.max(done));
+                            bar.set_position(done);
+                        }
+                    }
+                }
+            })
+        };
+        Self {
+            bar,
+            follower: Some(follower),
+        }
+    }
+}
+
+impl Drop for ReplayBar {
+    fn drop(&mut self) {
+        if let Some(follower) = self.follower.take() {
+            follower.abort();
+        }
+        self.bar.finish_and_clear();
+    }
+}
+
+fn revisions_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{msg} [{bar:30}] {human_pos}/{human_len} revisions {per_sec} ETA {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ")
+}
+
 fn bar_style() -> ProgressStyle {
     ProgressStyle::with_template(
         "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
@@ -191,41 +264,10 @@ impl Drop for ActivitySpinner {
     }
 }
 
-/// A sink that counts the plain bytes written through it into a [`ShipProgress`].
-pub struct CountingWriter<W> {
-    inner: W,
-    progress: Arc<ShipProgress>,
-}
-
-impl<W> CountingWriter<W> {
-    /// Counts into `progress`.
-    pub fn new(inner: W, progress: Arc<ShipProgress>) -> Self {
-        Self { inner, progress }
-    }
-
-    /// The inner sink back.
-    pub fn into_inner(self) -> W {
-        self.inner
-    }
-}
-
-impl<W: Write> Write for CountingWriter<W> {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let written = self.inner.write(data)?;
-        self.progress
-            .raw_bytes
-            .fetch_add(written as u64, Ordering::Relaxed);
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn progress_is_drawn_only_for_a_terminal_without_json() {

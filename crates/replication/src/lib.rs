@@ -21,6 +21,7 @@ mod pipeline;
 mod point_in_time;
 mod replay;
 mod replay_backend;
+mod replay_progress;
 mod restore;
 mod retention;
 mod rotation;
@@ -44,6 +45,7 @@ pub use heartbeat::{
 pub use heartbeat_signature::{check_heartbeat_signature, HEARTBEAT_SIGNATURE_DOMAIN};
 pub use layout::{GenerationId, ReplicationLayout, SegmentName, PROGRESS_FILE, SEGMENT_SUFFIX};
 pub use replay::{replay_to_revision, ReplayEngine, ReplayReport, ReplayRequest};
+pub use replay_progress::{ReplayProgress, ReplayStage};
 pub use restore::{
     fetch_revision, plan_restore, replay_generation, FetchedRevision, RestorePlan, RevisionSource,
 };

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::pipeline::{revision_txn, ApplyGuard, TxnPipeline};
 use crate::replay_backend::replay_into_backend;
+use crate::replay_progress::ReplayProgress;
 use crate::scratch_etcd::{process_cpu_time, EtcdBinaries, ScratchEtcd};
 use crate::{ChainReader, ReplicationError, RevisionEvents, Segment};
 
@@ -74,6 +75,24 @@ pub struct ReplayRequest {
     pub work_dir: PathBuf,
     /// The etcd cluster id the base snapshot records: every segment replayed must be of it.
     pub base_cluster_id: Option<u64>,
+    /// Counters the replay keeps current for a progress display, if one watches.
+    pub progress: Option<Arc<ReplayProgress>>,
+}
+
+impl ReplayRequest {
+    /// Tells the watcher, if any, that revisions from `base` are replayed up to the target.
+    pub(crate) fn show_replaying(&self, base: i64) {
+        if let Some(progress) = &self.progress {
+            progress.replaying(base, self.target_revision);
+        }
+    }
+
+    /// Tells the watcher, if any, that revisions up to `revision` are applied.
+    pub(crate) fn show_applied(&self, revision: i64) {
+        if let Some(progress) = &self.progress {
+            progress.applied(revision);
+        }
+    }
 }
 
 /// How a replay carries the base snapshot forward.
@@ -229,6 +248,7 @@ async fn replay_into(
     let target = request.target_revision;
     let base_revision = scratch.revision().await?;
     check_coverage(chain, request, base_revision)?;
+    request.show_replaying(base_revision);
     let client = scratch.client().clone();
     let existing_leases: HashSet<i64> = client
         .lease_client()
@@ -416,6 +436,7 @@ async fn apply_segments(
             guard = next_guard;
             sent_up_to = txn.revision;
             pipeline.push(txn, cancel).await?;
+            request.show_applied(sent_up_to);
         }
     }
     pipeline.finish(cancel).await?;

@@ -38,6 +38,7 @@ pub(crate) async fn replay_into_backend(
     .map_err(|e| backend_error(e, &request.base_db))?;
     let base_revision = extension.base_revision();
     check_coverage(chain, request, base_revision)?;
+    request.show_replaying(base_revision);
 
     let report = ReplayReport {
         engine: "backend",
@@ -160,6 +161,7 @@ fn apply_segments(
             }
             report.revision = revision.revision;
             report.replayed_revisions += 1;
+            request.show_applied(revision.revision);
         }
     }
     let finished = extension

@@ -8,15 +8,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use etcd_dr_core::{RestorePoint, SnapshotManifest};
-use etcd_dr_transport::{list_snapshots, read_snapshot, Identities, ManifestTrust, SnapshotLayout};
+use etcd_dr_transport::{
+    list_snapshots, read_snapshot, CountingWriter, Identities, ManifestTrust, ShipProgress,
+    SnapshotLayout,
+};
 use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
 
 use crate::point_in_time::revision_at_time;
 use crate::store::{list_generations, list_segments};
 use crate::{
-    replay_to_revision, BaseCandidate, ChainReader, GenerationId, ReplayEngine, ReplayReport,
-    ReplayRequest, ReplicationError, ReplicationLayout,
+    replay_to_revision, BaseCandidate, ChainReader, GenerationId, ReplayEngine, ReplayProgress,
+    ReplayReport, ReplayRequest, ReplicationError, ReplicationLayout,
 };
 
 /// Where to look and what to use.
@@ -194,17 +197,22 @@ pub async fn fetch_revision(
     point: RestorePoint,
     output: PathBuf,
     work_dir: PathBuf,
+    progress: Option<Arc<ReplayProgress>>,
     cancel: &CancellationToken,
 ) -> Result<FetchedRevision, ReplicationError> {
     let plan = plan_restore(source, point, cancel).await?;
     let manifest = &plan.base;
+    let download = progress
+        .as_ref()
+        .map(|progress| progress.base_download.clone())
+        .unwrap_or_default();
     let Some(generation) = plan.generation.clone() else {
         // The target is the snapshot itself: fetched as it is, straight to `output`.
-        download_base(source, manifest, &output, cancel).await?;
+        download_base(source, manifest, &output, download, cancel).await?;
         return Ok(FetchedRevision { plan, report: None });
     };
     let base_db = work_dir.join(format!("base-{}.db", manifest.id));
-    let result = match download_base(source, manifest, &base_db, cancel).await {
+    let result = match download_base(source, manifest, &base_db, download, cancel).await {
         Ok(()) => {
             let request = ReplayRequest {
                 base_db: base_db.clone(),
@@ -212,6 +220,7 @@ pub async fn fetch_revision(
                 output_db: output,
                 work_dir,
                 base_cluster_id: plan.base_cluster_id(),
+                progress,
             };
             replay_generation(source, &generation, &request, cancel).await
         }
@@ -244,11 +253,13 @@ pub async fn replay_generation(
     replay_to_revision(&source.engine, &mut chain, request, cancel).await
 }
 
-/// The base snapshot, verified, into the new owner-only file `path`.
+/// The base snapshot, verified, into the new owner-only file `path`; its plain bytes counted
+/// into `progress`.
 async fn download_base(
     source: &RevisionSource,
     manifest: &SnapshotManifest,
     path: &Path,
+    progress: Arc<ShipProgress>,
     cancel: &CancellationToken,
 ) -> Result<(), ReplicationError> {
     let local_error = |action, source| ReplicationError::LocalIo {
@@ -263,12 +274,15 @@ async fn download_base(
         .mode(0o600)
         .open(path)
         .map_err(|e| local_error("creating", e))?;
+    progress
+        .expected_raw_bytes
+        .store(manifest.raw.size, std::sync::atomic::Ordering::Relaxed);
     let fetched = read_snapshot(
         &source.store,
         &source.snapshots,
         manifest,
         &source.identities,
-        std::io::BufWriter::with_capacity(1 << 20, file),
+        CountingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file), progress),
         cancel,
     )
     .await

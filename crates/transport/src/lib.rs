@@ -71,7 +71,8 @@ pub use staging::sweep_local_staging;
 pub use store_config::{oci_s3_endpoint, without_userinfo, StoreConfig, StoreKind};
 pub use uncommitted::{delete_uncommitted, is_committed};
 pub use upload::{
-    upload_object, upload_snapshot_data, ShipProgress, UploadOptions, UploadedData, UploadedObject,
+    upload_object, upload_snapshot_data, CountingWriter, ShipProgress, UploadOptions, UploadedData,
+    UploadedObject,
 };
 pub use verify::{StageFailure, Verification, VerifyFailure};
 

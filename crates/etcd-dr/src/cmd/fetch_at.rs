@@ -2,14 +2,16 @@
 //! snapshot and the replication segments after it.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 use etcd_dr_core::RestorePoint;
 use etcd_dr_replication::{
-    fetch_revision, ReplayEngine, ReplayReport, ReplicationLayout, RevisionSource,
+    fetch_revision, ReplayEngine, ReplayProgress, ReplayReport, ReplicationLayout, RevisionSource,
 };
 
 use super::{identities, manifest_trust, open_store, shutdown_token};
+use crate::progress::{on_terminal, ReplayBar};
 use crate::settings::Settings;
 
 pub async fn run(
@@ -34,9 +36,23 @@ pub async fn run(
         .unwrap_or(Path::new("."))
         .to_path_buf();
     let cancel = shutdown_token();
-    let fetched = fetch_revision(&source, point, output.to_path_buf(), work_dir, &cancel)
-        .await
-        .with_context(|| format!("fetching --at {point}"))?;
+    let progress = Arc::new(ReplayProgress::default());
+    let bar = ReplayBar::follow(
+        format!("fetch --at {point}"),
+        progress.clone(),
+        on_terminal(false),
+    );
+    let fetched = fetch_revision(
+        &source,
+        point,
+        output.to_path_buf(),
+        work_dir,
+        Some(progress),
+        &cancel,
+    )
+    .await
+    .with_context(|| format!("fetching --at {point}"))?;
+    drop(bar);
     let plan = &fetched.plan;
     match (&fetched.report, &plan.generation) {
         (Some(report), Some(generation)) => println!(

@@ -88,6 +88,7 @@ impl Promoter {
             output_db: output.clone(),
             work_dir: work_dir.clone(),
             base_cluster_id: plan.base_cluster_id(),
+            progress: None,
         };
         let report =
             replay_generation(&self.revision_source(), generation, &request, cancel).await?;

@@ -4,6 +4,7 @@
 mod compress;
 mod raw_stages;
 
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -69,6 +70,38 @@ impl ShipProgress {
         self.raw_bytes.store(0, Ordering::Relaxed);
         self.stored_bytes.store(0, Ordering::Relaxed);
         self.expected_raw_bytes.store(0, Ordering::Relaxed);
+    }
+}
+
+/// A sink that counts the plain bytes written through it into a [`ShipProgress`].
+pub struct CountingWriter<W> {
+    inner: W,
+    progress: Arc<ShipProgress>,
+}
+
+impl<W> CountingWriter<W> {
+    /// Counts into `progress`.
+    pub fn new(inner: W, progress: Arc<ShipProgress>) -> Self {
+        Self { inner, progress }
+    }
+
+    /// The inner sink back.
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(data)?;
+        self.progress
+            .raw_bytes
+            .fetch_add(written as u64, Ordering::Relaxed);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
