@@ -20,7 +20,6 @@ mod layout;
 mod pipeline;
 mod point_in_time;
 mod replay;
-mod replay_backend;
 mod replay_progress;
 mod restore;
 mod retention;

@@ -14,7 +14,7 @@ use etcd_dr_transport::{
 use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
 
-use super::{human_bytes, identities, manifest_trust, open_store, shutdown_token};
+use super::{human_bytes, manifest_trust, open_store, shutdown_token};
 use crate::progress::{on_terminal, TransferBar};
 use crate::settings::Settings;
 
@@ -90,7 +90,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
         &cancel,
     )
     .await?;
-    let identities = identities(settings)?;
+    let identities = settings.identities()?;
     if let Some(node) = &args.node {
         return fetch_bundle(
             &store,

@@ -10,7 +10,7 @@ use etcd_dr_replication::{
     fetch_revision, ReplayEngine, ReplayProgress, ReplayReport, ReplicationLayout, RevisionSource,
 };
 
-use super::{identities, manifest_trust, open_store, shutdown_token};
+use super::{manifest_trust, open_store, shutdown_token};
 use crate::progress::{on_terminal, ReplayBar};
 use crate::settings::Settings;
 
@@ -26,7 +26,7 @@ pub async fn run(
         store,
         snapshots,
         segments,
-        identities: identities(settings)?,
+        identities: settings.identities()?,
         trust: manifest_trust(settings)?,
         engine,
     };

@@ -10,7 +10,7 @@ use etcd_dr_core::{ClusterShape, SnapshotManifest};
 use etcd_dr_transport::{read_snapshot, resolve_snapshot, SnapshotSelector};
 use serde::Serialize;
 
-use super::{human_bytes, identities, manifest_trust, open_store, shutdown_token};
+use super::{human_bytes, manifest_trust, open_store, shutdown_token};
 use crate::settings::Settings;
 
 #[derive(clap::Args)]
@@ -49,7 +49,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
         &cancel,
     )
     .await?;
-    let identities = identities(settings)?;
+    let identities = settings.identities()?;
 
     // The plain database only lives in a private temporary directory (0700, file 0600), gone
     // when this returns: it holds every Secret of the cluster.

@@ -84,33 +84,6 @@ pub fn manifest_trust(settings: &Settings) -> anyhow::Result<ManifestTrust> {
     Ok(trust)
 }
 
-/// The age identities of `[encryption]` (none when no identity file is set). An identity file
-/// others can read is refused (or, with `secret_file_modes = "warn"`, used with a warning).
-pub fn identities(settings: &Settings) -> anyhow::Result<etcd_dr_transport::Identities> {
-    if let Some(path) = &settings.encryption.identity_file {
-        check_secret_file(
-            settings,
-            path,
-            "the age identity file (encryption.identity_file)",
-        )?;
-    }
-    Ok(settings.encryption.identities()?)
-}
-
-/// Refuses a secret file that group or others can read, or warns about it, as
-/// `secret_file_modes` says.
-pub fn check_secret_file(
-    settings: &Settings,
-    path: &std::path::Path,
-    what: &str,
-) -> anyhow::Result<()> {
-    if let Some(warning) = etcd_dr_core::check_secret_file(path, what, settings.secret_file_modes)?
-    {
-        tracing::warn!("{warning}");
-    }
-    Ok(())
-}
-
 /// Cancelled on the first SIGINT or SIGTERM.
 pub fn shutdown_token() -> tokio_util::sync::CancellationToken {
     let token = tokio_util::sync::CancellationToken::new();

@@ -11,7 +11,7 @@ use etcd_dr_restore::{
     PromotionTracker,
 };
 
-use super::{identities, manifest_trust, open_store, shutdown_token};
+use super::{manifest_trust, open_store, shutdown_token};
 use crate::progress::{on_terminal, ActivitySpinner};
 use crate::requester::requested_by;
 use crate::settings::Settings;
@@ -57,7 +57,7 @@ pub fn promoter(settings: &Settings) -> anyhow::Result<Promoter> {
         settings.nodes.worker_nodes(),
     )
     .context("promote")?;
-    promoter.identities = identities(settings)?;
+    promoter.identities = settings.identities()?;
     promoter.trust = manifest_trust(settings)?;
     promoter.prestage_dir = settings
         .secondary

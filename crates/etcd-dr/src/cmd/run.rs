@@ -27,16 +27,12 @@ pub async fn run(settings: &Settings, _args: Args) -> anyhow::Result<()> {
     // The one registry of the process.
     let metrics = Metrics::new(settings.role)?;
     if let Some(path) = &settings.http.token_file {
-        super::check_secret_file(settings, path, "the API token file (http.token_file)")?;
+        settings.check_secret_file(path, "the API token file (http.token_file)")?;
     }
     let token = load_token(&settings.http)?;
     let promote_token = match &settings.http.promote_token_file {
         Some(path) => {
-            super::check_secret_file(
-                settings,
-                path,
-                "the promote token file (http.promote_token_file)",
-            )?;
+            settings.check_secret_file(path, "the promote token file (http.promote_token_file)")?;
             let token = ApiToken::from_file(path).context("http.promote_token_file")?;
             Some(token)
         }

@@ -6,7 +6,7 @@ use anyhow::Context;
 use etcd_dr_core::{printable, NodeBundle};
 use etcd_dr_transport::{read_object, read_snapshot, resolve_snapshot, SnapshotSelector};
 
-use super::{human_bytes, identities, manifest_trust, open_store, shutdown_token};
+use super::{human_bytes, manifest_trust, open_store, shutdown_token};
 use crate::progress::{on_terminal, TransferBar};
 use crate::settings::Settings;
 
@@ -29,7 +29,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
         &cancel,
     )
     .await?;
-    let identities = identities(settings)?;
+    let identities = settings.identities()?;
     let visible = on_terminal(false);
     let started = Instant::now();
     let (bar, sink) = TransferBar::for_sink(

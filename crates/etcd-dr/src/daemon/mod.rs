@@ -4,6 +4,7 @@
 
 pub mod catalog_cache;
 pub mod fencing;
+pub mod generations;
 pub mod primary;
 pub mod progress_log;
 pub mod promote;

@@ -13,7 +13,7 @@ use etcd_dr_scheduler::{Schedule, SnapshotError, SnapshotHooks, SnapshotOutcome}
 use etcd_dr_transport::{apply_retention, list_snapshots, plan_verified_retention, TransportError};
 use tokio::sync::oneshot;
 
-use super::{replication, DaemonState};
+use super::{generations, DaemonState};
 
 /// Tells `POST /v1/snapshots` the id of the snapshot it started, or why none started.
 pub type IdSender = oneshot::Sender<Result<SnapshotId, ActionError>>;
@@ -144,7 +144,7 @@ async fn snapshot_and_prune(
     };
     let capture_before = state.replication.capture_progress();
     let replication_generation = |revision| {
-        replication::generation_of_snapshot(state, trigger, capture_before.as_ref(), revision)
+        generations::generation_of_snapshot(state, trigger, capture_before.as_ref(), revision)
     };
     let hooks = SnapshotHooks {
         on_attempt: &on_attempt,
@@ -282,7 +282,7 @@ async fn prune(state: &DaemonState) -> anyhow::Result<()> {
     }
     state.metrics.set_snapshots_stored(kept.snapshots.len());
     // Segments go only once no kept snapshot can be their base.
-    super::replication::prune_segments(state, &kept.snapshots).await
+    super::generations::prune_segments(state, &kept.snapshots).await
 }
 
 #[cfg(test)]

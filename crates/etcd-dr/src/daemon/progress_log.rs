@@ -13,7 +13,7 @@ use etcd_dr_core::{PromotionMode, PromotionRecord, StepState};
 use etcd_dr_restore::{running_activity, running_transfer};
 
 use super::DaemonState;
-use crate::cmd::human_bytes;
+use etcd_dr_core::human_bytes;
 
 /// How often a long run is logged.
 pub const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(30);

@@ -1,24 +1,26 @@
 //! The primary's continuous replication: the capture (`etcd_dr_replication::ContinuousCapture`)
 //! run while not fenced, its full snapshots taken through the daemon's snapshot cycle (one at a
 //! time with the schedule), its progress shown in status and metrics, and its heartbeat.
-//! Segment retention runs after snapshot retention (`prune_segments`).
+//! What the snapshot cycle needs of it (the generation a snapshot names, segment retention)
+//! is in `generations`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use etcd_dr_control::{LastError, ReplicationStatus, Role, SnapshotSummary, Trigger};
+use etcd_dr_control::{LastError, ReplicationStatus, SnapshotSummary, Trigger};
 use etcd_dr_core::SnapshotManifest;
 use etcd_dr_replication::{
-    keep_heartbeat, prune_generations, restorable_revision, BaseCandidate, CaptureHost,
-    CaptureProgress, ContinuousCapture, GenerationBreak, GenerationId, ReplicationError,
-    ReplicationLayout, SegmentSigner, SegmentStore,
+    keep_heartbeat, restorable_revision, BaseCandidate, CaptureHost, CaptureProgress,
+    ContinuousCapture, GenerationBreak, GenerationId, ReplicationError, SegmentSigner,
+    SegmentStore,
 };
 use etcd_dr_scheduler::EtcdSource;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::generations::layout;
 use super::{primary, DaemonState};
 
 /// How often a capture checks whether a promotion fenced this primary.
@@ -115,33 +117,6 @@ pub fn base_candidate(snapshot: &SnapshotSummary) -> BaseCandidate<'_> {
     }
 }
 
-/// The replication generation a snapshot of this daemon at `revision` names in its manifest
-/// (`etcd.replication_generation`, decided just before the manifest commits; `before` is the
-/// capture's progress as the snapshot run started):
-/// - one taken while the same watch stayed open on a generation is in that generation (not
-///   for the capture's own snapshots, which start the next);
-/// - any other starts a new generation, based at its revision: the capture may adopt it (at
-///   start-up the schedule's first snapshot serves as the first generation's base); until it
-///   does, it is no base of any stored generation — the watch was not open throughout, so
-///   etcd may have been restored under it.
-pub fn generation_of_snapshot(
-    state: &DaemonState,
-    trigger: Trigger,
-    before: Option<&CaptureProgress>,
-    revision: i64,
-) -> Option<String> {
-    if !state.settings.replication.enabled || state.settings.role != Role::Primary {
-        return None;
-    }
-    let now = state.replication.capture_progress();
-    match (trigger, before, &now) {
-        (Trigger::Replication, _, _) => None,
-        (_, Some(before), Some(now)) => now.unbroken_since(before).map(ToString::to_string),
-        _ => None,
-    }
-    .or_else(|| Some(GenerationId::new(Utc::now(), revision).to_string()))
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
@@ -232,14 +207,6 @@ fn starting_generation(snapshot: &SnapshotSummary) -> Option<GenerationId> {
         .filter(|generation| generation.base_revision() == snapshot.revision)
 }
 
-/// The segments' place in the store.
-pub fn layout(state: &DaemonState) -> anyhow::Result<ReplicationLayout> {
-    Ok(ReplicationLayout::new(
-        &state.settings.store.prefix,
-        &state.settings.cluster,
-    )?)
-}
-
 /// Captures until shutdown (paused while fenced). Returns once what was captured is stored.
 pub async fn run(state: Arc<DaemonState>) -> anyhow::Result<()> {
     let settings = &state.settings;
@@ -273,7 +240,7 @@ pub async fn run(state: Arc<DaemonState>) -> anyhow::Result<()> {
     let capture = ContinuousCapture {
         client,
         sink,
-        identities: settings.encryption.identities()?,
+        identities: settings.identities()?,
         trust: state.trust.clone(),
         options: config.capture_options(),
         retry_interval: config.retry_interval,
@@ -326,22 +293,6 @@ pub async fn run(state: Arc<DaemonState>) -> anyhow::Result<()> {
     // The last heartbeat counts what was stored on the way out.
     heartbeat_cancel.cancel();
     let _ = heartbeat.await;
-    Ok(())
-}
-
-/// Removes replication generations no kept snapshot is a base for (after snapshot retention,
-/// from its catalog). Only with replication on: without it, no store call.
-pub async fn prune_segments(state: &DaemonState, kept: &[SnapshotManifest]) -> anyhow::Result<()> {
-    if !state.settings.replication.enabled {
-        return Ok(());
-    }
-    let removed = prune_generations(&state.store, &layout(state)?, kept, &state.cancel).await?;
-    if !removed.is_empty() {
-        tracing::info!(
-            removed = removed.len(),
-            "replication generations no kept snapshot is a base for removed"
-        );
-    }
     Ok(())
 }
 

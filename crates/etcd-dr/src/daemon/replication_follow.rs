@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use etcd_dr_control::LastError;
 use etcd_dr_replication::{read_heartbeat, ChainFollower, ReplicationError};
 
-use super::{replication, DaemonState};
+use super::{generations, DaemonState};
 
 /// Segments read per poll at most: a long chain verified for the first time shows progress.
 const MAX_SEGMENTS_PER_POLL: usize = 1000;
@@ -20,11 +20,11 @@ const MAX_SEGMENTS_PER_POLL: usize = 1000;
 /// Follows the chain until shutdown.
 pub async fn run(state: &DaemonState) -> anyhow::Result<()> {
     let config = &state.settings.replication;
-    let layout = replication::layout(state)?;
+    let layout = generations::layout(state)?;
     let mut follower = ChainFollower::new(
         state.store.clone(),
         layout.clone(),
-        state.settings.encryption.identities()?,
+        state.settings.identities()?,
         state.trust.clone(),
         MAX_SEGMENTS_PER_POLL,
     );

@@ -23,7 +23,10 @@ use crate::settings::SecondarySettings;
 pub fn prepare(state: &DaemonState, config: &SecondarySettings) -> anyhow::Result<()> {
     // An unreadable (or world-readable) identity file is a start-up error, not one failed
     // verification per poll.
-    crate::cmd::identities(&state.settings).context("encryption.identity_file")?;
+    state
+        .settings
+        .identities()
+        .context("encryption.identity_file")?;
     if let Some(dir) = &config.prestage_dir {
         PrestageDir::new(dir)
             .create()

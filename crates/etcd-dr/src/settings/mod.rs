@@ -244,6 +244,25 @@ impl Settings {
 }
 
 impl Settings {
+    /// The age identities of `[encryption]` (none when no identity file is set). An identity file
+    /// others can read is refused (or, with `secret_file_modes = "warn"`, used with a warning).
+    pub fn identities(&self) -> anyhow::Result<etcd_dr_transport::Identities> {
+        if let Some(path) = &self.encryption.identity_file {
+            self.check_secret_file(path, "the age identity file (encryption.identity_file)")?;
+        }
+        Ok(self.encryption.identities()?)
+    }
+
+    /// Refuses a secret file that group or others can read, or warns about it, as
+    /// `secret_file_modes` says.
+    pub fn check_secret_file(&self, path: &std::path::Path, what: &str) -> anyhow::Result<()> {
+        if let Some(warning) = etcd_dr_core::check_secret_file(path, what, self.secret_file_modes)?
+        {
+            tracing::warn!("{warning}");
+        }
+        Ok(())
+    }
+
     /// The etcd section, which validation guarantees for the primary role.
     pub fn etcd(&self) -> anyhow::Result<&EtcdConfig> {
         self.etcd.as_ref().ok_or_else(|| {

@@ -14,11 +14,12 @@ use etcd_dr_etcd_backend::{BackendError, BackendExtension, Change, KeyValue};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::replay::{
+use super::checks::{
     check_cluster, check_coverage, cpu_since, first_cause, lease_ttl, leases_needed, read_chain,
 };
+use super::{ReplayReport, ReplayRequest};
 use crate::scratch_etcd::process_cpu_time;
-use crate::{ChainReader, ReplayReport, ReplayRequest, ReplicationError, Segment};
+use crate::{ChainReader, ReplicationError, Segment};
 
 /// etcd's event type of a deletion (`mvccpb.Event_DELETE`); 0 is a put.
 const EVENT_DELETE: i32 = 1;
