@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_dr_nodes::Node;
+use etcd_dr_nodes::{Node, NodeRole};
 use etcd_dr_restore::{KubernetesConfig, PromoteConfig};
 use etcd_dr_scheduler::EtcdConfig;
 
@@ -518,10 +518,12 @@ impl Drop for KubePrimary {
 /// kube-controller-manager (leader-elected among the three), run by the node's kubelet stand-in
 /// ([`crate::node_runtime`]), which the promotion's default commands (`systemctl`, `crictl`,
 /// `pgrep`, `pkill`) stop and start. A status loop keeps cp1..cp3 and `worker1` Ready through
-/// any of the three API servers. Everything on the nodes ends with them (their PID namespaces).
-/// The primary runs no controller manager: its objects only need to exist.
+/// any of the three API servers. A fourth namespace node, the worker [`WORKER`], runs only the
+/// kubelet stand-in (no manifests), for the promotion's kubelet restart on workers. Everything
+/// on the nodes ends with them (their PID namespaces). The primary runs no controller manager:
+/// its objects only need to exist.
 pub struct KubeSecondary {
-    /// The nodes.
+    /// The nodes: cp1..cp3 (indexes 0..3), then [`WORKER`] (index [`WORKER_INDEX`]).
     pub ground: ControlPlaneNodes,
     /// Its PKI (the same files on every node).
     pub pki: KubePki,
@@ -546,21 +548,30 @@ pub fn secondary_nodes() -> Vec<SimulatedNode> {
     ]
 }
 
+/// The secondary's worker node: a kubelet stand-in and nothing else.
+pub const WORKER: &str = "worker1";
+/// [`WORKER`]'s index among the secondary's nodes (after cp1..cp3).
+pub const WORKER_INDEX: usize = 3;
+
 /// The control-plane components every secondary node runs.
 pub const COMPONENTS: [&str; 3] = ["etcd", "kube-apiserver", "kube-controller-manager"];
 
 impl KubeSecondary {
     /// Starts the nodes, writes their files, starts kubelet (and through it etcd,
-    /// kube-apiserver and kube-controller-manager) on each, waits for every `/readyz` and
-    /// starts the status loop.
+    /// kube-apiserver and kube-controller-manager) on each control-plane node and on the
+    /// worker, waits for every `/readyz` and starts the status loop.
     pub fn start(version: EtcdVersion) -> Self {
-        let ground = ControlPlaneNodes::start(3);
-        let addresses: Vec<String> = ground.nodes().iter().map(|n| n.address.clone()).collect();
+        let names: Vec<String> = ["cp1", "cp2", "cp3", WORKER]
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        let ground = ControlPlaneNodes::start_named(&names);
+        let control_plane = &ground.nodes()[..WORKER_INDEX];
+        let addresses: Vec<String> = control_plane.iter().map(|n| n.address.clone()).collect();
         let mut names: Vec<&str> = addresses.iter().map(String::as_str).collect();
-        let hosts = ground.names();
-        names.extend(hosts.iter().map(String::as_str));
+        names.extend(control_plane.iter().map(|n| n.name.as_str()));
         let pki = KubePki::generate(&names);
-        let (members, initial_cluster) = ground.etcd_members();
+        let (members, initial_cluster) = ground.etcd_members(WORKER_INDEX);
         let etcd_version = etcd_version_of(version);
         let kube = kube_version();
         let images = [
@@ -617,6 +628,7 @@ impl KubeSecondary {
             .expect("kube-controller-manager.yaml");
             servers.push(server);
         }
+        crate::node_runtime::install(ground.node(WORKER_INDEX), &[], &kube);
         let kubeconfig = ground.dir().join("admin.conf");
         std::fs::write(&kubeconfig, pki.admin_conf(&servers[0])).expect("admin.conf");
         let mut secondary = Self {
@@ -628,7 +640,7 @@ impl KubeSecondary {
             kubectl: Kubectl { kubeconfig },
             status_loop: None,
         };
-        for index in 0..3 {
+        for index in 0..=WORKER_INDEX {
             secondary.kubelet(index, "start");
         }
         secondary.wait_serving(Duration::from_secs(180));
@@ -646,8 +658,8 @@ impl KubeSecondary {
         let out = self.ground.ssh(index, script);
         assert!(
             out.status.success(),
-            "`{script}` on cp{}: {}",
-            index + 1,
+            "`{script}` on {}: {}",
+            self.ground.node(index).name,
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -693,9 +705,16 @@ impl KubeSecondary {
         std::fs::read_to_string(path).unwrap_or_default()
     }
 
-    /// The nodes, reached over ssh with the ground's ssh config.
+    /// The control-plane nodes, reached over ssh with the ground's ssh config.
     pub fn nodes(&self) -> Vec<Node> {
-        self.ground.ssh_nodes()
+        (0..WORKER_INDEX)
+            .map(|index| self.ground.ssh_node(index, NodeRole::ControlPlane))
+            .collect()
+    }
+
+    /// The worker nodes ([`WORKER`]), reached the same way.
+    pub fn workers(&self) -> Vec<Node> {
+        vec![self.ground.ssh_node(WORKER_INDEX, NodeRole::Worker)]
     }
 
     /// A promote configuration for these nodes with the default commands to stop (`systemctl

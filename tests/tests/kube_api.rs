@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use etcd_dr_e2e::kube_ground::{
     etcd_version_of, kube_version, process_alive, KubePrimary, KubeSecondary, Kubectl, MANIFESTS,
+    WORKER, WORKER_INDEX,
 };
 use etcd_dr_e2e::kube_informer::{Informer, Seen};
 use etcd_dr_e2e::node_runtime::RUNTIME_UNREACHABLE;
@@ -334,7 +335,14 @@ fn promote(secondary: &KubeSecondary, store: &Path, work: &Path) -> PromotionRec
 fn promote_with(secondary: &KubeSecondary, config: PromoteConfig, store: &Path) -> PromotionRecord {
     let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(store).unwrap());
     let layout = SnapshotLayout::new("", "prod").unwrap();
-    let mut promoter = Promoter::new(config, store, layout, secondary.nodes(), vec![]).unwrap();
+    let mut promoter = Promoter::new(
+        config,
+        store,
+        layout,
+        secondary.nodes(),
+        secondary.workers(),
+    )
+    .unwrap();
     promoter.trust = etcd_dr_e2e::test_trust("prod", false);
     let tracker = PromotionTracker::new(PromotionRecord::new(
         etcd_dr_restore::new_promotion_id(chrono::Utc::now()),
@@ -543,6 +551,9 @@ fn objects_survive_promote(version: EtcdVersion) {
     let promoted_at = chrono::Utc::now();
     let promote_started = Instant::now();
     let control_plane = secondary.control_plane();
+    let worker_kubelet = secondary
+        .process(WORKER_INDEX, "kubelet")
+        .expect("the worker's kubelet runs");
     let record = promote(
         &secondary,
         &store.path().join("bucket"),
@@ -595,11 +606,24 @@ fn objects_survive_promote(version: EtcdVersion) {
         "{}",
         pretty(&record)
     );
+    // The worker's kubelet was restarted (`systemctl restart kubelet`): a new process.
     assert_eq!(
         after_results(&record, AfterAction::KubeletRestart),
-        triples(&[("", "*", "skipped")]),
+        triples(&[("", WORKER, "done")]),
         "{}",
         pretty(&record)
+    );
+    let restarted = secondary
+        .process(WORKER_INDEX, "kubelet")
+        .expect("the worker's kubelet runs after the promotion");
+    assert_ne!(
+        (restarted.pid, restarted.start_ticks),
+        (worker_kubelet.pid, worker_kubelet.start_ticks),
+        "the worker's kubelet was not restarted"
+    );
+    assert!(
+        !process_alive(worker_kubelet.host_pid),
+        "{worker_kubelet:?}"
     );
 
     for index in 0..3 {
