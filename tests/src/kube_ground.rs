@@ -3,8 +3,9 @@
 //! 3.6/3.7, run from kubeadm-shaped static pod manifests by a kubelet stand-in on three namespace
 //! nodes (with the `systemctl` and `crictl` the promotion's default commands call:
 //! [`crate::node_runtime`]), with kubeadm's PKI layout and client-certificate `admin.conf` and
-//! `controller-manager.conf`; a primary API on this machine; a status loop that keeps Node
-//! objects Ready as kubelets would; and `kubectl`.
+//! `controller-manager.conf` (and a static bearer token, [`ADMIN_TOKEN`]), plus a worker node
+//! running only the kubelet stand-in; a primary API on this machine; a status loop that keeps
+//! Node objects Ready as kubelets would; and `kubectl`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -24,8 +25,38 @@ use crate::{free_port, tools, wait_for, EtcdCluster, EtcdOptions, EtcdVersion};
 
 pub use crate::node_runtime::{MANIFESTS, STATE_DIR as STANDIN_STATE};
 
-/// kube-apiserver's flags (kubeadm's, trimmed to what runs without a kubelet), for a server on
-/// `address:port` with the PKI under `pki` and etcd at `etcd_servers`.
+/// A static bearer token kube-apiserver accepts (`--token-auth-file`) for the user
+/// [`TOKEN_USER`] in group `system:masters`: the promotion's `token_file` path meets the real
+/// API with it.
+pub const ADMIN_TOKEN: &str = "etcd-dr-test-0f3c9a7b5e2d4c18a6b1";
+/// The user [`ADMIN_TOKEN`] authenticates as.
+pub const TOKEN_USER: &str = "etcd-dr-token-admin";
+/// The static token file's name, beside the PKI (`<pki>/token-auth.csv`).
+pub const TOKEN_AUTH_FILE: &str = "token-auth.csv";
+
+/// Writes kube-apiserver's `--token-auth-file` into the PKI directory `pki`: [`ADMIN_TOKEN`]
+/// for [`TOKEN_USER`] in `system:masters` (`token,user,uid,"groups"`).
+pub fn write_token_auth(pki: &Path) {
+    std::fs::write(
+        pki.join(TOKEN_AUTH_FILE),
+        format!("{ADMIN_TOKEN},{TOKEN_USER},{TOKEN_USER},\"system:masters\"\n"),
+    )
+    .expect("token-auth.csv");
+}
+
+/// How the promotion authenticates to the secondary's API servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiAuth {
+    /// The client certificate of `admin.conf` (`kubeconfig`).
+    ClientCertificate,
+    /// [`ADMIN_TOKEN`] from a `token_file`, with `api_server` and `ca_file` and no kubeconfig:
+    /// the token is the only credential.
+    Token,
+}
+
+/// kube-apiserver's flags (kubeadm's, trimmed to what runs without a kubelet, plus a static
+/// token file: [`write_token_auth`]), for a server on `address:port` with the PKI under `pki`
+/// and etcd at `etcd_servers`.
 pub fn apiserver_flags(address: &str, port: u16, pki: &str, etcd_servers: &str) -> Vec<String> {
     [
         format!("--advertise-address={address}"),
@@ -43,6 +74,7 @@ pub fn apiserver_flags(address: &str, port: u16, pki: &str, etcd_servers: &str) 
         "--service-cluster-ip-range=10.96.0.0/12".into(),
         format!("--tls-cert-file={pki}/apiserver.crt"),
         format!("--tls-private-key-file={pki}/apiserver.key"),
+        format!("--token-auth-file={pki}/{TOKEN_AUTH_FILE}"),
         // The `kubernetes` Service's endpoints may not be loopback addresses, which is all
         // this ground has.
         "--endpoint-reconciler-type=none".into(),
@@ -203,6 +235,31 @@ impl Kubectl {
         all.extend_from_slice(&["-o", "json"]);
         serde_json::from_str(&self.ok(&all)).expect("kubectl get: JSON")
     }
+}
+
+/// `kubectl auth whoami -o json` against `server` (CA file `ca`) with `token` as the only
+/// credential (no kubeconfig), parsed.
+pub fn whoami_with_token(server: &str, ca: &Path, token: &str) -> serde_json::Value {
+    let output = Command::new(tools().kube_bin().join("kubectl"))
+        .env("KUBECONFIG", "/nonexistent/etcd-dr-no-kubeconfig")
+        .args([
+            "--server",
+            server,
+            "--token",
+            token,
+            "--certificate-authority",
+        ])
+        .arg(ca)
+        .args(["--request-timeout", "20s", "auth", "whoami", "-o", "json"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kubectl auth whoami");
+    assert!(
+        output.status.success(),
+        "kubectl auth whoami: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("kubectl auth whoami: JSON")
 }
 
 /// What the status loop reports for one node.
@@ -453,6 +510,7 @@ impl KubePrimary {
         let pki = KubePki::generate(&[]);
         let pki_dir = dir.path().join("pki");
         pki.write(&pki_dir);
+        write_token_auth(&pki_dir);
         let port = free_port();
         let server = format!("https://127.0.0.1:{port}");
         let kubeconfig = dir.path().join("admin.conf");
@@ -583,6 +641,7 @@ impl KubeSecondary {
             let node = ground.node(index);
             crate::node_runtime::install(node, &images, &kube);
             pki.write(&node.host_path("/etc/kubernetes/pki"));
+            write_token_auth(&node.host_path("/etc/kubernetes/pki"));
             let manifests = node.host_path(MANIFESTS);
             std::fs::create_dir_all(&manifests).expect("manifests dir");
             std::fs::write(
@@ -728,9 +787,18 @@ impl KubeSecondary {
         config.stop_timeout = Duration::from_secs(30);
         config.health_timeout = Duration::from_secs(180);
         config.work_dir = work.to_path_buf();
-        config.kubernetes = Some(KubernetesConfig {
+        config.kubernetes = Some(self.kubernetes_config(ApiAuth::ClientCertificate));
+        config.after.nodes_ready_timeout = Duration::from_secs(30);
+        config
+    }
+
+    /// `[promote.kubernetes]` for these API servers (cp1's as the server, all three for the
+    /// health step), authenticated by `auth`; the token and CA files are written beside the
+    /// nodes.
+    pub fn kubernetes_config(&self, auth: ApiAuth) -> KubernetesConfig {
+        let mut config = KubernetesConfig {
             api_server: None,
-            kubeconfig: Some(self.kubectl.kubeconfig.clone()),
+            kubeconfig: None,
             context: None,
             ca_file: None,
             cert_file: None,
@@ -738,8 +806,21 @@ impl KubeSecondary {
             token_file: None,
             request_timeout: Duration::from_secs(30),
             control_plane_servers: self.servers.clone(),
-        });
-        config.after.nodes_ready_timeout = Duration::from_secs(30);
+        };
+        match auth {
+            ApiAuth::ClientCertificate => config.kubeconfig = Some(self.kubectl.kubeconfig.clone()),
+            ApiAuth::Token => {
+                let (token, ca) = (
+                    self.ground.dir().join("admin.token"),
+                    self.ground.dir().join("ca.crt"),
+                );
+                std::fs::write(&token, format!("{ADMIN_TOKEN}\n")).expect("admin.token");
+                std::fs::write(&ca, &self.pki.ca.cert).expect("ca.crt");
+                config.api_server = Some(self.servers[0].clone());
+                config.ca_file = Some(ca);
+                config.token_file = Some(token);
+            }
+        }
         config
     }
 

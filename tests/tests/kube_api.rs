@@ -1,8 +1,9 @@
 //! Promote through a real Kubernetes API: a primary kube-apiserver on etcd 3.6 (or 3.7) whose
 //! objects are snapshotted by `etcd-dr snapshot`, and a secondary of three namespace nodes, each
 //! running etcd and kube-apiserver from kubeadm-shaped static pod manifests, onto which the
-//! promotion restores them. What the secondary's API serves afterwards is compared with what the
-//! primary's served.
+//! promotion restores them (and whose worker's kubelet it restarts). What the secondary's API
+//! serves afterwards is compared with what the primary's served. The 3.7 run authenticates with a bearer
+//! token (`token_file`), the 3.6 one with `admin.conf`'s client certificate.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -11,12 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_dr_e2e::kube_ground::{
-    etcd_version_of, kube_version, process_alive, KubePrimary, KubeSecondary, Kubectl, MANIFESTS,
-    WORKER, WORKER_INDEX,
+    etcd_version_of, kube_version, process_alive, whoami_with_token, ApiAuth, KubePrimary,
+    KubeSecondary, Kubectl, ADMIN_TOKEN, MANIFESTS, TOKEN_USER, WORKER, WORKER_INDEX,
 };
 use etcd_dr_e2e::kube_informer::{Informer, Seen};
 use etcd_dr_e2e::node_runtime::RUNTIME_UNREACHABLE;
-use etcd_dr_e2e::{wait_for, EtcdDr, EtcdVersion, StoreTarget};
+use etcd_dr_e2e::promotion::{after_results, triples};
+use etcd_dr_e2e::{json_differences, tail, wait_for, EtcdDr, EtcdVersion, StoreTarget};
 use etcd_dr_restore::{
     AfterAction, PromoteConfig, Promoter, PromotionRecord, PromotionRequest, PromotionState,
     PromotionTracker, StepName,
@@ -238,24 +240,6 @@ fn labelled(kubectl: &Kubectl, kind: &str) -> BTreeMap<String, Value> {
     out
 }
 
-/// The JSON paths where `a` and `b` differ, with both values.
-fn differences(a: &Value, b: &Value, path: String, out: &mut Vec<String>) {
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-            for key in keys {
-                let (va, vb) = (
-                    x.get(key).unwrap_or(&Value::Null),
-                    y.get(key).unwrap_or(&Value::Null),
-                );
-                differences(va, vb, format!("{path}/{key}"), out);
-            }
-        }
-        _ if a != b => out.push(format!("{path}: {a} != {b}")),
-        _ => {}
-    }
-}
-
 /// kubeadm's `kube-system/kubeadm-config`, as `kubeadm init` writes it for this cluster.
 fn kubeadm_config(version: EtcdVersion) -> String {
     let cluster_configuration = format!(
@@ -326,10 +310,6 @@ fn snapshot_of(primary: &KubePrimary, store: &Path) -> EtcdDr {
     );
     dr.run_ok(&["snapshot"]);
     dr
-}
-
-fn promote(secondary: &KubeSecondary, store: &Path, work: &Path) -> PromotionRecord {
-    promote_with(secondary, secondary.promote_config(work), store)
 }
 
 fn promote_with(secondary: &KubeSecondary, config: PromoteConfig, store: &Path) -> PromotionRecord {
@@ -450,40 +430,10 @@ fn assert_new_replica_sets(
     }
 }
 
-/// The last `lines` lines of `text`.
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// `(action, resource, target, outcome)` of each after-step result of `action`, sorted.
-fn after_results(record: &PromotionRecord, action: AfterAction) -> Vec<(String, String, String)> {
-    let mut out: Vec<(String, String, String)> = record
-        .after_results
-        .iter()
-        .filter(|r| r.action == action)
-        .map(|r| {
-            (
-                r.resource.clone().unwrap_or_default(),
-                r.target.clone(),
-                r.outcome.as_str().to_string(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-fn triples(items: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
-    items
-        .iter()
-        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
-        .collect()
-}
-
 /// Objects of every kind come back with their uids and content on all three API servers; the
-/// workloads carry a new restartedAt; the named kube-system pods are gone.
-fn objects_survive_promote(version: EtcdVersion) {
+/// workloads carry a new restartedAt; the named kube-system pods are gone; the promotion reaches
+/// the API with `auth`.
+fn objects_survive_promote(version: EtcdVersion, auth: ApiAuth) {
     let secondary = KubeSecondary::start(version);
     let mut primary = KubePrimary::start(version);
     create_objects(&primary.kubectl);
@@ -554,11 +504,21 @@ fn objects_survive_promote(version: EtcdVersion) {
     let worker_kubelet = secondary
         .process(WORKER_INDEX, "kubelet")
         .expect("the worker's kubelet runs");
-    let record = promote(
-        &secondary,
-        &store.path().join("bucket"),
-        &store.path().join("work"),
-    );
+    let mut config = secondary.promote_config(&store.path().join("work"));
+    let kube = secondary.kubernetes_config(auth);
+    if auth == ApiAuth::Token {
+        // The token alone authenticates (no client certificate, no kubeconfig; anonymous
+        // requests may not list or patch): the API servers know it as the ground's user.
+        assert_eq!(kube.kubeconfig, None);
+        assert_eq!(kube.cert_file, None);
+        let ca = kube.ca_file.as_deref().expect("ca_file");
+        for server in &secondary.servers {
+            let who = whoami_with_token(server, ca, ADMIN_TOKEN);
+            assert_eq!(who["status"]["userInfo"]["username"], TOKEN_USER, "{who}");
+        }
+    }
+    config.kubernetes = Some(kube);
+    let record = promote_with(&secondary, config, &store.path().join("bucket"));
     assert_eq!(
         record.state,
         PromotionState::Succeeded,
@@ -638,7 +598,7 @@ fn objects_survive_promote(version: EtcdVersion) {
             );
             for (key, object) in &served {
                 let mut diff = Vec::new();
-                differences(&before[kind][key], object, String::new(), &mut diff);
+                json_differences(&before[kind][key], object, String::new(), &mut diff);
                 assert!(
                     diff.is_empty(),
                     "cp{}: {kind} {key} differs from the primary's: {diff:#?}",
@@ -720,12 +680,13 @@ fn objects_survive_promote(version: EtcdVersion) {
 
 #[test]
 fn objects_created_on_the_primary_are_served_by_the_secondary_after_promote_on_etcd_36() {
-    objects_survive_promote(EtcdVersion::V3_6);
+    objects_survive_promote(EtcdVersion::V3_6, ApiAuth::ClientCertificate);
 }
 
 #[test]
 fn objects_created_on_the_primary_are_served_by_the_secondary_after_promote_on_etcd_37() {
-    objects_survive_promote(EtcdVersion::V3_7);
+    // The promotion authenticates with a bearer token from `token_file`.
+    objects_survive_promote(EtcdVersion::V3_7, ApiAuth::Token);
 }
 
 #[test]
