@@ -284,9 +284,14 @@ impl SimulatedNode {
     }
 }
 
+/// The container runtime every Node's `status.nodeInfo` names (the `crictl` stand-in speaks for
+/// containerd).
+pub const CONTAINER_RUNTIME_VERSION: &str = "containerd://2.1.4";
+
 /// What kubelet's status loop does, for nodes that have no kubelet here: registers each Node,
-/// reports its Ready condition and renews its `kube-node-lease` Lease every second, through the
-/// first of `servers` that answers. API errors (a server down during a promote) are retried on
+/// reports its Ready condition and `nodeInfo` (kubelet version: the built Kubernetes version,
+/// [`kube_version`]; container runtime: [`CONTAINER_RUNTIME_VERSION`]) and renews its
+/// `kube-node-lease` Lease every second, through the first of `servers` that answers. API errors (a server down during a promote) are retried on
 /// the next round. Stopped on drop.
 pub struct NodeStatusLoop {
     stop: Arc<AtomicBool>,
@@ -297,6 +302,7 @@ impl NodeStatusLoop {
     /// Starts reporting `nodes` to `servers` (URLs) as the admin of `pki`.
     pub fn start(servers: Vec<String>, pki: &KubePki, nodes: Vec<SimulatedNode>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
+        let kubelet_version = kube_version();
         let identity = format!("{}\n{}", pki.admin.cert, pki.admin.key);
         let ca = pki.ca.cert.clone();
         let thread = {
@@ -319,7 +325,10 @@ impl NodeStatusLoop {
                         .expect("status loop client");
                     while !stop.load(Ordering::SeqCst) {
                         for server in &servers {
-                            if report_all(&client, server, &nodes).await.is_ok() {
+                            if report_all(&client, server, &nodes, &kubelet_version)
+                                .await
+                                .is_ok()
+                            {
                                 break;
                             }
                         }
@@ -364,6 +373,7 @@ async fn report_all(
     client: &reqwest::Client,
     server: &str,
     nodes: &[SimulatedNode],
+    kubelet_version: &str,
 ) -> Result<(), String> {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let micro = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
@@ -401,7 +411,10 @@ async fn report_all(
             "type": "Ready", "status": state, "reason": reason,
             "message": format!("status loop of the test ground: {reason}"),
             "lastHeartbeatTime": now, "lastTransitionTime": now,
-        }] } });
+        }], "nodeInfo": {
+            "kubeletVersion": kubelet_version,
+            "containerRuntimeVersion": CONTAINER_RUNTIME_VERSION,
+        } } });
         let status = send(
             client,
             reqwest::Method::PATCH,

@@ -2,7 +2,8 @@
 //! objects are snapshotted by `etcd-dr snapshot`, and a secondary of three namespace nodes, each
 //! running etcd and kube-apiserver from kubeadm-shaped static pod manifests, onto which the
 //! promotion restores them (and whose worker's kubelet it restarts). What the secondary's API
-//! serves afterwards is compared with what the primary's served. The 3.7 run authenticates with a bearer
+//! serves afterwards is compared with what the primary's served; the snapshot's recorded shape
+//! and `etcd-dr inspect` with what the test created. The 3.7 run authenticates with a bearer
 //! token (`token_file`), the 3.6 one with `admin.conf`'s client certificate.
 
 use std::collections::BTreeMap;
@@ -13,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use etcd_dr_e2e::kube_ground::{
     etcd_version_of, kube_version, process_alive, whoami_with_token, ApiAuth, KubePrimary,
-    KubeSecondary, Kubectl, ADMIN_TOKEN, MANIFESTS, TOKEN_USER, WORKER, WORKER_INDEX,
+    KubeSecondary, Kubectl, ADMIN_TOKEN, CONTAINER_RUNTIME_VERSION, MANIFESTS, TOKEN_USER, WORKER,
+    WORKER_INDEX,
 };
 use etcd_dr_e2e::kube_informer::{Informer, Seen};
 use etcd_dr_e2e::node_runtime::RUNTIME_UNREACHABLE;
@@ -260,7 +262,8 @@ fn kubeadm_config(version: EtcdVersion) -> String {
 }
 
 /// The snapshot's recorded cluster, read through the real API server's own encoding: kubeadm's
-/// ClusterConfiguration, and the Nodes the status loop registered (protobuf in etcd).
+/// ClusterConfiguration, and the Nodes the status loop registered (protobuf in etcd) with the
+/// kubelet and container runtime versions it reported.
 fn assert_recorded_shape(dr: &EtcdDr, version: EtcdVersion) {
     let shape = &dr.list_json()[0]["kubernetes"];
     assert_eq!(shape["kubernetes_version"], kube_version(), "{shape:#}");
@@ -280,11 +283,13 @@ fn assert_recorded_shape(dr: &EtcdDr, version: EtcdVersion) {
         .expect("nodes")
         .iter()
         .map(|n| {
-            (
-                n["name"].as_str().unwrap_or_default(),
-                &n["roles"],
-                n["ready"].as_str().unwrap_or_default(),
-            )
+            let name = n["name"].as_str().unwrap_or_default();
+            assert_eq!(n["kubelet_version"], kube_version(), "{name}: {n:#}");
+            assert_eq!(
+                n["container_runtime_version"], CONTAINER_RUNTIME_VERSION,
+                "{name}: {n:#}"
+            );
+            (name, &n["roles"], n["ready"].as_str().unwrap_or_default())
         })
         .collect();
     let control_plane = serde_json::json!(["control-plane"]);
@@ -299,6 +304,68 @@ fn assert_recorded_shape(dr: &EtcdDr, version: EtcdVersion) {
         ],
         "{shape:#}"
     );
+}
+
+/// Namespaces kube-apiserver makes for itself.
+const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-node-lease", "kube-public", "kube-system"];
+
+/// `etcd-dr inspect latest --json` on the snapshot `dr` took counts what the test created
+/// (`before`: the labelled objects the primary's API served): namespaces (with the API
+/// server's own), ConfigMaps per namespace the test put some in, the CRD and its Widgets,
+/// Deployments and DaemonSets per namespace.
+fn assert_inspect_counts(dr: &EtcdDr, before: &BTreeMap<&str, BTreeMap<String, Value>>) {
+    let inspection: Value = serde_json::from_str(&dr.run_ok(&["inspect", "latest", "--json"]))
+        .expect("inspect --json: JSON");
+    assert_eq!(inspection["id"], dr.list_json()[0]["id"], "{inspection:#}");
+    let resources = &inspection["contents"]["objects"]["resources"];
+    // Objects of `kind` the test created, per namespace.
+    let created = |kind: &str| {
+        let mut out: BTreeMap<String, u64> = BTreeMap::new();
+        for key in before[kind].keys() {
+            *out.entry(key.split('/').next().unwrap_or("").to_string())
+                .or_default() += 1;
+        }
+        out
+    };
+    assert_eq!(
+        resources["namespaces"]["total"],
+        before["namespaces"].len() + SYSTEM_NAMESPACES.len(),
+        "{inspection:#}"
+    );
+    for (kind, resource, namespaced) in [
+        ("configmaps", "configmaps", true),
+        ("deployments.apps", "deployments", true),
+        ("daemonsets.apps", "daemonsets", true),
+        ("widgets.example.com", "example.com/widgets", true),
+        (
+            "customresourcedefinitions.apiextensions.k8s.io",
+            "apiextensions.k8s.io/customresourcedefinitions",
+            false,
+        ),
+    ] {
+        let created = created(kind);
+        assert!(!created.is_empty(), "the test created no {kind}");
+        let counted = &resources[resource];
+        if namespaced {
+            // The primary runs no controller manager: no `kube-root-ca.crt` or other
+            // ConfigMaps of its own in the test's namespaces.
+            for (namespace, count) in &created {
+                assert_eq!(
+                    counted["namespaces"][namespace], *count,
+                    "{resource} in {namespace}: {inspection:#}"
+                );
+            }
+        }
+        if kind != "configmaps" {
+            // Every other one of these the test created (kube-system's ConfigMaps are the
+            // API server's and kubeadm-config).
+            assert_eq!(
+                counted["total"],
+                created.values().sum::<u64>(),
+                "{resource}: {inspection:#}"
+            );
+        }
+    }
 }
 
 fn snapshot_of(primary: &KubePrimary, store: &Path) -> EtcdDr {
@@ -498,6 +565,7 @@ fn objects_survive_promote(version: EtcdVersion, auth: ApiAuth) {
     let store = tempfile::tempdir().unwrap();
     let dr = snapshot_of(&primary, &store.path().join("bucket"));
     assert_recorded_shape(&dr, version);
+    assert_inspect_counts(&dr, &before);
     let promoted_at = chrono::Utc::now();
     let promote_started = Instant::now();
     let control_plane = secondary.control_plane();
