@@ -3,8 +3,9 @@
 //! 3.6/3.7, run from kubeadm-shaped static pod manifests by a kubelet stand-in on three namespace
 //! nodes (with the `systemctl` and `crictl` the promotion's default commands call:
 //! [`crate::node_runtime`]), with kubeadm's PKI layout and client-certificate `admin.conf` and
-//! `controller-manager.conf`; a primary API on this machine; a status loop that keeps Node
-//! objects Ready as kubelets would; and `kubectl`.
+//! `controller-manager.conf` (and a static bearer token, [`ADMIN_TOKEN`]), plus a worker node
+//! running only the kubelet stand-in; a primary API on this machine; a status loop that keeps
+//! Node objects Ready as kubelets would; and `kubectl`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_dr_nodes::Node;
+use etcd_dr_nodes::{Node, NodeRole};
 use etcd_dr_restore::{KubernetesConfig, PromoteConfig};
 use etcd_dr_scheduler::EtcdConfig;
 
@@ -24,8 +25,38 @@ use crate::{free_port, tools, wait_for, EtcdCluster, EtcdOptions, EtcdVersion};
 
 pub use crate::node_runtime::{MANIFESTS, STATE_DIR as STANDIN_STATE};
 
-/// kube-apiserver's flags (kubeadm's, trimmed to what runs without a kubelet), for a server on
-/// `address:port` with the PKI under `pki` and etcd at `etcd_servers`.
+/// A static bearer token kube-apiserver accepts (`--token-auth-file`) for the user
+/// [`TOKEN_USER`] in group `system:masters`: the promotion's `token_file` path meets the real
+/// API with it.
+pub const ADMIN_TOKEN: &str = "etcd-dr-test-0f3c9a7b5e2d4c18a6b1";
+/// The user [`ADMIN_TOKEN`] authenticates as.
+pub const TOKEN_USER: &str = "etcd-dr-token-admin";
+/// The static token file's name, beside the PKI (`<pki>/token-auth.csv`).
+pub const TOKEN_AUTH_FILE: &str = "token-auth.csv";
+
+/// Writes kube-apiserver's `--token-auth-file` into the PKI directory `pki`: [`ADMIN_TOKEN`]
+/// for [`TOKEN_USER`] in `system:masters` (`token,user,uid,"groups"`).
+pub fn write_token_auth(pki: &Path) {
+    std::fs::write(
+        pki.join(TOKEN_AUTH_FILE),
+        format!("{ADMIN_TOKEN},{TOKEN_USER},{TOKEN_USER},\"system:masters\"\n"),
+    )
+    .expect("token-auth.csv");
+}
+
+/// How the promotion authenticates to the secondary's API servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiAuth {
+    /// The client certificate of `admin.conf` (`kubeconfig`).
+    ClientCertificate,
+    /// [`ADMIN_TOKEN`] from a `token_file`, with `api_server` and `ca_file` and no kubeconfig:
+    /// the token is the only credential.
+    Token,
+}
+
+/// kube-apiserver's flags (kubeadm's, trimmed to what runs without a kubelet, plus a static
+/// token file: [`write_token_auth`]), for a server on `address:port` with the PKI under `pki`
+/// and etcd at `etcd_servers`.
 pub fn apiserver_flags(address: &str, port: u16, pki: &str, etcd_servers: &str) -> Vec<String> {
     [
         format!("--advertise-address={address}"),
@@ -43,6 +74,7 @@ pub fn apiserver_flags(address: &str, port: u16, pki: &str, etcd_servers: &str) 
         "--service-cluster-ip-range=10.96.0.0/12".into(),
         format!("--tls-cert-file={pki}/apiserver.crt"),
         format!("--tls-private-key-file={pki}/apiserver.key"),
+        format!("--token-auth-file={pki}/{TOKEN_AUTH_FILE}"),
         // The `kubernetes` Service's endpoints may not be loopback addresses, which is all
         // this ground has.
         "--endpoint-reconciler-type=none".into(),
@@ -205,6 +237,31 @@ impl Kubectl {
     }
 }
 
+/// `kubectl auth whoami -o json` against `server` (CA file `ca`) with `token` as the only
+/// credential (no kubeconfig), parsed.
+pub fn whoami_with_token(server: &str, ca: &Path, token: &str) -> serde_json::Value {
+    let output = Command::new(tools().kube_bin().join("kubectl"))
+        .env("KUBECONFIG", "/nonexistent/etcd-dr-no-kubeconfig")
+        .args([
+            "--server",
+            server,
+            "--token",
+            token,
+            "--certificate-authority",
+        ])
+        .arg(ca)
+        .args(["--request-timeout", "20s", "auth", "whoami", "-o", "json"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kubectl auth whoami");
+    assert!(
+        output.status.success(),
+        "kubectl auth whoami: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("kubectl auth whoami: JSON")
+}
+
 /// What the status loop reports for one node.
 #[derive(Debug, Clone)]
 pub struct SimulatedNode {
@@ -227,9 +284,14 @@ impl SimulatedNode {
     }
 }
 
+/// The container runtime every Node's `status.nodeInfo` names (the `crictl` stand-in speaks for
+/// containerd).
+pub const CONTAINER_RUNTIME_VERSION: &str = "containerd://2.1.4";
+
 /// What kubelet's status loop does, for nodes that have no kubelet here: registers each Node,
-/// reports its Ready condition and renews its `kube-node-lease` Lease every second, through the
-/// first of `servers` that answers. API errors (a server down during a promote) are retried on
+/// reports its Ready condition and `nodeInfo` (kubelet version: the built Kubernetes version,
+/// [`kube_version`]; container runtime: [`CONTAINER_RUNTIME_VERSION`]) and renews its
+/// `kube-node-lease` Lease every second, through the first of `servers` that answers. API errors (a server down during a promote) are retried on
 /// the next round. Stopped on drop.
 pub struct NodeStatusLoop {
     stop: Arc<AtomicBool>,
@@ -240,6 +302,7 @@ impl NodeStatusLoop {
     /// Starts reporting `nodes` to `servers` (URLs) as the admin of `pki`.
     pub fn start(servers: Vec<String>, pki: &KubePki, nodes: Vec<SimulatedNode>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
+        let kubelet_version = kube_version();
         let identity = format!("{}\n{}", pki.admin.cert, pki.admin.key);
         let ca = pki.ca.cert.clone();
         let thread = {
@@ -262,7 +325,10 @@ impl NodeStatusLoop {
                         .expect("status loop client");
                     while !stop.load(Ordering::SeqCst) {
                         for server in &servers {
-                            if report_all(&client, server, &nodes).await.is_ok() {
+                            if report_all(&client, server, &nodes, &kubelet_version)
+                                .await
+                                .is_ok()
+                            {
                                 break;
                             }
                         }
@@ -307,6 +373,7 @@ async fn report_all(
     client: &reqwest::Client,
     server: &str,
     nodes: &[SimulatedNode],
+    kubelet_version: &str,
 ) -> Result<(), String> {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let micro = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
@@ -344,7 +411,10 @@ async fn report_all(
             "type": "Ready", "status": state, "reason": reason,
             "message": format!("status loop of the test ground: {reason}"),
             "lastHeartbeatTime": now, "lastTransitionTime": now,
-        }] } });
+        }], "nodeInfo": {
+            "kubeletVersion": kubelet_version,
+            "containerRuntimeVersion": CONTAINER_RUNTIME_VERSION,
+        } } });
         let status = send(
             client,
             reqwest::Method::PATCH,
@@ -453,6 +523,7 @@ impl KubePrimary {
         let pki = KubePki::generate(&[]);
         let pki_dir = dir.path().join("pki");
         pki.write(&pki_dir);
+        write_token_auth(&pki_dir);
         let port = free_port();
         let server = format!("https://127.0.0.1:{port}");
         let kubeconfig = dir.path().join("admin.conf");
@@ -518,10 +589,12 @@ impl Drop for KubePrimary {
 /// kube-controller-manager (leader-elected among the three), run by the node's kubelet stand-in
 /// ([`crate::node_runtime`]), which the promotion's default commands (`systemctl`, `crictl`,
 /// `pgrep`, `pkill`) stop and start. A status loop keeps cp1..cp3 and `worker1` Ready through
-/// any of the three API servers. Everything on the nodes ends with them (their PID namespaces).
-/// The primary runs no controller manager: its objects only need to exist.
+/// any of the three API servers. A fourth namespace node, the worker [`WORKER`], runs only the
+/// kubelet stand-in (no manifests), for the promotion's kubelet restart on workers. Everything
+/// on the nodes ends with them (their PID namespaces). The primary runs no controller manager:
+/// its objects only need to exist.
 pub struct KubeSecondary {
-    /// The nodes.
+    /// The nodes: cp1..cp3 (indexes 0..3), then [`WORKER`] (index [`WORKER_INDEX`]).
     pub ground: ControlPlaneNodes,
     /// Its PKI (the same files on every node).
     pub pki: KubePki,
@@ -546,21 +619,30 @@ pub fn secondary_nodes() -> Vec<SimulatedNode> {
     ]
 }
 
+/// The secondary's worker node: a kubelet stand-in and nothing else.
+pub const WORKER: &str = "worker1";
+/// [`WORKER`]'s index among the secondary's nodes (after cp1..cp3).
+pub const WORKER_INDEX: usize = 3;
+
 /// The control-plane components every secondary node runs.
 pub const COMPONENTS: [&str; 3] = ["etcd", "kube-apiserver", "kube-controller-manager"];
 
 impl KubeSecondary {
     /// Starts the nodes, writes their files, starts kubelet (and through it etcd,
-    /// kube-apiserver and kube-controller-manager) on each, waits for every `/readyz` and
-    /// starts the status loop.
+    /// kube-apiserver and kube-controller-manager) on each control-plane node and on the
+    /// worker, waits for every `/readyz` and starts the status loop.
     pub fn start(version: EtcdVersion) -> Self {
-        let ground = ControlPlaneNodes::start(3);
-        let addresses: Vec<String> = ground.nodes().iter().map(|n| n.address.clone()).collect();
+        let names: Vec<String> = ["cp1", "cp2", "cp3", WORKER]
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        let ground = ControlPlaneNodes::start_named(&names);
+        let control_plane = &ground.nodes()[..WORKER_INDEX];
+        let addresses: Vec<String> = control_plane.iter().map(|n| n.address.clone()).collect();
         let mut names: Vec<&str> = addresses.iter().map(String::as_str).collect();
-        let hosts = ground.names();
-        names.extend(hosts.iter().map(String::as_str));
+        names.extend(control_plane.iter().map(|n| n.name.as_str()));
         let pki = KubePki::generate(&names);
-        let (members, initial_cluster) = ground.etcd_members();
+        let (members, initial_cluster) = ground.etcd_members(WORKER_INDEX);
         let etcd_version = etcd_version_of(version);
         let kube = kube_version();
         let images = [
@@ -572,6 +654,7 @@ impl KubeSecondary {
             let node = ground.node(index);
             crate::node_runtime::install(node, &images, &kube);
             pki.write(&node.host_path("/etc/kubernetes/pki"));
+            write_token_auth(&node.host_path("/etc/kubernetes/pki"));
             let manifests = node.host_path(MANIFESTS);
             std::fs::create_dir_all(&manifests).expect("manifests dir");
             std::fs::write(
@@ -617,6 +700,7 @@ impl KubeSecondary {
             .expect("kube-controller-manager.yaml");
             servers.push(server);
         }
+        crate::node_runtime::install(ground.node(WORKER_INDEX), &[], &kube);
         let kubeconfig = ground.dir().join("admin.conf");
         std::fs::write(&kubeconfig, pki.admin_conf(&servers[0])).expect("admin.conf");
         let mut secondary = Self {
@@ -628,7 +712,7 @@ impl KubeSecondary {
             kubectl: Kubectl { kubeconfig },
             status_loop: None,
         };
-        for index in 0..3 {
+        for index in 0..=WORKER_INDEX {
             secondary.kubelet(index, "start");
         }
         secondary.wait_serving(Duration::from_secs(180));
@@ -646,8 +730,8 @@ impl KubeSecondary {
         let out = self.ground.ssh(index, script);
         assert!(
             out.status.success(),
-            "`{script}` on cp{}: {}",
-            index + 1,
+            "`{script}` on {}: {}",
+            self.ground.node(index).name,
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -693,9 +777,16 @@ impl KubeSecondary {
         std::fs::read_to_string(path).unwrap_or_default()
     }
 
-    /// The nodes, reached over ssh with the ground's ssh config.
+    /// The control-plane nodes, reached over ssh with the ground's ssh config.
     pub fn nodes(&self) -> Vec<Node> {
-        self.ground.ssh_nodes()
+        (0..WORKER_INDEX)
+            .map(|index| self.ground.ssh_node(index, NodeRole::ControlPlane))
+            .collect()
+    }
+
+    /// The worker nodes ([`WORKER`]), reached the same way.
+    pub fn workers(&self) -> Vec<Node> {
+        vec![self.ground.ssh_node(WORKER_INDEX, NodeRole::Worker)]
     }
 
     /// A promote configuration for these nodes with the default commands to stop (`systemctl
@@ -709,9 +800,18 @@ impl KubeSecondary {
         config.stop_timeout = Duration::from_secs(30);
         config.health_timeout = Duration::from_secs(180);
         config.work_dir = work.to_path_buf();
-        config.kubernetes = Some(KubernetesConfig {
+        config.kubernetes = Some(self.kubernetes_config(ApiAuth::ClientCertificate));
+        config.after.nodes_ready_timeout = Duration::from_secs(30);
+        config
+    }
+
+    /// `[promote.kubernetes]` for these API servers (cp1's as the server, all three for the
+    /// health step), authenticated by `auth`; the token and CA files are written beside the
+    /// nodes.
+    pub fn kubernetes_config(&self, auth: ApiAuth) -> KubernetesConfig {
+        let mut config = KubernetesConfig {
             api_server: None,
-            kubeconfig: Some(self.kubectl.kubeconfig.clone()),
+            kubeconfig: None,
             context: None,
             ca_file: None,
             cert_file: None,
@@ -719,8 +819,21 @@ impl KubeSecondary {
             token_file: None,
             request_timeout: Duration::from_secs(30),
             control_plane_servers: self.servers.clone(),
-        });
-        config.after.nodes_ready_timeout = Duration::from_secs(30);
+        };
+        match auth {
+            ApiAuth::ClientCertificate => config.kubeconfig = Some(self.kubectl.kubeconfig.clone()),
+            ApiAuth::Token => {
+                let (token, ca) = (
+                    self.ground.dir().join("admin.token"),
+                    self.ground.dir().join("ca.crt"),
+                );
+                std::fs::write(&token, format!("{ADMIN_TOKEN}\n")).expect("admin.token");
+                std::fs::write(&ca, &self.pki.ca.cert).expect("ca.crt");
+                config.api_server = Some(self.servers[0].clone());
+                config.ca_file = Some(ca);
+                config.token_file = Some(token);
+            }
+        }
         config
     }
 

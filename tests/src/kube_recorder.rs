@@ -1,12 +1,15 @@
-//! A stand-in for kube-apiserver (none installs here): a small HTTP/1.1 server on loopback that
-//! records every request and answers the few calls a promotion makes with canned Kubernetes
-//! shaped JSON. Tests assert on the exact requests it saw.
+//! A stand-in for kube-apiserver, for the faults the real one (the ground of
+//! [`crate::kube_ground`]) cannot produce on demand: a small HTTP/1.1 server on loopback that
+//! records every request, answers the few calls a promotion makes with canned Kubernetes shaped
+//! JSON and, as [`KubeFaults`] says, fails one rollout restart with a 500 or answers the first
+//! `/readyz` late. Tests assert on the exact requests it saw.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// One request as the server saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +25,19 @@ pub struct RecordedRequest {
     /// The body.
     pub body: String,
 }
+
+/// Faults the recorder injects; none by default.
+#[derive(Debug, Clone, Default)]
+pub struct KubeFaults {
+    /// `namespace/name` of the Deployment or DaemonSet whose rollout-restart PATCH is answered
+    /// with a 500 ([`INJECTED_ERROR`]).
+    pub failing_rollout: Option<String>,
+    /// How long the first `GET /readyz` waits before its answer (one slow API server).
+    pub first_readyz_delay: Option<Duration>,
+}
+
+/// The message of the 500 [`KubeFaults::failing_rollout`] answers with.
+pub const INJECTED_ERROR: &str = "etcdserver: request timed out (injected by the test recorder)";
 
 /// The recording server; stopped on drop.
 pub struct KubeRecorder {
@@ -55,7 +71,7 @@ fn list(list_kind: &str, api_version: &str, kind: &str, items: &[(&str, &str)]) 
 /// The recorder's one Node, Ready.
 pub const NODE: &str = "cp1";
 
-fn answer(method: &str, target: &str) -> (u16, String) {
+fn answer(method: &str, target: &str, faults: &KubeFaults) -> (u16, String) {
     let path = target.split('?').next().unwrap_or("");
     match (method, path) {
         ("GET", "/readyz") => (200, "ok".into()),
@@ -89,6 +105,22 @@ fn answer(method: &str, target: &str) -> (u16, String) {
             } else {
                 "Deployment"
             };
+            let object = format!(
+                "{}/{}",
+                parts.get(5).unwrap_or(&""),
+                parts.get(7).unwrap_or(&"")
+            );
+            if faults.failing_rollout.as_deref() == Some(object.as_str()) {
+                return (
+                    500,
+                    serde_json::json!({
+                        "kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Failure", "message": INJECTED_ERROR,
+                        "reason": "InternalError", "code": 500,
+                    })
+                    .to_string(),
+                );
+            }
             (
                 200,
                 serde_json::json!({
@@ -109,7 +141,11 @@ fn answer(method: &str, target: &str) -> (u16, String) {
     }
 }
 
-fn serve(stream: TcpStream, requests: &Mutex<Vec<RecordedRequest>>) -> std::io::Result<()> {
+fn serve(
+    stream: TcpStream,
+    requests: &Mutex<Vec<RecordedRequest>>,
+    faults: &KubeFaults,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
@@ -134,14 +170,26 @@ fn serve(stream: TcpStream, requests: &Mutex<Vec<RecordedRequest>>) -> std::io::
     }
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body)?;
-    let (status, reply) = answer(&method, &target);
-    requests.lock().unwrap().push(RecordedRequest {
-        method,
-        target,
-        content_type,
-        authorization,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    });
+    let (status, reply) = answer(&method, &target, faults);
+    let delay = {
+        let mut requests = requests.lock().unwrap();
+        let is_readyz = method == "GET" && target.split('?').next() == Some("/readyz");
+        let first_readyz = is_readyz
+            && !requests
+                .iter()
+                .any(|r| r.method == "GET" && r.target.split('?').next() == Some("/readyz"));
+        requests.push(RecordedRequest {
+            method,
+            target,
+            content_type,
+            authorization,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
+        faults.first_readyz_delay.filter(|_| first_readyz)
+    };
+    if let Some(delay) = delay {
+        std::thread::sleep(delay);
+    }
     let mut stream = stream;
     write!(
         stream,
@@ -152,8 +200,15 @@ fn serve(stream: TcpStream, requests: &Mutex<Vec<RecordedRequest>>) -> std::io::
 }
 
 impl KubeRecorder {
-    /// Starts on a free loopback port.
+    /// Starts on a free loopback port, without faults.
     pub fn start() -> Self {
+        Self::start_with(KubeFaults::default())
+    }
+
+    /// Starts on a free loopback port, injecting `faults`. Each connection is served on a
+    /// thread of its own, so a delayed answer holds up no other request.
+    pub fn start_with(faults: KubeFaults) -> Self {
+        let faults = Arc::new(faults);
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind recorder");
         let addr = listener.local_addr().expect("recorder address");
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -167,7 +222,10 @@ impl KubeRecorder {
                         break;
                     }
                     if let Ok(stream) = stream {
-                        let _ = serve(stream, &requests);
+                        let (requests, faults) = (requests.clone(), faults.clone());
+                        std::thread::spawn(move || {
+                            let _ = serve(stream, &requests, &faults);
+                        });
                     }
                 }
             })

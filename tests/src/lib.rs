@@ -78,3 +78,32 @@ where
     .join()
     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
+
+/// The JSON paths where `a` and `b` differ, with both values.
+pub fn json_differences(
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+    path: String,
+    out: &mut Vec<String>,
+) {
+    match (a, b) {
+        (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for key in keys {
+                let (va, vb) = (
+                    x.get(key).unwrap_or(&serde_json::Value::Null),
+                    y.get(key).unwrap_or(&serde_json::Value::Null),
+                );
+                json_differences(va, vb, format!("{path}/{key}"), out);
+            }
+        }
+        _ if a != b => out.push(format!("{path}: {a} != {b}")),
+        _ => {}
+    }
+}
+
+/// The last `lines` lines of `text`.
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

@@ -1,4 +1,4 @@
-//! Control-plane nodes on this machine: each its own host name (UTS namespace), its own
+//! Control-plane (and worker) nodes on this machine: each its own host name (UTS namespace), its own
 //! `/etc/kubernetes`, `/var/lib/etcd`, `/var/lib/kubelet`, `/usr/local/sbin` and `/etc/hosts`
 //! (bind mounts in a private mount namespace; the hosts file starts as a copy of this
 //! machine's), its own processes (a PID namespace with its own `/proc`, whose first process is
@@ -149,6 +149,13 @@ impl ControlPlaneNodes {
     /// Starts `count` nodes `cp1`… on `127.0.0.11`…, each with an empty `/etc/kubernetes`,
     /// `/var/lib/etcd` and `/var/lib/kubelet`, reachable as root over ssh.
     pub fn start(count: usize) -> Self {
+        let names: Vec<String> = (1..=count).map(|index| format!("cp{index}")).collect();
+        Self::start_named(&names)
+    }
+
+    /// [`Self::start`] with nodes of these host names (the N-th on `127.0.0.1N`).
+    pub fn start_named(names: &[String]) -> Self {
+        let count = names.len();
         assert!((1..=9).contains(&count), "1 to 9 nodes");
         assert!(
             nix_is_root(),
@@ -189,8 +196,7 @@ impl ControlPlaneNodes {
         let mut nodes = Vec::new();
         let mut known_hosts = String::new();
         let mut ssh_config = String::new();
-        for index in 1..=count {
-            let name = format!("cp{index}");
+        for (index, name) in (1..=count).zip(names.iter().cloned()) {
             let address = format!("127.0.0.1{index}");
             let ssh_port = free_port();
             let root = dir.path().join(&name);
@@ -364,10 +370,10 @@ impl ControlPlaneNodes {
         )
     }
 
-    /// An etcd member for every node (free ports on its address) and their `--initial-cluster`.
-    pub fn etcd_members(&self) -> (Vec<NodeMember>, String) {
-        let members: Vec<NodeMember> = self
-            .nodes
+    /// An etcd member for each of the first `count` nodes (free ports on its address) and their
+    /// `--initial-cluster`.
+    pub fn etcd_members(&self, count: usize) -> (Vec<NodeMember>, String) {
+        let members: Vec<NodeMember> = self.nodes[..count]
             .iter()
             .map(|n| NodeMember {
                 name: n.name.clone(),
@@ -386,17 +392,20 @@ impl ControlPlaneNodes {
     /// The nodes as the product reaches them: control plane, over ssh with this ground's ssh
     /// config.
     pub fn ssh_nodes(&self) -> Vec<Node> {
-        self.nodes
-            .iter()
-            .map(|node| {
-                let executor = SshExecutor {
-                    ssh_config: Some(self.ssh_config.clone()),
-                    connect_timeout: Duration::from_secs(5),
-                    ..SshExecutor::new(node.name.clone())
-                };
-                Node::new(NodeRole::ControlPlane, Arc::new(executor))
-            })
+        (0..self.nodes.len())
+            .map(|index| self.ssh_node(index, NodeRole::ControlPlane))
             .collect()
+    }
+
+    /// Node `index` as the product reaches it, in `role`, over ssh with this ground's ssh
+    /// config.
+    pub fn ssh_node(&self, index: usize, role: NodeRole) -> Node {
+        let executor = SshExecutor {
+            ssh_config: Some(self.ssh_config.clone()),
+            connect_timeout: Duration::from_secs(5),
+            ..SshExecutor::new(self.nodes[index].name.clone())
+        };
+        Node::new(role, Arc::new(executor))
     }
 
     /// Runs `script` with `sh -c` on node `index` through the system ssh client.

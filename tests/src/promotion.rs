@@ -8,8 +8,8 @@ use std::sync::Arc;
 use etcd_dr_core::{PromotionMarker, PromotionMode, RestoreLock};
 use etcd_dr_nodes::{LocalExecutor, Node, NodeRole};
 use etcd_dr_restore::{
-    PromoteConfig, Promoter, PromotionRecord, PromotionRequest, PromotionState, PromotionTracker,
-    ServiceAccountKeys,
+    AfterAction, PromoteConfig, Promoter, PromotionRecord, PromotionRequest, PromotionState,
+    PromotionTracker, ServiceAccountKeys,
 };
 use etcd_dr_transport::{
     acquire_restore_lock, generate_identity, read_promotion_marker, write_promotion_marker,
@@ -311,4 +311,33 @@ pub fn write_failing_etcdutl(path: &Path, condition: &str, message: &str) {
     )
     .unwrap();
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+/// `(action, resource, target, outcome)` of each after-step result of `action`, sorted.
+pub fn after_results(
+    record: &PromotionRecord,
+    action: AfterAction,
+) -> Vec<(String, String, String)> {
+    let mut out: Vec<(String, String, String)> = record
+        .after_results
+        .iter()
+        .filter(|r| r.action == action)
+        .map(|r| {
+            (
+                r.resource.clone().unwrap_or_default(),
+                r.target.clone(),
+                r.outcome.as_str().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// `(resource, target, outcome)` triples as [`after_results`] gives them.
+pub fn triples(items: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+    items
+        .iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        .collect()
 }

@@ -61,7 +61,7 @@ impl SshSecondary {
     /// Gives every node the secondary's own service-account keys and etcd (its own peer URLs,
     /// same member names), starts them and waits until the cluster serves.
     pub fn become_secondary(&mut self) {
-        let (members, initial_cluster) = self.ground.etcd_members();
+        let (members, initial_cluster) = self.ground.etcd_members(3);
         for (index, member) in members.iter().enumerate() {
             let node = self.ground.node(index);
             let name = &member.name;

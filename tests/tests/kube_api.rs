@@ -1,8 +1,10 @@
 //! Promote through a real Kubernetes API: a primary kube-apiserver on etcd 3.6 (or 3.7) whose
 //! objects are snapshotted by `etcd-dr snapshot`, and a secondary of three namespace nodes, each
 //! running etcd and kube-apiserver from kubeadm-shaped static pod manifests, onto which the
-//! promotion restores them. What the secondary's API serves afterwards is compared with what the
-//! primary's served.
+//! promotion restores them (and whose worker's kubelet it restarts). What the secondary's API
+//! serves afterwards is compared with what the primary's served; the snapshot's recorded shape
+//! and `etcd-dr inspect` with what the test created. The 3.7 run authenticates with a bearer
+//! token (`token_file`), the 3.6 one with `admin.conf`'s client certificate.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -11,11 +13,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_dr_e2e::kube_ground::{
-    etcd_version_of, kube_version, process_alive, KubePrimary, KubeSecondary, Kubectl, MANIFESTS,
+    etcd_version_of, kube_version, process_alive, whoami_with_token, ApiAuth, KubePrimary,
+    KubeSecondary, Kubectl, ADMIN_TOKEN, CONTAINER_RUNTIME_VERSION, MANIFESTS, TOKEN_USER, WORKER,
+    WORKER_INDEX,
 };
 use etcd_dr_e2e::kube_informer::{Informer, Seen};
 use etcd_dr_e2e::node_runtime::RUNTIME_UNREACHABLE;
-use etcd_dr_e2e::{wait_for, EtcdDr, EtcdVersion, StoreTarget};
+use etcd_dr_e2e::promotion::{after_results, triples};
+use etcd_dr_e2e::{json_differences, tail, wait_for, EtcdDr, EtcdVersion, StoreTarget};
 use etcd_dr_restore::{
     AfterAction, PromoteConfig, Promoter, PromotionRecord, PromotionRequest, PromotionState,
     PromotionTracker, StepName,
@@ -237,24 +242,6 @@ fn labelled(kubectl: &Kubectl, kind: &str) -> BTreeMap<String, Value> {
     out
 }
 
-/// The JSON paths where `a` and `b` differ, with both values.
-fn differences(a: &Value, b: &Value, path: String, out: &mut Vec<String>) {
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-            for key in keys {
-                let (va, vb) = (
-                    x.get(key).unwrap_or(&Value::Null),
-                    y.get(key).unwrap_or(&Value::Null),
-                );
-                differences(va, vb, format!("{path}/{key}"), out);
-            }
-        }
-        _ if a != b => out.push(format!("{path}: {a} != {b}")),
-        _ => {}
-    }
-}
-
 /// kubeadm's `kube-system/kubeadm-config`, as `kubeadm init` writes it for this cluster.
 fn kubeadm_config(version: EtcdVersion) -> String {
     let cluster_configuration = format!(
@@ -275,7 +262,8 @@ fn kubeadm_config(version: EtcdVersion) -> String {
 }
 
 /// The snapshot's recorded cluster, read through the real API server's own encoding: kubeadm's
-/// ClusterConfiguration, and the Nodes the status loop registered (protobuf in etcd).
+/// ClusterConfiguration, and the Nodes the status loop registered (protobuf in etcd) with the
+/// kubelet and container runtime versions it reported.
 fn assert_recorded_shape(dr: &EtcdDr, version: EtcdVersion) {
     let shape = &dr.list_json()[0]["kubernetes"];
     assert_eq!(shape["kubernetes_version"], kube_version(), "{shape:#}");
@@ -295,11 +283,13 @@ fn assert_recorded_shape(dr: &EtcdDr, version: EtcdVersion) {
         .expect("nodes")
         .iter()
         .map(|n| {
-            (
-                n["name"].as_str().unwrap_or_default(),
-                &n["roles"],
-                n["ready"].as_str().unwrap_or_default(),
-            )
+            let name = n["name"].as_str().unwrap_or_default();
+            assert_eq!(n["kubelet_version"], kube_version(), "{name}: {n:#}");
+            assert_eq!(
+                n["container_runtime_version"], CONTAINER_RUNTIME_VERSION,
+                "{name}: {n:#}"
+            );
+            (name, &n["roles"], n["ready"].as_str().unwrap_or_default())
         })
         .collect();
     let control_plane = serde_json::json!(["control-plane"]);
@@ -316,6 +306,68 @@ fn assert_recorded_shape(dr: &EtcdDr, version: EtcdVersion) {
     );
 }
 
+/// Namespaces kube-apiserver makes for itself.
+const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-node-lease", "kube-public", "kube-system"];
+
+/// `etcd-dr inspect latest --json` on the snapshot `dr` took counts what the test created
+/// (`before`: the labelled objects the primary's API served): namespaces (with the API
+/// server's own), ConfigMaps per namespace the test put some in, the CRD and its Widgets,
+/// Deployments and DaemonSets per namespace.
+fn assert_inspect_counts(dr: &EtcdDr, before: &BTreeMap<&str, BTreeMap<String, Value>>) {
+    let inspection: Value = serde_json::from_str(&dr.run_ok(&["inspect", "latest", "--json"]))
+        .expect("inspect --json: JSON");
+    assert_eq!(inspection["id"], dr.list_json()[0]["id"], "{inspection:#}");
+    let resources = &inspection["contents"]["objects"]["resources"];
+    // Objects of `kind` the test created, per namespace.
+    let created = |kind: &str| {
+        let mut out: BTreeMap<String, u64> = BTreeMap::new();
+        for key in before[kind].keys() {
+            *out.entry(key.split('/').next().unwrap_or("").to_string())
+                .or_default() += 1;
+        }
+        out
+    };
+    assert_eq!(
+        resources["namespaces"]["total"],
+        before["namespaces"].len() + SYSTEM_NAMESPACES.len(),
+        "{inspection:#}"
+    );
+    for (kind, resource, namespaced) in [
+        ("configmaps", "configmaps", true),
+        ("deployments.apps", "deployments", true),
+        ("daemonsets.apps", "daemonsets", true),
+        ("widgets.example.com", "example.com/widgets", true),
+        (
+            "customresourcedefinitions.apiextensions.k8s.io",
+            "apiextensions.k8s.io/customresourcedefinitions",
+            false,
+        ),
+    ] {
+        let created = created(kind);
+        assert!(!created.is_empty(), "the test created no {kind}");
+        let counted = &resources[resource];
+        if namespaced {
+            // The primary runs no controller manager: no `kube-root-ca.crt` or other
+            // ConfigMaps of its own in the test's namespaces.
+            for (namespace, count) in &created {
+                assert_eq!(
+                    counted["namespaces"][namespace], *count,
+                    "{resource} in {namespace}: {inspection:#}"
+                );
+            }
+        }
+        if kind != "configmaps" {
+            // Every other one of these the test created (kube-system's ConfigMaps are the
+            // API server's and kubeadm-config).
+            assert_eq!(
+                counted["total"],
+                created.values().sum::<u64>(),
+                "{resource}: {inspection:#}"
+            );
+        }
+    }
+}
+
 fn snapshot_of(primary: &KubePrimary, store: &Path) -> EtcdDr {
     let dr = EtcdDr::with_sections(
         "prod",
@@ -327,14 +379,17 @@ fn snapshot_of(primary: &KubePrimary, store: &Path) -> EtcdDr {
     dr
 }
 
-fn promote(secondary: &KubeSecondary, store: &Path, work: &Path) -> PromotionRecord {
-    promote_with(secondary, secondary.promote_config(work), store)
-}
-
 fn promote_with(secondary: &KubeSecondary, config: PromoteConfig, store: &Path) -> PromotionRecord {
     let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(store).unwrap());
     let layout = SnapshotLayout::new("", "prod").unwrap();
-    let mut promoter = Promoter::new(config, store, layout, secondary.nodes(), vec![]).unwrap();
+    let mut promoter = Promoter::new(
+        config,
+        store,
+        layout,
+        secondary.nodes(),
+        secondary.workers(),
+    )
+    .unwrap();
     promoter.trust = etcd_dr_e2e::test_trust("prod", false);
     let tracker = PromotionTracker::new(PromotionRecord::new(
         etcd_dr_restore::new_promotion_id(chrono::Utc::now()),
@@ -442,40 +497,10 @@ fn assert_new_replica_sets(
     }
 }
 
-/// The last `lines` lines of `text`.
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// `(action, resource, target, outcome)` of each after-step result of `action`, sorted.
-fn after_results(record: &PromotionRecord, action: AfterAction) -> Vec<(String, String, String)> {
-    let mut out: Vec<(String, String, String)> = record
-        .after_results
-        .iter()
-        .filter(|r| r.action == action)
-        .map(|r| {
-            (
-                r.resource.clone().unwrap_or_default(),
-                r.target.clone(),
-                r.outcome.as_str().to_string(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-fn triples(items: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
-    items
-        .iter()
-        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
-        .collect()
-}
-
 /// Objects of every kind come back with their uids and content on all three API servers; the
-/// workloads carry a new restartedAt; the named kube-system pods are gone.
-fn objects_survive_promote(version: EtcdVersion) {
+/// workloads carry a new restartedAt; the named kube-system pods are gone; the promotion reaches
+/// the API with `auth`.
+fn objects_survive_promote(version: EtcdVersion, auth: ApiAuth) {
     let secondary = KubeSecondary::start(version);
     let mut primary = KubePrimary::start(version);
     create_objects(&primary.kubectl);
@@ -540,14 +565,28 @@ fn objects_survive_promote(version: EtcdVersion) {
     let store = tempfile::tempdir().unwrap();
     let dr = snapshot_of(&primary, &store.path().join("bucket"));
     assert_recorded_shape(&dr, version);
+    assert_inspect_counts(&dr, &before);
     let promoted_at = chrono::Utc::now();
     let promote_started = Instant::now();
     let control_plane = secondary.control_plane();
-    let record = promote(
-        &secondary,
-        &store.path().join("bucket"),
-        &store.path().join("work"),
-    );
+    let worker_kubelet = secondary
+        .process(WORKER_INDEX, "kubelet")
+        .expect("the worker's kubelet runs");
+    let mut config = secondary.promote_config(&store.path().join("work"));
+    let kube = secondary.kubernetes_config(auth);
+    if auth == ApiAuth::Token {
+        // The token alone authenticates (no client certificate, no kubeconfig; anonymous
+        // requests may not list or patch): the API servers know it as the ground's user.
+        assert_eq!(kube.kubeconfig, None);
+        assert_eq!(kube.cert_file, None);
+        let ca = kube.ca_file.as_deref().expect("ca_file");
+        for server in &secondary.servers {
+            let who = whoami_with_token(server, ca, ADMIN_TOKEN);
+            assert_eq!(who["status"]["userInfo"]["username"], TOKEN_USER, "{who}");
+        }
+    }
+    config.kubernetes = Some(kube);
+    let record = promote_with(&secondary, config, &store.path().join("bucket"));
     assert_eq!(
         record.state,
         PromotionState::Succeeded,
@@ -595,11 +634,24 @@ fn objects_survive_promote(version: EtcdVersion) {
         "{}",
         pretty(&record)
     );
+    // The worker's kubelet was restarted (`systemctl restart kubelet`): a new process.
     assert_eq!(
         after_results(&record, AfterAction::KubeletRestart),
-        triples(&[("", "*", "skipped")]),
+        triples(&[("", WORKER, "done")]),
         "{}",
         pretty(&record)
+    );
+    let restarted = secondary
+        .process(WORKER_INDEX, "kubelet")
+        .expect("the worker's kubelet runs after the promotion");
+    assert_ne!(
+        (restarted.pid, restarted.start_ticks),
+        (worker_kubelet.pid, worker_kubelet.start_ticks),
+        "the worker's kubelet was not restarted"
+    );
+    assert!(
+        !process_alive(worker_kubelet.host_pid),
+        "{worker_kubelet:?}"
     );
 
     for index in 0..3 {
@@ -614,7 +666,7 @@ fn objects_survive_promote(version: EtcdVersion) {
             );
             for (key, object) in &served {
                 let mut diff = Vec::new();
-                differences(&before[kind][key], object, String::new(), &mut diff);
+                json_differences(&before[kind][key], object, String::new(), &mut diff);
                 assert!(
                     diff.is_empty(),
                     "cp{}: {kind} {key} differs from the primary's: {diff:#?}",
@@ -696,12 +748,13 @@ fn objects_survive_promote(version: EtcdVersion) {
 
 #[test]
 fn objects_created_on_the_primary_are_served_by_the_secondary_after_promote_on_etcd_36() {
-    objects_survive_promote(EtcdVersion::V3_6);
+    objects_survive_promote(EtcdVersion::V3_6, ApiAuth::ClientCertificate);
 }
 
 #[test]
 fn objects_created_on_the_primary_are_served_by_the_secondary_after_promote_on_etcd_37() {
-    objects_survive_promote(EtcdVersion::V3_7);
+    // The promotion authenticates with a bearer token from `token_file`.
+    objects_survive_promote(EtcdVersion::V3_7, ApiAuth::Token);
 }
 
 #[test]

@@ -1,18 +1,22 @@
 //! The binary promotes: `POST /v1/promote` on the secondary daemon (token, conflicts, the
-//! restore lock, the Kubernetes API after-steps) fences the primary daemon, which then ships
-//! nothing; `etcd-dr promote --switchover` restores exactly the primary's final snapshot.
+//! restore lock, the Kubernetes API after-steps through faults: a slow `/readyz`, one rollout
+//! restart failing) fences the primary daemon, which then ships nothing; `etcd-dr promote
+//! --switchover` restores exactly the primary's final snapshot.
 
 use std::time::Duration;
 
 use etcd_dr_e2e::daemon::{write_token, Api, PrimaryDaemon};
-use etcd_dr_e2e::kube_recorder::KubeRecorder;
+use etcd_dr_e2e::kube_recorder::{KubeFaults, KubeRecorder, INJECTED_ERROR};
 use etcd_dr_e2e::kubelet::{dump_member, member_revision, put_keys};
 use etcd_dr_e2e::local_secondary::{this_host, LocalSecondary};
 use etcd_dr_e2e::promotion::{step_states, write_lock};
 use etcd_dr_e2e::{http_request, terminate, wait_for, EtcdDr, KillOnDrop, StoreTarget};
 
-/// Kubernetes API steps: no kube-apiserver installs here, so they run against a small recording
-/// HTTP server that checks the exact requests.
+/// The Kubernetes API steps meet faults the real API (`kube_api.rs`) cannot produce on demand,
+/// from a small recording HTTP server that checks the exact requests: the first `/readyz`
+/// answers later than the request timeout (the health step asks again), and one Deployment's
+/// rollout restart gets a 500 (its result is `failed` with the API's message, every other
+/// workload and pod delete is still done, and the promotion succeeds).
 #[test]
 fn the_api_promotes_once_fences_the_primary_and_calls_the_kubernetes_api() {
     let host = this_host();
@@ -27,7 +31,10 @@ fn the_api_promotes_once_fences_the_primary_and_calls_the_kubernetes_api() {
     let primary_keys = primary.etcd.dump();
 
     let node = LocalSecondary::start(&host);
-    let kube = KubeRecorder::start();
+    let kube = KubeRecorder::start_with(KubeFaults {
+        failing_rollout: Some("shop/cart".into()),
+        first_readyz_delay: Some(Duration::from_secs(3)),
+    });
     let kube_token = node.dir().join("kube-token");
     std::fs::write(&kube_token, "kube-bearer-123\n").unwrap();
     let api = Api::on_free_port();
@@ -36,7 +43,7 @@ fn the_api_promotes_once_fences_the_primary_and_calls_the_kubernetes_api() {
         "",
         &StoreTarget::Local(store.path()),
         &format!(
-            "role = \"secondary\"\n{}{}[promote.kubernetes]\napi_server = \"{}\"\ntoken_file = \"{}\"\n[secondary]\npoll_interval = \"1s\"\n",
+            "role = \"secondary\"\n{}{}[promote.kubernetes]\napi_server = \"{}\"\ntoken_file = \"{}\"\nrequest_timeout = \"1s\"\n[secondary]\npoll_interval = \"1s\"\n",
             api.section(&write_token(node.dir()), ""),
             node.sections(&node.dir().join("bastion"), ""),
             kube.url(),
@@ -110,7 +117,8 @@ fn the_api_promotes_once_fences_the_primary_and_calls_the_kubernetes_api() {
             ("restore", "done"),
             ("front-end", "skipped"),
             ("health", "done"),
-            ("after", "done"),
+            // One rollout restart failed: the step says so, the restore stands.
+            ("after", "failed"),
             ("hooks-after", "skipped"),
             ("rollback", "skipped"),
         ]
@@ -149,7 +157,8 @@ fn the_api_promotes_once_fences_the_primary_and_calls_the_kubernetes_api() {
         .iter()
         .position(|r| path(&r.target) != "/readyz")
         .unwrap();
-    assert!(first_non_ready >= 1);
+    // The first `/readyz` answered after the 1 s request timeout: asked again.
+    assert!(first_non_ready >= 2, "{requests:#?}");
     assert!(requests
         .iter()
         .all(|r| r.authorization.as_deref() == Some("Bearer kube-bearer-123")));
@@ -194,17 +203,35 @@ fn the_api_promotes_once_fences_the_primary_and_calls_the_kubernetes_api() {
             )
         })
         .collect();
+    let failed = "rollout-restart deployments shop/cart failed ";
+    let (failed_at, failure) = results
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.starts_with(failed))
+        .unwrap_or_else(|| panic!("no failed rollout of shop/cart: {record:#}"));
+    assert!(failure.contains(INJECTED_ERROR), "{failure}");
+    let mut results = results;
+    results[failed_at] = failed.to_string();
     assert_eq!(
         results,
         [
             "nodes-ready nodes * done every Node Ready (1)",
             "rollout-restart deployments default/web done -",
-            "rollout-restart deployments shop/cart done -",
+            failed,
             "rollout-restart daemonsets kube-system/kube-proxy done -",
             "pod-delete pods kube-system/deleted-1 done label k8s-app=kube-proxy",
             "pod-delete pods kube-system/deleted-1 done label component=kube-controller-manager",
             "pod-delete pods kube-system/deleted-1 done label component=kube-scheduler",
         ],
+        "{record:#}"
+    );
+    // The failure is a warning of the promotion, naming the workload.
+    let warnings = record["warnings"].as_array().unwrap();
+    assert!(
+        warnings.iter().any(|w| {
+            let w = w.as_str().unwrap_or("");
+            w.starts_with("after-steps failed") && w.contains("shop/cart")
+        }),
         "{record:#}"
     );
     for (delete, selector) in deletes.iter().zip([

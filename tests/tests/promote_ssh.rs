@@ -1,7 +1,7 @@
 //! Promote over ssh: three namespace nodes cp1..cp3 with their own sshd, `/etc/kubernetes` and
 //! `/var/lib/etcd`, whose files also provide the snapshot's (encrypted) node bundles with the
 //! primary's service-account keys; the promoter, run in this process, restores a three-member
-//! primary onto them (etcd 3.5 and 3.6), or rolls every node back when one fails.
+//! primary onto them (etcd 3.5, 3.6 and 3.7), or rolls every node back when one fails.
 
 use std::time::Duration;
 
@@ -123,6 +123,11 @@ fn promote_over_ssh_restores_the_primary_on_three_nodes() {
 #[test]
 fn promote_over_ssh_on_etcd_36() {
     promote_restores_the_primary_on_three_nodes(EtcdVersion::V3_6);
+}
+
+#[test]
+fn promote_over_ssh_on_etcd_37() {
+    promote_restores_the_primary_on_three_nodes(EtcdVersion::V3_7);
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! `etcd-dr restore`: a cluster goes back in place to one of its own snapshots (no switchover,
 //! no fence: it stays the primary and keeps shipping), one restore at a time, never onto a
-//! prefix a promotion fenced; on etcd 3.5 and 3.6.
+//! prefix a promotion fenced; on etcd 3.5, 3.6 and 3.7.
 
 use etcd_dr_e2e::kubelet::{delete_key, dump_member, member_revision, put_keys};
 use etcd_dr_e2e::local_secondary::this_host;
@@ -148,6 +148,11 @@ fn restore_in_place_goes_back_to_an_earlier_snapshot_and_the_primary_keeps_shipp
 #[test]
 fn restore_in_place_on_etcd_36() {
     goes_back_to_an_earlier_snapshot_and_keeps_shipping(EtcdVersion::V3_6);
+}
+
+#[test]
+fn restore_in_place_on_etcd_37() {
+    goes_back_to_an_earlier_snapshot_and_keeps_shipping(EtcdVersion::V3_7);
 }
 
 #[test]
