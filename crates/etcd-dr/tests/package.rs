@@ -9,8 +9,8 @@
 //! copy-on-write overlay of this machine's root ([`BootedSystemd`]; no systemd on the host
 //! needed), the package installed there with `dpkg -i`, a prepared config, and
 //! `systemctl start etcd-dr`: the API answers, the daemon runs as the service user under the
-//! unit's sandbox, `systemctl stop` ends it cleanly, `dpkg --purge` stops a running one, and
-//! poweroff leaves nothing running. Needs root (dpkg, setpriv, namespaces, a cgroup), as CI and
+//! unit's sandbox, `systemctl stop` ends it cleanly, enabled it starts with multi-user.target,
+//! `dpkg --purge` stops a running one, and poweroff leaves nothing running. Needs root (dpkg, setpriv, namespaces, a cgroup), as CI and
 //! scripts/test.sh run.
 
 use std::io::{Read, Write};
@@ -237,7 +237,8 @@ fn the_package_installs_a_service_user_its_directories_and_a_verified_unit() {
 /// console is the file `$2`, and empty /run, /tmp and /etc/systemd/system (none of this
 /// machine's enabled services start). Mounts are made shared, as systemd does when the kernel
 /// starts it: the service's credentials are mounted through propagation. `container=other`
-/// tells systemd it is a container's init; `basic.target` keeps the boot to systemd's own units.
+/// tells systemd it is a container's init; `basic.target` keeps the boot to systemd's own units;
+/// gettys are masked (no terminal here) for when the test starts `multi-user.target`.
 const BOOT: &str = r#"set -eu
 top=$1 console=$2
 mount -t tmpfs -o mode=0755 tmpfs "$top"
@@ -262,6 +263,7 @@ mount --bind "$console" "$r/dev/console"
 mount -t tmpfs -o mode=0755 tmpfs "$r/run"
 mount -t tmpfs -o mode=1777 tmpfs "$r/tmp"
 mount -t tmpfs -o mode=0755 tmpfs "$r/etc/systemd/system"
+ln -s /dev/null "$r/etc/systemd/system/getty.target"
 mount --make-rshared "$r"
 cd "$r"
 exec env -i container=other PATH=/usr/sbin:/usr/bin:/sbin:/bin chroot "$r" /lib/systemd/systemd --unit=basic.target
@@ -702,9 +704,12 @@ fn systemctl_start_runs_the_installed_package_as_its_sandboxed_user_and_stop_end
     );
     assert!(http(addr, "GET", "/healthz", None).is_err(), "API still up");
 
-    // Purge while it runs: prerm stops it, the binary and the unit go.
-    systemd.ok(&["systemctl", "start", "etcd-dr"]);
+    // Enabled, it starts with multi-user.target, as at boot.
+    systemd.ok(&["systemctl", "start", "multi-user.target"]);
     assert_eq!(systemd.property("ActiveState"), "active");
+    assert_ne!(systemd.property("MainPID"), main_pid, "a new process");
+
+    // Purge while it runs: prerm stops it, the binary and the unit go.
     systemd.ok(&["dpkg", "--purge", "etcd-dr"]);
     assert_eq!(systemd.property("ActiveState"), "inactive");
     assert_eq!(systemd.property("Result"), "success");
