@@ -10,7 +10,8 @@
 //! needed), the package installed there with `dpkg -i`, a prepared config, and
 //! `systemctl start etcd-dr`: the API answers, the daemon runs as the service user under the
 //! unit's sandbox, `systemctl stop` ends it cleanly, enabled it starts with multi-user.target,
-//! `dpkg --purge` stops a running one, and poweroff leaves nothing running. Needs root (dpkg, setpriv, namespaces, a cgroup), as CI and
+//! a crash is restarted, the watchdog is fed, `dpkg --purge` stops a running one, and poweroff
+//! leaves nothing running. Needs root (dpkg, setpriv, namespaces, a cgroup), as CI and
 //! scripts/test.sh run.
 
 use std::io::{Read, Write};
@@ -602,7 +603,7 @@ fn status_field(status: &str, field: &str) -> String {
 #[test]
 fn systemctl_start_runs_the_installed_package_as_its_sandboxed_user_and_stop_ends_it_cleanly() {
     let deb = package();
-    let systemd = BootedSystemd::boot();
+    let mut systemd = BootedSystemd::boot();
     let root = systemd.root();
 
     // `dpkg -i` as on a bastion: the maintainer scripts take their systemd branch
@@ -707,7 +708,36 @@ fn systemctl_start_runs_the_installed_package_as_its_sandboxed_user_and_stop_end
     // Enabled, it starts with multi-user.target, as at boot.
     systemd.ok(&["systemctl", "start", "multi-user.target"]);
     assert_eq!(systemd.property("ActiveState"), "active");
-    assert_ne!(systemd.property("MainPID"), main_pid, "a new process");
+    let booted_pid = systemd.property("MainPID");
+    assert_ne!(booted_pid, main_pid, "a new process");
+
+    // A crash (SIGKILL) is restarted after RestartSec=10s.
+    systemd.ok(&["systemctl", "kill", "--signal=SIGKILL", "etcd-dr"]);
+    let restarted_pid = systemd.wait_for("a restart after the crash", 120, |systemd| {
+        let pid = systemd.property("MainPID");
+        (systemd.property("NRestarts") == "1"
+            && systemd.property("ActiveState") == "active"
+            && !["0", booted_pid.as_str()].contains(&pid.as_str()))
+        .then_some(pid)
+    });
+
+    // The watchdog pings reach systemd: with a 2 s watchdog the same process lives on for
+    // three periods (without pings systemd would kill it after one).
+    let drop_in = root.join("run/systemd/system/etcd-dr.service.d");
+    std::fs::create_dir_all(&drop_in).unwrap();
+    std::fs::write(drop_in.join("watchdog.conf"), "[Service]\nWatchdogSec=2s\n").unwrap();
+    systemd.ok(&["systemctl", "daemon-reload"]);
+    systemd.ok(&["systemctl", "restart", "etcd-dr"]);
+    assert_eq!(systemd.property("WatchdogUSec"), "2s");
+    let watched_pid = systemd.property("MainPID");
+    assert_ne!(watched_pid, restarted_pid);
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        (systemd.property("ActiveState"), systemd.property("MainPID")),
+        ("active".to_string(), watched_pid),
+        "killed by the watchdog?\n{}",
+        systemd.diagnostics()
+    );
 
     // Purge while it runs: prerm stops it, the binary and the unit go.
     systemd.ok(&["dpkg", "--purge", "etcd-dr"]);
