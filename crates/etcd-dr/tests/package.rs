@@ -332,15 +332,17 @@ impl BootedSystemd {
             work,
         };
         let children = format!("/proc/{0}/task/{0}/children", booted.launcher.id());
-        booted.init = booted.wait_for("unshare's child, the namespace's PID 1", 30, |_| {
-            std::fs::read_to_string(&children)
+        // Commands enter the namespaces only once their PID 1 is systemd in the new root: before,
+        // they would reach this machine's own root (and its systemd, if it has one).
+        booted.init = booted.wait_for("systemd as the namespace's PID 1", 60, |_| {
+            let pid = std::fs::read_to_string(&children)
                 .ok()?
                 .split_whitespace()
                 .next()?
-                .parse()
-                .ok()
+                .to_string();
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            (comm.trim() == "systemd").then(|| pid.parse().ok())?
         });
-        // systemd answers once it has exec'd in the new root; up when its boot job is done.
         let state = booted.wait_for("systemd to finish booting", 180, |booted| {
             let state = booted.systemctl(&["is-system-running"]);
             let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
