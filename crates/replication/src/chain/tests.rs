@@ -1,4 +1,3 @@
-
 use std::time::Duration;
 
 use object_store::memory::InMemory;

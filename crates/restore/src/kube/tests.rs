@@ -1,4 +1,3 @@
-
 use super::*;
 use base64::Engine;
 use std::path::Path;
