@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A bounded soak of etcd-dr against real parts, not run in CI: a primary daemon ships a
 # three-member etcd (written to all along) into S3 (moto behind a fault proxy) every 10 s and on
-# API triggers while random faults hit it — etcd leader kills, the store answering 503, SIGTERM
-# and SIGKILL of the daemon — then an audit: every committed snapshot verifies, `verify latest`
+# API triggers while random faults hit it — etcd leader kills, a member that answers nothing,
+# the store answering 503 or its connections cut, SIGTERM and SIGKILL of the daemon, a CLI
+# snapshot racing the daemon's trigger — then an audit: every committed snapshot verifies, `verify latest`
 # passes, no acknowledged snapshot is missing, no producer lease is left, pending multipart
 # uploads are no more than the faults that can leak one (SIGKILL, a failed abort) and none is
 # into a committed object. Prints the counts.

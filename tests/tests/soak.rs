@@ -1,7 +1,9 @@
 //! A bounded soak (ignored by default, not in CI; `scripts/soak.sh [DURATION]` runs it): a
 //! primary daemon ships a three-member etcd that is written to all along into S3 (moto behind a
 //! fault proxy) on a 10 s schedule and on API triggers, while random faults hit it — leader
-//! kills, the store answering 503 to everything, SIGTERM and SIGKILL of the daemon. At the end
+//! kills, a member that accepts calls and answers nothing, the store answering 503 to
+//! everything, the store's connections cut mid-transfer, SIGTERM and SIGKILL of the daemon, a
+//! CLI snapshot racing the daemon's trigger. At the end
 //! an audit: every committed snapshot verifies, `verify latest` passes, every snapshot the
 //! daemon acknowledged is still there, no producer lease is left, and the pending multipart
 //! uploads (which object_store cannot list or sweep: the bucket's lifecycle rule aborts them)
@@ -40,14 +42,25 @@ enum Fault {
     DaemonSigkill,
     /// `POST /v1/snapshots` (202 or 409; 500/503 while the store or etcd is away).
     ApiTrigger,
+    /// Member 0 (behind a proxy) accepts calls and answers none for a few seconds; its live
+    /// connections are cut so that the daemon's next call meets the silence.
+    SilentMember,
+    /// Every live connection to the store cut (mid-part, mid-manifest, mid-list).
+    StoreCut,
+    /// `etcd-dr snapshot` from the command line while the daemon's trigger runs: one of them
+    /// holds the producer lease, the other is refused (exit 75 / 409) or runs after it.
+    RacingCliSnapshot,
 }
 
-const FAULTS: [Fault; 5] = [
+const FAULTS: [Fault; 8] = [
     Fault::LeaderKill,
     Fault::Store503,
     Fault::DaemonSigterm,
     Fault::DaemonSigkill,
     Fault::ApiTrigger,
+    Fault::SilentMember,
+    Fault::StoreCut,
+    Fault::RacingCliSnapshot,
 ];
 
 fn soak_duration() -> Duration {
@@ -130,6 +143,35 @@ impl Drop for Daemon<'_> {
     }
 }
 
+/// `POST /v1/snapshots` (202 or 409; 500/503 while the store or etcd is away), counted.
+fn trigger(api: SocketAddr, answers: &mut BTreeMap<u16, usize>) {
+    let authorization = format!("Bearer {API_TOKEN}");
+    if let Ok(response) = http_request(
+        api,
+        "POST",
+        "/v1/snapshots",
+        &[("Authorization", authorization.as_str())],
+        b"",
+    ) {
+        *answers.entry(response.status).or_default() += 1;
+        assert!(
+            [202, 409, 500, 503].contains(&response.status),
+            "POST /v1/snapshots: {} {}",
+            response.status,
+            response.text()
+        );
+    }
+}
+
+/// The store's live connections cut, once or a few times within a few seconds (a transfer
+/// running then fails mid-request and is retried or aborted).
+fn cut_store_connections(proxy: &TcpProxy, rng: &mut impl Rng) {
+    for _ in 0..rng.random_range(1..4) {
+        proxy.cut();
+        std::thread::sleep(Duration::from_millis(rng.random_range(200..2000)));
+    }
+}
+
 /// Pending multipart uploads: (key, age).
 fn pending_uploads(s3: &MotoServer) -> Vec<(String, Duration)> {
     let response = s3.request("GET", &format!("/{BUCKET}?uploads"));
@@ -162,6 +204,9 @@ fn mixed_faults_never_lose_corrupt_or_strand_a_snapshot() {
     etcd.fill(FillSpec::total_bytes(8 << 20, 4096));
     let s3 = MotoServer::with_bucket(BUCKET);
     let store_proxy = TcpProxy::start(s3.addr());
+    let member_proxy = TcpProxy::start(etcd.client_addr(0));
+    let mut endpoints = etcd.endpoints();
+    endpoints[0] = format!("http://{}", member_proxy.addr());
     let api = Api::on_free_port();
     let dr = EtcdDr::new("");
     let token = write_token(dr.dir());
@@ -172,7 +217,7 @@ fn mixed_faults_never_lose_corrupt_or_strand_a_snapshot() {
              endpoint = \"http://{store}\"\nregion = \"us-east-1\"\npath_style = true\nrequest_timeout = \"10s\"\nmax_retries = 2\n\
              [schedule]\ninterval = \"10s\"\n[retention]\nincomplete_grace = \"10m\"\n\
              [upload]\npart_size_mib = 5\nproducer_lease_ttl = \"15s\"\n{http}",
-            etcd_section = etcd.config_section(&etcd.endpoints()),
+            etcd_section = etcd.config_section(&endpoints),
             store = store_proxy.addr(),
             http = api.section(&token, ""),
         ),
@@ -187,6 +232,7 @@ fn mixed_faults_never_lose_corrupt_or_strand_a_snapshot() {
     let mut faults: BTreeMap<Fault, usize> = BTreeMap::new();
     let mut acknowledged: BTreeSet<String> = BTreeSet::new();
     let mut api_answers: BTreeMap<u16, usize> = BTreeMap::new();
+    let mut cli_exits: BTreeMap<i32, usize> = BTreeMap::new();
     let mut writes = 0u64;
     let mut slowest_sigterm = Duration::ZERO;
     let deadline = Instant::now() + duration;
@@ -223,22 +269,27 @@ fn mixed_faults_never_lose_corrupt_or_strand_a_snapshot() {
                 daemon.kill();
                 daemon.spawn();
             }
-            Fault::ApiTrigger => {
-                let authorization = format!("Bearer {API_TOKEN}");
-                if let Ok(response) = http_request(
-                    api.addr,
-                    "POST",
-                    "/v1/snapshots",
-                    &[("Authorization", authorization.as_str())],
-                    b"",
-                ) {
-                    *api_answers.entry(response.status).or_default() += 1;
-                    assert!(
-                        [202, 409, 500, 503].contains(&response.status),
-                        "POST /v1/snapshots: {} {}",
-                        response.status,
-                        response.text()
-                    );
+            Fault::ApiTrigger => trigger(api.addr, &mut api_answers),
+            Fault::SilentMember => {
+                member_proxy.set_mode(ProxyMode::SilentAnswersAfter(0));
+                member_proxy.cut();
+                std::thread::sleep(Duration::from_secs(rng.random_range(3..12)));
+                member_proxy.set_mode(ProxyMode::Forward);
+            }
+            Fault::StoreCut => cut_store_connections(&store_proxy, &mut rng),
+            Fault::RacingCliSnapshot => {
+                let cli = std::thread::scope(|scope| {
+                    let cli = scope.spawn(|| dr.run(&["snapshot", "--json"]));
+                    std::thread::sleep(Duration::from_millis(rng.random_range(0..500)));
+                    trigger(api.addr, &mut api_answers);
+                    cli.join().unwrap()
+                });
+                let code = cli.status.code().unwrap_or(-1);
+                *cli_exits.entry(code).or_default() += 1;
+                if cli.status.success() {
+                    let manifest: serde_json::Value = serde_json::from_slice(&cli.stdout)
+                        .expect("snapshot --json prints the manifest");
+                    acknowledged.insert(manifest["id"].as_str().unwrap().to_string());
                 }
             }
         }
@@ -304,7 +355,8 @@ fn mixed_faults_never_lose_corrupt_or_strand_a_snapshot() {
     // and none may be an upload into an object a manifest names.
     let pending = pending_uploads(&s3);
     let leak_bound = faults.get(&Fault::DaemonSigkill).copied().unwrap_or(0)
-        + faults.get(&Fault::Store503).copied().unwrap_or(0);
+        + faults.get(&Fault::Store503).copied().unwrap_or(0)
+        + faults.get(&Fault::StoreCut).copied().unwrap_or(0);
     let committed_objects: BTreeSet<String> = dr
         .list_json()
         .iter()
@@ -331,6 +383,7 @@ fn mixed_faults_never_lose_corrupt_or_strand_a_snapshot() {
         println!("  {fault:?}: {count}");
     }
     println!("  API answers: {api_answers:?}");
+    println!("  racing CLI snapshots by exit status (0 committed, 75 lease held): {cli_exits:?}");
     println!("  etcd writes: {writes}; daemon starts: {}", daemon.starts);
     println!("  slowest SIGTERM: {slowest_sigterm:?}");
     println!(
@@ -361,7 +414,7 @@ fn mixed_faults_never_lose_corrupt_or_strand_a_snapshot() {
     assert!(!lease_left, "a producer lease was left after a clean stop");
     assert!(
         pending.len() <= leak_bound,
-        "{} pending multipart uploads, more than the {leak_bound} SIGKILLs and 503 spells: {pending:?}",
+        "{} pending multipart uploads, more than the {leak_bound} SIGKILLs, 503 spells and cuts: {pending:?}",
         pending.len()
     );
     assert!(
