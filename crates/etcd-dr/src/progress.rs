@@ -31,17 +31,21 @@ pub fn on_terminal(json: bool) -> bool {
     )
 }
 
-/// A bar on stderr that follows the raw byte counter of a [`ShipProgress`] until dropped: bytes
-/// so far, of the expected total when known (else a spinner), rate and ETA.
-pub struct TransferBar {
+/// A bar on stderr redrawn by `update` every [`REFRESH`] until dropped, then cleared (the
+/// summary printed next says how it went). Hidden, it draws nothing and runs nothing.
+struct FollowingBar {
     bar: ProgressBar,
     follower: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl TransferBar {
-    /// Follows `progress` under the label `what` (e.g. `fetch 20261201T…`); draws nothing
-    /// unless `visible`. Needs a Tokio runtime when visible.
-    pub fn follow(what: impl Into<String>, progress: Arc<ShipProgress>, visible: bool) -> Self {
+impl FollowingBar {
+    /// Needs a Tokio runtime when visible.
+    fn start(
+        visible: bool,
+        style: ProgressStyle,
+        message: String,
+        mut update: impl FnMut(&ProgressBar) + Send + 'static,
+    ) -> Self {
         if !visible {
             return Self {
                 bar: ProgressBar::hidden(),
@@ -49,27 +53,16 @@ impl TransferBar {
             };
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-        bar.set_style(spinner_style());
-        bar.set_message(what.into());
+        bar.set_style(style);
+        bar.set_message(message);
         bar.tick();
         let follower = {
             let bar = bar.clone();
             tokio::spawn(async move {
                 let mut ticks = tokio::time::interval(REFRESH);
-                let mut known_total = false;
                 loop {
                     ticks.tick().await;
-                    let done = progress.raw_bytes.load(Ordering::Relaxed);
-                    let expected = progress.expected_raw_bytes.load(Ordering::Relaxed);
-                    if expected > 0 && !known_total {
-                        bar.set_style(bar_style());
-                        known_total = true;
-                    }
-                    if known_total {
-                        // etcd's reported size is close, not exact: never a bar past its end.
-                        bar.set_length(expected.max(done));
-                    }
-                    bar.set_position(done);
+                    update(&bar);
                 }
             })
         };
@@ -77,6 +70,44 @@ impl TransferBar {
             bar,
             follower: Some(follower),
         }
+    }
+}
+
+impl Drop for FollowingBar {
+    fn drop(&mut self) {
+        if let Some(follower) = self.follower.take() {
+            follower.abort();
+        }
+        self.bar.finish_and_clear();
+    }
+}
+
+/// A bar on stderr that follows the raw byte counter of a [`ShipProgress`] until dropped: bytes
+/// so far, of the expected total when known (else a spinner), rate and ETA.
+pub struct TransferBar {
+    /// Held for its drop: it stops following and clears the bar.
+    _shown: FollowingBar,
+}
+
+impl TransferBar {
+    /// Follows `progress` under the label `what` (e.g. `fetch 20261201T…`); draws nothing
+    /// unless `visible`. Needs a Tokio runtime when visible.
+    pub fn follow(what: impl Into<String>, progress: Arc<ShipProgress>, visible: bool) -> Self {
+        let mut known_total = false;
+        let shown = FollowingBar::start(visible, spinner_style(), what.into(), move |bar| {
+            let done = progress.raw_bytes.load(Ordering::Relaxed);
+            let expected = progress.expected_raw_bytes.load(Ordering::Relaxed);
+            if expected > 0 && !known_total {
+                bar.set_style(bar_style());
+                known_total = true;
+            }
+            if known_total {
+                // etcd's reported size is close, not exact: never a bar past its end.
+                bar.set_length(expected.max(done));
+            }
+            bar.set_position(done);
+        });
+        Self { _shown: shown }
     }
 
     /// A bar for a transfer of `total` plain bytes into `sink`, and the sink that counts them.
@@ -93,77 +124,42 @@ impl TransferBar {
     }
 }
 
-impl Drop for TransferBar {
-    fn drop(&mut self) {
-        if let Some(follower) = self.follower.take() {
-            follower.abort();
-        }
-        // The summary printed next says how it went.
-        self.bar.finish_and_clear();
-    }
-}
-
 /// A bar on stderr that follows a restore to a revision until dropped: the base snapshot's
 /// download (bytes, rate, ETA), then the revisions replayed onto it (count, rate, ETA).
 pub struct ReplayBar {
-    bar: ProgressBar,
-    follower: Option<tokio::task::JoinHandle<()>>,
+    /// Held for its drop: it stops following and clears the bar.
+    _shown: FollowingBar,
 }
 
 impl ReplayBar {
     /// Follows `progress` under the label `what`; draws nothing unless `visible`. Needs a
     /// Tokio runtime when visible.
     pub fn follow(what: impl Into<String>, progress: Arc<ReplayProgress>, visible: bool) -> Self {
-        if !visible {
-            return Self {
-                bar: ProgressBar::hidden(),
-                follower: None,
-            };
-        }
         let what = what.into();
-        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-        bar.set_style(bar_style());
-        bar.set_message(format!("{what}: base snapshot"));
-        let follower = {
-            let bar = bar.clone();
-            tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(REFRESH);
-                let mut replaying = false;
-                loop {
-                    ticks.tick().await;
-                    match progress.stage() {
-                        ReplayStage::Downloading { done, expected } => {
-                            bar.set_length(expected.max(done));
-                            bar.set_position(done);
-                        }
-                        ReplayStage::Replaying { done, total } => {
-                            if !replaying {
-                                replaying = true;
-                                bar.set_style(revisions_style());
-                                bar.set_message(format!("{what}: replaying"));
-                                bar.set_position(0);
-                                bar.reset_eta();
-                            }
-                            bar.set_length(total.max(done));
-                            bar.set_position(done);
-                        }
-                    }
+        let mut replaying = false;
+        let shown = FollowingBar::start(
+            visible,
+            bar_style(),
+            format!("{what}: base snapshot"),
+            move |bar| match progress.stage() {
+                ReplayStage::Downloading { done, expected } => {
+                    bar.set_length(expected.max(done));
+                    bar.set_position(done);
                 }
-            })
-        };
-        Self {
-            bar,
-            follower: Some(follower),
-        }
-    }
-}
-
-impl Drop for ReplayBar {
-    fn drop(&mut self) {
-        if let Some(follower) = self.follower.take() {
-            follower.abort();
-        }
-        self.bar.finish_and_clear();
+                ReplayStage::Replaying { done, total } => {
+                    if !replaying {
+                        replaying = true;
+                        bar.set_style(revisions_style());
+                        bar.set_message(format!("{what}: replaying"));
+                        bar.set_position(0);
+                        bar.reset_eta();
+                    }
+                    bar.set_length(total.max(done));
+                    bar.set_position(done);
+                }
+            },
+        );
+        Self { _shown: shown }
     }
 }
 
@@ -281,8 +277,8 @@ mod tests {
     #[tokio::test]
     async fn a_hidden_bar_follows_nothing_and_draws_nothing() {
         let bar = TransferBar::follow("fetch", Arc::new(ShipProgress::default()), false);
-        assert!(bar.bar.is_hidden());
-        assert!(bar.follower.is_none());
+        assert!(bar._shown.bar.is_hidden());
+        assert!(bar._shown.follower.is_none());
         // Under `cargo test` stderr is captured, not a terminal: on_terminal says so.
         if !std::io::stderr().is_terminal() {
             assert!(!on_terminal(false));
