@@ -88,9 +88,10 @@ const SWEEP_LEASE_TTL: Duration = Duration::from_secs(120);
 /// longer than `grace` ago: pending multipart uploads on `s3`/`oci` (ages by the store's own
 /// clock), staging files on `local`. Uploads outside the cluster's folder are never touched.
 ///
-/// On `s3`/`oci` the sweep holds the prefix's producer lease (as `host`), so no upload it
-/// aborts can belong to a snapshot in progress; while another producer holds it, this fails
-/// with [`TransportError::ProducerBusy`] and aborts nothing. A listing failure is an error; a
+/// On `s3`/`oci` the sweep aborts under the prefix's producer lease (as `host`; taken only when
+/// some upload is old enough), so no upload it aborts can belong to a snapshot in progress;
+/// while another producer holds it, this fails with [`TransportError::ProducerBusy`] and
+/// aborts nothing. A listing failure is an error; a
 /// failed abort is reported in [`LeftoverSweep::failed`].
 pub async fn sweep_upload_leftovers(
     store: &Arc<dyn ObjectStore>,
@@ -113,6 +114,16 @@ pub async fn sweep_upload_leftovers(
         });
     }
     let lister = UploadLister::new(config, layout)?;
+    // Nothing old enough: no lease taken, so producers are never kept waiting for nothing.
+    let (uploads, now) = lister.list(cancel).await?;
+    let (expired, kept) = expired_uploads(uploads, now, grace);
+    if expired.is_empty() {
+        return Ok(LeftoverSweep {
+            kept,
+            ..LeftoverSweep::default()
+        });
+    }
+    // Listed again under the lease: an upload seen before it may have been a producer's.
     let lease = ProducerLease::acquire(store, layout, host, SWEEP_LEASE_TTL, cancel).await?;
     let leased = cancel.child_token();
     let keeper = LeaseKeeper::start(lease, leased.clone());
