@@ -1,5 +1,7 @@
 //! Faults that must never corrupt, hide, strand or delete the snapshot a restore needs: two
-//! producers at once, an etcd member that accepts the snapshot call and then sends nothing.
+//! producers at once, an etcd member that accepts the snapshot call and then sends nothing,
+//! producer clocks off, corrupt or unreadable newest snapshots, and the leftovers of
+//! interrupted uploads (pending multipart uploads, local staging files).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -518,4 +520,54 @@ fn prune_removes_old_staging_files_anywhere_under_the_clusters_folder() {
             "{name} was removed: {out}"
         );
     }
+}
+
+/// The primary daemon's retention pass (after each snapshot) aborts its cluster's old pending
+/// uploads too, and counts them.
+#[test]
+fn the_primary_daemon_aborts_its_clusters_pending_uploads_and_counts_them() {
+    let etcd = EtcdCluster::start(EtcdOptions::default());
+    etcd.fill(FillSpec::objects(50));
+    let s3 = MotoServer::with_bucket("daemon-sweep");
+    let (ours, theirs) = (
+        "dr/prod/snapshots/20261125T120000Z-r5/0123456789abcdef/etcd.db.zst",
+        "dr/prod2/snapshots/20261125T120000Z-r5/0123456789abcdef/etcd.db.zst",
+    );
+    for key in [ours, theirs] {
+        let response = s3.request("POST", &format!("/daemon-sweep/{key}?uploads"));
+        assert_eq!(response.status, 200, "start upload: {}", response.text());
+    }
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let scratch = tempfile::tempdir().unwrap();
+    let dr = EtcdDr::with_sections(
+        "prod",
+        &etcd.config_section(&etcd.endpoints()),
+        &StoreTarget::S3 {
+            server: &s3,
+            bucket: "daemon-sweep",
+            prefix: "dr",
+        },
+        &format!(
+            "[schedule]\ninterval = \"10s\"\n{}",
+            http_section(scratch.path(), addr, "")
+        ),
+    );
+    let daemon = KillOnDrop::new(dr.spawn(&["run"], "daemon.log"));
+    wait_for(
+        "the retention pass's sweep",
+        Duration::from_secs(60),
+        || {
+            get_json(addr, "/v1/status")?;
+            (metric(addr, "etcd_dr_upload_leftovers_total{result=\"removed\"}") >= 1.0)
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        metric(addr, "etcd_dr_upload_leftovers_total{result=\"failed\"}"),
+        0.0
+    );
+    assert_eq!(s3.pending_multipart_uploads("daemon-sweep"), [theirs]);
+    terminate(daemon.child());
+    let _ = daemon.into_inner().wait_with_output();
+    assert!(!dr.list_json().is_empty(), "{}", dr.log("daemon.log"));
 }
