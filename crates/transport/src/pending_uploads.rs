@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use etcd_dr_core::printable;
 use object_store::aws::{AmazonS3, AmazonS3ConfigKey, AwsAuthorizer};
 use object_store::multipart::MultipartStore;
 use object_store::path::Path;
@@ -28,7 +29,8 @@ const MAX_PAGES: usize = 1000;
 /// What a sweep of upload leftovers did.
 #[derive(Debug, Default)]
 pub struct LeftoverSweep {
-    /// Removed: pending uploads (`<key> (upload <id>)`) or local staging files.
+    /// Removed: pending uploads (`<key> (upload <id>)`) or local staging files, as printable
+    /// text (control characters escaped).
     pub removed: Vec<String>,
     /// Leftovers older than the grace that could not be removed, with why.
     pub failed: Vec<(String, TransportError)>,
@@ -109,7 +111,10 @@ pub async fn sweep_upload_leftovers(
             .await
             .map_err(|e| TransportError::Pipeline(format!("staging sweep thread: {e}")))??;
         return Ok(LeftoverSweep {
-            removed: removed.iter().map(|p| p.display().to_string()).collect(),
+            removed: removed
+                .iter()
+                .map(|p| printable(&p.display().to_string()).into_owned())
+                .collect(),
             ..LeftoverSweep::default()
         });
     }
@@ -151,15 +156,20 @@ async fn sweep_pending_uploads(
         ..LeftoverSweep::default()
     };
     for upload in expired {
-        let name = format!("{} (upload {})", upload.key, upload.upload_id);
+        // Text from the store: escaped for terminals and logs.
+        let name = format!(
+            "{} (upload {})",
+            printable(&upload.key),
+            printable(&upload.upload_id)
+        );
         match lister.abort(&upload, cancel).await {
             Ok(()) => {
-                tracing::info!(key = %upload.key, initiated = %upload.initiated, "aborted a pending multipart upload");
+                tracing::info!(upload = %name, initiated = %upload.initiated, "aborted a pending multipart upload");
                 sweep.removed.push(name);
             }
             Err(TransportError::Cancelled) => return Err(TransportError::Cancelled),
             Err(error) => {
-                tracing::warn!(key = %upload.key, %error, "could not abort a pending multipart upload");
+                tracing::warn!(upload = %name, %error, "could not abort a pending multipart upload");
                 sweep.failed.push((name, error));
             }
         }

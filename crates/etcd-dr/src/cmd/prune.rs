@@ -70,6 +70,13 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
                 for (name, error) in &sweep.failed {
                     eprintln!("could not remove upload leftover {name}: {error}");
                 }
+                if sweep.kept > 0 {
+                    println!(
+                        "kept {} pending upload(s) younger than {}",
+                        sweep.kept,
+                        humantime::format_duration(grace)
+                    );
+                }
                 leftovers_failed = sweep.failed.len();
             }
             // An upload in progress is not a leftover: the next run sweeps.
