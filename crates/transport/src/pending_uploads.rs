@@ -533,6 +533,53 @@ mod tests {
         );
     }
 
+    #[test]
+    fn uploads_are_listed_at_the_bucket_object_store_uses_on_s3_and_oci() {
+        let credentials = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            credentials.path(),
+            "[default]\naws_access_key_id = k\naws_secret_access_key = s\n",
+        )
+        .unwrap();
+        let layout = SnapshotLayout::new("", "prod").unwrap();
+        let url = |config: serde_json::Value| {
+            let mut config = config;
+            config["credentials_file"] = serde_json::json!(credentials.path());
+            let lister =
+                UploadLister::new(&serde_json::from_value(config).unwrap(), &layout).unwrap();
+            (lister.bucket_url, lister.region, lister.prefix)
+        };
+        assert_eq!(
+            url(serde_json::json!({"type": "s3", "bucket": "dr", "region": "eu-west-1"})),
+            (
+                "https://dr.s3.eu-west-1.amazonaws.com".to_string(),
+                "eu-west-1".to_string(),
+                "prod/".to_string()
+            )
+        );
+        assert_eq!(
+            url(
+                serde_json::json!({"type": "s3", "bucket": "dr", "path_style": true,
+                "endpoint": "https://minio.example:9000/"})
+            )
+            .0,
+            "https://minio.example:9000/dr"
+        );
+        // OCI: path style on the namespace's S3-compatible endpoint.
+        assert_eq!(
+            url(
+                serde_json::json!({"type": "oci", "bucket": "dr", "namespace": "axaxnpcrorw5",
+                "region": "eu-frankfurt-1"})
+            ),
+            (
+                "https://axaxnpcrorw5.compat.objectstorage.eu-frankfurt-1.oraclecloud.com/dr"
+                    .to_string(),
+                "eu-frankfurt-1".to_string(),
+                "prod/".to_string()
+            )
+        );
+    }
+
     #[tokio::test]
     async fn a_truncated_listing_without_a_marker_is_an_error_not_a_loop() {
         let credentials = tempfile::NamedTempFile::new().unwrap();
