@@ -1,5 +1,7 @@
 //! Faults that must never corrupt, hide, strand or delete the snapshot a restore needs: two
-//! producers at once, an etcd member that accepts the snapshot call and then sends nothing.
+//! producers at once, an etcd member that accepts the snapshot call and then sends nothing,
+//! producer clocks off, corrupt or unreadable newest snapshots, and the leftovers of
+//! interrupted uploads (pending multipart uploads, local staging files).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -381,4 +383,191 @@ fn an_unreadable_newest_manifest_is_never_skipped_by_latest() {
     let output = dr.dir().join("out.db");
     let error = dr.run_err(&["fetch", "latest", "--output", output.to_str().unwrap()]);
     assert!(error.contains(&newest), "{error}");
+}
+
+/// `prune` aborts the pending multipart uploads under its own cluster's folder older than
+/// `retention.incomplete_grace` (moto dates every upload 2010-11-10; the grace against the
+/// store's clock is proven in transport's unit tests) and leaves every other upload alone:
+/// another cluster's, another prefix's.
+#[test]
+fn prune_aborts_the_clusters_pending_uploads_and_no_one_elses() {
+    let s3 = MotoServer::with_bucket("sweep");
+    let ours = [
+        "dr/prod/snapshots/20261125T120000Z-r5/0123456789abcdef/etcd.db.zst",
+        "dr/prod/segments/0000000000000001/0000000000000001-0000000000000009.seg.zst",
+    ];
+    let theirs = [
+        "dr/prod2/snapshots/20261125T120000Z-r5/0123456789abcdef/etcd.db.zst",
+        "other/prod/snapshots/20261125T120000Z-r5/0123456789abcdef/etcd.db.zst",
+        "prod/x",
+    ];
+    for key in ours.iter().chain(&theirs) {
+        let response = s3.request("POST", &format!("/sweep/{key}?uploads"));
+        assert_eq!(response.status, 200, "start upload: {}", response.text());
+    }
+    let pending = || {
+        let mut keys = s3.pending_multipart_uploads("sweep");
+        keys.sort();
+        keys
+    };
+    let dr = EtcdDr::with_sections(
+        "prod",
+        "[etcd]\nendpoints = [\"http://127.0.0.1:1\"]\n",
+        &StoreTarget::S3 {
+            server: &s3,
+            bucket: "sweep",
+            prefix: "dr",
+        },
+        "[retention]\nincomplete_grace = \"10m\"\n",
+    );
+
+    dr.run_ok(&["prune", "--dry-run"]);
+    assert_eq!(pending().len(), 5, "a dry run aborted uploads");
+
+    // While another producer holds the lease, its uploads may be in progress: none is aborted.
+    // While another producer holds the lease, its uploads may be in progress: none is aborted.
+    // (moto refuses unsigned overwrites, so the lease is planted once, expiring soon.)
+    let ttl = Duration::from_secs(5);
+    let lease = serde_json::json!({
+        "token": "0123456789abcdef", "host": "elsewhere", "pid": 1,
+        "acquired_at": chrono::Utc::now(), "ttl_seconds": ttl.as_secs(),
+    });
+    let planted = Instant::now();
+    let put = http_request(
+        s3.addr(),
+        "PUT",
+        "/sweep/dr/prod/producer-lease.json",
+        &[],
+        lease.to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(put.status, 200, "{}", put.text());
+    let output = dr.run(&["prune"]);
+    assert!(planted.elapsed() < ttl, "too slow to test a held lease");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("pending uploads not swept"), "{stderr}");
+    assert_eq!(pending().len(), 5, "uploads aborted under another's lease");
+    // That producer died: its lease expires, and the sweep takes it over.
+    std::thread::sleep((ttl + Duration::from_secs(2)).saturating_sub(planted.elapsed()));
+
+    let out = dr.run_ok(&["prune"]);
+    for key in ours {
+        assert!(
+            out.contains(&format!("removed upload leftover {key}")),
+            "{out}"
+        );
+    }
+    let mut expected: Vec<String> = theirs.iter().map(|k| k.to_string()).collect();
+    expected.sort();
+    assert_eq!(pending(), expected);
+    assert!(
+        s3.keys("sweep", "dr/prod/").is_empty(),
+        "the sweep left its lease"
+    );
+    let out = dr.run_ok(&["prune"]);
+    assert!(!out.contains("removed upload leftover"), "{out}");
+    assert_eq!(pending(), expected);
+}
+
+/// A local store's staging files (`<name>#<n>`, left by a SIGKILL mid-write) anywhere under
+/// the cluster's folder go once older than the grace: beside segments, snapshots and the
+/// cluster's own objects; young ones and other clusters' stay.
+#[test]
+fn prune_removes_old_staging_files_anywhere_under_the_clusters_folder() {
+    let store = tempfile::tempdir().unwrap();
+    let old = [
+        "prod/segments/0000000000000001/0000000000000001-0000000000000009.seg.zst#3",
+        "prod/snapshots/20261125T120000Z-r5/0123456789abcdef/etcd.db.zst#12",
+        "prod/producer-lease.json#4",
+    ];
+    let kept = [
+        // Young: may be an upload in progress.
+        "prod/segments/0000000000000001/0000000000000010-0000000000000019.seg.zst#5",
+        // Another cluster's.
+        "prod2/segments/0000000000000001/0000000000000001-0000000000000009.seg.zst#3",
+        // Not a staging name.
+        "prod/segments/0000000000000001/notes#draft",
+    ];
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for name in old.iter().chain(&kept) {
+        let path = store.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"partial").unwrap();
+        if !name.contains("#5") {
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(an_hour_ago)
+                .unwrap();
+        }
+    }
+    let dr = EtcdDr::with_sections(
+        "prod",
+        "[etcd]\nendpoints = [\"http://127.0.0.1:1\"]\n",
+        &StoreTarget::Local(store.path()),
+        "[retention]\nincomplete_grace = \"10m\"\n",
+    );
+    let out = dr.run_ok(&["prune"]);
+    for name in old {
+        assert!(!store.path().join(name).exists(), "{name} stayed: {out}");
+        assert!(out.contains(name), "{out}");
+    }
+    for name in kept {
+        assert!(
+            store.path().join(name).exists(),
+            "{name} was removed: {out}"
+        );
+    }
+}
+
+/// The primary daemon's retention pass (after each snapshot) aborts its cluster's old pending
+/// uploads too, and counts them.
+#[test]
+fn the_primary_daemon_aborts_its_clusters_pending_uploads_and_counts_them() {
+    let etcd = EtcdCluster::start(EtcdOptions::default());
+    etcd.fill(FillSpec::objects(50));
+    let s3 = MotoServer::with_bucket("daemon-sweep");
+    let (ours, theirs) = (
+        "dr/prod/snapshots/20261125T120000Z-r5/0123456789abcdef/etcd.db.zst",
+        "dr/prod2/snapshots/20261125T120000Z-r5/0123456789abcdef/etcd.db.zst",
+    );
+    for key in [ours, theirs] {
+        let response = s3.request("POST", &format!("/daemon-sweep/{key}?uploads"));
+        assert_eq!(response.status, 200, "start upload: {}", response.text());
+    }
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let scratch = tempfile::tempdir().unwrap();
+    let dr = EtcdDr::with_sections(
+        "prod",
+        &etcd.config_section(&etcd.endpoints()),
+        &StoreTarget::S3 {
+            server: &s3,
+            bucket: "daemon-sweep",
+            prefix: "dr",
+        },
+        &format!(
+            "[schedule]\ninterval = \"10s\"\n{}",
+            http_section(scratch.path(), addr, "")
+        ),
+    );
+    let daemon = KillOnDrop::new(dr.spawn(&["run"], "daemon.log"));
+    wait_for(
+        "the retention pass's sweep",
+        Duration::from_secs(60),
+        || {
+            get_json(addr, "/v1/status")?;
+            (metric(addr, "etcd_dr_upload_leftovers_total{result=\"removed\"}") >= 1.0)
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        metric(addr, "etcd_dr_upload_leftovers_total{result=\"failed\"}"),
+        0.0
+    );
+    assert_eq!(s3.pending_multipart_uploads("daemon-sweep"), [theirs]);
+    terminate(daemon.child());
+    let _ = daemon.into_inner().wait_with_output();
+    assert!(!dr.list_json().is_empty(), "{}", dr.log("daemon.log"));
 }

@@ -5,10 +5,9 @@
 //! everything, the store's connections cut mid-transfer, SIGTERM and SIGKILL of the daemon, a
 //! CLI snapshot racing the daemon's trigger. At the end
 //! an audit: every committed snapshot verifies, `verify latest` passes, every snapshot the
-//! daemon acknowledged is still there, no producer lease is left, and the pending multipart
-//! uploads (which object_store cannot list or sweep: the bucket's lifecycle rule aborts them)
-//! are no more than the SIGKILLs and 503 spells that can leak one, none into a committed
-//! object. It prints the counts.
+//! daemon acknowledged is still there, no producer lease is left, and after a final `prune`
+//! no pending multipart upload older than the grace is left (moto dates every upload 2010: none
+//! at all), none into a committed object. It prints the counts.
 //!
 //! `SOAK_DURATION` (humantime, default `10m`) bounds the fault phase; the audit follows it.
 
@@ -350,9 +349,9 @@ fn mixed_faults_never_lose_corrupt_or_strand_a_snapshot() {
         .count();
     let lease_left = keys.iter().any(|k| k.ends_with("producer-lease.json"));
     dr.run_ok(&["prune"]);
-    // object_store cannot list multipart uploads: what a SIGKILL or a failed abort (503) leaves
-    // is the bucket lifecycle rule's (docs/reliability.md). Each such fault leaks one at most,
-    // and none may be an upload into an object a manifest names.
+    // What a SIGKILL or a failed abort (503) leaves, prune aborts once older than the grace
+    // (docs/reliability.md). Each such fault leaks one at most, and none may be an upload into
+    // an object a manifest names.
     let pending = pending_uploads(&s3);
     let leak_bound = faults.get(&Fault::DaemonSigkill).copied().unwrap_or(0)
         + faults.get(&Fault::Store503).copied().unwrap_or(0)
@@ -395,8 +394,8 @@ fn mixed_faults_never_lose_corrupt_or_strand_a_snapshot() {
     );
     println!(
         "  folders without a manifest (never visible to readers; retention removes them after \
-         the grace): {half_visible}; pending multipart uploads (leaked, for the bucket's \
-         lifecycle rule): {} of at most {leak_bound}, {older_than_grace} older than {}s",
+         the grace): {half_visible}; pending multipart uploads after prune: {} of at most \
+         {leak_bound}, {older_than_grace} older than {}s",
         pending.len(),
         INCOMPLETE_GRACE.as_secs()
     );
@@ -416,6 +415,10 @@ fn mixed_faults_never_lose_corrupt_or_strand_a_snapshot() {
         pending.len() <= leak_bound,
         "{} pending multipart uploads, more than the {leak_bound} SIGKILLs, 503 spells and cuts: {pending:?}",
         pending.len()
+    );
+    assert_eq!(
+        older_than_grace, 0,
+        "pending multipart uploads older than the grace after prune: {pending:?}"
     );
     assert!(
         into_committed.is_empty(),

@@ -7,9 +7,13 @@
 //! The contract: a manifest is committed once and never replaced (create-only), each attempt
 //! writes into its own folder and removes only that, a listing orders snapshots by revision
 //! (never by the producer's clock) and shows a folder without a manifest as incomplete only,
-//! retention deletes manifests first and keeps the newest snapshot that reads back intact.
+//! retention deletes manifests first and keeps the newest snapshot that reads back intact, a
+//! failed abort leaves a leftover that the sweep removes, and a failed or cut get, listing or
+//! delete during verification and retention reports an error and leaves every committed
+//! snapshot intact.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
@@ -22,8 +26,9 @@ use etcd_dr_e2e::MotoServer;
 use etcd_dr_transport::fault_store::{Call, Fault, FaultStore};
 use etcd_dr_transport::{
     apply_retention, commit_manifest, delete_uncommitted, list_snapshots, plan_verified_retention,
-    read_manifest, upload_object, AttemptToken, ManifestTrust, RetentionConfig, ShipProgress,
-    SigningConfig, SnapshotLayout, StoreConfig, TransportError, UploadOptions, DATA_OBJECT_NAME,
+    read_manifest, sweep_upload_leftovers, upload_object, AttemptToken, ManifestTrust,
+    RetentionConfig, ShipProgress, SigningConfig, SnapshotLayout, StoreConfig, TransportError,
+    UploadOptions, DATA_OBJECT_NAME,
 };
 use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
@@ -58,6 +63,8 @@ on_every_store!(
     attempts_write_and_remove_only_their_own_folder,
     a_listing_orders_by_revision_and_hides_folders_without_a_manifest,
     retention_deletes_manifests_first_and_keeps_the_newest_intact,
+    a_failed_abort_leaves_a_leftover_that_the_sweep_removes,
+    store_faults_during_verification_and_retention_keep_every_committed_snapshot,
 );
 
 /// Which store a scenario runs against.
@@ -73,10 +80,12 @@ struct Store {
     store: Arc<dyn ObjectStore>,
     /// The wrapper, to arm faults with (the `faulty` store only).
     faults: Option<FaultStore>,
+    /// The same store as configured (the upload sweep lists and aborts through its own client).
+    config: StoreConfig,
     layout: SnapshotLayout,
     trust: ManifestTrust,
-    _dir: Option<tempfile::TempDir>,
-    _moto: Option<MotoServer>,
+    dir: Option<tempfile::TempDir>,
+    moto: Option<MotoServer>,
 }
 
 impl Store {
@@ -99,16 +108,18 @@ fn local_store(dir: &std::path::Path) -> Arc<dyn ObjectStore> {
 }
 
 fn open(kind: Kind) -> Store {
-    let (store, faults, dir, moto) = match kind {
-        Kind::Local => {
-            let dir = tempfile::tempdir().unwrap();
-            (local_store(dir.path()), None, Some(dir), None)
-        }
+    let dir = tempfile::tempdir().unwrap();
+    let (store, faults, config, moto) = match kind {
+        Kind::Local => (
+            local_store(dir.path()),
+            None,
+            StoreConfig::local(dir.path()),
+            None,
+        ),
         Kind::Faulty => {
-            let dir = tempfile::tempdir().unwrap();
             let faults = FaultStore::new(local_store(dir.path()));
             let store: Arc<dyn ObjectStore> = Arc::new(faults.clone());
-            (store, Some(faults), Some(dir), None)
+            (store, Some(faults), StoreConfig::local(dir.path()), None)
         }
         Kind::S3 => {
             let moto = MotoServer::with_bucket("contract");
@@ -123,7 +134,18 @@ fn open(kind: Kind) -> Store {
                     .build()
                     .unwrap(),
             );
-            (store, None, None, Some(moto))
+            let credentials = dir.path().join("credentials");
+            std::fs::write(
+                &credentials,
+                format!("[default]\naws_access_key_id = {ACCESS_KEY_ID}\naws_secret_access_key = {SECRET_ACCESS_KEY}\n"),
+            )
+            .unwrap();
+            let config = serde_json::from_value(serde_json::json!({
+                "type": "s3", "bucket": "contract", "endpoint": moto.endpoint(),
+                "region": "us-east-1", "path_style": true, "credentials_file": credentials,
+            }))
+            .unwrap();
+            (store, None, config, Some(moto))
         }
     };
     let unsigned = SigningConfig {
@@ -133,10 +155,11 @@ fn open(kind: Kind) -> Store {
     Store {
         store,
         faults,
+        config,
         layout: SnapshotLayout::new("dr", "prod").unwrap(),
         trust: ManifestTrust::new("prod", &unsigned, None, false).unwrap(),
-        _dir: dir,
-        _moto: moto,
+        dir: Some(dir),
+        moto,
     }
 }
 
@@ -444,5 +467,214 @@ fn retention_deletes_manifests_first_and_keeps_the_newest_intact(store: Store) {
             !left.iter().any(|k| k.starts_with(gone.as_ref())),
             "{left:?}"
         );
+    });
+}
+
+/// What interrupted uploads left: pending multipart uploads (S3) or staging files (a local
+/// directory), by key or path.
+fn upload_leftovers(store: &Store) -> Vec<String> {
+    if let Some(moto) = &store.moto {
+        return moto.pending_multipart_uploads("contract");
+    }
+    let mut found = Vec::new();
+    let mut pending = vec![store.dir.as_ref().unwrap().path().to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.to_string_lossy().contains('#') {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+fn a_failed_abort_leaves_a_leftover_that_the_sweep_removes(store: Store) {
+    block_on(async {
+        let cancel = CancellationToken::new();
+        // Every store gets the faults: its own wrapper, or one around it.
+        let faults = store
+            .faults
+            .clone()
+            .unwrap_or_else(|| FaultStore::new(store.store.clone()));
+        let wrapped: Arc<dyn ObjectStore> = Arc::new(faults.clone());
+        faults.arm(Call::Part, faults.count(Call::Part) + 1, Fault::Fail);
+        faults.arm(Call::Abort, faults.count(Call::Abort) + 1, Fault::Fail);
+        let id = SnapshotId::new(at(0), 5);
+        let name = AttemptToken::random().object_name(DATA_OBJECT_NAME);
+        let chunks = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(vec![
+            4u8;
+            100_000
+        ]))]);
+        upload_object(
+            &wrapped,
+            &store.layout.object_path(&id, &name),
+            &name,
+            chunks,
+            &UploadOptions::default(),
+            &ShipProgress::default(),
+            &cancel,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(faults.count(Call::Abort), 1, "the upload was not aborted");
+        assert!(keys(&store).await.is_empty(), "{:?}", keys(&store).await);
+        if store.moto.is_some() {
+            assert_eq!(
+                upload_leftovers(&store).len(),
+                1,
+                "the failed abort left nothing"
+            );
+        } else {
+            // object_store's local store removes its staging file when the upload is dropped
+            // (in the background); a SIGKILL leaves one, as planted here.
+            let dir = store.config.local_cluster_dir(&store.layout).unwrap();
+            std::fs::write(dir.join("snapshots").join("etcd.db#7"), b"partial").unwrap();
+        }
+
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let sweep = sweep_upload_leftovers(
+            &store.store,
+            &store.config,
+            &store.layout,
+            Duration::ZERO,
+            "contract",
+            &cancel,
+        )
+        .await
+        .unwrap();
+        if store.moto.is_some() {
+            assert_eq!(sweep.removed.len(), 1, "{sweep:?}");
+        } else {
+            assert!(!sweep.removed.is_empty(), "{sweep:?}");
+        }
+        assert!(sweep.failed.is_empty(), "{sweep:?}");
+        assert_eq!(upload_leftovers(&store), Vec::<String>::new());
+        // The sweep gave its lease back.
+        let lease = store.layout.cluster_dir().join("producer-lease.json");
+        assert!(store.store.head(&lease).await.is_err());
+    });
+}
+
+fn store_faults_during_verification_and_retention_keep_every_committed_snapshot(store: Store) {
+    block_on(async {
+        let cancel = CancellationToken::new();
+        let mut committed = Vec::new();
+        for (minute, revision) in [(0, 10), (10, 20), (20, 30)] {
+            let id = SnapshotId::new(at(minute), revision);
+            let object = upload(
+                &store,
+                &id,
+                &AttemptToken::random(),
+                &[revision as u8; 50_000],
+            )
+            .await;
+            let mut m = manifest(at(minute), revision, object);
+            commit_manifest(&store.store, &store.layout, None, &mut m, &cancel)
+                .await
+                .unwrap();
+            committed.push(m);
+        }
+        let policy = RetentionConfig {
+            keep_last: Some(1),
+            ..RetentionConfig::default()
+        };
+        let revisions = || async {
+            list_snapshots(&store.store, &store.layout, &store.trust, &cancel)
+                .await
+                .unwrap()
+                .snapshots
+                .iter()
+                .map(|m| m.etcd.revision)
+                .collect::<Vec<i64>>()
+        };
+        let catalog = list_snapshots(&store.store, &store.layout, &store.trust, &cancel)
+            .await
+            .unwrap();
+
+        // A get that fails, or whose body stops half-way, is an error, never "corrupt": nothing
+        // is planned for deletion on its account.
+        for fault in [Fault::Fail, Fault::Cut] {
+            if !store.arm_next(Call::Get, fault) {
+                return;
+            }
+            let error = plan_verified_retention(
+                &store.store,
+                &store.layout,
+                &catalog,
+                &policy,
+                Utc::now(),
+                &cancel,
+            )
+            .await
+            .unwrap_err();
+            assert!(
+                matches!(error, TransportError::Store { .. }),
+                "{fault:?}: {error}"
+            );
+        }
+        // A listing that fails or is cut is an error, not an empty or partial catalog.
+        for fault in [Fault::Fail, Fault::Cut] {
+            store.arm_next(Call::List, fault);
+            let error = list_snapshots(&store.store, &store.layout, &store.trust, &cancel)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(error, TransportError::Store { .. }),
+                "{fault:?}: {error}"
+            );
+        }
+        assert_eq!(revisions().await, [10, 20, 30]);
+
+        // Deletes that fail, or take effect with their answer lost, stop retention with an
+        // error; the snapshots it keeps stay whole.
+        let (plan, _) = plan_verified_retention(
+            &store.store,
+            &store.layout,
+            &catalog,
+            &policy,
+            Utc::now(),
+            &cancel,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            plan.expired,
+            [committed[0].id.clone(), committed[1].id.clone()]
+        );
+        store.arm_next(Call::Delete, Fault::Fail);
+        apply_retention(&store.store, &store.layout, &plan, &cancel)
+            .await
+            .unwrap_err();
+        assert_eq!(revisions().await, [10, 20, 30], "a failed manifest delete");
+        store.arm_next(Call::Delete, Fault::Cut);
+        apply_retention(&store.store, &store.layout, &plan, &cancel)
+            .await
+            .unwrap_err();
+        assert_eq!(revisions().await, [20, 30], "the cut delete took effect");
+        etcd_dr_transport::check_stored_objects(
+            &store.store,
+            &store.layout,
+            &committed[2],
+            &cancel,
+        )
+        .await
+        .expect("the newest snapshot reads back intact");
+
+        // Without faults the same plan finishes; the newest stays whole.
+        apply_retention(&store.store, &store.layout, &plan, &cancel)
+            .await
+            .unwrap();
+        assert_eq!(revisions().await, [30]);
+        etcd_dr_transport::check_stored_objects(
+            &store.store,
+            &store.layout,
+            &committed[2],
+            &cancel,
+        )
+        .await
+        .expect("the newest snapshot reads back intact");
     });
 }

@@ -15,7 +15,8 @@ pub trait Daemon: Send + Sync + 'static {
     /// The current state; cheap, called on every status, readiness and metrics request.
     fn status(&self) -> DaemonStatus;
 
-    /// Every complete snapshot in the store (any order; the API sorts newest first).
+    /// Every complete snapshot in the store, in the catalog's order: oldest first, by revision
+    /// within an etcd cluster id (the API serves them newest first).
     async fn list_snapshots(&self) -> Result<Vec<SnapshotManifest>, ActionError>;
 
     /// One snapshot's manifest.

@@ -129,8 +129,9 @@ fn api(token: bool) -> Api {
     status.store.reachable = Some(true);
     let daemon = Arc::new(FakeDaemon {
         status: Mutex::new(status),
-        // Deliberately not in order: the API sorts newest first.
-        snapshots: vec![manifest(5, 20), manifest(10, 30), manifest(0, 10)],
+        // In the catalog's order (oldest first, by revision), which the ids disagree with:
+        // revision 10's producer clock ran ahead. The API keeps the catalog's order.
+        snapshots: vec![manifest(20, 10), manifest(5, 20), manifest(10, 30)],
         busy: Mutex::new(false),
         triggered: Mutex::new(vec![]),
     });
@@ -249,7 +250,7 @@ async fn status_reports_the_daemon_and_its_lag() {
 }
 
 #[tokio::test]
-async fn snapshots_are_listed_newest_first_and_fetched_by_id() {
+async fn snapshots_are_listed_newest_first_in_the_catalogs_order_and_fetched_by_id() {
     let api = api(true);
     let (status, body) = get(&api, "/v1/snapshots").await;
     assert_eq!(status, StatusCode::OK);

@@ -149,6 +149,15 @@ pub enum TransportError {
         /// The probe object.
         key: String,
     },
+    /// Listing the pending multipart uploads under a prefix failed.
+    #[error("listing the pending multipart uploads under `{prefix}` failed: {source}")]
+    ListUploads {
+        /// The prefix listed.
+        prefix: String,
+        /// What failed.
+        #[source]
+        source: crate::pending_uploads::UploadListError,
+    },
     /// The store configuration cannot be turned into a client.
     #[error("store configuration: {0}")]
     Config(String),

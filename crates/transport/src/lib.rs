@@ -21,6 +21,7 @@ mod intact;
 mod json_object;
 mod layout;
 mod multipart;
+mod pending_uploads;
 mod prestage;
 mod probe;
 mod producer_lease;
@@ -48,6 +49,7 @@ pub use intact::{check_stored_objects, newest_intact, IntactCheck};
 pub use layout::{
     AttemptToken, SnapshotLayout, DATA_OBJECT_NAME, MANIFEST_OBJECT_NAME, NODES_FOLDER,
 };
+pub use pending_uploads::{sweep_upload_leftovers, LeftoverSweep, PendingUpload, UploadListError};
 pub use prestage::{file_digest, file_matches, PartialFile, PrestageDir};
 pub use probe::probe_create_only;
 pub use producer_lease::{

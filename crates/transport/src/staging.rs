@@ -48,7 +48,7 @@ pub fn sweep_local_staging(dir: &Path, grace: Duration) -> Result<Vec<PathBuf>, 
                 .is_some_and(|age| age > grace);
             if staging && old {
                 std::fs::remove_file(&path).map_err(io("delete staging file", &path))?;
-                tracing::info!(path = %path.display(), "deleted a local staging leftover");
+                tracing::info!(path = %etcd_dr_core::printable(&path.display().to_string()), "deleted a local staging leftover");
                 removed.push(path);
             }
         }

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_dr_core::ConfigProblems;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::local::LocalFileSystem;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
 use serde::Deserialize;
@@ -188,16 +188,17 @@ impl StoreConfig {
         );
     }
 
-    /// For a local store: the directory holding this cluster's snapshots (`<path>/<prefix>/…`
-    /// below `layout`), where staging leftovers may hide; `None` for other stores.
-    pub fn local_snapshots_dir(&self, layout: &crate::SnapshotLayout) -> Option<PathBuf> {
+    /// For a local store: the directory holding everything of this cluster (`<path>/<prefix>/
+    /// <cluster>`: snapshots, segments, lease and fence objects), where staging leftovers may
+    /// hide; `None` for other stores.
+    pub fn local_cluster_dir(&self, layout: &crate::SnapshotLayout) -> Option<PathBuf> {
         let root = self
             .path
             .as_ref()
             .filter(|_| self.kind == StoreKind::Local)?;
         Some(
             layout
-                .snapshots_prefix()
+                .cluster_dir()
                 .parts()
                 .fold(root.clone(), |dir, part| dir.join(part.as_ref())),
         )
@@ -244,6 +245,24 @@ impl StoreConfig {
                     .with_fsync(true);
                 Ok(Arc::new(store))
             }
+            StoreKind::S3 | StoreKind::Oci => Ok(Arc::new(self.amazon_s3()?)),
+        }
+    }
+
+    /// The S3 client of an `s3` or `oci` store (its pending multipart uploads are listed and
+    /// aborted through it); call after `validate` reported nothing.
+    pub(crate) fn amazon_s3(&self) -> Result<AmazonS3, TransportError> {
+        self.amazon_s3_builder()?
+            .build()
+            .map_err(|e| TransportError::Config(e.to_string()))
+    }
+
+    /// The fully configured S3 client builder of an `s3` or `oci` store.
+    pub(crate) fn amazon_s3_builder(&self) -> Result<AmazonS3Builder, TransportError> {
+        match self.kind {
+            StoreKind::Local => Err(TransportError::Config(
+                "a local store has no S3 client".into(),
+            )),
             StoreKind::S3 => {
                 let builder = self.s3_builder()?;
                 let builder = match &self.endpoint {
@@ -252,14 +271,9 @@ impl StoreConfig {
                         .with_allow_http(endpoint.starts_with("http://")),
                     None => builder,
                 };
-                let builder = builder
+                Ok(builder
                     .with_region(self.region.as_deref().unwrap_or("us-east-1"))
-                    .with_virtual_hosted_style_request(!self.path_style.unwrap_or(false));
-                Ok(Arc::new(
-                    builder
-                        .build()
-                        .map_err(|e| TransportError::Config(e.to_string()))?,
-                ))
+                    .with_virtual_hosted_style_request(!self.path_style.unwrap_or(false)))
             }
             StoreKind::Oci => {
                 let (Some(namespace), Some(region)) = (&self.namespace, &self.region) else {
@@ -271,17 +285,12 @@ impl StoreConfig {
                     .endpoint
                     .clone()
                     .unwrap_or_else(|| oci_s3_endpoint(namespace, region));
-                let builder = self
+                Ok(self
                     .s3_builder()?
                     .with_allow_http(endpoint.starts_with("http://"))
                     .with_endpoint(endpoint)
                     .with_region(region)
-                    .with_virtual_hosted_style_request(false);
-                Ok(Arc::new(
-                    builder
-                        .build()
-                        .map_err(|e| TransportError::Config(e.to_string()))?,
-                ))
+                    .with_virtual_hosted_style_request(false))
             }
         }
     }

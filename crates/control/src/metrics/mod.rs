@@ -49,6 +49,7 @@ pub struct Metrics {
     unsigned_allowed: IntGauge,
     unreadable_manifests: IntGauge,
     clock_skew: Gauge,
+    upload_leftovers: IntCounterVec,
     replication: ReplicationMetrics,
 }
 
@@ -169,6 +170,14 @@ impl Metrics {
             "etcd_dr_snapshot_clock_skew_seconds",
             "For the newest snapshot: the store's commit time (manifest Last-Modified) minus the producer's completed_at. Negative: the producer's clock runs ahead.",
         )?;
+        let upload_leftovers = IntCounterVec::new(
+            Opts::new(
+                "etcd_dr_upload_leftovers_total",
+                "Leftovers of interrupted uploads older than retention.incomplete_grace (pending multipart uploads, local staging files) by result: removed, or failed (could not be removed or listed).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(upload_leftovers.clone()))?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "etcd_dr_build_info",
@@ -187,6 +196,9 @@ impl Metrics {
         }
         for result in ["success", "failure", "unchanged", "busy"] {
             snapshots.with_label_values(&[result]).reset();
+        }
+        for result in ["removed", "failed"] {
+            upload_leftovers.with_label_values(&[result]).reset();
         }
         Ok(Self {
             registry,
@@ -211,6 +223,7 @@ impl Metrics {
             unsigned_allowed,
             unreadable_manifests,
             clock_skew,
+            upload_leftovers,
             replication,
         })
     }
@@ -298,6 +311,15 @@ impl Metrics {
     /// The newest snapshot's clock skew (store commit time minus producer's completed_at).
     pub fn set_clock_skew(&self, seconds: f64) {
         self.clock_skew.set(seconds);
+    }
+
+    /// A sweep of upload leftovers removed `removed` and failed on `failed`.
+    pub fn upload_leftovers_swept(&self, removed: usize, failed: usize) {
+        for (result, count) in [("removed", removed), ("failed", failed)] {
+            self.upload_leftovers
+                .with_label_values(&[result])
+                .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
+        }
     }
 
     /// The number of complete snapshots found by the last listing.

@@ -53,6 +53,8 @@ fn every_metric_is_present_at_zero_from_the_start() {
         "etcd_dr_unsigned_snapshots_allowed",
         "etcd_dr_unreadable_manifests",
         "etcd_dr_snapshot_clock_skew_seconds",
+        "etcd_dr_upload_leftovers_total{result=\"removed\"}",
+        "etcd_dr_upload_leftovers_total{result=\"failed\"}",
         "etcd_dr_replication_enabled",
         "etcd_dr_replication_captured_revision",
         "etcd_dr_replication_stored_revision",
@@ -73,7 +75,7 @@ fn every_metric_is_present_at_zero_from_the_start() {
         env!("CARGO_PKG_VERSION")
     );
     assert_eq!(value(&text, &build), 1.0);
-    assert_eq!(metrics.family_names().len(), 30);
+    assert_eq!(metrics.family_names().len(), 31);
 }
 
 #[test]
@@ -96,6 +98,8 @@ fn values_move_with_events_and_status() {
     metrics.add_uploaded_bytes(10);
     metrics.verify_failed();
     metrics.set_snapshots_stored(4);
+    metrics.upload_leftovers_swept(2, 1);
+    metrics.upload_leftovers_swept(1, 0);
     metrics.set_expected_interval(Duration::from_secs(900));
     let mut status = DaemonStatus::starting(Role::Secondary, "prod", "local", start);
     status.newest_verified = Some(snapshot.clone());
@@ -134,6 +138,14 @@ fn values_move_with_events_and_status() {
     assert_eq!(value(&text, "etcd_dr_etcd_revision"), 77.0);
     assert_eq!(value(&text, "etcd_dr_snapshots_stored"), 4.0);
     assert_eq!(value(&text, "etcd_dr_verify_failures_total"), 1.0);
+    assert_eq!(
+        value(&text, "etcd_dr_upload_leftovers_total{result=\"removed\"}"),
+        3.0
+    );
+    assert_eq!(
+        value(&text, "etcd_dr_upload_leftovers_total{result=\"failed\"}"),
+        1.0
+    );
     assert_eq!(value(&text, "etcd_dr_store_reachable"), 1.0);
     assert_eq!(value(&text, "etcd_dr_snapshot_interval_seconds"), 900.0);
 }

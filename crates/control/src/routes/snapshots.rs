@@ -17,14 +17,15 @@ use crate::{ActionError, ApiError, ApiToken, AppState, SnapshotRequest};
 pub struct SnapshotList {
     /// How many complete snapshots the store holds.
     pub count: usize,
-    /// Their manifests, newest first.
+    /// Their manifests, newest first (the catalog's order: by revision within an etcd
+    /// cluster id, never by the producer's clock in the id).
     pub snapshots: Vec<SnapshotManifest>,
 }
 
-/// `GET /v1/snapshots`: every complete snapshot, newest first.
+/// `GET /v1/snapshots`: every complete snapshot, newest first in the catalog's order.
 pub async fn list(State(state): State<AppState>) -> Result<Json<SnapshotList>, ApiError> {
     let mut snapshots = state.daemon.list_snapshots().await?;
-    snapshots.sort_by(|a, b| b.id.cmp(&a.id));
+    snapshots.reverse();
     Ok(Json(SnapshotList {
         count: snapshots.len(),
         snapshots,

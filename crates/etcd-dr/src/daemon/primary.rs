@@ -10,7 +10,10 @@ use etcd_dr_control::{
 };
 use etcd_dr_core::SnapshotId;
 use etcd_dr_scheduler::{Schedule, SnapshotError, SnapshotHooks, SnapshotOutcome};
-use etcd_dr_transport::{apply_retention, list_snapshots, plan_verified_retention, TransportError};
+use etcd_dr_transport::{
+    apply_retention, list_snapshots, plan_verified_retention, sweep_upload_leftovers,
+    TransportError,
+};
 use tokio::sync::oneshot;
 
 use super::{generations, DaemonState};
@@ -271,9 +274,7 @@ async fn prune(state: &DaemonState) -> anyhow::Result<()> {
                 .map_or_else(|| "every snapshot".to_string(), |id| id.to_string())
         ));
     }
-    if let Some(dir) = state.settings.store.local_snapshots_dir(&state.layout) {
-        etcd_dr_transport::sweep_local_staging(&dir, state.settings.retention.incomplete_grace)?;
-    }
+    sweep_leftovers(state).await;
     let mut kept = catalog;
     if !plan.is_empty() {
         apply_retention(&state.store, &state.layout, &plan, &state.cancel).await?;
@@ -283,6 +284,40 @@ async fn prune(state: &DaemonState) -> anyhow::Result<()> {
     state.metrics.set_snapshots_stored(kept.snapshots.len());
     // Segments go only once no kept snapshot can be their base.
     super::generations::prune_segments(state, &kept.snapshots).await
+}
+
+/// Removes upload leftovers older than the grace (pending multipart uploads, local staging
+/// files), counting what went and what could not; never stops retention.
+async fn sweep_leftovers(state: &DaemonState) {
+    let swept = sweep_upload_leftovers(
+        &state.store,
+        &state.settings.store,
+        &state.layout,
+        state.settings.retention.incomplete_grace,
+        &etcd_dr_scheduler::host_name(),
+        &state.cancel,
+    )
+    .await;
+    match swept {
+        Ok(sweep) => {
+            state
+                .metrics
+                .upload_leftovers_swept(sweep.removed.len(), sweep.failed.len());
+            if let Some((name, error)) = sweep.failed.first() {
+                state.note_error(format!(
+                    "retention: {} upload leftover(s) could not be removed, first {name}: {error}",
+                    sweep.failed.len()
+                ));
+            }
+        }
+        // An upload in progress is not a leftover: the next pass sweeps.
+        Err(TransportError::ProducerBusy { .. } | TransportError::Cancelled) => {}
+        Err(error) => {
+            tracing::warn!(%error, "could not sweep upload leftovers");
+            state.metrics.upload_leftovers_swept(0, 1);
+            state.note_error(format!("retention: upload leftovers not swept: {error}"));
+        }
+    }
 }
 
 #[cfg(test)]
