@@ -46,6 +46,9 @@ pub struct ShapeChecks {
     /// On each node, the API front-end name resolves, and not to an address of the snapshot's
     /// nodes (the primary's). Not judged when `[promote.front_end]` points the name itself.
     pub front_end_resolution: CheckSeverity,
+    /// On each control-plane node, kube-apiserver's serving certificate (`pki/apiserver.crt`)
+    /// names the API front-end name among its SANs.
+    pub api_server_cert_sans: CheckSeverity,
 }
 
 impl Default for ShapeChecks {
@@ -61,6 +64,7 @@ impl Default for ShapeChecks {
             network_plugin: CheckSeverity::Warn,
             etcd_data_dir: CheckSeverity::Warn,
             front_end_resolution: CheckSeverity::Warn,
+            api_server_cert_sans: CheckSeverity::Warn,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Preflight's look at the secondary's nodes themselves (control plane and workers, over their
 //! executors): runtime endpoint, kubelet version, etcd static pod, what the API front-end name
-//! resolves to, each compared with the snapshot's recorded shape; and whether the front-end step
-//! can run.
+//! resolves to, the names kube-apiserver's certificate is valid for, each compared with the
+//! snapshot's recorded shape; and whether the front-end step can run.
 
 use etcd_dr_cluster_shape::{compare_node, front_end_host, CheckSeverity};
 use etcd_dr_core::{SnapshotManifest, StepName};
@@ -72,9 +72,22 @@ impl Promoter {
                 .find(|f| f.node == node.name())
                 .and_then(|f| f.pod.as_ref().ok());
             let name = name.as_deref();
+            let cert = (node.role() == etcd_dr_nodes::NodeRole::ControlPlane).then(|| {
+                format!(
+                    "{}/pki/apiserver.crt",
+                    self.config.kubernetes_dir.trim_end_matches('/')
+                )
+            });
             async move {
-                let shape =
-                    read_node_shape(node, &self.config.kubeadm_flags_file, name, pod, cancel).await;
+                let shape = read_node_shape(
+                    node,
+                    &self.config.kubeadm_flags_file,
+                    name,
+                    cert.as_deref(),
+                    pod,
+                    cancel,
+                )
+                .await;
                 if node.role() == etcd_dr_nodes::NodeRole::Worker {
                     match &shape {
                         Ok(shape) => {
@@ -104,6 +117,7 @@ impl Promoter {
                 &shape,
                 &self.config.shape_checks,
                 front_end.enabled,
+                name.as_deref(),
             ) {
                 let text = format!("node shape, {}: {}", difference.check, difference.detail);
                 match difference.severity {
