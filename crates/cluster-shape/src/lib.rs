@@ -23,7 +23,9 @@ pub mod proto;
 mod shape;
 
 pub use cert::{certificate_sans, sans_cover};
-pub use compare::{compare_shapes, CheckSeverity, ShapeChecks, ShapeDifference};
+pub use compare::{
+    compare_configured_nodes, compare_shapes, CheckSeverity, ShapeChecks, ShapeDifference,
+};
 pub use contents::{read_snapshot_contents, SnapshotContents};
 pub use counts::count_objects;
 pub use decode::{decode_object, ENCRYPTED_PREFIX, PROTOBUF_MAGIC};
