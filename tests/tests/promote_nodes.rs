@@ -213,12 +213,14 @@ fn hooks_run_in_order_and_a_failing_after_hook_rolls_every_node_and_alias_back()
     put_keys(&secondary.client_urls, "/secondary-only", 30);
     let before = dump_member(&secondary.client_urls[0]);
     let before_revision = member_revision(&secondary.client_urls[0]);
-    // cp2 has its own alias from before (first in the file, where the step writes it).
+    // cp2 has its own alias from before, after the file's first line (not first, where the
+    // step writes its own): the rollback puts it back there.
     let node = secondary.ground.node(1);
     let hosts = std::fs::read_to_string(node.hosts_file()).unwrap();
+    let (first, rest) = hosts.split_once('\n').unwrap_or((&hosts, ""));
     std::fs::write(
         node.hosts_file(),
-        format!("10.0.0.12 {FRONT_END} {HOSTS_MARK}\n{hosts}"),
+        format!("{first}\n10.0.0.12 {FRONT_END} {HOSTS_MARK}\n{rest}"),
     )
     .unwrap();
     let hosts_before: Vec<String> = secondary
