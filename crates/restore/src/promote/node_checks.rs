@@ -41,8 +41,9 @@ impl Promoter {
     }
 
     /// Judges the configured node names against the snapshot's Nodes, reads every node's shape
-    /// and judges it against the snapshot's; the front-end step's own requirements too. Not in place (same machines), and not for a snapshot that
-    /// records no shape (preflight warns about that already).
+    /// and judges it against the snapshot's; the front-end step's own requirements too. Not in
+    /// place (same machines), and not for a snapshot that records no shape (preflight warns
+    /// about that already).
     pub(super) async fn check_nodes(
         &self,
         manifest: &SnapshotManifest,
