@@ -1,12 +1,13 @@
 //! Promote over ssh onto three namespace nodes (each with its own `/etc/hosts`), beyond the
 //! restore itself: preflight reading the nodes' own shape (kubeadm-flags.env's runtime
-//! endpoint), the API front-end alias on every node and its rollback, and the operator's hooks
+//! endpoint, the names in kube-apiserver's certificate), the API front-end alias on every node and its rollback, and the operator's hooks
 //! with their environment, order and failure policies.
 
 use std::time::Duration;
 
 use etcd_dr_cluster_shape::CheckSeverity;
 use etcd_dr_e2e::k8s_fixtures::KubeadmCluster;
+use etcd_dr_e2e::kube_pki::KubePki;
 use etcd_dr_e2e::kubelet::{dump_member, member_revision, put_keys};
 use etcd_dr_e2e::promotion::{
     assert_state, primary_with_bundles, primary_with_bundles_and_objects, promote_over_ssh,
@@ -51,6 +52,8 @@ fn resolve_on(secondary: &SshSecondary, index: usize, name: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+const API_SERVER_CERT: &str = "/etc/kubernetes/pki/apiserver.crt";
+
 #[test]
 fn a_node_on_another_runtime_is_refused_and_with_warn_the_front_end_points_at_the_secondary() {
     let mut secondary = SshSecondary::start();
@@ -70,9 +73,17 @@ fn a_node_on_another_runtime_is_refused_and_with_warn_the_front_end_points_at_th
         "{recorded}"
     );
     secondary.become_secondary();
-    // cp2 was rebuilt on CRI-O; cp3 still has an older alias to the primary's cp1.
+    // cp2 was rebuilt on CRI-O, and its kube-apiserver certificate names only itself; cp3 has
+    // no kube-apiserver certificate and still has an older alias to the primary's cp1.
     let mut hosts_before = Vec::new();
     for (index, node) in secondary.ground.nodes().iter().enumerate() {
+        let cert = node.host_path(API_SERVER_CERT);
+        match index {
+            0 => std::fs::write(&cert, KubePki::generate(&["cp1", FRONT_END]).apiserver.cert),
+            1 => std::fs::write(&cert, KubePki::generate(&["cp2"]).apiserver.cert),
+            _ => std::fs::remove_file(&cert),
+        }
+        .unwrap();
         let socket = if index == 1 { CRIO } else { CONTAINERD };
         std::fs::write(
             node.host_path("/var/lib/kubelet/kubeadm-flags.env"),
@@ -93,12 +104,14 @@ fn a_node_on_another_runtime_is_refused_and_with_warn_the_front_end_points_at_th
     let store = primary.store.path().join("bucket");
     let config = secondary.config(&primary.store.path().join("work"));
 
-    // The dry run lists the node's runtime; nothing changes.
+    // The dry run lists the node's runtime and the certificates; nothing changes.
     let dry_run = PromotionRequest {
         dry_run: true,
         ..PromotionRequest::default()
     };
-    let record = promote_over_ssh_request(&secondary, config.clone(), &store, &identity, dry_run);
+    let mut strict = config.clone();
+    strict.shape_checks.api_server_cert_sans = CheckSeverity::Error;
+    let record = promote_over_ssh_request(&secondary, strict, &store, &identity, dry_run);
     assert_state(&record, PromotionState::Failed);
     let error = record.error.clone().unwrap_or_default();
     for expected in [
@@ -106,6 +119,9 @@ fn a_node_on_another_runtime_is_refused_and_with_warn_the_front_end_points_at_th
             "node shape, container_runtime: cp2: kubelet's container runtime endpoint is {CRIO}"
         ),
         "[promote.shape_checks] container_runtime = \"warn\"",
+        &format!("node shape, api_server_cert_sans: cp2: kube-apiserver's certificate {API_SERVER_CERT} is not valid for the API front-end name {FRONT_END} (its names: "),
+        &format!("node shape, api_server_cert_sans: cp3: kube-apiserver's certificate {API_SERVER_CERT} is missing"),
+        "[promote.shape_checks] api_server_cert_sans = \"warn\"",
     ] {
         assert!(
             error.contains(expected),
@@ -114,6 +130,7 @@ fn a_node_on_another_runtime_is_refused_and_with_warn_the_front_end_points_at_th
     }
     assert!(!error.contains("cp1: kubelet"), "{error}");
     assert!(!error.contains("cp3: kubelet"), "{error}");
+    assert!(!error.contains("cp1: kube-apiserver's"), "{error}");
 
     // Set to warn, the promotion goes on, points the front end at the secondary on every node
     // and runs an `after` hook on every node with the promotion's facts.
@@ -130,12 +147,14 @@ fn a_node_on_another_runtime_is_refused_and_with_warn_the_front_end_points_at_th
     let record = promote_over_ssh(&secondary, config, &store, &identity);
     assert_state(&record, PromotionState::Succeeded);
     let warnings = record.warnings.join("\n");
-    assert!(
-        warnings.contains(&format!(
-            "container_runtime: cp2: kubelet's container runtime endpoint is {CRIO}"
-        )),
-        "{warnings}"
-    );
+    for expected in [
+        format!("container_runtime: cp2: kubelet's container runtime endpoint is {CRIO}"),
+        format!("api_server_cert_sans: cp2: kube-apiserver's certificate {API_SERVER_CERT} is not valid for the API front-end name {FRONT_END}"),
+        format!("api_server_cert_sans: cp3: kube-apiserver's certificate {API_SERVER_CERT} is missing"),
+    ] {
+        assert!(warnings.contains(&expected), "missing `{expected}` in:\n{warnings}");
+    }
+    assert!(!warnings.contains("cp1: kube-apiserver's"), "{warnings}");
     let front = record.step(StepName::FrontEnd);
     assert_eq!(
         front.progress.state,
@@ -194,12 +213,14 @@ fn hooks_run_in_order_and_a_failing_after_hook_rolls_every_node_and_alias_back()
     put_keys(&secondary.client_urls, "/secondary-only", 30);
     let before = dump_member(&secondary.client_urls[0]);
     let before_revision = member_revision(&secondary.client_urls[0]);
-    // cp2 has its own alias from before (first in the file, where the step writes it).
+    // cp2 has its own alias from before, after the file's first line (not first, where the
+    // step writes its own): the rollback puts it back there.
     let node = secondary.ground.node(1);
     let hosts = std::fs::read_to_string(node.hosts_file()).unwrap();
+    let (first, rest) = hosts.split_once('\n').unwrap_or((&hosts, ""));
     std::fs::write(
         node.hosts_file(),
-        format!("10.0.0.12 {FRONT_END} {HOSTS_MARK}\n{hosts}"),
+        format!("{first}\n10.0.0.12 {FRONT_END} {HOSTS_MARK}\n{rest}"),
     )
     .unwrap();
     let hosts_before: Vec<String> = secondary

@@ -1,6 +1,7 @@
 //! Preflight compares the secondary's cluster with the snapshot's recorded shape: every
 //! difference refused and listed, or, set to `warn`, carried in the record while the
-//! promotion goes on.
+//! promotion goes on. The configured `[nodes]` are compared with the snapshot's Nodes even when
+//! the secondary's etcd holds no Kubernetes objects.
 
 use etcd_dr_core::{PromotionRequest, PromotionState};
 use etcd_dr_e2e::k8s_fixtures::fixture;
@@ -83,6 +84,12 @@ fn differing_secondary(host: &str) -> LocalSecondary {
     node
 }
 
+/// What preflight says of `[nodes] control_plane = [host]` against the snapshot's cp1.
+fn configured_nodes_finding(host: &str) -> String {
+    let short = host.split('.').next().unwrap_or(host).to_ascii_lowercase();
+    format!("configured nodes, control_plane_nodes: the configured control-plane nodes are not the snapshot's (in the snapshot, not in [nodes] control_plane: cp1; in [nodes] control_plane, not in the snapshot: {short})")
+}
+
 fn dry_run() -> PromotionRequest {
     PromotionRequest {
         dry_run: true,
@@ -108,6 +115,8 @@ fn a_secondary_that_differs_is_refused_with_every_difference() {
         "networking: networking.podSubnet 10.244.0.0/16 in the snapshot, 192.168.0.0/16 on the secondary",
         "container_runtime",
         "[promote.shape_checks] kubernetes_version = \"warn\"",
+        &configured_nodes_finding(&host),
+        "[promote.shape_checks] control_plane_nodes = \"warn\"",
     ] {
         assert!(error.contains(expected), "missing `{expected}` in:\n{error}");
     }
@@ -125,6 +134,7 @@ fn set_to_warn_the_differences_are_recorded_and_the_plan_goes_on() {
     config.shape_checks.kubernetes_version = warn;
     config.shape_checks.networking = warn;
     config.shape_checks.container_runtime = warn;
+    config.shape_checks.control_plane_nodes = warn;
     let record = promote_locally(config, store.path(), &host, dry_run());
     assert_state(&record, PromotionState::Planned);
     let warnings = record.warnings.join("\n");
@@ -133,10 +143,33 @@ fn set_to_warn_the_differences_are_recorded_and_the_plan_goes_on() {
         "192.168.0.0/16",
         "cri-o",
         "missing on the secondary: worker1",
+        &configured_nodes_finding(&host),
+        "configured nodes, worker_nodes: the configured worker nodes are not the snapshot's (in the snapshot, not in [nodes] workers: worker1)",
     ] {
         assert!(
             warnings.contains(expected),
             "missing `{expected}` in:\n{warnings}"
         );
     }
+}
+
+#[test]
+fn configured_nodes_are_judged_against_the_snapshot_when_the_secondary_etcd_is_empty() {
+    let host = this_host();
+    let (_primary, store) = primary(&host);
+    // A fresh secondary: its etcd holds no Kubernetes objects to compare.
+    let node = LocalSecondary::start(&host);
+    put_keys(&node.endpoints(), "/secondary-only", 2);
+    let record = promote_locally(
+        node.config(&EtcdVersion::V3_5.bin("etcdutl")),
+        store.path(),
+        &host,
+        dry_run(),
+    );
+    assert_state(&record, PromotionState::Failed);
+    let error = record.error.clone().unwrap_or_default();
+    assert!(
+        error.contains(&configured_nodes_finding(&host)),
+        "missing the configured nodes' finding in:\n{error}"
+    );
 }

@@ -46,6 +46,9 @@ pub struct ShapeChecks {
     /// On each node, the API front-end name resolves, and not to an address of the snapshot's
     /// nodes (the primary's). Not judged when `[promote.front_end]` points the name itself.
     pub front_end_resolution: CheckSeverity,
+    /// On each control-plane node, kube-apiserver's serving certificate (`pki/apiserver.crt`)
+    /// names the API front-end name among its SANs.
+    pub api_server_cert_sans: CheckSeverity,
 }
 
 impl Default for ShapeChecks {
@@ -61,6 +64,7 @@ impl Default for ShapeChecks {
             network_plugin: CheckSeverity::Warn,
             etcd_data_dir: CheckSeverity::Warn,
             front_end_resolution: CheckSeverity::Warn,
+            api_server_cert_sans: CheckSeverity::Warn,
         }
     }
 }
@@ -220,6 +224,79 @@ pub fn compare_shapes(
                 join_or_none(&b)
             ),
         );
+    }
+    out
+}
+
+/// The configured `[nodes]` control-plane and worker names against the snapshot's recorded
+/// Nodes (by role), compared by short name without regard to case: what preflight can judge
+/// even when the secondary's etcd holds nothing or does not answer. Nothing when the snapshot
+/// recorded no Nodes.
+pub fn compare_configured_nodes(
+    snapshot: &ClusterShape,
+    control_plane: &[&str],
+    workers: &[&str],
+    checks: &ShapeChecks,
+) -> Vec<ShapeDifference> {
+    let mut out = Vec::new();
+    if snapshot.nodes.is_empty() {
+        return out;
+    }
+    let short = |name: &str| name.split('.').next().unwrap_or(name).to_ascii_lowercase();
+    for (check, severity, role, field, configured, is_control_plane) in [
+        (
+            "control_plane_nodes",
+            checks.control_plane_nodes,
+            "control-plane",
+            "control_plane",
+            control_plane,
+            true,
+        ),
+        (
+            "worker_nodes",
+            checks.worker_nodes,
+            "worker",
+            "workers",
+            workers,
+            false,
+        ),
+    ] {
+        if severity == CheckSeverity::Off {
+            continue;
+        }
+        let recorded: BTreeSet<String> = snapshot
+            .nodes
+            .iter()
+            .filter(|n| n.is_control_plane() == is_control_plane)
+            .map(|n| short(&n.name))
+            .collect();
+        let configured: BTreeSet<String> = configured.iter().map(|n| short(n)).collect();
+        if recorded == configured {
+            continue;
+        }
+        let missing: Vec<&String> = recorded.difference(&configured).collect();
+        let extra: Vec<&String> = configured.difference(&recorded).collect();
+        let mut parts = Vec::new();
+        if !missing.is_empty() {
+            parts.push(format!(
+                "in the snapshot, not in [nodes] {field}: {}",
+                join(&missing)
+            ));
+        }
+        if !extra.is_empty() {
+            parts.push(format!(
+                "in [nodes] {field}, not in the snapshot: {}",
+                join(&extra)
+            ));
+        }
+        out.push(ShapeDifference {
+            check,
+            severity,
+            detail: format!(
+                "the configured {role} nodes are not the snapshot's ({})",
+                parts.join("; ")
+            ),
+        });
     }
     out
 }
@@ -403,5 +480,56 @@ mod tests {
         assert_eq!(checks.network_plugin, CheckSeverity::Off);
         assert_eq!(checks.kubernetes_version, CheckSeverity::Error);
         assert!(serde_json::from_str::<ShapeChecks>(r#"{"typo": "off"}"#).is_err());
+    }
+
+    #[test]
+    fn configured_nodes_are_compared_with_the_recorded_ones_by_short_name() {
+        let checks = ShapeChecks::default();
+        assert_eq!(
+            compare_configured_nodes(
+                &shape(),
+                &["CP1.example.internal", "cp2"],
+                &["w1", "w2"],
+                &checks
+            ),
+            vec![]
+        );
+        let found = compare_configured_nodes(&shape(), &["cp1", "cp9"], &["w1"], &checks);
+        let found: Vec<(&str, CheckSeverity, &str)> = found
+            .iter()
+            .map(|d| (d.check, d.severity, d.detail.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (
+                    "control_plane_nodes",
+                    CheckSeverity::Error,
+                    "the configured control-plane nodes are not the snapshot's (in the snapshot, not in [nodes] control_plane: cp2; in [nodes] control_plane, not in the snapshot: cp9)"
+                ),
+                (
+                    "worker_nodes",
+                    CheckSeverity::Warn,
+                    "the configured worker nodes are not the snapshot's (in the snapshot, not in [nodes] workers: w2)"
+                ),
+            ]
+        );
+        let off = ShapeChecks {
+            worker_nodes: CheckSeverity::Off,
+            ..ShapeChecks::default()
+        };
+        assert_eq!(
+            compare_configured_nodes(&shape(), &["cp1", "cp2"], &[], &off),
+            vec![]
+        );
+        // A snapshot that recorded no Nodes has nothing to compare.
+        let empty = ClusterShape {
+            nodes: vec![],
+            ..shape()
+        };
+        assert_eq!(
+            compare_configured_nodes(&empty, &["x"], &[], &checks),
+            vec![]
+        );
     }
 }

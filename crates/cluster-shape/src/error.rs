@@ -46,4 +46,10 @@ pub enum ShapeError {
         #[source]
         source: serde_yaml_ng::Error,
     },
+    /// A certificate (kube-apiserver's serving certificate, read on a node) does not parse.
+    #[error("not a PEM X.509 certificate: {detail}")]
+    Certificate {
+        /// What the parser said.
+        detail: String,
+    },
 }

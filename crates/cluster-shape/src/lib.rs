@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cert;
 mod compare;
 mod contents;
 mod counts;
@@ -21,12 +22,16 @@ mod node_compare;
 pub mod proto;
 mod shape;
 
-pub use compare::{compare_shapes, CheckSeverity, ShapeChecks, ShapeDifference};
+pub use cert::{certificate_sans, sans_cover};
+pub use compare::{
+    compare_configured_nodes, compare_shapes, CheckSeverity, ShapeChecks, ShapeDifference,
+};
 pub use contents::{read_snapshot_contents, SnapshotContents};
 pub use counts::count_objects;
 pub use decode::{decode_object, ENCRYPTED_PREFIX, PROTOBUF_MAGIC};
 pub use error::ShapeError;
 pub use node_compare::{
-    compare_node, front_end_host, parse_kubeadm_flags, runtime_kind_of_endpoint, NodeShape,
+    compare_node, front_end_host, parse_kubeadm_flags, runtime_kind_of_endpoint, ApiServerCert,
+    CertRead, NodeShape,
 };
 pub use shape::{cluster_shape, ShapeKeys, DEFAULT_KUBERNETES_PREFIX};

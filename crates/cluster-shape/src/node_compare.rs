@@ -7,7 +7,7 @@
 use etcd_dr_core::ClusterShape;
 
 use crate::compare::{image_minor, minor, runtime_of};
-use crate::{CheckSeverity, ShapeChecks, ShapeDifference};
+use crate::{sans_cover, CheckSeverity, ShapeChecks, ShapeDifference};
 
 /// What one node of the secondary says about itself. `None` fields could not be read there
 /// (no kubelet on the PATH, no `kubeadm-flags.env`) and are not compared.
@@ -29,6 +29,28 @@ pub struct NodeShape {
     pub etcd_data_dir: Option<String>,
     /// What the API front-end name resolves to on the node (`getent hosts`), when it was asked.
     pub front_end_addresses: Option<Vec<String>>,
+    /// kube-apiserver's serving certificate on a control-plane node, when it was read.
+    pub api_server_cert: Option<ApiServerCert>,
+}
+
+/// kube-apiserver's serving certificate as read on a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiServerCert {
+    /// Its path on the node.
+    pub path: String,
+    /// What was found there.
+    pub read: CertRead,
+}
+
+/// A certificate file as read on a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertRead {
+    /// Its subject alternative names (DNS names and IP addresses).
+    Sans(Vec<String>),
+    /// No such file.
+    Missing,
+    /// There, but not readable as a certificate: why.
+    Unreadable(String),
 }
 
 /// The host part of kubeadm's `controlPlaneEndpoint` (`k8s-api.example:6443` →
@@ -84,12 +106,15 @@ fn socket(endpoint: &str) -> &str {
 /// node. `snapshot_etcd_version` is the manifest's etcd version (the etcd image minor to
 /// expect). `front_end_managed`: the promotion
 /// points the front-end name itself, so what it resolves to now is not judged.
+/// `front_end_name`: the name kube-apiserver's certificate must be valid for (configured, else
+/// the host of `controlPlaneEndpoint`), if there is one.
 pub fn compare_node(
     recorded: &ClusterShape,
     snapshot_etcd_version: &str,
     node: &NodeShape,
     checks: &ShapeChecks,
     front_end_managed: bool,
+    front_end_name: Option<&str>,
 ) -> Vec<ShapeDifference> {
     let mut out = Vec::new();
     let mut add = |check: &'static str, severity: CheckSeverity, detail: String| {
@@ -185,6 +210,27 @@ pub fn compare_node(
                 );
             }
         }
+        // Whether or not the promotion points the name itself: the API server must present a
+        // certificate valid for it either way.
+        if let (Some(cert), Some(name)) = (&node.api_server_cert, front_end_name) {
+            let path = &cert.path;
+            let detail = match &cert.read {
+                CertRead::Sans(sans) if sans_cover(sans, name) => None,
+                CertRead::Sans(sans) => Some(format!(
+                    "kube-apiserver's certificate {path} is not valid for the API front-end name {name} (its names: {}): clients reaching the API through {name} will refuse it; re-issue it with {name} in apiServer.certSANs",
+                    if sans.is_empty() { "none".to_string() } else { sans.join(", ") }
+                )),
+                CertRead::Missing => Some(format!(
+                    "kube-apiserver's certificate {path} is missing, so whether it is valid for the API front-end name {name} is unknown"
+                )),
+                CertRead::Unreadable(why) => Some(format!(
+                    "kube-apiserver's certificate {path} cannot be read ({why}), so whether it is valid for the API front-end name {name} is unknown"
+                )),
+            };
+            if let Some(detail) = detail {
+                add("api_server_cert_sans", checks.api_server_cert_sans, detail);
+            }
+        }
     }
     let endpoint = recorded
         .kubeadm
@@ -261,6 +307,10 @@ mod tests {
             etcd_image: Some("registry.k8s.io/etcd:3.6.1-0".into()),
             etcd_data_dir: Some("/var/lib/etcd/".into()),
             front_end_addresses: Some(vec!["10.1.0.10".into()]),
+            api_server_cert: Some(ApiServerCert {
+                path: "/etc/kubernetes/pki/apiserver.crt".into(),
+                read: CertRead::Sans(vec!["cp1".into(), "k8s-api.example".into()]),
+            }),
         }
     }
 
@@ -301,6 +351,7 @@ mod tests {
             &matching(),
             &ShapeChecks::default(),
             false,
+            Some("k8s-api.example"),
         );
         assert_eq!(found, vec![]);
     }
@@ -315,7 +366,14 @@ mod tests {
             front_end_addresses: Some(vec!["10.0.0.11".into()]),
             ..matching()
         };
-        let found = compare_node(&recorded(), "3.6.4", &node, &ShapeChecks::default(), false);
+        let found = compare_node(
+            &recorded(),
+            "3.6.4",
+            &node,
+            &ShapeChecks::default(),
+            false,
+            Some("k8s-api.example"),
+        );
         let checks: Vec<(&str, CheckSeverity)> =
             found.iter().map(|d| (d.check, d.severity)).collect();
         assert_eq!(
@@ -343,7 +401,8 @@ mod tests {
             "3.6.4",
             &unresolved,
             &ShapeChecks::default(),
-            true
+            true,
+            Some("k8s-api.example"),
         )
         .is_empty());
         let found = compare_node(
@@ -352,7 +411,71 @@ mod tests {
             &unresolved,
             &ShapeChecks::default(),
             false,
+            Some("k8s-api.example"),
         );
         assert!(found[0].detail.contains("does not resolve"), "{found:?}");
+    }
+
+    #[test]
+    fn a_control_plane_certificate_without_the_front_end_name_is_named() {
+        let checks = ShapeChecks::default();
+        let with = |read: CertRead| NodeShape {
+            api_server_cert: Some(ApiServerCert {
+                path: "/etc/kubernetes/pki/apiserver.crt".into(),
+                read,
+            }),
+            ..matching()
+        };
+        let judge = |node: &NodeShape, name: Option<&str>| {
+            compare_node(&recorded(), "3.6.4", node, &checks, true, name)
+        };
+        let lacking = with(CertRead::Sans(vec!["cp1".into(), "10.96.0.1".into()]));
+        let found = judge(&lacking, Some("k8s-api.example"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].check, "api_server_cert_sans");
+        assert_eq!(found[0].severity, CheckSeverity::Warn);
+        assert!(
+            found[0].detail.starts_with("cp1: kube-apiserver's certificate /etc/kubernetes/pki/apiserver.crt is not valid for the API front-end name k8s-api.example (its names: cp1, 10.96.0.1)"),
+            "{}",
+            found[0].detail
+        );
+        // A configured name other than the endpoint's is the one asked for.
+        assert!(judge(&lacking, Some("cp1")).is_empty());
+        // No name to ask for: nothing to judge.
+        assert!(judge(&lacking, None).is_empty());
+        let missing = judge(&with(CertRead::Missing), Some("k8s-api.example"));
+        assert!(
+            missing[0]
+                .detail
+                .contains("/etc/kubernetes/pki/apiserver.crt is missing"),
+            "{missing:?}"
+        );
+        let unreadable = judge(
+            &with(CertRead::Unreadable("no PEM block".into())),
+            Some("k8s-api.example"),
+        );
+        assert!(
+            unreadable[0].detail.contains("(no PEM block)"),
+            "{unreadable:?}"
+        );
+        // Workers run no API server.
+        let worker = NodeShape {
+            control_plane: false,
+            ..lacking.clone()
+        };
+        assert!(judge(&worker, Some("k8s-api.example")).is_empty());
+        let off = ShapeChecks {
+            api_server_cert_sans: CheckSeverity::Off,
+            ..ShapeChecks::default()
+        };
+        assert!(compare_node(
+            &recorded(),
+            "3.6.4",
+            &lacking,
+            &off,
+            true,
+            Some("k8s-api.example")
+        )
+        .is_empty());
     }
 }

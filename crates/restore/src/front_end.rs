@@ -97,15 +97,16 @@ pub fn alias_line(address: &str, name: &str) -> String {
 
 /// Writes the marked lines (`lines`, first in the file, so that they win over any later line
 /// for the same name) into `file` in place of every marked line there, and prints the marked
-/// lines it replaced (`was\t…`) and what `name` resolves to afterwards (`resolves\t…`). The
-/// file is rewritten in place, not renamed: `/etc/hosts` is often a bind mount (containers),
-/// which a rename cannot replace. Every other line stays as it was.
+/// lines it replaced with their line numbers (`was\t<n>:…`) and what `name` resolves to
+/// afterwards (`resolves\t…`). The file is rewritten in place, not renamed: `/etc/hosts` is
+/// often a bind mount (containers), which a rename cannot replace. Every other line stays as it
+/// was.
 const REPLACE_SCRIPT: &str = r#"file=$1
 mark=$2
 name=$3
 shift 3
 if [ ! -r "$file" ] || [ ! -w "$file" ]; then echo "cannot read and write $file" >&2; exit 1; fi
-grep -F -e "$mark" -- "$file" | while IFS= read -r line; do printf 'was\t%s\n' "$line"; done
+grep -n -F -e "$mark" -- "$file" | while IFS= read -r line; do printf 'was\t%s\n' "$line"; done
 tmp=$(mktemp) || exit 1
 status=0
 { for line do printf '%s\n' "$line"; done; grep -v -F -e "$mark" -- "$file"; } > "$tmp" || status=$?
@@ -116,11 +117,48 @@ if [ -n "$name" ]; then
     printf 'resolves\t%s\n' "$(getent hosts "$name" 2>/dev/null | awk '{print $1}' | tr '\n' ' ')"
 fi"#;
 
+/// Removes every marked line of `file` and puts the given ones (`<n>` `<line>` pairs) back at
+/// their line numbers, in place like [`REPLACE_SCRIPT`]: after a replacement, the file as it
+/// was. awk takes the pairs from its arguments (no escape processing there).
+const RESTORE_SCRIPT: &str = r#"file=$1
+if [ ! -r "$file" ] || [ ! -w "$file" ]; then echo "cannot read and write $file" >&2; exit 1; fi
+tmp=$(mktemp) || exit 1
+if ! awk 'BEGIN {
+    mark = ARGV[2]
+    last = 0
+    for (i = 3; i + 1 < ARGC; i += 2) {
+        at[ARGV[i] + 0] = ARGV[i + 1]
+        if (ARGV[i] + 0 > last) last = ARGV[i] + 0
+    }
+    ARGC = 2
+    out = 0
+}
+index($0, mark) { next }
+{
+    while ((out + 1) in at) { out++; print at[out] }
+    out++
+    print
+}
+END {
+    for (n = out + 1; n <= last; n++) if (n in at) print at[n]
+}' "$@" > "$tmp"; then rm -f "$tmp"; echo "cannot read $file" >&2; exit 1; fi
+if ! cat "$tmp" > "$file"; then rm -f "$tmp"; echo "cannot write $file" >&2; exit 1; fi
+rm -f "$tmp""#;
+
+/// A marked line as it stood in a hosts file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarkedLine {
+    /// Its line number (1 for the first line).
+    pub number: usize,
+    /// The line.
+    pub text: String,
+}
+
 /// What a replacement found and left.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostsReplaced {
-    /// The marked lines the file held before.
-    pub previous: Vec<String>,
+    /// The marked lines the file held before, where they were.
+    pub previous: Vec<MarkedLine>,
     /// What the name resolves to on the node afterwards (`getent hosts`), in order.
     pub resolves_to: Vec<String>,
 }
@@ -152,7 +190,16 @@ pub async fn replace_marked_lines(
     let mut replaced = HostsReplaced::default();
     for line in output.stdout_text().lines() {
         match line.split_once('\t') {
-            Some(("was", old)) => replaced.previous.push(old.to_string()),
+            Some(("was", old)) => {
+                if let Some((number, text)) = old.split_once(':') {
+                    if let Ok(number) = number.parse() {
+                        replaced.previous.push(MarkedLine {
+                            number,
+                            text: text.to_string(),
+                        });
+                    }
+                }
+            }
             Some(("resolves", addresses)) => {
                 replaced.resolves_to = addresses.split_whitespace().map(str::to_string).collect()
             }
@@ -160,6 +207,33 @@ pub async fn replace_marked_lines(
         }
     }
     Ok(replaced)
+}
+
+/// Puts `hosts_file` on `node` back as a replacement found it: every marked line removed, the
+/// `previous` ones back at their own line numbers.
+pub async fn restore_marked_lines(
+    node: &Node,
+    hosts_file: &str,
+    previous: &[MarkedLine],
+    cancel: &CancellationToken,
+) -> Result<(), NodeError> {
+    let mut argv = vec![
+        "sh".to_string(),
+        "-c".into(),
+        RESTORE_SCRIPT.into(),
+        "sh".into(),
+        hosts_file.into(),
+        HOSTS_MARK.into(),
+    ];
+    for line in previous {
+        argv.push(line.number.to_string());
+        argv.push(line.text.clone());
+    }
+    node.command(argv)
+        .label(format!("alias in {hosts_file} put back"))
+        .run(cancel)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -214,24 +288,38 @@ mod tests {
         let first = replace_marked_lines(&node, file, None, std::slice::from_ref(&line), &cancel)
             .await
             .unwrap();
-        assert_eq!(first.previous, [format!("10.0.0.1 k8s-api {HOSTS_MARK}")]);
+        assert_eq!(
+            first.previous,
+            [MarkedLine {
+                number: 2,
+                text: format!("10.0.0.1 k8s-api {HOSTS_MARK}")
+            }]
+        );
         let expected = format!("{line}\n127.0.0.1 localhost\n# a comment\n10.9.9.9 other\n");
         assert_eq!(std::fs::read_to_string(&hosts).unwrap(), expected);
         // Again: replaced, not duplicated.
         let second = replace_marked_lines(&node, file, None, std::slice::from_ref(&line), &cancel)
             .await
             .unwrap();
-        assert_eq!(second.previous, [line]);
+        assert_eq!(
+            second.previous,
+            [MarkedLine {
+                number: 1,
+                text: line
+            }]
+        );
         assert_eq!(std::fs::read_to_string(&hosts).unwrap(), expected);
-        // Put back: the old marked line, every other line as it was.
-        replace_marked_lines(&node, file, None, &first.previous, &cancel)
+        // Put back: the old marked line where it was, the file byte for byte.
+        restore_marked_lines(&node, file, &first.previous, &cancel)
             .await
             .unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&hosts).unwrap(),
-            format!(
-                "10.0.0.1 k8s-api {HOSTS_MARK}\n127.0.0.1 localhost\n# a comment\n10.9.9.9 other\n"
-            )
+        assert_eq!(std::fs::read_to_string(&hosts).unwrap(), original);
+        let error = restore_marked_lines(&node, "/nonexistent/hosts", &[], &cancel)
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("cannot read and write"),
+            "{error}"
         );
         let error = replace_marked_lines(&node, "/nonexistent/hosts", None, &[], &cancel)
             .await
@@ -240,5 +328,34 @@ mod tests {
             error.to_string().contains("cannot read and write"),
             "{error}"
         );
+    }
+
+    #[tokio::test]
+    async fn puts_several_marked_lines_back_where_they_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("hosts");
+        let node = Node::new(NodeRole::Worker, Arc::new(LocalExecutor::new("w1")));
+        let cancel = CancellationToken::new();
+        let file = hosts.to_str().unwrap();
+        let line = alias_line("10.1.0.10", "k8s-api");
+        for original in [
+            // In the middle and last.
+            format!("127.0.0.1 localhost\n10.0.0.1 k8s-api {HOSTS_MARK}\n10.9.9.9 other\n10.0.0.2 k8s-api2 {HOSTS_MARK}\n"),
+            // Two in a row, with `\t` and `$HOME` that neither awk nor sh may expand.
+            format!("# c\n10.0.0.1 a\\tb $HOME {HOSTS_MARK}\n10.0.0.3 c {HOSTS_MARK}\n# d\n"),
+            // None at all: the step's line goes, nothing comes back.
+            "127.0.0.1 localhost\n".to_string(),
+        ] {
+            std::fs::write(&hosts, &original).unwrap();
+            let replaced =
+                replace_marked_lines(&node, file, None, std::slice::from_ref(&line), &cancel)
+                    .await
+                    .unwrap();
+            assert!(std::fs::read_to_string(&hosts).unwrap().starts_with(&line));
+            restore_marked_lines(&node, file, &replaced.previous, &cancel)
+                .await
+                .unwrap();
+            assert_eq!(std::fs::read_to_string(&hosts).unwrap(), original);
+        }
     }
 }

@@ -46,7 +46,8 @@ pub use etcd_dr_core::{
 pub use etcd_pod::{parse_etcd_pod, EtcdPod};
 pub use fence_watch::{check_fence_once, FenceCheckError};
 pub use front_end::{
-    alias_line, is_host_name, replace_marked_lines, FrontEndConfig, HostsReplaced, HOSTS_MARK,
+    alias_line, is_host_name, replace_marked_lines, restore_marked_lines, FrontEndConfig,
+    HostsReplaced, MarkedLine, HOSTS_MARK,
 };
 pub use health::{judge_health, wait_api_ready, wait_healthy, HealthyCluster};
 pub use hooks::{

@@ -1,9 +1,12 @@
 //! The secondary's nodes as they are, for preflight's shape checks: kubeadm's
 //! `kubeadm-flags.env` (the container runtime endpoint), kubelet's and the runtime's versions
-//! where the tools are on the PATH, and what the API front-end name resolves to. One command per
-//! node; it changes nothing.
+//! where the tools are on the PATH, what the API front-end name resolves to, and on control-plane
+//! nodes kube-apiserver's serving certificate (its names, read here, not on the node: no tool
+//! needed there). One command per node; it changes nothing.
 
-use etcd_dr_cluster_shape::{parse_kubeadm_flags, NodeShape};
+use etcd_dr_cluster_shape::{
+    certificate_sans, parse_kubeadm_flags, ApiServerCert, CertRead, NodeShape,
+};
 use etcd_dr_nodes::{Node, NodeError, NodeRole};
 use tokio_util::sync::CancellationToken;
 
@@ -11,6 +14,7 @@ use crate::EtcdPod;
 
 const SCRIPT: &str = r#"flags=$1
 name=$2
+cert=$3
 if [ -r "$flags" ]; then
     printf 'flags\t%s\n' "$(tr '\n' ' ' < "$flags")"
 fi
@@ -24,15 +28,26 @@ for runtime in containerd crio; do
 done
 if [ -n "$name" ]; then
     printf 'resolves\t%s\n' "$(getent hosts "$name" 2>/dev/null | awk '{print $1}' | tr '\n' ' ')"
+fi
+if [ -n "$cert" ]; then
+    if [ ! -e "$cert" ]; then
+        printf 'cert-missing\t\n'
+    elif [ ! -r "$cert" ]; then
+        printf 'cert-unreadable\tnot readable by %s\n' "$(id -un 2>/dev/null)"
+    else
+        while IFS= read -r line || [ -n "$line" ]; do printf 'cert\t%s\n' "$line"; done < "$cert"
+    fi
 fi"#;
 
 /// Reads `node`'s shape: `kubeadm_flags_file`, `kubelet --version`, the runtime's version,
-/// what `front_end_name` resolves to (when given); the etcd image and data dir come from its
-/// static pod (`pod`, read by the preflight already).
+/// what `front_end_name` resolves to (when given), the SANs of the certificate at
+/// `api_server_cert` (when given: a control-plane node's `pki/apiserver.crt`); the etcd image
+/// and data dir come from its static pod (`pod`, read by the preflight already).
 pub async fn read_node_shape(
     node: &Node,
     kubeadm_flags_file: &str,
     front_end_name: Option<&str>,
+    api_server_cert: Option<&str>,
     pod: Option<&EtcdPod>,
     cancel: &CancellationToken,
 ) -> Result<NodeShape, NodeError> {
@@ -44,6 +59,7 @@ pub async fn read_node_shape(
             "sh".into(),
             kubeadm_flags_file.into(),
             front_end_name.unwrap_or_default().into(),
+            api_server_cert.unwrap_or_default().into(),
         ])
         .label("preflight shape")
         .run(cancel)
@@ -55,9 +71,17 @@ pub async fn read_node_shape(
         etcd_data_dir: pod.and_then(|p| p.data_dir.clone()),
         ..NodeShape::default()
     };
+    let mut cert_pem = String::new();
+    let mut cert_read = None;
     for line in output.stdout_text().lines() {
         let (key, value) = line.split_once('\t').unwrap_or((line, ""));
         match key {
+            "cert" => {
+                cert_pem.push_str(value);
+                cert_pem.push('\n');
+            }
+            "cert-missing" => cert_read = Some(CertRead::Missing),
+            "cert-unreadable" => cert_read = Some(CertRead::Unreadable(value.to_string())),
             "flags" => shape.runtime_endpoint = parse_kubeadm_flags(value),
             // `Kubernetes v1.34.4`
             "kubelet" => {
@@ -75,6 +99,16 @@ pub async fn read_node_shape(
             }
             _ => {}
         }
+    }
+    if let Some(path) = api_server_cert {
+        let read = cert_read.unwrap_or_else(|| match certificate_sans(cert_pem.as_bytes()) {
+            Ok(sans) => CertRead::Sans(sans),
+            Err(error) => CertRead::Unreadable(error.to_string()),
+        });
+        shape.api_server_cert = Some(ApiServerCert {
+            path: path.to_string(),
+            read,
+        });
     }
     Ok(shape)
 }
@@ -97,6 +131,12 @@ pub fn describe_node_shape(shape: &NodeShape) -> String {
     match &shape.front_end_addresses {
         Some(addresses) if addresses.is_empty() => parts.push("front end unresolved".into()),
         Some(addresses) => parts.push(format!("front end → {}", addresses.join(" "))),
+        None => {}
+    }
+    match shape.api_server_cert.as_ref().map(|c| &c.read) {
+        Some(CertRead::Sans(sans)) => parts.push(format!("apiserver.crt names {}", sans.join(" "))),
+        Some(CertRead::Missing) => parts.push("no apiserver.crt".into()),
+        Some(CertRead::Unreadable(_)) => parts.push("apiserver.crt unreadable".into()),
         None => {}
     }
     parts.join(", ")
@@ -125,6 +165,7 @@ mod tests {
             flags.to_str().unwrap(),
             Some("localhost"),
             None,
+            None,
             &CancellationToken::new(),
         )
         .await
@@ -140,5 +181,48 @@ mod tests {
             "{addresses:?}"
         );
         assert!(describe_node_shape(&shape).contains("crio.sock"));
+        assert_eq!(shape.api_server_cert, None);
+    }
+
+    #[tokio::test]
+    async fn reads_the_api_server_certificate_or_says_it_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("apiserver.crt");
+        std::fs::write(
+            &cert,
+            include_str!("../../cluster-shape/tests/fixtures/apiserver.crt"),
+        )
+        .unwrap();
+        let node = Node::new(NodeRole::ControlPlane, Arc::new(LocalExecutor::new("cp1")));
+        let read = |path: std::path::PathBuf| {
+            let node = node.clone();
+            async move {
+                let path = path.display().to_string();
+                read_node_shape(
+                    &node,
+                    "/nonexistent/kubeadm-flags.env",
+                    None,
+                    Some(&path),
+                    None,
+                    &CancellationToken::new(),
+                )
+                .await
+                .unwrap()
+                .api_server_cert
+                .unwrap()
+            }
+        };
+        let found = read(cert.clone()).await;
+        assert_eq!(found.path, cert.display().to_string());
+        let CertRead::Sans(sans) = found.read else {
+            panic!("{found:?}");
+        };
+        assert!(sans.iter().any(|s| s == "*.api.example"), "{sans:?}");
+        assert_eq!(
+            read(dir.path().join("gone.crt")).await.read,
+            CertRead::Missing
+        );
+        std::fs::write(&cert, "apiserver cert of cp1\n").unwrap();
+        assert!(matches!(read(cert).await.read, CertRead::Unreadable(_)));
     }
 }

@@ -9,12 +9,16 @@ use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 
 use super::promoter::Promoter;
-use crate::{alias_line, replace_marked_lines, PromoteError, PromotionTracker};
+use crate::{
+    alias_line, replace_marked_lines, restore_marked_lines, MarkedLine, PromoteError,
+    PromotionTracker,
+};
 
-/// The hosts files the step changed: each node with the marked lines it held before.
+/// The hosts files the step changed: each node with the marked lines it held before, where
+/// they were.
 #[derive(Debug, Default)]
 pub(super) struct FrontEndChanges {
-    nodes: Vec<(String, Vec<String>)>,
+    nodes: Vec<(String, Vec<MarkedLine>)>,
 }
 
 impl Promoter {
@@ -142,7 +146,7 @@ impl Promoter {
                 let Some(node) = self.every_node().find(|n| n.name() == name) else {
                     return Some(name.clone());
                 };
-                match replace_marked_lines(node, hosts_file, None, previous, &cancel).await {
+                match restore_marked_lines(node, hosts_file, previous, &cancel).await {
                     Ok(_) => {
                         tracker.node_state(StepName::FrontEnd, name, StepState::RolledBack);
                         None

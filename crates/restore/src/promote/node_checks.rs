@@ -1,9 +1,11 @@
 //! Preflight's look at the secondary's nodes themselves (control plane and workers, over their
 //! executors): runtime endpoint, kubelet version, etcd static pod, what the API front-end name
-//! resolves to, each compared with the snapshot's recorded shape; and whether the front-end step
-//! can run.
+//! resolves to, the names kube-apiserver's certificate is valid for, each compared with the
+//! snapshot's recorded shape; and whether the front-end step can run.
 
-use etcd_dr_cluster_shape::{compare_node, front_end_host, CheckSeverity};
+use etcd_dr_cluster_shape::{
+    compare_configured_nodes, compare_node, front_end_host, CheckSeverity, ShapeDifference,
+};
 use etcd_dr_core::{SnapshotManifest, StepName};
 use etcd_dr_nodes::Node;
 use futures::future::join_all;
@@ -38,9 +40,10 @@ impl Promoter {
         self.control_plane.iter().chain(self.workers.iter())
     }
 
-    /// Reads every node's shape and judges it against the snapshot's; the front-end step's
-    /// own requirements too. Not in place (same machines), and not for a snapshot that
-    /// records no shape (preflight warns about that already).
+    /// Judges the configured node names against the snapshot's Nodes, reads every node's shape
+    /// and judges it against the snapshot's; the front-end step's own requirements too. Not in
+    /// place (same machines), and not for a snapshot that records no shape (preflight warns
+    /// about that already).
     pub(super) async fn check_nodes(
         &self,
         manifest: &SnapshotManifest,
@@ -64,6 +67,19 @@ impl Promoter {
         };
         let step = StepName::Preflight;
         let worker_names: Vec<&str> = self.workers.iter().map(Node::name).collect();
+        // From the configuration alone: holds when the secondary's etcd is empty or silent.
+        let control_plane_names: Vec<&str> = self.control_plane.iter().map(Node::name).collect();
+        sort_differences(
+            "configured nodes",
+            compare_configured_nodes(
+                recorded,
+                &control_plane_names,
+                &worker_names,
+                &self.config.shape_checks,
+            ),
+            &mut problems,
+            &mut warnings,
+        );
         tracker.add_nodes(step, &worker_names);
         let shapes = join_all(self.every_node().map(|node| {
             let pod = facts
@@ -72,9 +88,22 @@ impl Promoter {
                 .find(|f| f.node == node.name())
                 .and_then(|f| f.pod.as_ref().ok());
             let name = name.as_deref();
+            let cert = (node.role() == etcd_dr_nodes::NodeRole::ControlPlane).then(|| {
+                format!(
+                    "{}/pki/apiserver.crt",
+                    self.config.kubernetes_dir.trim_end_matches('/')
+                )
+            });
             async move {
-                let shape =
-                    read_node_shape(node, &self.config.kubeadm_flags_file, name, pod, cancel).await;
+                let shape = read_node_shape(
+                    node,
+                    &self.config.kubeadm_flags_file,
+                    name,
+                    cert.as_deref(),
+                    pod,
+                    cancel,
+                )
+                .await;
                 if node.role() == etcd_dr_nodes::NodeRole::Worker {
                     match &shape {
                         Ok(shape) => {
@@ -98,24 +127,40 @@ impl Promoter {
                 }
             };
             tracing::info!(node, shape = %describe_node_shape(&shape), "node shape read");
-            for difference in compare_node(
-                recorded,
-                &manifest.etcd.version,
-                &shape,
-                &self.config.shape_checks,
-                front_end.enabled,
-            ) {
-                let text = format!("node shape, {}: {}", difference.check, difference.detail);
-                match difference.severity {
-                    CheckSeverity::Error => problems.push(format!(
-                        "{text} (or set [promote.shape_checks] {} = \"warn\")",
-                        difference.check
-                    )),
-                    CheckSeverity::Warn => warnings.push(text),
-                    CheckSeverity::Off => {}
-                }
-            }
+            sort_differences(
+                "node shape",
+                compare_node(
+                    recorded,
+                    &manifest.etcd.version,
+                    &shape,
+                    &self.config.shape_checks,
+                    front_end.enabled,
+                    name.as_deref(),
+                ),
+                &mut problems,
+                &mut warnings,
+            );
         }
         (problems, warnings)
+    }
+}
+
+/// Errors refuse (with the setting that would let them through), warnings are recorded.
+fn sort_differences(
+    what: &str,
+    differences: Vec<ShapeDifference>,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) {
+    for difference in differences {
+        let text = format!("{what}, {}: {}", difference.check, difference.detail);
+        match difference.severity {
+            CheckSeverity::Error => problems.push(format!(
+                "{text} (or set [promote.shape_checks] {} = \"warn\")",
+                difference.check
+            )),
+            CheckSeverity::Warn => warnings.push(text),
+            CheckSeverity::Off => {}
+        }
     }
 }
