@@ -1,4 +1,3 @@
-
 use super::*;
 use etcd_dr_core::{CniDaemonSet, KubeadmShape};
 
