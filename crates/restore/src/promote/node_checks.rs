@@ -146,7 +146,7 @@ impl Promoter {
 }
 
 /// Errors refuse (with the setting that would let them through), warnings are recorded.
-fn sort_differences(
+pub(super) fn sort_differences(
     what: &str,
     differences: Vec<ShapeDifference>,
     problems: &mut Vec<String>,

@@ -1,7 +1,7 @@
 //! The preflight: every node checked at once (nothing changes), the service-account keys found,
 //! and the plan judged.
 
-use etcd_dr_cluster_shape::{compare_shapes, CheckSeverity, ShapeChecks};
+use etcd_dr_cluster_shape::{compare_shapes, ShapeChecks};
 use etcd_dr_core::ClusterShape;
 use etcd_dr_core::{
     EtcdVersion, PromotionMode, PromotionPlan, RestoreTool, SnapshotManifest, StepName,
@@ -11,6 +11,7 @@ use etcd_dr_scheduler::SourceError;
 use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 
+use super::node_checks::sort_differences;
 use super::promoter::Promoter;
 use crate::{
     evaluate_preflight, gather_facts, service_account_keys_from_bundles, PreflightInputs,
@@ -200,15 +201,10 @@ fn judge_shapes(
             return;
         }
     };
-    for difference in compare_shapes(recorded, &secondary, checks) {
-        let text = format!("cluster shape, {}: {}", difference.check, difference.detail);
-        match difference.severity {
-            CheckSeverity::Error => problems.push(format!(
-                "{text} (or set [promote.shape_checks] {} = \"warn\")",
-                difference.check
-            )),
-            CheckSeverity::Warn => warnings.push(text),
-            CheckSeverity::Off => {}
-        }
-    }
+    sort_differences(
+        "cluster shape",
+        compare_shapes(recorded, &secondary, checks),
+        problems,
+        warnings,
+    );
 }
