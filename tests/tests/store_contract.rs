@@ -404,25 +404,34 @@ fn a_listing_orders_by_revision_and_hides_folders_without_a_manifest(store: Stor
     });
 }
 
+/// Three snapshots committed at minutes 0, 10, 20 (revisions 10, 20, 30), oldest first.
+async fn commit_three_snapshots(
+    store: &Store,
+    cancel: &CancellationToken,
+) -> Vec<SnapshotManifest> {
+    let mut committed = Vec::new();
+    for (minute, revision) in [(0, 10), (10, 20), (20, 30)] {
+        let id = SnapshotId::new(at(minute), revision);
+        let object = upload(
+            store,
+            &id,
+            &AttemptToken::random(),
+            &[revision as u8; 50_000],
+        )
+        .await;
+        let mut m = manifest(at(minute), revision, object);
+        commit_manifest(&store.store, &store.layout, None, &mut m, cancel)
+            .await
+            .unwrap();
+        committed.push(m);
+    }
+    committed
+}
+
 fn retention_deletes_manifests_first_and_keeps_the_newest_intact(store: Store) {
     block_on(async {
         let cancel = CancellationToken::new();
-        let mut committed = Vec::new();
-        for (minute, revision) in [(0, 10), (10, 20), (20, 30)] {
-            let id = SnapshotId::new(at(minute), revision);
-            let object = upload(
-                &store,
-                &id,
-                &AttemptToken::random(),
-                &[revision as u8; 50_000],
-            )
-            .await;
-            let mut m = manifest(at(minute), revision, object);
-            commit_manifest(&store.store, &store.layout, None, &mut m, &cancel)
-                .await
-                .unwrap();
-            committed.push(m);
-        }
+        let committed = commit_three_snapshots(&store, &cancel).await;
         // The newest one is corrupt: its data object is gone.
         let newest = &committed[2];
         store
@@ -561,22 +570,7 @@ fn a_failed_abort_leaves_a_leftover_that_the_sweep_removes(store: Store) {
 fn store_faults_during_verification_and_retention_keep_every_committed_snapshot(store: Store) {
     block_on(async {
         let cancel = CancellationToken::new();
-        let mut committed = Vec::new();
-        for (minute, revision) in [(0, 10), (10, 20), (20, 30)] {
-            let id = SnapshotId::new(at(minute), revision);
-            let object = upload(
-                &store,
-                &id,
-                &AttemptToken::random(),
-                &[revision as u8; 50_000],
-            )
-            .await;
-            let mut m = manifest(at(minute), revision, object);
-            commit_manifest(&store.store, &store.layout, None, &mut m, &cancel)
-                .await
-                .unwrap();
-            committed.push(m);
-        }
+        let committed = commit_three_snapshots(&store, &cancel).await;
         let policy = RetentionConfig {
             keep_last: Some(1),
             ..RetentionConfig::default()
