@@ -120,6 +120,15 @@ fn a_promotion_at_a_revision_restores_exactly_that_revision() {
     assert_eq!(replay.replayed_revisions as i64, middle - snapshot_revision);
     assert!(replay.segments_used >= 1 && replay.first_segment.is_some());
     assert_eq!(replay.engine, "backend");
+    // The verify step says what the replay did (while it ran: how far it was).
+    let detail = record.step(StepName::Verify).progress.detail.clone();
+    assert!(
+        detail.as_deref().is_some_and(|d| d.contains(&format!(
+            "replayed {} revision(s)",
+            middle - snapshot_revision
+        ))),
+        "{detail:?}"
+    );
     let plan = record.plan.as_ref().unwrap();
     assert_eq!(plan.snapshot_revision, middle);
     assert!(member_revision(&node.client_url) >= plan.expected_min_revision);

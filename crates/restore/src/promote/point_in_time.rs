@@ -3,14 +3,21 @@
 //! plain `.db` at exactly the target, which the rest of the promotion restores like any
 //! snapshot.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use etcd_dr_core::{create_private_dir, ReplaySummary, RestorePoint, StepName};
 use etcd_dr_replication::{
-    plan_restore, replay_generation, ReplayRequest, ReplicationLayout, RestorePlan, RevisionSource,
+    plan_restore, replay_generation, ReplayProgress, ReplayRequest, ReplayStage, ReplicationLayout,
+    RestorePlan, RevisionSource,
 };
 use tokio_util::sync::CancellationToken;
 
 use super::promoter::Promoter;
 use crate::{LocalSnapshot, PromoteError, PromotionTracker};
+
+/// How often a running replay's progress is written into the verify step's detail.
+const REPLAY_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Promoter {
     fn revision_source(&self) -> RevisionSource {
@@ -75,23 +82,39 @@ impl Promoter {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(PromoteError::local_io("removing", output.display(), e)),
         }
-        tracker.detail(
-            StepName::Verify,
-            format!(
-                "replaying generation {generation} onto snapshot {} up to revision {}",
-                plan.base.id, plan.target
-            ),
+        let replaying = format!(
+            "replaying generation {generation} onto snapshot {} up to revision {}",
+            plan.base.id, plan.target
         );
+        tracker.detail(StepName::Verify, replaying.clone());
+        let progress = Arc::new(ReplayProgress::default());
         let request = ReplayRequest {
             base_db: base.path.clone(),
             target_revision: plan.target,
             output_db: output.clone(),
             work_dir: work_dir.clone(),
             base_cluster_id: plan.base_cluster_id(),
-            progress: None,
+            progress: Some(progress.clone()),
         };
-        let report =
-            replay_generation(&self.revision_source(), generation, &request, cancel).await?;
+        let source = self.revision_source();
+        let replay = replay_generation(&source, generation, &request, cancel);
+        tokio::pin!(replay);
+        // The step's detail says how far the replay is, for status, the CLI and the logs.
+        let mut ticks = tokio::time::interval(REPLAY_PROGRESS_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let report = loop {
+            tokio::select! {
+                report = &mut replay => break report?,
+                _ = ticks.tick() => {
+                    if let ReplayStage::Replaying { done, total } = progress.stage() {
+                        tracker.detail(
+                            StepName::Verify,
+                            format!("{replaying}: {done} of {total} revisions"),
+                        );
+                    }
+                }
+            }
+        };
         tracker.update(|r| {
             if let Some(summary) = r.replay.as_mut() {
                 summary.base_revision = report.base_revision;
