@@ -162,6 +162,11 @@ struct ProxyState {
     downstream_bytes: AtomicU64,
     /// Every live connection, to cut them.
     connections: Mutex<Vec<TcpStream>>,
+    /// While set, an HTTP/1.1 request whose request line starts with `.0` and contains `.1` is
+    /// held (not forwarded) until this is cleared or the proxy stops.
+    hold: Mutex<Option<(String, String)>>,
+    /// Requests held so far.
+    held: AtomicU64,
     stop: AtomicBool,
 }
 
@@ -181,6 +186,8 @@ impl TcpProxy {
             throttle: AtomicU64::new(0),
             downstream_bytes: AtomicU64::new(0),
             connections: Mutex::new(Vec::new()),
+            hold: Mutex::new(None),
+            held: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
         let accept_state = state.clone();
@@ -244,6 +251,25 @@ impl TcpProxy {
     /// Bytes forwarded from the server so far.
     pub fn downstream_bytes(&self) -> u64 {
         self.state.downstream_bytes.load(Ordering::SeqCst)
+    }
+
+    /// From now on, holds every HTTP/1.1 request whose request line starts with `method` and
+    /// contains `pattern` (e.g. `POST`, `uploadId=`: S3's CompleteMultipartUpload) instead of
+    /// forwarding it, until [`Self::release`]: a server that takes a request and never
+    /// answers. Other requests pass.
+    pub fn hold_requests(&self, method: &str, pattern: &str) {
+        *self.state.hold.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((format!("{method} "), pattern.to_string()));
+    }
+
+    /// Forwards the held requests and holds no more.
+    pub fn release(&self) {
+        *self.state.hold.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// How many requests were held so far.
+    pub fn held_requests(&self) -> u64 {
+        self.state.held.load(Ordering::SeqCst)
     }
 
     /// Closes every live connection.
@@ -353,6 +379,20 @@ fn pump_without_answers(mut from: TcpStream, mut to: TcpStream) {
     let _ = to.shutdown(Shutdown::Write);
 }
 
+/// Whether `chunk` starts a request the proxy holds now (its request line matches the hold).
+fn is_held(state: &ProxyState, chunk: &[u8]) -> bool {
+    let hold = state.hold.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((method, pattern)) = hold.as_ref() else {
+        return false;
+    };
+    let line_end = chunk
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .unwrap_or(chunk.len());
+    let line = String::from_utf8_lossy(&chunk[..line_end]);
+    line.starts_with(method.as_str()) && line.contains(pattern.as_str())
+}
+
 /// Forwards requests without their `If-None-Match` header lines.
 fn pump_without_if_none_match(mut from: TcpStream, mut to: TcpStream) {
     let mut buffer = vec![0u8; 64 * 1024];
@@ -409,6 +449,12 @@ fn pump(mut from: TcpStream, mut to: TcpStream, state: &ProxyState, downstream: 
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if !downstream && is_held(state, &buffer[..n]) {
+            state.held.fetch_add(1, Ordering::SeqCst);
+            while is_held(state, &buffer[..n]) && !state.stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         if to.write_all(&buffer[..n]).is_err() {
             break;
         }
