@@ -95,3 +95,23 @@ fn a_missing_file_or_heading_is_reported_with_its_line() {
         report.broken[1]
     );
 }
+
+#[test]
+fn every_end_to_end_test_file_is_described_in_tests_readme() {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(tests.join("README.md")).unwrap();
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(tests.join("tests")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".rs")
+            && !readme.contains(&format!("`{name}`"))
+            && !readme.contains(&format!("tests/tests/{name}"))
+        {
+            missing.push(name);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not described in tests/README.md: {missing:?}"
+    );
+}

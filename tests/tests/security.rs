@@ -161,7 +161,7 @@ fn reader(ground: &Ground, extra: &str) -> EtcdDr {
 }
 
 #[test]
-fn forged_and_downgraded_snapshots_are_refused_by_verify_fetch_list_and_promote() {
+fn forged_and_downgraded_snapshots_are_refused_by_verify_fetch_list_promote_and_restore() {
     let ground = ground();
     let work = ground.keys.path().join("promote-work");
     let dr = reader(
@@ -226,6 +226,18 @@ fn forged_and_downgraded_snapshots_are_refused_by_verify_fetch_list_and_promote(
     // promote --dry-run refuses at the select step, before anything is downloaded.
     for snapshot in ["latest", ground.downgraded.as_str()] {
         let output = dr.run(&["promote", "--dry-run", "--snapshot", snapshot, "--json"]);
+        assert!(!output.status.success());
+        let record: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(record["state"], "failed", "{record:#}");
+        let error = record["error"].as_str().unwrap();
+        assert!(error.starts_with("select:"), "{error}");
+        assert!(error.contains("is refused"), "{error}");
+        assert!(!work.exists(), "nothing downloaded for a refused snapshot");
+    }
+
+    // Nor does an in-place restore (its own select step, the same trust).
+    for snapshot in ["latest", ground.downgraded.as_str()] {
+        let output = dr.run(&["restore", "--dry-run", "--snapshot", snapshot, "--json"]);
         assert!(!output.status.success());
         let record: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         assert_eq!(record["state"], "failed", "{record:#}");
