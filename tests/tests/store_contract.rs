@@ -28,7 +28,7 @@ use etcd_dr_transport::{
     apply_retention, commit_manifest, delete_uncommitted, list_snapshots, plan_verified_retention,
     read_manifest, sweep_upload_leftovers, upload_object, AttemptToken, ManifestTrust,
     RetentionConfig, ShipProgress, SigningConfig, SnapshotLayout, StoreConfig, TransportError,
-    UploadOptions, DATA_OBJECT_NAME,
+    UploadOptions, UploadedObject, DATA_OBJECT_NAME,
 };
 use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
@@ -227,24 +227,45 @@ async fn upload(
     content: &[u8],
 ) -> StoredObject {
     let name = attempt.object_name(&format!("{DATA_OBJECT_NAME}.zst"));
+    upload_to(
+        &store.store,
+        store,
+        id,
+        &name,
+        content,
+        &CancellationToken::new(),
+    )
+    .await
+    .expect("upload")
+    .stored
+}
+
+/// Uploads `content` as the object `name` of `id` through `target` (the store itself, or a
+/// wrapper around it that injects faults).
+async fn upload_to(
+    target: &Arc<dyn ObjectStore>,
+    store: &Store,
+    id: &SnapshotId,
+    name: &str,
+    content: &[u8],
+    cancel: &CancellationToken,
+) -> Result<UploadedObject, TransportError> {
     let chunks = futures::stream::iter(
         content
             .chunks(64 * 1024)
             .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)))
             .collect::<Vec<_>>(),
     );
-    let uploaded = upload_object(
-        &store.store,
-        &store.layout.object_path(id, &name),
-        &name,
+    upload_object(
+        target,
+        &store.layout.object_path(id, name),
+        name,
         chunks,
         &UploadOptions::default(),
         &ShipProgress::default(),
-        &CancellationToken::new(),
+        cancel,
     )
     .await
-    .expect("upload");
-    uploaded.stored
 }
 
 fn placeholder_object() -> StoredObject {
@@ -332,21 +353,9 @@ fn attempts_write_and_remove_only_their_own_folder(store: Store) {
         let failed = AttemptToken::random();
         if store.arm_next(Call::Part, Fault::Fail) {
             let name = failed.object_name(DATA_OBJECT_NAME);
-            let chunks = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(vec![
-                    3u8;
-                    100_000
-                ]))]);
-            let error = upload_object(
-                &store.store,
-                &store.layout.object_path(&id, &name),
-                &name,
-                chunks,
-                &UploadOptions::default(),
-                &ShipProgress::default(),
-                &cancel,
-            )
-            .await
-            .unwrap_err();
+            let error = upload_to(&store.store, &store, &id, &name, &[3u8; 100_000], &cancel)
+                .await
+                .unwrap_err();
             assert!(!error.to_string().is_empty());
             assert_eq!(keys(&store).await.len(), 2, "{:?}", keys(&store).await);
         }
@@ -513,21 +522,9 @@ fn a_failed_abort_leaves_a_leftover_that_the_sweep_removes(store: Store) {
         faults.arm(Call::Abort, faults.count(Call::Abort) + 1, Fault::Fail);
         let id = SnapshotId::new(at(0), 5);
         let name = AttemptToken::random().object_name(DATA_OBJECT_NAME);
-        let chunks = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(vec![
-            4u8;
-            100_000
-        ]))]);
-        upload_object(
-            &wrapped,
-            &store.layout.object_path(&id, &name),
-            &name,
-            chunks,
-            &UploadOptions::default(),
-            &ShipProgress::default(),
-            &cancel,
-        )
-        .await
-        .unwrap_err();
+        upload_to(&wrapped, &store, &id, &name, &[4u8; 100_000], &cancel)
+            .await
+            .unwrap_err();
         assert_eq!(faults.count(Call::Abort), 1, "the upload was not aborted");
         assert!(keys(&store).await.is_empty(), "{:?}", keys(&store).await);
         if store.moto.is_some() {
