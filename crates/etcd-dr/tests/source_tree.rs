@@ -1,10 +1,16 @@
-//! No two modules of a crate use each other: dependencies between modules point one way, as
-//! between crates. A module "uses" another when its code (unit tests aside) names it through a
-//! `crate::`, `super::` or `self::` path; checked between sibling top-level modules and between
-//! any two modules that are not nested in one another.
+//! Rules the source tree keeps, read from the files themselves:
+//! - files stay small enough to read in one sitting: no Rust file under `crates/` over 500 lines
+//!   (a module that grows past it splits by responsibility; unit tests go to a sibling
+//!   `tests.rs`);
+//! - no two modules of a crate use each other: dependencies between modules point one way, as
+//!   between crates. A module "uses" another when its code (unit tests aside) names it through a
+//!   `crate::`, `super::` or `self::` path; checked between sibling top-level modules and between
+//!   any two modules that are not nested in one another.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+
+const MAX_LINES: usize = 500;
 
 type ModulePath = Vec<String>;
 
@@ -17,6 +23,11 @@ fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
             found.push(path);
         }
     }
+}
+
+/// The workspace's `crates/` directory.
+fn crates_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// `src/a/b.rs` → `[a, b]`; `src/a/mod.rs` → `[a]`; `src/lib.rs` → `[]`.
@@ -167,7 +178,7 @@ fn cycles(src: &Path) -> Vec<String> {
 
 #[test]
 fn no_two_modules_of_a_crate_use_each_other() {
-    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let crates = crates_dir();
     let mut found = Vec::new();
     for entry in std::fs::read_dir(&crates).unwrap() {
         let src = entry.unwrap().path().join("src");
@@ -221,4 +232,23 @@ fn the_check_sees_a_cycle_through_a_brace_group_and_super() {
     .unwrap();
     std::fs::write(src.join("cmd.rs"), "").unwrap();
     assert!(cycles(src).is_empty(), "{:?}", cycles(src));
+}
+
+#[test]
+fn no_rust_file_in_crates_is_over_500_lines() {
+    let crates = crates_dir();
+    let mut files = Vec::new();
+    rust_files(&crates, &mut files);
+    assert!(files.len() > 50, "{files:?}");
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|file| {
+            let lines = std::fs::read_to_string(file).unwrap().lines().count();
+            (lines > MAX_LINES).then(|| format!("{} ({lines} lines)", file.display()))
+        })
+        .collect();
+    assert!(
+        long.is_empty(),
+        "over {MAX_LINES} lines, split by responsibility: {long:#?}"
+    );
 }
