@@ -223,28 +223,19 @@ fn forged_and_downgraded_snapshots_are_refused_by_verify_fetch_list_promote_and_
         "{stderr}"
     );
 
-    // promote --dry-run refuses at the select step, before anything is downloaded.
-    for snapshot in ["latest", ground.downgraded.as_str()] {
-        let output = dr.run(&["promote", "--dry-run", "--snapshot", snapshot, "--json"]);
-        assert!(!output.status.success());
-        let record: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-        assert_eq!(record["state"], "failed", "{record:#}");
-        let error = record["error"].as_str().unwrap();
-        assert!(error.starts_with("select:"), "{error}");
-        assert!(error.contains("is refused"), "{error}");
-        assert!(!work.exists(), "nothing downloaded for a refused snapshot");
-    }
-
-    // Nor does an in-place restore (its own select step, the same trust).
-    for snapshot in ["latest", ground.downgraded.as_str()] {
-        let output = dr.run(&["restore", "--dry-run", "--snapshot", snapshot, "--json"]);
-        assert!(!output.status.success());
-        let record: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-        assert_eq!(record["state"], "failed", "{record:#}");
-        let error = record["error"].as_str().unwrap();
-        assert!(error.starts_with("select:"), "{error}");
-        assert!(error.contains("is refused"), "{error}");
-        assert!(!work.exists(), "nothing downloaded for a refused snapshot");
+    // promote --dry-run and an in-place restore --dry-run (the same select step, the same
+    // trust) refuse at the select step, before anything is downloaded.
+    for command in ["promote", "restore"] {
+        for snapshot in ["latest", ground.downgraded.as_str()] {
+            let output = dr.run(&[command, "--dry-run", "--snapshot", snapshot, "--json"]);
+            assert!(!output.status.success(), "{command} {snapshot}");
+            let record: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+            assert_eq!(record["state"], "failed", "{record:#}");
+            let error = record["error"].as_str().unwrap();
+            assert!(error.starts_with("select:"), "{error}");
+            assert!(error.contains("is refused"), "{error}");
+            assert!(!work.exists(), "nothing downloaded for a refused snapshot");
+        }
     }
 
     // The genuine one gets past select and verify; the dry run leaves no plain copy behind,

@@ -171,7 +171,7 @@ async fn apply_segments(
             guard = next_guard;
             sent_up_to = txn.revision;
             pipeline.push(txn, cancel).await?;
-            request.show_applied(sent_up_to);
+            request.show_applied(pipeline.applied);
         }
     }
     pipeline.finish(cancel).await?;
