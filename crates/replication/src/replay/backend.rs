@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::checks::{
-    check_cluster, check_coverage, cpu_since, first_cause, lease_ttl, leases_needed, read_chain,
+    accept_segment, check_coverage, cpu_since, first_cause, lease_ttl, leases_needed, read_chain,
 };
 use super::{ReplayReport, ReplayRequest};
 use crate::scratch_etcd::process_cpu_time;
@@ -104,13 +104,7 @@ fn apply_segments(
         let Some((key, segment)) = segments.blocking_recv() else {
             return Err(ReplicationError::Cancelled);
         };
-        check_cluster(&key, &segment, request)?;
-        report.segments_read += 1;
-        report.first_segment.get_or_insert_with(|| key.to_string());
-        report.last_segment = Some(key.to_string());
-        for lease in &segment.leases {
-            recorded_ttls.insert(lease.id, lease.granted_ttl_seconds);
-        }
+        accept_segment(&key, &segment, request, &mut report, &mut recorded_ttls)?;
         for revision in segment.revisions {
             if revision.revision <= report.revision {
                 continue;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::ReplayRequest;
+use super::{ReplayReport, ReplayRequest};
 use crate::{ChainReader, ReplicationError, RevisionEvents, Segment};
 
 /// TTL given to a lease the capture saw only after it had expired (its keys are deleted by a
@@ -69,8 +69,27 @@ pub(crate) fn check_coverage(
     Ok(())
 }
 
+/// A segment the replay is about to apply: refused when of another etcd cluster than the base;
+/// else counted in `report` and its leases' recorded TTLs noted in `ttls`.
+pub(crate) fn accept_segment(
+    key: &str,
+    segment: &Segment,
+    request: &ReplayRequest,
+    report: &mut ReplayReport,
+    ttls: &mut HashMap<i64, i64>,
+) -> Result<(), ReplicationError> {
+    check_cluster(key, segment, request)?;
+    report.segments_read += 1;
+    report.first_segment.get_or_insert_with(|| key.to_string());
+    report.last_segment = Some(key.to_string());
+    for lease in &segment.leases {
+        ttls.insert(lease.id, lease.granted_ttl_seconds);
+    }
+    Ok(())
+}
+
 /// Refuses a segment of another etcd cluster than the base's.
-pub(crate) fn check_cluster(
+fn check_cluster(
     key: &str,
     segment: &Segment,
     request: &ReplayRequest,

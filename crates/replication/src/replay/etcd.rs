@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::checks::{
-    check_cluster, check_coverage, cpu_since, first_cause, lease_ttl, leases_needed, read_chain,
+    accept_segment, check_coverage, cpu_since, first_cause, lease_ttl, leases_needed, read_chain,
 };
 use super::{ReplayReport, ReplayRequest};
 use crate::pipeline::{revision_txn, ApplyGuard, TxnPipeline};
@@ -142,13 +142,7 @@ async fn apply_segments(
         let Some((key, segment)) = received else {
             return Err(ReplicationError::Cancelled);
         };
-        check_cluster(&key, &segment, request)?;
-        report.segments_read += 1;
-        report.first_segment.get_or_insert_with(|| key.to_string());
-        report.last_segment = Some(key.to_string());
-        for lease in &segment.leases {
-            recorded_ttls.insert(lease.id, lease.granted_ttl_seconds);
-        }
+        accept_segment(&key, &segment, request, report, &mut recorded_ttls)?;
         for revision in segment.revisions {
             if revision.revision < next_revision {
                 continue;
